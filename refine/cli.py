@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="refine", standalone_mode=False)
+        code = app(args=args, prog_name="refine", standalone_mode=False)
+        if isinstance(code, int) and code:  # non-standalone click returns Exit codes instead of raising
+            sys.exit(code)
     except RefineError as err:
         if debug:
             raise
