@@ -37,7 +37,9 @@ train_app = typer.Typer(help="Train a strategy from a config (YAML + key.sub=val
 app.add_typer(config_app, name="config")
 
 # name -> "module:typer_app" added as a command group (refine NAME ...).
-GROUPS: dict[str, str] = {}
+GROUPS: dict[str, str] = {
+    "shapes": "refine.shapes.cli:app",
+}
 # name -> "module:function" added as a top-level command (refine NAME ...).
 COMMANDS: dict[str, str] = {}
 # name -> "module:function" added under `refine train NAME`.
