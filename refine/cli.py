@@ -41,9 +41,14 @@ GROUPS: dict[str, str] = {
     "shapes": "refine.shapes.cli:app",
 }
 # name -> "module:function" added as a top-level command (refine NAME ...).
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "edit": "refine.rollout.cli:edit",
+}
 # name -> "module:function" added under `refine train NAME`.
-TRAIN_COMMANDS: dict[str, str] = {}
+TRAIN_COMMANDS: dict[str, str] = {
+    "base": "refine.backbones.train_base:cli",
+    "edit-r1": "refine.edit_r1.train:cli",
+}
 
 err_console = Console(stderr=True)
 _state = {"debug": False}

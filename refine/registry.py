@@ -36,11 +36,45 @@ from refine.errors import ConfigError
 # Built-in kinds, by import path. Later layers add their lines here, so `refine config kinds`
 # can list everything without importing the heavy modules.
 BUILTINS: dict[str, dict[str, str]] = {
-    "backbone": {},
-    "reward": {},
-    "refiner": {},
-    "benchmark": {},
-    "config": {},
+    "backbone": {
+        "shapes": "refine.backbones.shapes:load_shapes_backbone",
+        "qwen_image_edit": "refine.backbones.qwen_image_edit:load_qwen_image_edit",
+        "flux_kontext": "refine.backbones.flux_kontext:load_flux_kontext",
+    },
+    "reward": {
+        "mllm": "refine.rewards.mllm:MLLMJudge",
+        "mllm_multiturn": "refine.rewards.mllm:MultiTurnJudge",
+        "consistency": "refine.rewards.consistency:ConsistencyReward",
+        "composite": "refine.rewards.base:CompositeReward",
+        "shapes_if": "refine.rewards.shapes_judge:ShapesIF",
+        "shapes_cc": "refine.rewards.shapes_judge:ShapesCC",
+        "shapes_pq": "refine.rewards.shapes_judge:ShapesPQ",
+        "shapes_overall": "refine.rewards.shapes_judge:ShapesOverall",
+    },
+    # Backends of the MLLM judges (refine.rewards.backends): where the VLM runs.
+    "vlm_backend": {
+        "transformers": "refine.rewards.backends.transformers_vlm:TransformersVLM",
+        "openai": "refine.rewards.backends.openai_compatible:OpenAICompatibleVLM",
+    },
+    "refiner": {
+        "edit_r1": "refine.edit_r1.refiner:EditR1Refiner",
+        "inline_critic": "refine.inline_critic.refiner:InlineCritic",
+        "thinker": "refine.thinker.config:build_thinker_refiner",
+    },
+    "benchmark": {
+        "shapes-bench": "refine.compare.benchmarks.shapes:shapes_bench",
+        "shapes-mt": "refine.compare.benchmarks.shapes:shapes_mt",
+        "gedit": "refine.compare.benchmarks.gedit:GEditBench",
+        "imgedit": "refine.compare.benchmarks.imgedit:ImgEditBench",
+        "edival": "refine.compare.benchmarks.edival:EdiValBench",
+    },
+    "config": {
+        "base": "refine.backbones.train_base_config:BaseTrainConfig",
+        "compare": "refine.compare.config:CompareConfig",
+        "edit_r1": "refine.edit_r1.config:EditR1Config",
+        "inline_critic": "refine.inline_critic.config:InlineCriticConfig",
+        "thinker": "refine.thinker.config:ThinkerConfig",
+    },
 }
 
 

@@ -100,14 +100,19 @@ def _map_list(values: list, fn) -> list:
 
 
 def concat_conditions(conditions: Sequence[Condition]) -> Condition:
-    """Stack conditions of equal shapes along the batch (pads nothing: callers group by shape)."""
+    """Stack conditions along the batch. Text streams of different lengths are right-padded with
+    zeros (mask 0) to the longest, so backbones must honour `text_mask`; every other tensor must
+    already match (callers group requests by image shape)."""
     first = conditions[0]
     if len(conditions) == 1:
         return first
+    longest = max(c.text.shape[1] for c in conditions)
     batch_fields = {}
     for f in fields(first):
         if f.name in ("text", "text_mask", "image_latents"):
             values = [getattr(c, f.name) for c in conditions]
+            if f.name != "image_latents":
+                values = [_pad_tokens(v, longest) for v in values]
             batch_fields[f.name] = None if values[0] is None else torch.cat(values, dim=0)
     negative = None if first.negative is None else concat_conditions([c.negative for c in conditions])
     extras = {}
@@ -120,6 +125,14 @@ def concat_conditions(conditions: Sequence[Condition]) -> Condition:
         else:
             extras[key] = value
     return replace(first, negative=negative, extras=extras, **batch_fields)
+
+
+def _pad_tokens(value: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad dim 1 of a (B, L, ...) tensor with zeros to `length`."""
+    missing = length - value.shape[1]
+    if missing == 0:
+        return value
+    return torch.cat([value, value.new_zeros((value.shape[0], missing, *value.shape[2:]))], dim=1)
 
 
 @runtime_checkable

@@ -1,0 +1,50 @@
+"""Edit-R1: DiffusionNFT post-training of a flow editor with a judge reward and low-std group filtering.
+
+Example:
+    >>> from refine.edit_r1 import EditR1Config
+    >>> EditR1Config().rollout.steps
+    6
+
+Paper: edit-r1-uniworld-v2.txt (UniWorld-V2). The pieces, one concept per module:
+
+| module | what |
+|---|---|
+| `config.py` | `EditR1Config`, every setting (YAML presets in examples/configs/edit_r1/) |
+| `nft.py` | the NFT loss (eqs. 4-7), pure tensor maths |
+| `policies.py` | shadow weights (old policy, EMA), decay schedule, reference policy |
+| `lora.py` | peft LoRA on the attention projections, diffusers-format save/load |
+| `data.py` | position-addressed training requests, held-out evaluation requests |
+| `collect.py` | rollout (old policy, DPM-Solver) and reward scoring with failure handling |
+| `update.py` | the NFT update phase over micro-batches |
+| `state.py` | trainable parameters + shadows, checkpointed together |
+| `checkpoint.py` | atomic checkpoints and resume |
+| `evaluate.py`, `samples.py`, `metrics.py` | held-out judge score, sample grids, JSONL/TensorBoard |
+| `train.py` | the loop and the `refine train edit-r1` command |
+| `refiner.py` | `EditR1Refiner`: load a trained LoRA into a `FlowEditor` |
+
+Names are imported lazily so `import refine.edit_r1` (and the CLI) does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "EditR1Config": "refine.edit_r1.config",
+    "train": "refine.edit_r1.train",
+    "TrainResult": "refine.edit_r1.train",
+    "EditR1Refiner": "refine.edit_r1.refiner",
+    "nft_loss": "refine.edit_r1.nft",
+    "optimality": "refine.edit_r1.nft",
+    "implicit_policies": "refine.edit_r1.nft",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'refine.edit_r1' has no attribute {name!r}")

@@ -1,0 +1,194 @@
+"""Atomic training checkpoints: a folder appears complete or not at all, and `latest` names the newest.
+
+Example:
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from refine.edit_r1.checkpoint import CheckpointWriter, latest_checkpoint, read_tensors
+    >>> out = Path(tempfile.mkdtemp())
+    >>> with CheckpointWriter(out, step=3) as ckpt:            # written under out/.tmp-checkpoint-000003
+    ...     ckpt.save_tensors("trained", {"w": torch.ones(2)})
+    ...     ckpt.save_json("state", {"step": 3})
+    >>> latest_checkpoint(out).name, read_tensors(latest_checkpoint(out), "trained")["w"].tolist()
+    ('checkpoint-000003', [1.0, 1.0])
+
+Layout of `output_dir`:
+    checkpoint-000010/      trained.safetensors, old.safetensors, ema.safetensors (shadow
+                            weights by parameter name), optimizer.pt, scheduler.pt, rng-rank{r}.pt,
+                            state.json (step, data position, counters), lora/ (the EMA adapter in
+                            diffusers' format, usable as is), COMPLETE (written last)
+    latest                  text file with the name of the newest complete checkpoint
+
+Why this shape: a run killed at any instant (SIGKILL, OOM, a reward server dying) leaves either
+the previous checkpoint or the new one, never a half-written folder that resume would trust.
+Everything is first written to `.tmp-checkpoint-N/`, flushed to disk, renamed into place
+(`os.replace` is atomic on one filesystem), and only then is `latest` replaced, itself through
+a temporary file. Resume trusts only folders holding `COMPLETE`. With several processes, each rank
+writes its own RNG file into the shared temporary folder and rank 0 does the rest (the output
+directory must be on a filesystem all ranks see, as for any multi-node checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from refine.errors import ArtifactError
+
+PREFIX = "checkpoint-"
+COMPLETE = "COMPLETE"
+LATEST = "latest"
+
+
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint taken after `step` iterations.
+
+    >>> checkpoint_name(7)
+    'checkpoint-000007'
+    """
+    return f"{PREFIX}{step:06d}"
+
+
+class CheckpointWriter:
+    """Context manager writing one checkpoint atomically (see the module docstring).
+
+    `is_main` / `barrier` come from the caller's accelerator; with one process the defaults apply.
+    On an exception inside the block nothing is published and the temporary folder is removed.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        step: int,
+        *,
+        is_main: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+        keep_last: int | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.step = step
+        self.is_main = is_main
+        self.barrier = barrier
+        self.keep_last = keep_last
+        self.final = self.output_dir / checkpoint_name(step)
+        self.path = self.output_dir / f".tmp-{checkpoint_name(step)}"
+
+    def __enter__(self) -> "CheckpointWriter":
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.path, ignore_errors=True)  # leftovers of a run killed mid-write
+            self.path.mkdir(parents=True)
+        self.barrier()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.barrier()
+        if not self.is_main:
+            self.barrier()
+            return
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.barrier()
+            return
+        _write_atomic(self.path / COMPLETE, f"{self.step}\n")
+        _fsync_tree(self.path)
+        if self.final.exists():  # re-saving the same step (e.g. the final one): replace it
+            shutil.rmtree(self.final)
+        os.replace(self.path, self.final)
+        _fsync_dir(self.output_dir)
+        _write_atomic(self.output_dir / LATEST, self.final.name + "\n")
+        if self.keep_last:
+            for old in list_checkpoints(self.output_dir)[: -self.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+
+    def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        if self.is_main:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(self.path / f"{name}.safetensors"))
+
+    def save_torch(self, name: str, obj: Any, *, every_rank: bool = False) -> None:
+        """`torch.save` of `obj` (optimizer/scheduler/RNG state); `every_rank` writes one file per caller."""
+        if every_rank or self.is_main:
+            torch.save(obj, self.path / f"{name}.pt")
+
+    def save_json(self, name: str, data: dict[str, Any]) -> None:
+        if self.is_main:
+            (self.path / f"{name}.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.glob(f"{PREFIX}*") if p.is_dir() and (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint named by `latest` when it is complete, else the newest complete one, else None."""
+    output_dir = Path(output_dir)
+    marker = output_dir / LATEST
+    if marker.is_file():
+        named = output_dir / marker.read_text().strip()
+        if (named / COMPLETE).is_file():
+            return named
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def read_tensors(folder: str | Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    file = Path(folder) / f"{name}.safetensors"
+    if not file.is_file():
+        raise ArtifactError(f"checkpoint {folder} has no {file.name}; it was written by another version or is damaged")
+    return load_file(str(file))
+
+
+def read_torch(folder: str | Path, name: str) -> Any:
+    file = Path(folder) / f"{name}.pt"
+    if not file.is_file():
+        raise ArtifactError(f"checkpoint {folder} has no {file.name}; it was written by another version or is damaged")
+    return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def read_json(folder: str | Path, name: str) -> dict[str, Any]:
+    file = Path(folder) / f"{name}.json"
+    if not file.is_file():
+        raise ArtifactError(f"checkpoint {folder} has no {file.name}; it was written by another version or is damaged")
+    return json.loads(file.read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,123 @@
+"""The three policies NFT training juggles: trained, old (rollout) and EMA (evaluation), plus the reference.
+
+Example:
+    >>> import torch
+    >>> from refine.edit_r1.policies import ShadowWeights, decay_at
+    >>> layer = torch.nn.Linear(2, 1, bias=False)
+    >>> params = [layer.weight]
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.fill_(1.0)
+    >>> old = ShadowWeights(params)                   # a frozen copy: the old policy
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.fill_(3.0)                   # the trained policy moves on
+    >>> with old.swapped_into(params):                # run the old policy (rollouts)
+    ...     layer(torch.ones(1, 2)).item()
+    2.0
+    >>> old.update_(params, decay=0.5)                # old <- 0.5 old + 0.5 trained
+    >>> old.tensors[0].tolist(), layer.weight.tolist()
+    ([[2.0, 2.0]], [[3.0, 3.0]])
+
+Why shadow copies of the *trainable* parameters rather than a second peft adapter per policy:
+one mechanism serves LoRA (the trainable parameters are the adapter's A/B matrices, a few MB)
+and full fine-tuning (the whole transformer) alike, and swapping a shadow in is a pointer swap of
+each parameter's storage, not a copy. The reference policy of the KL term is the editor with its
+LoRA adapters disabled (free), or, for full fine-tuning, a shadow of the initial weights.
+
+Schedules (`decay_at`): the old policy follows the trained one with a decay that ramps up,
+``decay(k) = min(rate * max(k - flat, 0), max)``: 0 means "old = trained after every update"
+(on-policy), values near 1 keep the rollout policy steadier (DiffusionNFT's soft update).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+
+def decay_at(iteration: int, *, flat: int = 0, rate: float = 0.001, maximum: float = 0.5) -> float:
+    """The old-policy decay after update `iteration` (0-based): ``min(rate * max(iteration - flat, 0), maximum)``.
+
+    Example:
+        >>> [decay_at(k, flat=1, rate=0.25, maximum=0.6) for k in range(5)]
+        [0.0, 0.0, 0.25, 0.5, 0.6]
+    """
+    return float(min(rate * max(iteration - flat, 0), maximum))
+
+
+class ShadowWeights:
+    """A detached copy of a list of parameters that can follow them (EMA) or stand in for them.
+
+    Stored in float32 whatever the parameters' dtype, so a slow EMA of bf16 weights does not
+    round away its small updates.
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self.tensors = [p.detach().float().clone() for p in params]
+
+    @torch.no_grad()
+    def update_(self, params: Sequence[torch.nn.Parameter], decay: float) -> None:
+        """``shadow <- decay * shadow + (1 - decay) * param`` for each pair (decay 0 copies)."""
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay={decay} must be in [0, 1]")
+        self._check(params)
+        for shadow, param in zip(self.tensors, params):
+            shadow.lerp_(param.detach().float(), 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_from(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self.update_(params, 0.0)
+
+    @contextmanager
+    def swapped_into(self, params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+        """Within the block the parameters hold the shadow values (cast to their dtype); restored after.
+
+        The parameters' own storage is kept aside untouched, so the trained weights and their
+        optimizer state are exactly as before when the block exits (even on an exception).
+        """
+        self._check(params)
+        saved = [p.data for p in params]
+        try:
+            for param, shadow in zip(params, self.tensors):
+                param.data = shadow.to(device=param.device, dtype=param.dtype)
+            yield
+        finally:
+            for param, data in zip(params, saved):
+                param.data = data
+
+    def state_dict(self, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """name -> tensor (contiguous CPU copies, ready for safetensors)."""
+        if len(names) != len(self.tensors):
+            raise ValueError(f"{len(names)} names for {len(self.tensors)} shadow tensors")
+        return {name: t.detach().cpu().contiguous() for name, t in zip(names, self.tensors)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor], names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise KeyError(f"shadow state lacks {len(missing)} tensors, e.g. {missing[0]!r}")
+        for shadow, name in zip(self.tensors, names):
+            shadow.copy_(state[name].to(shadow.device, shadow.dtype))
+
+    def _check(self, params: Sequence[torch.nn.Parameter]) -> None:
+        if len(params) != len(self.tensors):
+            raise ValueError(f"{len(params)} parameters for {len(self.tensors)} shadow tensors")
+
+
+@contextmanager
+def adapters_disabled(transformer: torch.nn.Module) -> Iterator[None]:
+    """Run `transformer` without its peft LoRA adapters (the reference policy of the KL term).
+
+    Example:
+        >>> with adapters_disabled(torch.nn.Linear(1, 1)):   # no adapters: nothing to disable
+        ...     pass
+    """
+    has_adapters = bool(getattr(transformer, "peft_config", None))
+    if has_adapters:
+        transformer.disable_adapters()
+    try:
+        yield
+    finally:
+        if has_adapters:
+            transformer.enable_adapters()

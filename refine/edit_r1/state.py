@@ -1,0 +1,148 @@
+"""The trainable state of an Edit-R1 run and how it is checkpointed and restored.
+
+Example:
+    >>> import torch
+    >>> from refine.backbones.shapes import build_shapes_backbone
+    >>> from refine.edit_r1.state import setup_policies
+    >>> backbone = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["red"])
+    >>> state = setup_policies(backbone, finetune="lora", lora_rank=4, kl=True)
+    >>> len(state.params) == len(state.names) == len(state.old.tensors) == len(state.ema.tensors)
+    True
+    >>> state.reference_kind
+    'adapters_disabled'
+
+`PolicyState` holds the trainable parameters (LoRA A/B matrices or the whole transformer), the
+old policy and the EMA as `ShadowWeights`, and how to reach the reference policy. What a
+checkpoint stores for it: `trained`, `old`, `ema` (and `reference` for full fine-tuning) as
+safetensors keyed by parameter name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Literal
+
+import torch
+
+from refine.edit_r1.checkpoint import CheckpointWriter, read_tensors
+from refine.edit_r1.policies import ShadowWeights, adapters_disabled
+from refine.errors import ArtifactError
+
+
+@dataclass
+class PolicyState:
+    """Trainable parameters (by name) and the shadow policies derived from them."""
+
+    names: list[str]
+    params: list[torch.nn.Parameter]
+    old: ShadowWeights
+    ema: ShadowWeights
+    reference: ShadowWeights | None
+    reference_kind: Literal["adapters_disabled", "initial_weights", "none"]
+    transformer: torch.nn.Module
+
+    def reference_context(self) -> Callable[[], ContextManager] | None:
+        """A factory of context managers under which the backbone runs the reference policy."""
+        if self.reference_kind == "adapters_disabled":
+            return lambda: adapters_disabled(self.transformer)
+        if self.reference_kind == "initial_weights":
+            assert self.reference is not None
+            return lambda: self.reference.swapped_into(self.params)
+        return None
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().contiguous() for n, p in zip(self.names, self.params)}
+
+    def save(self, writer: CheckpointWriter) -> None:
+        writer.save_tensors("trained", self.trained_state())
+        writer.save_tensors("old", self.old.state_dict(self.names))
+        writer.save_tensors("ema", self.ema.state_dict(self.names))
+        if self.reference is not None:
+            writer.save_tensors("reference", self.reference.state_dict(self.names))
+
+    @torch.no_grad()
+    def load(self, folder) -> None:
+        trained = read_tensors(folder, "trained")
+        missing = [n for n in self.names if n not in trained]
+        if missing:
+            raise ArtifactError(
+                f"checkpoint {folder} does not match this model: {len(missing)} trainable tensors missing, e.g. {missing[0]!r} "
+                "(was it written with other lora/finetune settings?)"
+            )
+        for name, param in zip(self.names, self.params):
+            param.copy_(trained[name].to(param.device, param.dtype))
+        self.old.load_state_dict(read_tensors(folder, "old"), self.names)
+        self.ema.load_state_dict(read_tensors(folder, "ema"), self.names)
+        if self.reference is not None:
+            self.reference.load_state_dict(read_tensors(folder, "reference"), self.names)
+
+
+def setup_policies(
+    backbone,
+    *,
+    finetune: Literal["lora", "full"] = "lora",
+    lora_rank: int = 32,
+    lora_alpha: float | None = None,
+    lora_targets=None,
+    lora_dropout: float = 0.0,
+    kl: bool = True,
+    seed: int = 0,
+) -> PolicyState:
+    """Make the backbone's transformer trainable (LoRA or full) and create old/EMA/reference policies.
+
+    Everything but the transformer (text encoder, VAE) is frozen. The LoRA init is seeded with
+    `seed` without disturbing the caller's RNG.
+    """
+    from refine.edit_r1.config import ATTENTION_TARGETS
+    from refine.edit_r1.lora import add_lora, trainable_parameters
+
+    transformer = backbone.transformer
+    for module in _frozen_parts(backbone):
+        module.requires_grad_(False)
+    if finetune == "lora":
+        with _seeded(seed):
+            add_lora(
+                transformer,
+                rank=lora_rank,
+                alpha=lora_alpha,
+                targets=tuple(lora_targets or ATTENTION_TARGETS),
+                dropout=lora_dropout,
+            )
+    elif finetune == "full":
+        transformer.requires_grad_(True)
+    else:
+        raise ValueError(f"finetune={finetune!r}; use 'lora' or 'full'")
+    names, params = trainable_parameters(transformer)
+    if not params:
+        raise ArtifactError(f"no trainable parameters in {type(transformer).__name__} after setting up finetune={finetune!r}")
+    reference = ShadowWeights(params) if (kl and finetune == "full") else None
+    kind = "none" if not kl else ("adapters_disabled" if finetune == "lora" else "initial_weights")
+    return PolicyState(
+        names=names,
+        params=params,
+        old=ShadowWeights(params),
+        ema=ShadowWeights(params),
+        reference=reference,
+        reference_kind=kind,
+        transformer=transformer,
+    )
+
+
+def _frozen_parts(backbone) -> list[torch.nn.Module]:
+    """Every module of the backbone: itself, its attributes and its diffusers pipeline's components."""
+    parts = [backbone] if isinstance(backbone, torch.nn.Module) else []
+    parts += [v for v in vars(backbone).values() if isinstance(v, torch.nn.Module)]
+    pipeline = getattr(backbone, "pipeline", None)
+    parts += [v for v in getattr(pipeline, "components", {}).values() if isinstance(v, torch.nn.Module)]
+    return parts
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)

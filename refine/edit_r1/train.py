@@ -1,0 +1,402 @@
+"""Edit-R1 training: DiffusionNFT on a flow editor with a judge reward and low-std group filtering.
+
+Example (the command line; `refine train edit-r1 --help` lists the options):
+    >>> from typer.testing import CliRunner
+    >>> from refine.cli import app
+    >>> "--config" in CliRunner().invoke(app, ["train", "edit-r1", "--help"]).output
+    True
+
+From Python (`train` returns the metrics and where the LoRA was written)::
+
+    from refine.config import load_config
+    from refine.edit_r1 import EditR1Config, train
+    config = load_config(EditR1Config, "examples/configs/edit_r1/shapes.yaml", ["train.iterations=10"])
+    result = train(config)
+    print(result.eval_history, result.lora_path)
+
+One iteration of the loop in `train` (numbered as in the code):
+1. take the iteration's requests (position-addressed: resume-safe);
+2. roll out this process's slice of the G edits per request with the OLD policy (DPM-Solver,
+   the backbone's CFG; each sample seeded by (iteration, request, sample), whatever the process);
+3. score them with the reward (failures -> NaN, counted, masked);
+4. gather the raw rewards of all processes; group-normalise them (global or group std) into
+   advantages, filter low-std groups, map to optimality r (eq. 7);
+5. update the trained policy with the NFT loss on the forward process (`update.nft_update`);
+6. move the old policy towards the trained one (decay schedule) and update the EMA;
+7. log metrics (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
+8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters).
+All randomness is derived from (seed, iteration, request, sample) for rollouts and (seed,
+iteration, process) for training noise, so a resumed run repeats exactly what the uninterrupted
+run would have done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from refine.edit_r1.config import EditR1Config
+from refine.errors import BackendError, ConfigError
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        output_dir: where everything was written.
+        iterations: iterations completed (including those of a resumed-from checkpoint).
+        metrics: the per-iteration metric rows of this process's run (main process: also on disk).
+        eval_history: (iteration, mean held-out judge score of the EMA weights) pairs.
+        lora_path: the exported EMA LoRA folder (finetune=lora), else the exported transformer folder.
+        weights_digest: SHA-256 of the trained parameters at the end (equal on every process under DDP).
+    """
+
+    output_dir: Path
+    iterations: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    lora_path: Path | None = None
+    weights_digest: str = ""
+
+
+def train(
+    config: EditR1Config,
+    *,
+    backbone=None,
+    reward: Callable | None = None,
+    eval_reward: Callable | None = None,
+    accelerator=None,
+) -> TrainResult:
+    """Run (or resume) the Edit-R1 training described by `config`.
+
+    `backbone` / `reward` / `eval_reward` replace the ones the config's specs would build (tests
+    and notebooks pass objects); `accelerator` an `accelerate.Accelerator` to use.
+    """
+    import torch
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from refine.edit_r1 import checkpoint as ckpt
+    from refine.edit_r1.collect import process_items, rollout, score
+    from refine.edit_r1.data import RequestSource, evaluation_requests
+    from refine.edit_r1.evaluate import evaluate
+    from refine.edit_r1.metrics import MetricsLogger
+    from refine.edit_r1.nft import optimality
+    from refine.edit_r1.policies import decay_at
+    from refine.edit_r1.samples import save_sample_grid
+    from refine.edit_r1.state import setup_policies
+    from refine.edit_r1.update import TrainingBatch, nft_update, training_times
+    from refine.registry import registry
+    from refine.rollout.advantages import group_advantages, group_stats, low_std_keep_mask
+    from refine.rollout.group import sample_seed
+
+    # ---- setup ---------------------------------------------------------------------------------
+    if accelerator is None:
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # find_unused_parameters: the last MM-DiT block's text-stream output (`to_add_out`) feeds
+        # nothing, so its LoRA gets no gradient; DDP would otherwise never reduce that bucket and
+        # the processes' weights would drift apart. cpu=True without CUDA: gloo under torchrun.
+        accelerator = Accelerator(
+            mixed_precision=config.train.mixed_precision,
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+    rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        # The old policy / EMA are swapped into the trainable parameters' storage, which a sharding
+        # wrapper owns: only replicated (DDP) parameters are supported so far.
+        raise ConfigError(
+            f"accelerate distributed_type={accelerator.distributed_type.name} is not supported by Edit-R1 yet; "
+            "launch with a DDP config (examples/accelerate/edit_r1_ddp.yaml) and train.gradient_checkpointing=true"
+        )
+    try:
+        config.check_processes(processes)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    out = Path(config.log.output_dir)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())
+    seed, groups, size = config.train.seed, config.rollout.groups_per_iteration, config.rollout.group_size
+    items = process_items(groups, size, rank, processes)  # this process's (request, sample) slice
+    mine = slice(rank * len(items), (rank + 1) * len(items))
+
+    backbone = backbone if backbone is not None else registry.build("backbone", config.backbone)
+    reward = reward if reward is not None else registry.build("reward", config.reward)
+    if eval_reward is None:
+        eval_reward = registry.build("reward", config.eval.reward) if config.eval.reward else reward
+    backbone.to(accelerator.device)
+    state = setup_policies(
+        backbone,
+        finetune=config.train.finetune,
+        lora_rank=config.lora.rank,
+        lora_alpha=config.lora.alpha,
+        lora_targets=config.lora.targets,
+        lora_dropout=config.lora.dropout,
+        kl=config.nft.kl_weight > 0,
+        seed=seed,
+    )
+    if config.train.gradient_checkpointing:
+        state.transformer.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(
+        state.params, lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay, eps=config.optim.eps
+    )
+    accumulation = config.accumulation_steps(processes)
+    steps_per_iteration = config.train.inner_epochs * math.ceil(config.micro_batches_per_iteration(processes) / accumulation)
+    scheduler = _make_scheduler(config, optimizer, steps_per_iteration * config.train.iterations)
+    # Only the transformer and the optimizer go through accelerate (DDP wrapper, mixed precision,
+    # gradient scaling); the scheduler is stepped once per optimizer step by us (accelerate's
+    # wrapper would step it once per process).
+    model, optimizer = accelerator.prepare(state.transformer, optimizer)
+
+    source = RequestSource(config.data)
+    eval_set = (
+        evaluation_requests(config.eval.benchmark, config.eval.cases, config.eval.seed, config.eval.categories)
+        if config.eval.benchmark
+        else []
+    )
+    logger = MetricsLogger(out, tensorboard=config.log.tensorboard, enabled=main)
+    rollout_log = MetricsLogger(out / "rollouts", filename=f"rank{rank}.jsonl")
+
+    # ---- resume ----------------------------------------------------------------------------------
+    start, counters, eval_history = 0, {"consecutive_reward_failures": 0, "filtered_groups_total": 0, "failed_groups_total": 0}, []
+    resume_from = ckpt.latest_checkpoint(out) if config.log.resume else None
+    if resume_from is not None:
+        state.load(resume_from)
+        optimizer.load_state_dict(ckpt.read_torch(resume_from, "optimizer"))
+        scheduler.load_state_dict(ckpt.read_torch(resume_from, "scheduler"))
+        _set_rng_state(ckpt.read_torch(resume_from, f"rng-rank{rank}"))
+        saved = ckpt.read_json(resume_from, "state")
+        start, counters, eval_history = saved["iteration"], saved["counters"], [tuple(e) for e in saved["eval_history"]]
+        logger.truncate_after(start + 1)
+        rollout_log.truncate_after(start + 1)
+    accelerator.wait_for_everyone()
+
+    def run_eval(iteration: int, row: dict[str, Any]) -> None:
+        if not eval_set:
+            return
+        eval_started = time.perf_counter()
+        with state.ema.swapped_into(state.params):
+            result = evaluate(
+                backbone, eval_set, eval_reward, sampler=config.rollout.sampler, steps=config.rollout.steps,
+                guidance=config.rollout.guidance, batch_size=config.rollout.max_batch, accelerator=accelerator,
+            )
+        row["eval_reward"] = result.mean
+        row["seconds_eval"] = time.perf_counter() - eval_started
+        eval_history.append((iteration, result.mean))
+        wanted = config.log.sample_every and (iteration % config.log.sample_every == 0 or iteration == config.train.iterations)
+        if main and wanted:
+            count = min(config.log.sample_requests, len(result.images))
+            save_sample_grid(out / "samples", iteration, result.sources[:count], result.images[:count])
+
+    metrics: list[dict[str, Any]] = []
+    if start == 0 and eval_set:
+        row = {"iteration": 0}
+        run_eval(0, row)
+        logger.write(row)
+        metrics.append(row)
+
+    # ---- the loop --------------------------------------------------------------------------------
+    progress = tqdm(range(start, config.train.iterations), initial=start, total=config.train.iterations,
+                    disable=not (main and config.log.progress), desc="edit-r1")
+    for k in progress:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        # 1. The iteration's requests (every process sees all; it draws only its items).
+        requests = source.take(k * groups, groups)
+
+        # 2. Roll out with the old policy.
+        with state.old.swapped_into(state.params):
+            batch = rollout(
+                backbone, requests, items, sampler=config.rollout.sampler, steps=config.rollout.steps,
+                guidance=config.rollout.guidance, seed=sample_seed(seed, k, 0), max_batch=config.rollout.max_batch,
+            )
+
+        # 3. Reward.
+        scored = score(reward, batch, scale=config.advantage.reward_scale)
+
+        # 4. Advantages over all samples of the iteration (the processes' slices, in order).
+        rewards = accelerator.gather(scored.rewards.to(accelerator.device)).cpu()  # (groups * G,) request-major
+        group_ids = torch.arange(groups).repeat_interleave(size)
+        advantages = group_advantages(rewards, group_ids, std=config.advantage.std)
+        valid = ~torch.isnan(rewards)
+        mean, std, _ = group_stats(rewards, group_ids)
+        confident = (mean > config.filter.tau_mu) & (std < config.filter.tau_sigma)  # per sample, of its group
+        if config.filter.enabled:
+            keep = low_std_keep_mask(rewards, group_ids, tau_mu=config.filter.tau_mu, tau_sigma=config.filter.tau_sigma) & valid
+        else:
+            keep = valid.clone()
+        r = optimality(advantages, config.advantage.clip)
+        training = TrainingBatch(
+            x0=batch.x0, cond=batch.training_conditions(), r=r[mine], keep=keep[mine],
+            times=training_times(batch.schedule, config.nft.timestep_min),
+        )
+
+        # 5. NFT update (skipped on every process alike when no sample is left).
+        update_started = time.perf_counter()
+        generator = torch.Generator().manual_seed(sample_seed(seed + 1, k, rank))
+        stats = nft_update(
+            backbone, model, state.params, state.old, state.reference_context(), training,
+            accelerator=accelerator, optimizer=optimizer, scheduler=scheduler, generator=generator,
+            micro_batch=config.train.micro_batch, accumulation=accumulation, epochs=config.train.inner_epochs,
+            times_per_sample=config.nft.timesteps_per_sample, beta=config.nft.beta, kl_weight=config.nft.kl_weight,
+            weighting=config.nft.weighting, grad_clip=config.optim.grad_clip, skip=not bool(keep.any()),
+        )
+        update_seconds = time.perf_counter() - update_started
+
+        # 6. Old policy follows the trained one; EMA for evaluation and export.
+        decay = decay_at(k, flat=config.policy.old_decay_flat, rate=config.policy.old_decay_rate, maximum=config.policy.old_decay_max)
+        state.old.update_(state.params, decay)
+        state.ema.update_(state.params, config.policy.ema_decay)
+
+        # 7. Log, evaluate, samples.
+        failed_groups = int((~valid).view(groups, size).any(dim=1).sum())
+        all_failed = not bool(valid.any())
+        counters["consecutive_reward_failures"] = counters["consecutive_reward_failures"] + 1 if all_failed else 0
+        filtered_groups = int(confident.view(groups, size)[:, 0].sum()) if config.filter.enabled else 0
+        counters["filtered_groups_total"] += filtered_groups
+        counters["failed_groups_total"] += failed_groups
+        row = {
+            "iteration": k + 1,
+            "reward_mean": float(rewards[valid].mean()) if valid.any() else float("nan"),
+            "reward_std": float(rewards[valid].std(unbiased=False)) if valid.any() else float("nan"),
+            "filtered_groups": filtered_groups,
+            "filtered_fraction": filtered_groups / groups,
+            "failed_groups": failed_groups,
+            "kept_fraction": float(keep.float().mean()),
+            **stats.as_metrics(),
+            "lr": scheduler.get_last_lr()[0],
+            "old_decay": decay,
+            "seconds_rollout": batch.seconds,
+            "seconds_reward": scored.seconds,
+            "seconds_update": update_seconds,
+        }
+        iteration = k + 1
+        row["cpu_seconds"] = time.process_time() - cpu_started  # all threads of this process, evaluation excluded
+        eval_due = (config.eval.every and iteration % config.eval.every == 0) or iteration == config.train.iterations
+        samples_due = config.log.sample_every and iteration % config.log.sample_every == 0
+        if eval_due or samples_due:
+            run_eval(iteration, row)
+        row["seconds_iteration"] = time.perf_counter() - started
+        logger.write(row)
+        metrics.append(row)
+        rollout_log.write({
+            "iteration": iteration, "rank": rank,
+            "requests": [requests[i].meta.get("case_id", requests[i].instruction) for i in sorted({r for r, _ in items})],
+            "rewards": [None if math.isnan(v) else v for v in scored.rewards.tolist()],
+            "reward_error": scored.error,
+        })
+        progress.set_postfix(reward=f"{row['reward_mean']:.3f}", filtered=filtered_groups)
+
+        # 8. Checkpoint (never after a failed iteration that stops the run: the last good one stays).
+        stop = config.train.max_reward_failures and counters["consecutive_reward_failures"] >= config.train.max_reward_failures
+        if stop:
+            last = ckpt.latest_checkpoint(out)
+            raise BackendError(
+                f"the reward failed for every group in {counters['consecutive_reward_failures']} iterations in a row "
+                f"(last error: {scored.error}); the run stopped at iteration {iteration}. Checkpoint "
+                f"{last or '(none yet)'} is intact: fix the reward backend and rerun the same command to resume"
+            )
+        every = config.log.checkpoint_every
+        if (every and iteration % every == 0) or iteration == config.train.iterations:
+            _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config)
+
+    # ---- export ----------------------------------------------------------------------------------
+    export = _export(out, state, backbone, config, main)
+    accelerator.wait_for_everyone()
+    logger.close()
+    digest = hashlib.sha256(b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in state.params)).hexdigest()
+    return TrainResult(out, config.train.iterations, metrics, eval_history, export, digest)
+
+
+def _make_scheduler(config: EditR1Config, optimizer, total_steps: int):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        config.optim.scheduler, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=max(total_steps, 1)
+    )
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["torch"])
+
+
+def _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config) -> None:
+    from refine.edit_r1.checkpoint import CheckpointWriter
+    from refine.edit_r1.lora import save_lora
+
+    main = accelerator.is_main_process
+    with CheckpointWriter(out, iteration, is_main=main, barrier=accelerator.wait_for_everyone, keep_last=config.log.keep_last) as writer:
+        writer.save_torch(f"rng-rank{accelerator.process_index}", _rng_state(), every_rank=True)
+        state.save(writer)
+        writer.save_torch("optimizer", optimizer.state_dict())
+        writer.save_torch("scheduler", scheduler.state_dict())
+        writer.save_json("state", {"iteration": iteration, "counters": counters, "eval_history": eval_history,
+                                   "processes": accelerator.num_processes})
+        if main and config.train.finetune == "lora":
+            with state.ema.swapped_into(state.params):  # the EMA adapter, ready for the Refiner
+                save_lora(state.transformer, writer.path / "lora")
+
+
+def _export(out: Path, state, backbone, config: EditR1Config, main: bool) -> Path:
+    """The EMA weights as a diffusers LoRA folder (or, for full fine-tuning, a transformer folder)."""
+    from refine.edit_r1.lora import save_lora
+
+    target = out / ("lora" if config.train.finetune == "lora" else "transformer")
+    if main:
+        with state.ema.swapped_into(state.params):
+            if config.train.finetune == "lora":
+                save_lora(state.transformer, target)
+            else:
+                state.transformer.save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def cli(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config (e.g. examples/configs/edit_r1/shapes.yaml)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.iterations=20 log.output_dir=runs/x"),
+) -> None:
+    """Post-train an editor with Edit-R1 (DiffusionNFT + judge reward + low-std group filtering).
+
+    Several processes: `accelerate launch --config_file examples/accelerate/ddp.yaml -m refine.edit_r1.train
+    --config ...` (see examples/configs/edit_r1/README.md).
+    """
+    from refine.config import load_config
+
+    settings = load_config(EditR1Config, config, overrides or [])
+    result = train(settings)
+    if result.eval_history:
+        first, last = result.eval_history[0], result.eval_history[-1]
+        typer.echo(f"held-out judge reward: {first[1]:.4f} (iteration {first[0]}) -> {last[1]:.4f} (iteration {last[0]})")
+    typer.echo(f"weights: {result.lora_path}")
+
+
+if __name__ == "__main__":  # `torchrun -m refine.edit_r1.train --config ...` / `accelerate launch -m ...`
+    import sys
+
+    from refine.cli import main as _main
+
+    _main(["train", "edit-r1", *sys.argv[1:]])

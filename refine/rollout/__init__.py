@@ -1,0 +1,41 @@
+"""Rollouts shared by the RL strategies: samplers, group sampling, trajectories, advantages, FlowEditor.
+
+Example:
+    >>> from refine.rollout import SamplerConfig
+    >>> SamplerConfig(name="sde", steps=10, sde_window=(0, 3)).stochastic_steps()[:4]
+    [True, True, True, False]
+
+Map: `samplers` (Euler, DPM-Solver++ 2M, Flow-GRPO SDE with log-probs), `group` (`sample_group`,
+`recompute_log_probs`), `trajectory` (`Trajectory`), `advantages` (group-relative advantages,
+filtering, fusion), `flow_editor` (`FlowEditor`), `cli` (`refine edit`). Convention, as in
+`refine.backbones.base`: ``x_t = (1 - t) x_0 + t noise``, ``v = noise - x_0``, t from 1 to 0.
+
+Names are imported lazily, so `import refine.rollout` (and the CLI) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SamplerConfig": "refine.rollout.samplers",
+    "make_sampler": "refine.rollout.samplers",
+    "GroupOutput": "refine.rollout.group",
+    "sample_group": "refine.rollout.group",
+    "recompute_log_probs": "refine.rollout.group",
+    "Trajectory": "refine.rollout.trajectory",
+    "FlowEditor": "refine.rollout.flow_editor",
+    "group_advantages": "refine.rollout.advantages",
+    "low_std_keep_mask": "refine.rollout.advantages",
+    "fuse_advantages": "refine.rollout.advantages",
+    "broadcast_over_turns": "refine.rollout.advantages",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'refine.rollout' has no attribute {name!r}")

@@ -1,0 +1,88 @@
+"""LoRA files: diffusers pipelines load them, and the Edit-R1 refiner puts them into a FlowEditor."""
+
+import pytest
+import torch
+from PIL import Image
+
+from refine.edit_r1.lora import add_lora, lora_state_dict, save_lora
+from refine.edit_r1.refiner import EditR1Refiner
+from refine.editor import compose
+from refine.errors import ArtifactError, ConfigError
+from refine.rollout.flow_editor import FlowEditor
+from refine.types import EditRequest, EditResult
+
+
+def randomise_lora(transformer, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("family", ["qwen_image_edit_2509", "flux_kontext"])
+def test_pipelines_load_the_saved_lora(family, tmp_path):
+    from diffusers import FluxKontextPipeline, QwenImageEditPlusPipeline
+
+    from refine.testing.tiny_diffusers import tiny_flux_kontext_dir, tiny_qwen_image_edit_dir
+
+    cls, folder = {
+        "qwen_image_edit_2509": (QwenImageEditPlusPipeline, tiny_qwen_image_edit_dir("plus")),
+        "flux_kontext": (FluxKontextPipeline, tiny_flux_kontext_dir()),
+    }[family]
+    trained = cls.from_pretrained(folder)
+    add_lora(trained.transformer, rank=4)
+    randomise_lora(trained.transformer)
+    save_lora(trained.transformer, tmp_path)
+
+    fresh = cls.from_pretrained(folder)
+    fresh.load_lora_weights(tmp_path, adapter_name="edit_r1")  # diffusers' own loader
+    want, got = lora_state_dict(trained.transformer), lora_state_dict(fresh.transformer, "edit_r1")
+    assert want.keys() == got.keys() and len(want) > 0
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_refiner_loads_the_lora_into_a_flow_editor(tmp_path):
+    from refine.testing.edit_r1 import tiny_backbone as build
+
+    request = EditRequest(Image.new("RGB", (32, 32), "white"), "add a red circle", seed=3)
+    base = FlowEditor(build(), sampler="dpm", steps=2).edit([request])[0].image
+
+    trained = build()
+    add_lora(trained.transformer, rank=4)
+    randomise_lora(trained.transformer)
+    save_lora(trained.transformer, tmp_path)
+    expected = FlowEditor(trained, sampler="dpm", steps=2).edit([request])[0].image
+
+    editor = FlowEditor(build(), sampler="dpm", steps=2)
+    refined = compose(editor, EditR1Refiner(tmp_path))
+    assert refined is editor and refined.backbone.transformer.active_adapters() == ["edit_r1"]
+    got = refined.edit([request])[0].image
+    assert _close(got, expected) and not _close(got, base)
+
+    with pytest.raises(ArtifactError, match="already has an adapter"):
+        EditR1Refiner(tmp_path)(editor)
+    with pytest.raises(ArtifactError, match="no LoRA weights"):
+        EditR1Refiner(tmp_path / "missing")(FlowEditor(build()))
+
+
+def test_refiner_refuses_black_box_editors(tmp_path):
+    class BlackBox:
+        def edit(self, requests):
+            return [EditResult(r.image, r.instruction) for r in requests]
+
+    with pytest.raises(ConfigError, match="needs a white-box"):
+        compose(BlackBox(), EditR1Refiner(tmp_path))
+
+
+def test_refiner_is_registered():
+    from refine.registry import registry
+
+    refiner = registry.build("refiner", {"kind": "edit_r1", "path": "runs/x/lora", "scale": 0.5})
+    assert isinstance(refiner, EditR1Refiner) and refiner.scale == 0.5
+
+
+def _close(a: Image.Image, b: Image.Image) -> bool:
+    import numpy as np
+
+    return np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1

@@ -1,0 +1,101 @@
+"""The local transformers backend on the tiny Qwen-VL fixtures: exact logit scoring, batching, padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refine.errors import ConfigError
+from refine.rewards.backends.transformers_vlm import TransformersVLM
+from refine.rewards.mllm import MLLMJudge
+from refine.testing import tiny_vlm_dir
+
+INSTRUCTIONS = [
+    "make the circle blue",
+    "remove the ball",
+    "add a small red square in the top left corner of the picture, next to the circle",
+    "move it",
+]
+
+
+def items(make_scene, n):
+    sources = [make_scene(i) for i in range(n)]
+    outputs = [make_scene(i + 5) for i in range(n)]
+    instructions = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(n)]
+    metas = [{"task_type": t} for t in ("recolor", "remove", "add", "move")[:n]] + [{}] * max(0, n - 4)
+    return sources, outputs, instructions, metas
+
+
+def test_score_logit_equals_a_hand_computation_from_the_logits(local_vlm, make_scene):
+    judge = MLLMJudge(local_vlm, mode="score_logit", cache=False)
+    src, out, instruction, meta = make_scene(1), make_scene(2), "make the circle blue", {"task_type": "recolor"}
+    result = judge([src], [out], [instruction], [meta])
+
+    # By hand: render the prompt as text, append the prefill, run the full forward, softmax over the vocabulary.
+    processor, model = local_vlm.processor, local_vlm.model
+    conversation = judge.conversation(src, out, judge.user_text(instruction, meta))
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False) + '"Score": [['
+    inputs = processor(text=[text], images=[src, out], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1]  # (V,)
+    digit_ids = [processor.tokenizer.convert_tokens_to_ids(str(d)) for d in range(6)]
+    p = logits.softmax(-1)[digit_ids]  # (6,)
+    expected = float((p / p.sum() * torch.arange(6)).sum() / 5)
+
+    assert result.scores[0] == pytest.approx(expected, abs=1e-6)
+    assert result.details[0]["mass"] == pytest.approx(float(p.sum()), abs=1e-6)
+    assert 0.0 < result.scores[0] < 1.0
+
+
+def test_batched_scoring_equals_item_by_item(local_vlm, make_scene):
+    judge = MLLMJudge(local_vlm, mode="score_logit", cache=False)
+    args = items(make_scene, 5)
+    batched = judge(*args).scores
+    one_by_one = [judge(*(a[i : i + 1] for a in args)).scores[0] for i in range(5)]
+    assert batched == pytest.approx(one_by_one, abs=1e-5)
+    assert len(set(round(s, 6) for s in batched)) > 1  # the inputs actually matter
+
+
+def test_left_padding_does_not_change_scores(local_vlm, make_scene):
+    short = (make_scene(3), make_scene(4), "move it")
+    long = (make_scene(5), make_scene(6), "add " + "a very long and detailed description, " * 6)
+    conversations = [MLLMJudge(local_vlm).conversation(*s) for s in (short, long)]
+    encoded = local_vlm._encode(conversations, ['"Score": [['] * 2)
+    assert encoded["attention_mask"][0, 0] == 0 and encoded["attention_mask"][1].all()  # short one is left-padded
+    alone = local_vlm.next_token_probs(conversations[:1], ["0", "1", "2", "3", "4", "5"], '"Score": [[')[0]
+    padded = local_vlm.next_token_probs(conversations, ["0", "1", "2", "3", "4", "5"], '"Score": [[')[0]
+    assert padded.mass == pytest.approx(alone.mass, abs=1e-6)
+    assert [padded.probs[k] for k in alone.probs] == pytest.approx(list(alone.probs.values()), abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["yesno_logit", "score_sample", "score_logit_cot"])
+def test_other_modes_run_locally(local_vlm, make_scene, mode):
+    judge = MLLMJudge(local_vlm, mode=mode, max_new_tokens=6, cache=False)
+    out = judge(*items(make_scene, 2))
+    assert len(out.scores) == 2
+    for score, detail in zip(out.scores, out.details):
+        # The random tiny model rarely writes a valid score: either a score in [0, 1] or None with the raw text.
+        assert (score is not None and 0.0 <= score <= 1.0) or ("error" in detail and ("raw" in detail or "reasoning" in detail))
+    if mode == "score_sample":
+        assert all(isinstance(d["raw"], str) for d in out.details)
+
+
+def test_qwen3_vl_backend_scores(make_scene):
+    vlm = TransformersVLM(tiny_vlm_dir("qwen3_vl"))
+    out = MLLMJudge(vlm, mode="score_logit")(*items(make_scene, 2))
+    assert all(0.0 < s < 1.0 for s in out.scores)
+
+
+def test_max_pixels_bounds_the_vision_tokens(tiny_vlm_path, local_vlm, make_scene):
+    small = TransformersVLM(tiny_vlm_path, max_pixels=16 * 16)
+    conversation = [MLLMJudge(local_vlm).conversation(make_scene(0), make_scene(1), "x")]
+    image_token = local_vlm.model.config.image_token_id
+    count = lambda vlm: int((vlm._encode(conversation, None)["input_ids"] == image_token).sum())  # noqa: E731
+    assert (count(local_vlm), count(small)) == (8, 2)  # 2 images x 4 tokens at 32x32, x 1 token at 16x16
+
+
+def test_multi_token_candidates_are_refused(local_vlm):
+    with pytest.raises(ConfigError, match="single-token"):
+        local_vlm.candidate_ids(["10"])
+    with pytest.raises(ConfigError, match="cannot load"):
+        TransformersVLM("/nonexistent/model")
