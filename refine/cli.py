@@ -38,6 +38,7 @@ app.add_typer(config_app, name="config")
 
 # name -> "module:typer_app" added as a command group (refine NAME ...).
 GROUPS: dict[str, str] = {
+    "critic": "refine.inline_critic.cli:critic_app",
     "shapes": "refine.shapes.cli:app",
 }
 # name -> "module:function" added as a top-level command (refine NAME ...).
@@ -48,6 +49,7 @@ COMMANDS: dict[str, str] = {
 TRAIN_COMMANDS: dict[str, str] = {
     "base": "refine.backbones.train_base:cli",
     "edit-r1": "refine.edit_r1.train:cli",
+    "inline-critic": "refine.inline_critic.train:cli",
 }
 
 err_console = Console(stderr=True)

@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from refine.errors import ArtifactError, ConfigError
+from refine.inline_critic.config import InlineCriticConfig
+from refine.inline_critic.train import plan_stages, train_inline_critic
+
+
+def _metrics(config, stage):
+    lines = [json.loads(line) for line in Path(config.output_dir, "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["stage"] == stage and "event" not in r]
+
+
+@pytest.mark.slow  # shares the ~20 s three-stage fixture
+def test_stage1_probes_learn_the_velocity(three_stage_run):
+    _, _, summary = three_stage_run
+    stage1 = summary["stages"]["1"]  # held-out probe loss before and after stage 1
+    assert stage1["val_probe_loss"] < 0.9 * stage1["start_val_probe_loss"]
+
+
+@pytest.mark.slow  # shares the ~20 s three-stage fixture
+def test_stage2_critic_ranks_held_out_probe_errors(three_stage_run):
+    _, _, summary = three_stage_run
+    stage2 = summary["stages"]["2"]
+    print("held-out Spearman critic vs probe error:", stage2["val_critic_spearman"], "shuffled:", stage2["val_shuffled_spearman"])
+    assert stage2["val_critic_spearman"] > 0.15
+    assert abs(stage2["val_shuffled_spearman"]) < 0.08
+    # masked: the critic cannot change the generation, so the flow loss is the backbone's
+    assert stage2["val_flow_loss"] == pytest.approx(summary["backbone"]["val_flow_loss"], rel=1e-5)
+
+
+@pytest.mark.slow  # shares the ~20 s three-stage fixture
+def test_stage3_beats_the_frozen_backbone_on_held_out_flow_loss(three_stage_run):
+    _, _, summary = three_stage_run
+    stage3, backbone = summary["stages"]["3"]["val_flow_loss"], summary["backbone"]["val_flow_loss"]
+    print("held-out flow loss: backbone", backbone, "after stage 3", stage3)
+    assert stage3 < backbone - 2e-4  # fixed (t, noise) per case: a deterministic comparison
+
+
+def test_inference_weights_hold_only_the_token(three_stage_run):
+    config, _, summary = three_stage_run
+    with safe_open(summary["weights"], framework="pt") as handle:
+        assert list(handle.keys()) == ["critic_token"]
+        assert handle.metadata()["backbone"] == "shapes"
+    with safe_open(str(Path(config.output_dir) / "stage3.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("probes.") for k in keys) and any(k.startswith("projections.") for k in keys)
+
+
+def test_resume_skips_finished_stages_and_continues_a_stage(tmp_path, tiny_shapes_backbone):
+    config = InlineCriticConfig(output_dir=str(tmp_path), num_probes=1, batch_size=2, progress=False, save_every=2,
+                                stage1={"steps": 3, "warmup_steps": 0}, data={"validation_cases": 2})
+    backbone = tiny_shapes_backbone()
+    train_inline_critic(config, stage="1", backbone=backbone)
+    again = train_inline_critic(config, stage="1", backbone=backbone)
+    assert again["stages"]["1"] == {"skipped": "already trained (resume)"}
+    (tmp_path / "stage1.safetensors").unlink()  # as if killed after the step-2 checkpoint... of a longer run
+    longer = config.model_copy(update={"stage1": config.stage1.model_copy(update={"steps": 5})})
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["info"] == {"method": "three_stage", "stage": "1", "step": 3}
+    resumed = train_inline_critic(longer, stage="1", backbone=backbone)
+    assert resumed["stages"]["1"]["step"] == 5
+    assert len(_metrics(longer, "1")) >= 1
+
+
+def test_later_stage_alone_needs_the_earlier_one(tmp_path, tiny_shapes_backbone):
+    config = InlineCriticConfig(output_dir=str(tmp_path), progress=False, data={"validation_cases": 0})
+    with pytest.raises(ArtifactError, match="stage1.safetensors"):
+        train_inline_critic(config, stage="2", backbone=tiny_shapes_backbone())
+
+
+def test_stage_plans_and_their_errors():
+    assert plan_stages(InlineCriticConfig(method="single_stage"), "all") == ["3"]
+    assert plan_stages(InlineCriticConfig(method="lora"), "3") == ["lora"]
+    with pytest.raises(ConfigError, match="single stage"):
+        plan_stages(InlineCriticConfig(method="lora"), "2")
+    with pytest.raises(ConfigError, match="--stage '4'"):
+        plan_stages(InlineCriticConfig(), "4")
+
+
+@pytest.mark.parametrize("method", ["learnable_token", "lora", "single_stage"])
+def test_baselines_train_their_own_parameters_only(tmp_path, method, tiny_shapes_backbone):
+    config = InlineCriticConfig(output_dir=str(tmp_path), method=method, num_probes=1, batch_size=4, progress=False,
+                                stage3={"steps": 4, "lr": 1e-2, "warmup_steps": 0}, data={"validation_cases": 4})
+    backbone = tiny_shapes_backbone()
+    frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
+    summary = train_inline_critic(config, backbone=backbone)
+    after = backbone.state_dict()
+    changed = {k for k in frozen if k in after and not torch.equal(frozen[k], after[k])}
+    assert not changed  # the backbone itself never moves
+    with safe_open(summary["weights"], framework="pt") as handle:
+        keys = list(handle.keys())
+    if method == "lora":
+        assert keys and all("lora" in k for k in keys)
+    else:
+        assert keys == ["critic_token"]
