@@ -40,7 +40,7 @@ def edit(
     sampler: str = typer.Option("euler", "--sampler", help="euler | dpm | sde."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights dtype for diffusers backbones (default: bfloat16 on cuda, float32 on cpu)."),
-    thinker: Optional[str] = typer.Option(None, "--thinker", help="Think-while-Edit: expert (a ShapeEdit case) | vlm:SPEC (checkpoint or http URL[#model]); prints each turn, saves OUT's .trace folder."),
+    thinker: Optional[str] = typer.Option(None, "--thinker", help="Think-while-Edit: expert (a ShapeEdit case) | vlm:SPEC (checkpoint folder, or http URL optionally followed by #model); prints each turn, saves OUT's .trace folder."),
     max_turns: int = typer.Option(5, "--max-turns", min=1, help="Most edits the --thinker loop may make."),
 ) -> None:
     """Edit IMAGE with INSTRUCTION using a flow backbone and write the result to OUT."""

@@ -1,0 +1,126 @@
+"""`ThinkerConfig`: which thinker, its prompts and the loop settings; `build_thinker_refiner` builds it.
+
+Example:
+    >>> from refine.thinker.config import ThinkerConfig, build_thinker_refiner
+    >>> config = ThinkerConfig(thinker="expert", max_turns=3)
+    >>> config.thinker_kind(), config.loop_config().max_turns
+    ('expert', 3)
+    >>> refiner = build_thinker_refiner(thinker="expert", max_turns=3)       # the registry's "thinker" refiner
+    >>> refiner.name, refiner.thinker.name, refiner.config.max_turns
+    ('thinker', 'shape-expert', 3)
+    >>> from refine.config import validate_config
+    >>> validate_config(ThinkerConfig, {"thinker": "gpt"})
+    Traceback (most recent call last):
+    ...
+    refine.errors.ConfigError: thinker: Value error, thinker 'gpt' is not a thinker spec: use 'expert' (ShapeEdit's programmatic expert), 'vlm:SPEC' (a VLM backend, e.g. 'vlm:/models/EditThinker-8B' or 'vlm:http://127.0.0.1:8000/v1#EditThinker-8B') or an import path 'pkg.module:factory' (got 'gpt')
+
+Thinker specs:
+
+* `expert`: `refine.thinker.shape_expert.ShapeExpertThinker`, ShapeEdit's oracle (needs
+  `meta["shapes_case"]` on every request).
+* `vlm:SPEC`: `refine.thinker.vlm.VLMThinker` on a VLM backend of the rewards layer; SPEC is a
+  local checkpoint folder (transformers) or an OpenAI-compatible endpoint URL, optionally followed
+  by `#model-name` (vLLM-served EditThinker-8B, GPT-4.1...). `prompt` picks the paper's thinker
+  prompt (scores) or the expert prompt (stop flag); the `*_prompt` fields override the texts.
+* `pkg.module:factory`: any callable returning a `Thinker` (called without arguments).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from refine.config import validate_config
+from refine.errors import ConfigError
+from refine.thinker.loop import LoopConfig, ThinkWhileEdit
+
+
+class ThinkerConfig(LoopConfig):
+    """The `thinker` refiner: a thinker spec, its prompts and generation, and the loop settings."""
+
+    thinker: str = Field("expert", description="'expert', 'vlm:SPEC' (checkpoint folder or http URL[#model]) or 'pkg.module:factory'.")
+    prompt: Literal["thinker", "expert"] = Field(
+        "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores) or its expert prompt (stop flag)."
+    )
+    system_prompt: str | None = Field(None, description="Replaces the VLM system prompt.")
+    critique_prompt: str | None = Field(
+        None, description="Replaces the critique template; must contain {instruction}, may contain {previous_instruction}."
+    )
+    rewrite_prompt: str | None = Field(None, description="Replaces the think-before-edit template; must contain {instruction}.")
+    max_new_tokens: int = Field(512, ge=1, description="VLM generation budget per thinker call.")
+    temperature: float = Field(0.0, ge=0, description="VLM sampling temperature (0: greedy).")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key sent to an http(s) VLM endpoint (null: none)."
+    )
+    trace_dir: str | None = Field(None, description="If set, write the loop's trace (JSONL + PNG) to this folder.")
+
+    @field_validator("thinker")
+    @classmethod
+    def _check_thinker(cls, value: str) -> str:
+        value = value.strip()
+        if value == "expert" or (value.startswith("vlm:") and len(value) > 4) or (":" in value and not value.startswith("vlm:")):
+            return value
+        raise ValueError(
+            f"thinker {value!r} is not a thinker spec: use 'expert' (ShapeEdit's programmatic expert), 'vlm:SPEC' "
+            "(a VLM backend, e.g. 'vlm:/models/EditThinker-8B' or 'vlm:http://127.0.0.1:8000/v1#EditThinker-8B') "
+            "or an import path 'pkg.module:factory'"
+        )
+
+    def thinker_kind(self) -> str:
+        """'expert', 'vlm' or 'import'."""
+        if self.thinker == "expert":
+            return "expert"
+        return "vlm" if self.thinker.startswith("vlm:") else "import"
+
+    def loop_config(self) -> LoopConfig:
+        """The loop settings alone."""
+        return LoopConfig(**{name: getattr(self, name) for name in LoopConfig.model_fields})
+
+
+def build_thinker(config: ThinkerConfig):
+    """The `Thinker` a config names (heavy imports happen here, not at module import)."""
+    kind = config.thinker_kind()
+    if kind == "expert":
+        from refine.thinker.shape_expert import ShapeExpertThinker
+
+        return ShapeExpertThinker()
+    if kind == "vlm":
+        from refine.thinker.prompts import get_prompts
+        from refine.thinker.vlm import VLMThinker
+
+        prompts = get_prompts(config.prompt).with_overrides(config.system_prompt, config.critique_prompt, config.rewrite_prompt)
+        return VLMThinker.from_spec(
+            config.thinker.removeprefix("vlm:"),
+            api_key_env=config.api_key_env,
+            prompts=prompts,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+        )
+    from refine.registry import import_object
+    from refine.thinker.protocol import Thinker
+
+    thinker = import_object(config.thinker)()
+    if not isinstance(thinker, Thinker):
+        raise ConfigError(f"{config.thinker!r} returned {type(thinker).__name__}, not a Thinker (needs .name and .think(requests))")
+    return thinker
+
+
+def build_thinker_refiner(thinker: str = "expert", max_turns: int = 5, **settings: Any) -> ThinkWhileEdit:
+    """The registry's `thinker` refiner: `ThinkWhileEdit` around the thinker `thinker` names.
+
+    `settings` are the other `ThinkerConfig` fields (typos are `ConfigError`s naming the closest
+    field). With `trace_dir`, a `TraceWriter` observes the loop.
+    """
+    config = validate_config(ThinkerConfig, {"thinker": thinker, "max_turns": max_turns, **settings})
+    return refiner_from_config(config)
+
+
+def refiner_from_config(config: ThinkerConfig, observers: tuple = ()) -> ThinkWhileEdit:
+    """`ThinkWhileEdit` for a validated `ThinkerConfig`, plus `observers` (e.g. a CLI printer)."""
+    observers = list(observers)
+    if config.trace_dir:
+        from refine.thinker.traces import TraceWriter
+
+        observers.append(TraceWriter(config.trace_dir))
+    return ThinkWhileEdit(build_thinker(config), config.loop_config(), observers=observers)

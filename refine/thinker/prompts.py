@@ -1,0 +1,137 @@
+"""Prompts of the two VLM thinker roles: EditThinker (scores) and the expert (stop flag).
+
+Example:
+    >>> from refine.thinker.prompts import get_prompts, render
+    >>> prompts = get_prompts("thinker")
+    >>> text = render(prompts.critique, instruction="make the cat blue", previous_instruction="recolor the cat")
+    >>> "make the cat blue" in text and "recolor the cat" in text and "<score>" in text
+    True
+    >>> get_prompts("expert").output_style
+    'stop'
+
+The paper shows its two prompt templates only as figures (Fig. 6: the expert, Fig. 7:
+EditThinker); these are written from what Sec. 3.2 and App. C say they contain, in the paper's
+output format. Both see the tuple of Eq. (1): image 1 is the source I_src, image 2 the current
+edit I_edit^t, then the original instruction T_s and the instruction T_t that produced image 2.
+
+* EditThinker prompt: critique, then `<score>[semantic, quality]</score>` (0-10 each), then the
+  refined instruction; the loop stops on the semantic score.
+* Expert prompt (GPT-4.1 in the paper): (1) does the edit fulfil T_s, (2) why not, (3) an
+  improved instruction that fixes it without new inconsistencies, and a stop flag instead of
+  scores (the paper found one expert bad at doing both well).
+* `rewrite`: the think-before-edit variant (source image only, no critique).
+
+Templates are plain text with `{instruction}` and `{previous_instruction}` placeholders, filled by
+`render` (plain replacement, so templates may contain other braces, e.g. a JSON example).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from refine.errors import ConfigError
+
+PLACEHOLDERS = ("{instruction}", "{previous_instruction}")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The texts a `VLMThinker` sends: a system prompt, the critique and the rewrite templates."""
+
+    system: str
+    critique: str
+    rewrite: str
+    output_style: Literal["scores", "stop"]
+
+    def with_overrides(self, system: str | None = None, critique: str | None = None, rewrite: str | None = None) -> "PromptSet":
+        """A copy with the given texts replaced; a critique template must keep `{instruction}`.
+
+        Example:
+            >>> get_prompts("thinker").with_overrides(critique="Rate it.")
+            Traceback (most recent call last):
+            ...
+            refine.errors.ConfigError: critique template must contain {instruction} (the original instruction); got 'Rate it.'
+        """
+        for name, text in (("critique", critique), ("rewrite", rewrite)):
+            if text is not None and "{instruction}" not in text:
+                raise ConfigError(f"{name} template must contain {{instruction}} (the original instruction); got {text[:60]!r}")
+        changes = {k: v for k, v in (("system", system), ("critique", critique), ("rewrite", rewrite)) if v is not None}
+        return replace(self, **changes)
+
+
+def render(template: str, *, instruction: str, previous_instruction: str) -> str:
+    """Fill the placeholders of `template` (plain replacement; other braces are left alone)."""
+    return template.replace("{instruction}", instruction).replace("{previous_instruction}", previous_instruction)
+
+
+_IMAGES = (
+    "Image 1 is the original source image. Image 2 is the result of editing Image 1 with the "
+    "instruction used in the last round.\n"
+    "Original instruction (what the user wants): {instruction}\n"
+    "Instruction used in the last round (what produced Image 2): {previous_instruction}\n\n"
+)
+
+THINKER_SYSTEM = (
+    "You are EditThinker, an expert in instruction-based image editing. You judge an edited image "
+    "against the user's instruction and write a better instruction for the image editor."
+)
+
+THINKER_CRITIQUE = (
+    _IMAGES
+    + "Do three things, in order.\n"
+    "1. Critique: compare Image 2 with Image 1 and the original instruction. Say what was done "
+    "correctly, what is missing or wrong (wrong object, attribute, count, position, colour, "
+    "unwanted changes elsewhere), and how good the image looks.\n"
+    "2. Score: a semantic score from 0 to 10 (how well Image 2 follows the original instruction "
+    "relative to Image 1, 10 = perfectly) and a quality score from 0 to 10 (perceptual quality of "
+    "Image 2: artefacts, distortions, naturalness).\n"
+    "3. Refine: write one instruction for the editor, applied to Image 1 again, that fixes the "
+    "problems you found. Be explicit and concrete: name objects, colours, positions and sizes; "
+    "resolve anything the original instruction only implies; keep everything the user did not ask "
+    "to change. If Image 2 is already right, repeat the last instruction.\n\n"
+    "Answer exactly in this format:\n"
+    "<think>your critique</think><score>[semantic, quality]</score><answer>the refined instruction</answer>"
+)
+
+EXPERT_SYSTEM = (
+    "You are an expert image-editing supervisor. You decide whether an edit satisfies the user "
+    "and, if not, you rewrite the instruction so that the image editor gets it right."
+)
+
+EXPERT_CRITIQUE = (
+    _IMAGES
+    + "1. Evaluate whether Image 2 fulfils the original instruction applied to Image 1.\n"
+    "2. If it does not, reason in detail about why the edit failed: which part of the request was "
+    "ignored, misread or overdone, and what the editor may have misunderstood in the last "
+    "instruction.\n"
+    "3. Write an improved instruction, applied to Image 1 again, that corrects these errors "
+    "without introducing new inconsistencies: explicit, concrete, and faithful to what the user "
+    "asked.\n"
+    "Say stop (yes) only when Image 2 already satisfies the user's intent; then repeat the last "
+    "instruction as the answer.\n\n"
+    "Answer exactly in this format:\n"
+    "<think>your reasoning</think><stop>yes or no</stop><answer>the improved instruction</answer>"
+)
+
+REWRITE = (
+    "The image is the source image to be edited.\n"
+    "User instruction: {instruction}\n\n"
+    "Before any edit is made, rewrite the instruction so that an image editor can follow it "
+    "directly: resolve what it only implies, and name the objects, colours, positions and sizes "
+    "involved. Keep everything the user did not ask to change.\n\n"
+    "Answer exactly in this format:\n"
+    "<think>your reasoning</think><answer>the rewritten instruction</answer>"
+)
+
+PROMPTS: dict[str, PromptSet] = {
+    "thinker": PromptSet(THINKER_SYSTEM, THINKER_CRITIQUE, REWRITE, "scores"),
+    "expert": PromptSet(EXPERT_SYSTEM, EXPERT_CRITIQUE, REWRITE, "stop"),
+}
+
+
+def get_prompts(name: str) -> PromptSet:
+    """The built-in prompt set `name` ("thinker" or "expert")."""
+    if name not in PROMPTS:
+        raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join(PROMPTS)}")
+    return PROMPTS[name]

@@ -1,0 +1,111 @@
+"""VLMThinker: EditThinker (or an expert such as GPT-4.1) behind any VLM backend of the rewards layer.
+
+Example:
+    >>> from PIL import Image
+    >>> from refine.thinker.protocol import ThinkRequest
+    >>> from refine.thinker.vlm import VLMThinker
+    >>> class Canned:                                   # any object with the backend's generate()
+    ...     name = "canned"
+    ...     def generate(self, conversations, max_new_tokens=128, temperature=0.0):
+    ...         return ["<think>still red</think><score>[2, 8]</score><answer>make the circle blue</answer>"] * len(conversations)
+    ...     def next_token_probs(self, conversations, candidates, prefill=""):
+    ...         raise NotImplementedError
+    >>> thinker = VLMThinker(Canned())
+    >>> image = Image.new("RGB", (32, 32))
+    >>> [thought] = thinker.think([ThinkRequest(image, image, "paint it like the sky", "paint it like the sky")])
+    >>> thought.instruction, thought.scores
+    ('make the circle blue', {'semantic': 2.0, 'quality': 8.0})
+
+Backends (`refine.rewards.backends`): `TransformersVLM` for a local checkpoint (the trained
+EditThinker-8B, or the tiny random fixture in tests) and `OpenAICompatibleVLM` for a served
+model (vLLM serving EditThinker-8B, `transformers serve`, or a hosted expert such as GPT-4.1).
+`VLMThinker.from_spec` picks one from a string: an http(s) URL (optionally `URL#model-name`) is
+an endpoint, anything else a checkpoint folder.
+
+One conversation per request, all sent in one batched `generate` call: a system message, then
+the user turn [source image, edited image, prompt text] (the rewrite prompt before any edit has
+the source image only). Whatever comes back goes through the tolerant parser; an unusable reply
+becomes a `Thought` with `error` set, never an exception. A backend that cannot be reached raises
+`BackendError` (that needs the user, not a retry of the thinker).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from refine.errors import ConfigError
+from refine.thinker.prompts import PromptSet, get_prompts, render
+from refine.thinker.protocol import ThinkRequest, Thought, thought_from_text
+
+
+class VLMThinker:
+    """A `Thinker` that prompts a VLM backend and parses its EditThinker-format replies.
+
+    Args:
+        backend: any object with the rewards layer's `generate(conversations, max_new_tokens, temperature)`.
+        prompts: a `PromptSet` or the name of a built-in one ("thinker": scores, "expert": stop flag).
+        max_new_tokens: generation budget per reply (reasoning included).
+        temperature: 0 for greedy decoding.
+        name: shown in traces (default: "vlm:" + the backend's name).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        prompts: PromptSet | str = "thinker",
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        name: str | None = None,
+    ) -> None:
+        if not hasattr(backend, "generate"):
+            raise ConfigError(f"VLMThinker needs a VLM backend with generate(conversations, ...), got {type(backend).__name__}")
+        self.backend = backend
+        self.prompts = get_prompts(prompts) if isinstance(prompts, str) else prompts
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.name = name or f"vlm:{getattr(backend, 'name', type(backend).__name__)}"
+
+    @classmethod
+    def from_spec(cls, spec: str, *, api_key_env: str | None = "OPENAI_API_KEY", backend_kwargs: dict[str, Any] | None = None,
+                  **kwargs: Any) -> "VLMThinker":
+        """A thinker on the backend `spec` names: `http(s)://host/v1[#model]` or a checkpoint folder.
+
+        For an endpoint, the API key (if any) is read from the environment variable `api_key_env`.
+
+        Example:
+            >>> VLMThinker.from_spec("http://127.0.0.1:8000/v1#EditThinker-8B").backend.model
+            'EditThinker-8B'
+        """
+        spec = spec.strip()
+        if not spec:
+            raise ConfigError("empty VLM spec; give a checkpoint folder or an http(s)://host/v1[#model] URL")
+        options = dict(backend_kwargs or {})
+        if spec.startswith(("http://", "https://")):
+            from refine.rewards.backends.openai_compatible import OpenAICompatibleVLM
+
+            url, _, model = spec.partition("#")
+            api_key = os.environ.get(api_key_env) if api_key_env else None
+            backend = OpenAICompatibleVLM(url, model=model or None, api_key=api_key, **options)
+        else:
+            from refine.rewards.backends.transformers_vlm import TransformersVLM
+
+            backend = TransformersVLM(spec, **options)
+        return cls(backend, **kwargs)
+
+    def conversation(self, request: ThinkRequest) -> list[dict[str, Any]]:
+        """The chat sent for one request (transformers format, PIL images in content parts)."""
+        if request.edited is None:
+            images = [request.source]
+            text = render(self.prompts.rewrite, instruction=request.instruction, previous_instruction=request.previous_instruction)
+        else:
+            images = [request.source, request.edited]
+            text = render(self.prompts.critique, instruction=request.instruction, previous_instruction=request.previous_instruction)
+        content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": text}]
+        return [{"role": "system", "content": self.prompts.system}, {"role": "user", "content": content}]
+
+    def think(self, requests: Sequence[ThinkRequest]) -> list[Thought]:
+        if not requests:
+            return []
+        replies = self.backend.generate([self.conversation(r) for r in requests], self.max_new_tokens, self.temperature)
+        return [thought_from_text(reply) for reply in replies]

@@ -1,0 +1,135 @@
+"""VLMThinker: conversations, parsing of replies, and the full loop on the tiny random VLM."""
+
+import pytest
+from PIL import Image
+
+from refine.editor import compose
+from refine.errors import ConfigError
+from refine.rewards.backends.transformers_vlm import TransformersVLM
+from refine.thinker.config import build_thinker_refiner
+from refine.thinker.loop import ThinkWhileEdit
+from refine.thinker.prompts import get_prompts
+from refine.thinker.protocol import ThinkRequest
+from refine.thinker.vlm import VLMThinker
+
+SOURCE, EDITED = Image.new("RGB", (32, 32), "white"), Image.new("RGB", (32, 32), "gray")
+
+
+class CannedBackend:
+    """A backend replying from a list, one reply per conversation, recording what it was sent."""
+
+    name = "canned"
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.sent = []
+
+    def generate(self, conversations, max_new_tokens=128, temperature=0.0):
+        self.sent.append((list(conversations), max_new_tokens, temperature))
+        return [self.replies.pop(0) for _ in conversations]
+
+    def next_token_probs(self, conversations, candidates, prefill=""):
+        raise NotImplementedError
+
+
+def test_conversation_holds_the_paper_input_tuple():
+    thinker = VLMThinker(CannedBackend([]), "thinker")
+    chat = thinker.conversation(ThinkRequest(SOURCE, EDITED, "make it look like a tomato", "paint it red", 2))
+    assert chat[0] == {"role": "system", "content": get_prompts("thinker").system}
+    parts = chat[1]["content"]
+    assert [p["type"] for p in parts] == ["image", "image", "text"]
+    assert parts[0]["image"] is SOURCE and parts[1]["image"] is EDITED
+    assert "Original instruction (what the user wants): make it look like a tomato" in parts[2]["text"]
+    assert "(what produced Image 2): paint it red" in parts[2]["text"] and "<score>[semantic, quality]</score>" in parts[2]["text"]
+    before = thinker.conversation(ThinkRequest(SOURCE, None, "make it look like a tomato", "make it look like a tomato", 0))
+    assert [p["type"] for p in before[1]["content"]] == ["image", "text"] and "Before any edit" in before[1]["content"][1]["text"]
+    expert = VLMThinker(CannedBackend([]), "expert").conversation(ThinkRequest(SOURCE, EDITED, "a", "b", 1))
+    assert "<stop>yes or no</stop>" in expert[1]["content"][2]["text"]
+
+
+def test_replies_are_parsed_in_one_batched_call():
+    backend = CannedBackend(
+        [
+            "<think>grey, not red</think><score>[2, 8]</score><answer>paint it red</answer>",
+            "<think>fine</think><stop>yes</stop><answer>paint it red</answer>",
+            "no tags at all",
+        ]
+    )
+    thinker = VLMThinker(backend, max_new_tokens=64, temperature=0.7)
+    asks = [ThinkRequest(SOURCE, EDITED, "x", "x", 1)] * 3
+    scored, stopped, garbage = thinker.think(asks)
+    assert len(backend.sent) == 1 and backend.sent[0][1:] == (64, 0.7) and len(backend.sent[0][0]) == 3
+    assert scored.instruction == "paint it red" and scored.scores == {"semantic": 2.0, "quality": 8.0} and scored.stop is None
+    assert stopped.stop is True and stopped.scores == {}
+    assert not garbage.ok and garbage.raw == "no tags at all" and garbage.instruction is None
+
+
+def test_expert_stop_flag_ends_the_loop():
+    backend = CannedBackend(["<think>not yet</think><stop>no</stop><answer>paint it red</answer>",
+                             "<think>done</think><stop>yes</stop><answer>paint it red</answer>"])
+
+    class Editor:
+        def edit(self, requests):
+            from refine.types import EditResult
+
+            return [EditResult(EDITED, r.instruction) for r in requests]
+
+    [result] = compose(Editor(), ThinkWhileEdit(VLMThinker(backend, "expert"))).edit([_request()])
+    assert result.meta["thinker"]["stop_reason"] == "thinker_stop" and result.meta["thinker"]["editor_calls"] == 2
+    # the expert gives no scores, so select="best" has nothing to rank by and keeps the last edit
+    assert result.instruction == "paint it red" and result.meta["thinker"]["chosen_turn"] == 2
+
+
+def _request():
+    from refine.types import EditRequest
+
+    return EditRequest(SOURCE, "make it look like a tomato", seed=0, meta={})
+
+
+def test_backend_without_generate_is_refused():
+    with pytest.raises(ConfigError, match="VLM backend with generate"):
+        VLMThinker(object())
+
+
+def test_spec_picks_the_backend():
+    served = VLMThinker.from_spec("http://127.0.0.1:9/v1#EditThinker-8B", api_key_env=None)
+    assert served.backend.model == "EditThinker-8B" and served.name == "vlm:openai:http://127.0.0.1:9/v1"
+    with pytest.raises(ConfigError, match="empty VLM spec"):
+        VLMThinker.from_spec("  ")
+
+
+def test_registry_builds_a_local_vlm_thinker_with_prompt_overrides(tiny_vlm_path):
+    refiner = build_thinker_refiner(thinker=f"vlm:{tiny_vlm_path}", prompt="expert", critique_prompt="Judge: {instruction}", max_turns=2)
+    assert isinstance(refiner.thinker.backend, TransformersVLM)
+    assert refiner.thinker.prompts.critique == "Judge: {instruction}" and refiner.thinker.prompts.system == get_prompts("expert").system
+    with pytest.raises(ConfigError, match="must contain \\{instruction\\}"):
+        build_thinker_refiner(thinker=f"vlm:{tiny_vlm_path}", critique_prompt="Judge it")
+
+
+def test_tiny_random_vlm_garbage_every_turn_returns_the_first_edit(tiny_vlm_backend, editor, request_for):
+    """The random-weight VLM never emits the format: the loop keeps the first edit and says why."""
+    thinker = VLMThinker(tiny_vlm_backend, max_new_tokens=6)
+    requests = [request_for(), request_for(instruction="paint it blue")]
+    results = compose(editor, ThinkWhileEdit(thinker, max_turns=5)).edit(requests)
+    assert len(editor.batches) == 1 and [len(b) for b in editor.batches] == [2]
+    for request, result in zip(requests, results):
+        assert result.instruction == request.instruction and result.meta["thinker"]["stop_reason"] == "thinker_failed"
+        assert result.meta["thinker"]["thinker_calls"] == 2
+        think = [s for s in result.steps if s.kind == "think"][-1]
+        assert think.info["raw"] and think.info["error"].startswith("no EditThinker tags")
+
+
+@pytest.mark.slow
+def test_full_loop_through_transformers_serve_on_loopback(served_tiny_vlm, editor, request_for):
+    """EditThinker served over HTTP (here `transformers serve` with the tiny VLM on 127.0.0.1): one
+    request per conversation reaches the server, and garbage every turn still returns the first edit."""
+    base_url, model = served_tiny_vlm
+    thinker = VLMThinker.from_spec(f"{base_url}#{model}", api_key_env=None, max_new_tokens=8)
+    requests = [request_for(), request_for(instruction="paint it blue")]
+    results = compose(editor, ThinkWhileEdit(thinker, max_turns=3, thinker_retries=0)).edit(requests)
+    assert [len(b) for b in editor.batches] == [2] and thinker.backend.requests_sent == 2
+    for request, result in zip(requests, results):
+        assert result.instruction == request.instruction and result.meta["thinker"]["stop_reason"] == "thinker_failed"
+        assert result.image.getpixel((0, 0)) == editor.edit([request])[0].image.getpixel((0, 0))
+        think = [s for s in result.steps if s.kind == "think"][-1]
+        assert isinstance(think.info["raw"], str) and think.info["raw"] and think.info["error"].startswith("no EditThinker tags")
