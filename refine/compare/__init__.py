@@ -1,0 +1,56 @@
+"""Comparison runs across strategies: `refine compare` and its Python API.
+
+Example:
+    >>> from refine.compare import CompareConfig, run_compare
+    >>> cfg = CompareConfig(benchmark="shapes-bench", entries={"base": {}}, limit=8)
+    >>> cfg.benchmark
+    {'kind': 'shapes-bench'}
+    >>> run = run_compare(cfg)                  # doctest: +SKIP
+    >>> print(run.files["html"])                # doctest: +SKIP
+
+| module | what it holds |
+|---|---|
+| `config.py` | `CompareConfig`, `EntryConfig` (entries = editor spec + refiner specs) |
+| `entries.py` | checks before compute, entry fingerprints (cache keys), building through the registry |
+| `runner.py` | `run_compare`: batched, cached, resumable loop over entries x cases x seeds |
+| `store.py` | the atomic on-disk cache |
+| `stats.py` | means, bootstrap intervals, paired deltas |
+| `report.py`, `charts.py`, `html.py` | the results folder: JSONL, MD/CSV/JSON, charts, HTML |
+| `benchmarks/` | ShapeEdit splits and GEdit-Bench / ImgEdit / EdiVal folders with their judges |
+| `cli.py` | `refine compare` |
+
+`examples/configs/compare/shapes.yaml` is the default that `refine compare` runs. Names are
+imported lazily so `refine --help` does not pay for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "Benchmark": "refine.compare.benchmarks.base",
+    "Case": "refine.compare.benchmarks.base",
+    "CaseScore": "refine.compare.benchmarks.base",
+    "select_cases": "refine.compare.benchmarks.base",
+    "CompareConfig": "refine.compare.config",
+    "EntryConfig": "refine.compare.config",
+    "Entry": "refine.compare.entries",
+    "plan_entries": "refine.compare.entries",
+    "CaseRow": "refine.compare.runner",
+    "CompareRun": "refine.compare.runner",
+    "load_compare_config": "refine.compare.runner",
+    "prepare": "refine.compare.runner",
+    "run_compare": "refine.compare.runner",
+    "MeanCI": "refine.compare.stats",
+    "SummaryRow": "refine.compare.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'refine.compare' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,148 @@
+"""ShapeEdit benchmarks for comparisons: `shapes-bench` (single turn) and `shapes-mt` (three turns).
+
+Example:
+    >>> from refine.compare.benchmarks.shapes import shapes_bench
+    >>> bench = shapes_bench()
+    >>> cases = bench.cases()
+    >>> len(cases), cases[0].category, cases[1].category, bench.metrics
+    (540, 'add', 'add', ('overall', 'if', 'cc', 'pq'))
+    >>> [c.meta["phrasing"] for c in cases[:2]]         # direct and indirect alternate
+    ['direct', 'indirect']
+    >>> from refine.types import EditResult
+    >>> case = cases[0]
+    >>> [score] = bench.score([(case, [EditResult(case.target_image(), case.instruction)])])
+    >>> score.scores["overall"]                          # the exact target scores 1
+    1.0
+
+Scores come from ShapeEdit's exact judge (`refine.shapes.judge`), all in [0, 1]:
+* shapes-bench: `overall` = sqrt(IF * CC), `if`, `cc`, `pq` per case (see `judge_edit`).
+* shapes-mt: per turn IF (vs that turn's exact source and target), CC against the original
+  scene and PQ; per sequence `if` = mean IF over turns, `cc` = CC vs the original after the
+  last turn, `overall` = sqrt(if * cc), `success` = 1 when every turn was fully followed
+  (EdiVal's success at the last turn).
+Categories are ShapeEdit's edit categories (the last turn's for shapes-mt); the phrasing
+(direct / indirect) is kept in each case's meta and in `cases.jsonl`.
+
+Cases are ordered index-major (case 0 of every category and phrasing, then case 1, ...), so the
+stratified `limit` of a comparison takes direct and indirect phrasings in turn within a category.
+The cache keys hash the split's content and the judge's source code: a change to either
+re-edits (split) or re-scores (judge) only what it affects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Sequence
+
+from PIL import Image
+
+from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
+from refine.types import EditRequest, EditResult
+
+
+class ShapesBenchmark:
+    """A ShapeEdit split as a `Benchmark` (use the `shapes_bench` / `shapes_mt` factories)."""
+
+    scale = (0.0, 1.0)
+
+    def __init__(self, split: str = "shapes-bench", size: int = 32) -> None:
+        from refine.shapes.data import SPLITS
+
+        if split not in SPLITS:
+            from refine.errors import ConfigError
+
+            raise ConfigError(f"unknown ShapeEdit split {split!r}; use one of {', '.join(SPLITS)}")
+        self.split, self.size = split, size
+        self.name = split
+        self.multi_turn = split == "shapes-mt"
+        self.metrics = ("overall", "if", "cc", "success") if self.multi_turn else ("overall", "if", "cc", "pq")
+        self._items: dict[str, object] = {}
+
+    @property
+    def key(self) -> str:
+        from refine.shapes.data import split_hash
+
+        return f"{self.split}-{self.size}-{split_hash(self.split, self.size)[:12]}"
+
+    @property
+    def judge_key(self) -> str:
+        import refine.shapes.judge as judge
+
+        return f"shapes-judge-{stable_hash(inspect.getsource(judge))}"
+
+    def cases(self) -> list[Case]:
+        from refine.shapes.data import load_split
+
+        items = load_split(self.split, self.size)
+        self._items = {item.id: item for item in items}
+        cases = [self._case(item) for item in items]
+        if self.multi_turn:
+            return cases
+        # index-major order: the k-th case of every (category, phrasing) before the (k+1)-th
+        index = {c.id: int(c.id.rsplit("-", 1)[-1]) for c in cases}
+        return sorted(cases, key=lambda c: index[c.id])  # stable: keeps category x phrasing order
+
+    def _case(self, item) -> Case:
+        if self.multi_turn:
+            last = item.cases[-1]
+            return Case(
+                id=item.id, category=last.category, source=lambda item=item: item.source_image,
+                instructions=item.instructions, target=lambda item=item: item.target_images[-1],
+                meta={"phrasing": [c.phrasing for c in item.cases], "categories": [c.category for c in item.cases]},
+            )
+        return Case(
+            id=item.id, category=item.category, source=lambda item=item: item.source_image,
+            instructions=[item.instruction], target=lambda item=item: item.target_image,
+            meta={"phrasing": item.phrasing},
+        )
+
+    def _item(self, case_id: str):
+        if not self._items:
+            self.cases()
+        return self._items[case_id]
+
+    def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
+        item = self._item(case.id)
+        shape_case = item.cases[turn] if self.multi_turn else item
+        request = shape_case.to_request(seed)  # meta["shapes_case"]: what judges and expert thinkers read
+        request.meta.update({"turn": turn, "benchmark": self.name, "sequence_id": case.id if self.multi_turn else None})
+        return EditRequest(image, request.instruction, seed=seed, meta=request.meta)
+
+    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        from refine.shapes.judge import judge_edit, judge_sequence
+
+        scores = []
+        for case, results in items:
+            item = self._item(case.id)
+            outputs = [r.image for r in results]
+            if not self.multi_turn:
+                judged = judge_edit(item.source_image, outputs[0], item)
+                values = {"overall": judged.overall, "if": judged.if_, "cc": judged.cc, "pq": judged.pq}
+                scores.append(CaseScore(values, None, {"breakdown": judged.breakdown}))
+                continue
+            judged = judge_sequence(item, outputs)
+            turn_scores = [
+                {"overall": math.sqrt(t.if_ * cc), "if": t.if_, "cc": cc, "pq": t.pq, "success": float(ok)}
+                for t, cc, ok in zip(judged.turns, judged.cc_original, judged.success_at_turn)
+            ]
+            mean_if = sum(judged.if_) / len(judged.if_)
+            final_cc = judged.cc_original[-1]
+            values = {
+                "overall": math.sqrt(mean_if * final_cc),
+                "if": mean_if,
+                "cc": final_cc,
+                "success": float(judged.success_at_turn[-1]),
+            }
+            scores.append(CaseScore(values, turn_scores, {"breakdown": judged.breakdown}))
+        return scores
+
+
+def shapes_bench(size: int = 32) -> ShapesBenchmark:
+    """The `shapes-bench` benchmark kind: 540 single-turn ShapeEdit cases (9 categories x 2 phrasings x 30)."""
+    return ShapesBenchmark("shapes-bench", size)
+
+
+def shapes_mt(size: int = 32) -> ShapesBenchmark:
+    """The `shapes-mt` benchmark kind: 120 three-turn ShapeEdit sequences."""
+    return ShapesBenchmark("shapes-mt", size)

@@ -1,0 +1,188 @@
+"""Entries: check every strategy of a comparison before compute, fingerprint it, build it on demand.
+
+Example:
+    >>> from refine.compare.config import CompareConfig
+    >>> from refine.compare.entries import plan_entries
+    >>> cfg = CompareConfig(benchmark="shapes-bench", editor={"kind": "collections:OrderedDict"},
+    ...                     entries={"base": {}, "lora": {"refiners": [{"kind": "builtins:dict", "path": "/no/lora"}],
+    ...                                                   "optional": True}})
+    >>> entries, skipped = plan_entries(cfg)
+    >>> [e.name for e in entries], skipped[0].name, skipped[0].reason
+    (['base'], 'lora', "refiner 'builtins:dict': artifact path '/no/lora' does not exist")
+
+`plan_entries` does everything that can fail without loading a model: it resolves every kind in
+the registry (unknown kinds fail with the list of valid ones), validates every parameter against
+its factory's signature (typos fail with a suggestion), checks the white-box order that `compose`
+will enforce, and checks artifact paths. A missing artifact fails with `ArtifactError`, or skips
+the entry with a note when the entry is `optional` (the bundled default marks strategies whose
+artifact is trained separately that way).
+
+Artifact paths are the string values of spec keys named `path`, `*_path`, `*_dir`, `*_file`,
+`checkpoint`, `adapter` or `weights`. A relative path is looked up in the working directory first,
+then next to the installed `refine` package (so `refine/assets/...` works from a checkout and from
+a wheel); a value shaped like a hub id (`org/name`) that is not a local path is left to the
+factory. The fingerprint of an entry (its cache key) hashes its specs as written plus the size and
+modification time of every artifact file, so retraining an adapter invalidates its cached outputs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from refine.compare.benchmarks.base import stable_hash
+from refine.compare.config import CompareConfig, Spec
+from refine.editor import Editor, compose
+from refine.errors import ArtifactError, ConfigError
+from refine.registry import registry, validate_params
+
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+_ARTIFACT_KEYS = {"path", "checkpoint", "adapter", "weights"}
+_ARTIFACT_SUFFIXES = ("_path", "_dir", "_file")
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+@dataclass
+class Entry:
+    """A checked, fingerprinted entry; `build()` loads the models and composes them."""
+
+    name: str
+    editor: Spec  # artifact paths resolved to absolute paths
+    refiners: list[Spec]
+    key: str  # cache key: specs as written + artifact fingerprints
+    artifacts: dict[str, str] = field(default_factory=dict)  # as written -> resolved
+
+    def build(self) -> Editor:
+        editor = build_editor(self.editor)
+        refiners = [registry.build("refiner", spec) for spec in self.refiners]
+        return compose(editor, *refiners)
+
+
+@dataclass
+class Skipped:
+    name: str
+    reason: str
+
+
+def plan_entries(config: CompareConfig) -> tuple[list[Entry], list[Skipped]]:
+    """Check every entry of `config` without building anything (see the module docstring)."""
+    entries: list[Entry] = []
+    skipped: list[Skipped] = []
+    for name, entry_cfg in config.entries.items():
+        editor_spec = config.entry_editor(name)
+        try:
+            _check_editor(name, editor_spec)
+            for spec in entry_cfg.refiners:
+                _check_spec(name, "refiner", spec)
+            _check_order(name, editor_spec, entry_cfg.refiners)
+            resolved_editor, artifacts = _resolve_artifacts(name, "editor", editor_spec)
+            resolved_refiners = []
+            for spec in entry_cfg.refiners:
+                resolved, found = _resolve_artifacts(name, f"refiner {spec['kind']!r}", spec)
+                resolved_refiners.append(resolved)
+                artifacts.update(found)
+        except ArtifactError as err:
+            if entry_cfg.optional:
+                skipped.append(Skipped(name, str(err).removeprefix(f"entry {name!r}: ")))
+                continue
+            raise
+        key = stable_hash(
+            {
+                "editor": editor_spec,
+                "refiners": entry_cfg.refiners,
+                "artifacts": {written: fingerprint(Path(path)) for written, path in sorted(artifacts.items())},
+            },
+            length=16,
+        )
+        entries.append(Entry(name, resolved_editor, resolved_refiners, key, artifacts))
+    return entries, skipped
+
+
+def build_editor(spec: Spec) -> Editor:
+    """Build an editor spec: the factory's result if it is an `Editor`, else a `FlowEditor` around it."""
+    flow = dict(spec.get("flow") or {})
+    params = {k: v for k, v in spec.items() if k != "flow"}
+    built = registry.build("backbone", params)
+    if isinstance(built, Editor):
+        if flow:
+            raise ConfigError(f"editor {spec['kind']!r} is already an Editor; remove its 'flow' settings {flow!r}")
+        return built
+    from refine.rollout.flow_editor import FlowEditor
+
+    return FlowEditor(built, **flow)
+
+
+def fingerprint(path: Path) -> list:
+    """Size and mtime of `path` (or of every file under it): cheap, and changes when it is rewritten."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    root = path if path.is_dir() else path.parent
+    return [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def resolve_path(value: str) -> Path | None:
+    """The existing local path `value` names (cwd first, then next to the package), or None."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    for base in (Path.cwd(), _PACKAGE_PARENT):
+        if (base / path).exists():
+            return (base / path).resolve()
+    return None
+
+
+def is_artifact_key(key: str) -> bool:
+    return key in _ARTIFACT_KEYS or key.endswith(_ARTIFACT_SUFFIXES)
+
+
+def _check_spec(entry: str, category: str, spec: Spec, exclude: set[str] = frozenset()) -> Any:
+    try:
+        target = registry.resolve(category, spec["kind"])
+        params = {k: v for k, v in spec.items() if k not in ("kind", *exclude)}
+        validate_params(target, params, label=f"{category} {spec['kind']!r}")
+    except ConfigError as err:
+        raise ConfigError(f"entry {entry!r}: {err}") from None
+    return target
+
+
+def _check_editor(entry: str, spec: Spec) -> None:
+    _check_spec(entry, "backbone", spec, exclude={"flow"})
+    flow = spec.get("flow")
+    if flow is not None and not isinstance(flow, dict):
+        raise ConfigError(f"entry {entry!r}: editor 'flow' must be a mapping of FlowEditor settings, got {flow!r}")
+
+
+def _check_order(entry: str, editor_spec: Spec, refiners: list[Spec]) -> None:
+    """The white-box rule of `compose`, checked on the registered classes before anything is built.
+
+    Only refiners whose kind resolves to an object carrying `needs_white_box` /
+    `returns_white_box` attributes (classes usually do) can be checked here; `compose` checks the
+    built objects again.
+    """
+    white_box, hidden_by = True, None  # editors built from backbones are FlowEditors (white-box)
+    for spec in refiners:
+        target = registry.resolve("refiner", spec["kind"])
+        if getattr(target, "needs_white_box", False) is True and not white_box:
+            raise ConfigError(
+                f"entry {entry!r}: refiner {spec['kind']!r} needs a white-box flow editor but {hidden_by!r} "
+                f"before it returns a black-box editor; list {spec['kind']!r} first"
+            )
+        if white_box and getattr(target, "returns_white_box", False) is not True:
+            white_box, hidden_by = False, spec["kind"]
+
+
+def _resolve_artifacts(entry: str, label: str, spec: Spec) -> tuple[Spec, dict[str, str]]:
+    resolved = dict(spec)
+    found: dict[str, str] = {}
+    for key, value in spec.items():
+        if not is_artifact_key(key) or not isinstance(value, str) or not value or "://" in value:
+            continue
+        path = resolve_path(value)
+        if path is None:
+            if _HUB_ID.match(value):
+                continue  # a hub id for from_pretrained, not a local artifact
+            raise ArtifactError(f"entry {entry!r}: {label}: artifact path {value!r} does not exist")
+        resolved[key] = str(path)
+        found[value] = str(path)
+    return resolved, found

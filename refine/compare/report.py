@@ -1,0 +1,273 @@
+"""The results folder of a comparison: per-case JSONL, images, summaries (MD/CSV/JSON), charts, HTML.
+
+Example (after `run = run_compare(...)`; `write_report` is called by `run_compare` itself):
+    >>> from refine.compare.report import write_report   # doctest: +SKIP
+    >>> files = write_report(run)                          # doctest: +SKIP
+    >>> sorted(files)                                      # doctest: +SKIP
+    ['cases', 'categories_chart', 'config', 'csv', 'html', 'images', 'json', 'markdown', 'overall_chart']
+
+Layout of `out_dir`:
+* `cases.jsonl` one line per (entry, case, seed): scores, the instruction given and the one the
+  editor executed (a thinker may rewrite it), every turn with its refiner steps, seconds, and
+  the output image path relative to `out_dir`;
+* `images/<entry>/<case>__s<seed>.png` the final output of each case (multi-turn: `..._t<k>.png`
+  for every turn);
+* `summary.md`, `summary.csv`, `summary.json` mean and bootstrap 95% interval of every metric,
+  per entry over all cases and per entry and category;
+* `charts/overall.png`, `charts/categories.png` and `report.html` (self-contained page with the
+  tables, charts and an image grid: source | target | each entry, half of it the worst cases);
+* `config.yaml` the resolved config that produced it; `cache/` the reusable outputs.
+The same summary is printed as a rich table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from refine.compare.charts import draw_charts
+from refine.compare.html import GridCell, GridRow, render_html
+from refine.compare.stats import ALL, SummaryRow, paired_deltas, summarize
+from refine.compare.store import safe_name
+from refine.images import load_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from refine.compare.benchmarks.base import Benchmark
+    from refine.compare.runner import CaseRow, CompareRun
+
+
+def summarize_rows(benchmark: "Benchmark", rows: Sequence["CaseRow"], resamples: int = 1000) -> list[SummaryRow]:
+    """Per entry and category summaries, each non-reference entry with its paired delta to the first entry."""
+    data = [
+        {"entry": r.entry, "category": r.category, "scores": r.scores, "seconds": r.seconds, "key": (r.case_id, r.seed)}
+        for r in rows
+    ]
+    summary = summarize(data, list(benchmark.metrics), resamples)
+    if summary:
+        reference, headline = summary[0].entry, benchmark.metrics[0]
+        deltas = paired_deltas(data, headline, reference, resamples)
+        for row in summary:
+            if (row.entry, row.category) in deltas:
+                row.extra.update(delta=deltas[(row.entry, row.category)], delta_vs=reference, delta_metric=headline)
+    return summary
+
+
+def write_report(run: "CompareRun", console: Console | None = None) -> dict[str, Path]:
+    """Write every report file of `run` into `run.out_dir`, print the table, return the paths."""
+    out = run.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    bench = run.benchmark
+    metrics = list(bench.metrics)
+    files: dict[str, Path] = {}
+
+    # 1. images next to the report (the cache may be shared or deleted; the report stands alone)
+    images_dir = out / "images"
+    if images_dir.exists():
+        shutil.rmtree(images_dir)  # ours: rewritten from the cache on every run, no stale entries
+    relative: dict[int, list[str]] = {}
+    for index, row in enumerate(run.rows):
+        folder = images_dir / safe_name(row.entry)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{safe_name(row.case_id)}__s{row.seed}"
+        names = [f"{stem}.png"] if len(row.turn_images) == 1 else [f"{stem}_t{k + 1}.png" for k in range(len(row.turn_images))]
+        for source, name in zip(row.turn_images, names):
+            shutil.copyfile(source, folder / name)
+        relative[index] = [str((folder / name).relative_to(out)) for name in names]
+    files["images"] = images_dir
+
+    # 2. per-case JSONL
+    with open(out / "cases.jsonl", "w") as handle:
+        for index, row in enumerate(run.rows):
+            data = row.to_json()
+            data["image"] = relative[index][-1]
+            data["turn_images"] = relative[index]
+            handle.write(json.dumps(data) + "\n")
+    files["cases"] = out / "cases.jsonl"
+
+    # 3. summaries
+    files["markdown"] = _write(out / "summary.md", summary_markdown(run, metrics))
+    files["csv"] = _write(out / "summary.csv", summary_csv(run.summary, metrics))
+    files["json"] = _write(out / "summary.json", json.dumps(summary_json(run), indent=1) + "\n")
+    files["config"] = _write(out / "config.yaml", run.config.to_yaml())
+
+    # 4. charts and the HTML page
+    overall_png, categories_png = draw_charts(run.summary, metrics, bench.scale, out / "charts")
+    files["overall_chart"], files["categories_chart"] = overall_png, categories_png
+    files["html"] = _write(out / "report.html", _html(run, metrics, [overall_png, categories_png]))
+
+    console = console or Console()
+    print_summary(run, console)
+    console.print(f"report: [bold]{files['html']}[/bold]  (tables: {files['markdown'].name}, {files['csv'].name}, {files['json'].name}; cases: {files['cases'].name})", highlight=False)
+    return files
+
+
+def print_summary(run: "CompareRun", console: Console) -> None:
+    """The summary as rich tables: metrics per entry, then the headline metric per category."""
+    metrics = list(run.benchmark.metrics)
+    n_cases = len(run.cases)
+    table = Table(title=f"{run.benchmark.name}: {n_cases} cases x {len(run.config.seeds)} seed(s); {metrics[0]}: mean [95% CI]")
+    names = [r.entry for r in run.summary if r.category == ALL]
+    table.add_column("entry", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    reference = next((r.entry for r in run.summary), "")
+    table.add_column(f"Δ vs {reference}", justify="right")
+    table.add_column("s/case", justify="right")
+    table.add_column("run", justify="right")
+    for row in (r for r in run.summary if r.category == ALL):
+        fresh = run.edited.get(row.entry, 0)
+        # the headline carries its interval; the other metrics' intervals are in the files (width)
+        cells = [_fmt(row.metrics[metrics[0]])] + [_mean(row, m) for m in metrics[1:]]
+        table.add_row(row.entry, *cells, _delta(row), f"{row.seconds:.3g}", f"{fresh} new" if fresh else "cached")
+    console.print(table)
+    entries = [r.entry for r in run.summary if r.category == ALL]
+    cats = Table(title=f"{metrics[0]} per category")
+    cats.add_column("category")
+    for entry in entries:
+        cats.add_column(entry, justify="right")
+    lookup = {(r.entry, r.category): r for r in run.summary}
+    for category in sorted({r.category for r in run.summary if r.category != ALL}):
+        cats.add_row(category, *[_mean(lookup.get((e, category)), metrics[0]) for e in entries])
+    console.print(cats)
+
+
+def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
+    lines = [
+        f"# {run.benchmark.name}: {len(run.cases)} cases x {len(run.config.seeds)} seed(s)",
+        "",
+        f"Mean and bootstrap 95% interval; scale {run.benchmark.scale[0]:g}-{run.benchmark.scale[1]:g}.",
+        "",
+        f"Δ: paired difference of {metrics[0]} to the first entry on the same cases and seeds.",
+        "",
+        "| entry | category | n | " + " | ".join(metrics) + " | Δ | s/case |",
+        "|---|---|---:|" + "---:|" * len(metrics) + "---:|---:|",
+    ]
+    for row in run.summary:
+        lines.append(
+            f"| {row.entry} | {row.category} | {row.n} | " + " | ".join(_fmt(row.metrics[m]) for m in metrics)
+            + f" | {_delta(row)} | {row.seconds:.3g} |"
+        )
+    for item in run.skipped:
+        lines += ["", f"Skipped {item.name}: {item.reason}"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_csv(summary: Sequence[SummaryRow], metrics: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    deltas = ("delta_mean", "delta_low", "delta_high")
+    writer.writerow(["entry", "category", "n", *[f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")], *deltas, "seconds_per_case"])
+    for row in summary:
+        values = [f"{getattr(row.metrics[m], s):.6g}" for m in metrics for s in ("mean", "low", "high")]
+        delta = row.extra.get("delta")
+        delta_values = [f"{getattr(delta, s):.6g}" for s in ("mean", "low", "high")] if delta else ["", "", ""]
+        writer.writerow([row.entry, row.category, row.n, *values, *delta_values, f"{row.seconds:.6g}"])
+    return buffer.getvalue()
+
+
+def summary_json(run: "CompareRun") -> dict:
+    return {
+        "benchmark": run.benchmark.name,
+        "metrics": list(run.benchmark.metrics),
+        "scale": list(run.benchmark.scale),
+        "cases": len(run.cases),
+        "seeds": run.config.seeds,
+        "entries": [r.entry for r in run.summary if r.category == ALL],
+        "skipped": [{"entry": s.name, "reason": s.reason} for s in run.skipped],
+        "summary": [row.to_json() for row in run.summary],
+    }
+
+
+def is_failure(score: float | None, scale: tuple[float, float]) -> bool:
+    """A failure is a headline score in the bottom half of the scale (or no score at all)."""
+    low, high = scale
+    return score is None or score < low + 0.5 * (high - low)
+
+
+def grid_sample(run: "CompareRun", count: int) -> list[tuple[str, int]]:
+    """`count` (case id, seed) pairs: half the lowest-scoring (worst entry counts), half a seeded sample."""
+    headline = run.benchmark.metrics[0]
+    worst: dict[tuple[str, int], float] = {}
+    order: dict[tuple[str, int], int] = {}
+    for row in run.rows:
+        key = (row.case_id, row.seed)
+        order.setdefault(key, len(order))
+        value = row.scores.get(headline)
+        value = float("-inf") if value is None else value
+        worst[key] = min(worst.get(key, float("inf")), value)
+    keys = list(order)
+    if count >= len(keys):
+        return keys
+    by_score = sorted(keys, key=lambda k: (worst[k], order[k]))
+    chosen = by_score[: count // 2]
+    rest = [k for k in keys if k not in set(chosen)]
+    chosen += random.Random(0).sample(rest, count - len(chosen))
+    return sorted(chosen, key=lambda k: order[k])
+
+
+def _html(run: "CompareRun", metrics: list[str], charts: list[Path]) -> str:
+    bench = run.benchmark
+    summary_rows = [r for r in run.summary if r.category == ALL]
+    entries = [r.entry for r in summary_rows]
+    lookup = {(r.entry, r.category): r for r in run.summary}
+    categories = sorted({r.category for r in run.summary if r.category != ALL})
+    cases = {c.id: c for c in run.cases}
+    rows_by_key = {(r.entry, r.case_id, r.seed): r for r in run.rows}
+    grid = []
+    for case_id, seed in grid_sample(run, run.config.grid_cases):
+        case = cases[case_id]
+        cells = []
+        for entry in entries:
+            row = rows_by_key[(entry, case_id, seed)]
+            score = row.scores.get(metrics[0])
+            caption = ", ".join(f"{m} {row.scores[m]:.2f}" for m in metrics if row.scores.get(m) is not None)
+            rewritten = row.instruction_used if row.instruction_used != row.instruction else ""
+            images = [load_image(path) for path in row.turn_images]
+            cells.append(GridCell(images, caption, is_failure(score, bench.scale), rewritten))
+        label = case_id if len(run.config.seeds) == 1 else f"{case_id} (seed {seed})"
+        grid.append(GridRow(label, case.category, case.instruction, case.source_image(), case.target_image(), cells))
+    return render_html(
+        title=f"refine compare: {bench.name}",
+        subtitle=f"{len(run.cases)} cases x {len(run.config.seeds)} seed(s); scale {bench.scale[0]:g}-{bench.scale[1]:g}; "
+        "mean [bootstrap 95% interval]",
+        summary_header=["entry", *metrics, f"Δ {metrics[0]} vs {entries[0]}", "s/case"],
+        summary_rows=[[r.entry, *[_fmt(r.metrics[m]) for m in metrics], _delta(r), f"{r.seconds:.3g}"] for r in summary_rows],
+        category_header=["category", *entries],
+        category_rows=[[c, *[_mean(lookup.get((e, c)), metrics[0]) for e in entries]] for c in categories],
+        charts=charts,
+        grid_columns=entries,
+        grid=grid,
+        notes=[f"skipped entry {s.name}: {s.reason}" for s in run.skipped],
+    )
+
+
+def _fmt(ci) -> str:
+    if ci.mean != ci.mean:  # NaN: no case of this group could be scored
+        return "-"
+    return f"{ci.mean:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+
+
+def _delta(row: SummaryRow) -> str:
+    delta = row.extra.get("delta")
+    if delta is None:
+        return "-"
+    return f"{delta.mean:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}]"
+
+
+def _mean(row: SummaryRow | None, metric: str) -> str:
+    if row is None or row.metrics[metric].mean != row.metrics[metric].mean:
+        return "-"
+    return f"{row.metrics[metric].mean:.3f}"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,62 @@
+"""Comparisons on ShapeEdit (shapes-bench / shapes-mt) with a tiny random editor and the expert thinker."""
+
+import json
+
+import pytest
+
+from refine.compare import run_compare
+
+
+@pytest.fixture(scope="module")
+def tiny_editor(tmp_path_factory):
+    from refine.backbones.shapes import build_shapes_backbone
+
+    folder = tmp_path_factory.mktemp("tiny-shapes-editor")
+    build_shapes_backbone(layers=1, width=32, heads=2, text_width=32).save_pretrained(folder)
+    return {"kind": "shapes", "path": str(folder), "flow": {"sampler": "euler", "steps": 2}}
+
+
+def test_shapes_bench_subset_writes_every_report_file_with_one_row_per_entry_and_category(tiny_editor, tmp_path):
+    config = {
+        "benchmark": "shapes-bench",
+        "limit": 4,  # one case of each of the first four categories
+        "editor": tiny_editor,
+        "entries": {"base": {}, "+thinker": {"refiners": [{"kind": "thinker", "thinker": "expert", "max_turns": 2}]}},
+        "out_dir": str(tmp_path / "out"),
+        "progress": False,
+        "bootstrap": 200,
+    }
+    run = run_compare(config)
+    out = run.out_dir
+    categories = {c.category for c in run.cases}
+    assert len(categories) == 4
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    expected = {(e, c) for e in ("base", "+thinker") for c in categories | {"all"}}
+    assert {(r["entry"], r["category"]) for r in summary} == expected and len(summary) == len(expected)
+    assert len((out / "summary.csv").read_text().strip().splitlines()) == 1 + len(expected)
+    rows = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 4 and all((out / r["image"]).is_file() for r in rows)
+    assert all(0.0 <= r["scores"]["overall"] <= 1.0 for r in rows)
+    # the thinker's turns are in the trace: edits and critiques with the expert's scores
+    thinker_steps = [s for r in rows if r["entry"] == "+thinker" for s in r["turns"][0]["steps"]]
+    assert {s["kind"] for s in thinker_steps} >= {"edit"} and len(thinker_steps) > 4
+    assert (out / "report.html").stat().st_size > 10_000
+
+    again = run_compare(config, write_report=False)
+    assert again.edited == {"base": 0, "+thinker": 0}
+
+
+def test_shapes_mt_runs_three_turns_per_sequence(tiny_editor, tmp_path):
+    config = {
+        "benchmark": "shapes-mt",
+        "limit": 2,
+        "editor": tiny_editor,
+        "entries": {"base": {}},
+        "out_dir": str(tmp_path / "mt"),
+        "progress": False,
+        "bootstrap": 200,
+    }
+    run = run_compare(config, write_report=False)
+    assert len(run.rows) == 2
+    for row in run.rows:
+        assert len(row.turns) == 3 and len(row.turn_scores) == 3 and set(row.scores) == {"overall", "if", "cc", "success"}
