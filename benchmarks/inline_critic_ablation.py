@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 

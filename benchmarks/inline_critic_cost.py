@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 

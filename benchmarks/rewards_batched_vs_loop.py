@@ -15,32 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from _harness import interleaved_medians, scenes, speedups  # benchmarks/_harness.py
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
 INSTRUCTIONS = ["make the circle blue", "remove the ball", "move it", "add a small red square in the top left corner"]
-
-
-def scenes(n: int, offset: int = 0) -> list[Image.Image]:
-    colors = ["white", "red", "green", "blue", "yellow", "purple", "orange", "gray"]
-    images = []
-    for i in range(offset, offset + n):
-        image = Image.new("RGB", (32, 32), colors[i % 8])
-        ImageDraw.Draw(image).ellipse([i % 16, i % 11, i % 16 + 12, i % 11 + 12], fill=colors[(i + 3) % 8])
-        images.append(image)
-    return images
-
-
-def timed(fn) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -68,22 +50,11 @@ def main() -> None:
     def loop():
         return [judge(*(part[i : i + 1] for part in batch)) for i in range(n)]
 
-    runs = {"batched": batched, "loop": loop}
-    for fn in runs.values():  # warm-up
-        fn()
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            times[name].append(timed(fn))
+    stats = interleaved_medians({"batched": batched, "loop": loop}, items=n, repeats=args.repeats)
 
     result = {"mode": args.mode, "batch": n, "repeats": args.repeats, "threads": args.threads}
-    for name, values in times.items():
-        wall = statistics.median(v[0] for v in values)
-        cpu = statistics.median(v[1] for v in values)
-        result[name] = {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "items_per_s_wall": round(n / wall, 1),
-                        "items_per_s_cpu": round(n / cpu, 1)}
-    result["speedup_wall"] = round(result["batched"]["items_per_s_wall"] / result["loop"]["items_per_s_wall"], 1)
-    result["speedup_cpu"] = round(result["batched"]["items_per_s_cpu"] / result["loop"]["items_per_s_cpu"], 1)
+    result.update(stats)
+    result.update(speedups(stats, fast="batched", slow="loop"))
     result["goal"] = ">= 2x"
     print(json.dumps(result, indent=2))
     if args.out:

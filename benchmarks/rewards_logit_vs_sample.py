@@ -19,30 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from _harness import interleaved_medians, scenes, speedups  # benchmarks/_harness.py
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
-
-
-def scenes(n: int, offset: int = 0) -> list[Image.Image]:
-    colors = ["white", "red", "green", "blue", "yellow", "purple", "orange", "gray"]
-    images = []
-    for i in range(offset, offset + n):
-        image = Image.new("RGB", (32, 32), colors[i % 8])
-        ImageDraw.Draw(image).ellipse([i % 16, i % 11, i % 16 + 12, i % 11 + 12], fill=colors[(i + 3) % 8])
-        images.append(image)
-    return images
-
-
-def timed(fn) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
+from refine._compat import ensure_torchvision_importable
 
 
 def main() -> None:
@@ -71,21 +53,12 @@ def main() -> None:
     }
     batch = (scenes(args.batch), scenes(args.batch, offset=100), ["make the circle blue"] * args.batch,
              [{"task_type": "recolor"}] * args.batch)
-    for judge in judges.values():  # warm-up
-        judge(*batch)
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in judges}
-    for _ in range(args.repeats):
-        for name, judge in judges.items():
-            times[name].append(timed(lambda: judge(*batch)))
+    runs = {name: (lambda judge=judge: judge(*batch)) for name, judge in judges.items()}
+    stats = interleaved_medians(runs, items=args.batch, repeats=args.repeats)
 
     result = {"batch": args.batch, "new_tokens": args.new_tokens, "repeats": args.repeats, "threads": args.threads}
-    for name, values in times.items():
-        wall = statistics.median(v[0] for v in values)
-        cpu = statistics.median(v[1] for v in values)
-        result[name] = {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "items_per_s_wall": round(args.batch / wall, 1),
-                        "items_per_s_cpu": round(args.batch / cpu, 1)}
-    result["speedup_wall"] = round(result["score_logit"]["items_per_s_wall"] / result["score_sample_cot"]["items_per_s_wall"], 1)
-    result["speedup_cpu"] = round(result["score_logit"]["items_per_s_cpu"] / result["score_sample_cot"]["items_per_s_cpu"], 1)
+    result.update(stats)
+    result.update(speedups(stats, fast="score_logit", slow="score_sample_cot"))
     result["goal"] = ">= 5x"
     print(json.dumps(result, indent=2))
     if args.out:

@@ -28,19 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
-
-def load_editor(name: str, batch_size: int):
-    from refine.backbones.shapes import build_shapes_backbone, load_shapes_backbone
-    from refine.rollout.flow_editor import FlowEditor
-
-    if name == "bundled":
-        backbone = load_shapes_backbone()
-    elif name == "random":
-        backbone = build_shapes_backbone(seed=0)
-    else:
-        backbone = load_shapes_backbone(name)
-    # the backbone's own step count (what `refine edit` uses), not the sampler's generic default
-    return FlowEditor(backbone, steps=getattr(backbone, "default_steps", None), batch_size=batch_size)
+from _harness import load_shapes_editor  # benchmarks/_harness.py
 
 
 def make_thinker(name: str, max_new_tokens: int):
@@ -88,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cases = [c for c in load_split("shapes-bench") if c.phrasing == "indirect"][: args.requests]
     requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
-    editor = load_editor(args.editor, batch_size=max(16, args.requests))
+    editor = load_shapes_editor(args.editor, batch_size=max(16, args.requests))
     refined = compose(editor, ThinkWhileEdit(make_thinker(args.thinker, args.max_new_tokens), max_turns=args.turns, early_stop=False))
 
     refined.edit(requests[:2])  # warm-up: lazy imports, allocator, template caches

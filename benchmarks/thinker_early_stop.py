@@ -32,19 +32,7 @@ import math
 import time
 from pathlib import Path
 
-
-def load_editor(name: str, batch_size: int):
-    from refine.backbones.shapes import build_shapes_backbone, load_shapes_backbone
-    from refine.rollout.flow_editor import FlowEditor
-
-    if name == "bundled":
-        backbone = load_shapes_backbone()
-    elif name == "random":
-        backbone = build_shapes_backbone(seed=0)
-    else:
-        backbone = load_shapes_backbone(name)
-    # the backbone's own step count (what `refine edit` uses), not the sampler's generic default
-    return FlowEditor(backbone, steps=getattr(backbone, "default_steps", None), batch_size=batch_size)
+from _harness import load_shapes_editor  # benchmarks/_harness.py
 
 
 def pick_cases(n: int):
@@ -84,7 +72,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     cases = pick_cases(args.cases)
     requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
-    editor = load_editor(args.editor, args.batch_size)
+    editor = load_shapes_editor(args.editor, args.batch_size)
     common = dict(max_turns=args.max_turns, vary_seed=args.vary_seed, edit_from=args.edit_from, score_threshold=args.score_threshold)
 
     def loop(**settings):

@@ -105,9 +105,27 @@ def validate_config(cls: type[C], data: dict[str, Any], source: str | None = Non
 
 
 def format_validation_error(cls: type[BaseModel], err: ValidationError, source: str | None = None) -> str:
+    """One line for all of `err`'s errors: unknown keys with a hint, validator messages as written.
+
+    >>> from pydantic import model_validator
+    >>> class Steps(RefineConfig):
+    ...     steps: int = 1
+    ...     @model_validator(mode="after")
+    ...     def positive(self):
+    ...         if self.steps < 1:
+    ...             raise ValueError(f"steps={self.steps} must be >= 1")
+    ...         return self
+    >>> try:
+    ...     Steps(steps=0)
+    ... except ValidationError as err:
+    ...     print(format_validation_error(Steps, err, source="run.yaml"))
+    run.yaml: steps=0 must be >= 1
+    """
     messages = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"])
+        # pydantic prefixes what a validator raised with "Value error, ": the message stands alone.
+        msg = item["msg"].removeprefix("Value error, ") if item["type"] == "value_error" else item["msg"]
         if item["type"] == "extra_forbidden":
             valid = _fields_at(cls, item["loc"][:-1])
             close = difflib.get_close_matches(str(item["loc"][-1]), valid, n=1, cutoff=0.5)
@@ -120,7 +138,7 @@ def format_validation_error(cls: type[BaseModel], err: ValidationError, source: 
         else:
             shown = item.get("input")
             shown = repr(shown) if not isinstance(shown, dict) else "a mapping"
-            messages.append(f"{loc or 'config'}: {item['msg']} (got {shown})" if loc else item["msg"])
+            messages.append(f"{loc or 'config'}: {msg} (got {shown})" if loc else msg)
     prefix = f"{source}: " if source else ""
     return prefix + "; ".join(messages)
 

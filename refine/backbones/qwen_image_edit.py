@@ -36,24 +36,21 @@ velocity's norm per token, as the pipeline does.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
+from refine._compat import ensure_torchvision_importable
 from refine.backbones import diffusers_dtype_kwargs, resolve_dtype
 from refine.backbones.base import Condition, concat_conditions
+from refine.backbones.diffusers_common import cfg_velocities, prepare_edit_batch, resize_images, shifted_sigmas
 from refine.errors import ArtifactError, ConfigError, InputError
-from refine.images import load_image
-from refine.testing.torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # transformers' image processors import torchvision
 
-from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPipeline, QwenImageEditPlusPipeline  # noqa: E402
-from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_shift, retrieve_timesteps  # noqa: E402
+from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline  # noqa: E402
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import (  # noqa: E402
     CONDITION_IMAGE_SIZE,
     VAE_IMAGE_SIZE,
@@ -179,24 +176,14 @@ class QwenImageEditBackbone:
         return max(32, width), max(32, height)  # extreme aspect ratios would round a side to 0
 
     def prepare_images(self, images: Sequence[Image.Image]) -> list[Image.Image]:
-        prepared = []
-        for image in images:
-            image = load_image(image)
-            width, height = self.output_size(image)
-            prepared.append(self.pipeline.image_processor.resize(image, height, width))
-        return prepared
+        return resize_images(images, self.output_size, self.pipeline.image_processor)
 
     @torch.no_grad()
     def encode_condition(
         self, images: Sequence[Image.Image], instructions: Sequence[str], *, guidance: float | None = None
     ) -> Condition:
-        # 1. Check inputs and prepare the images.
-        images, instructions = list(images), list(instructions)
-        _check_batch(images, instructions)
-        images = self.prepare_images(images)
-        sizes = {image.size for image in images}
-        if len(sizes) > 1:
-            raise InputError(f"images of one batch must share a size after preparation, got {sorted(sizes)}; group requests by size")
+        # 1. Check inputs and prepare the images (one shared size per batch).
+        images, instructions = prepare_edit_batch(self.prepare_images, images, instructions)
         width, height = images[0].size
         vl_images = images if self.variant == "edit" else [self._vl_image(image) for image in images]
 
@@ -229,21 +216,7 @@ class QwenImageEditBackbone:
 
     def sigmas(self, steps: int, cond: Condition) -> torch.Tensor:
         # The pipeline's schedule: linspace(1, 1/steps), shifted with mu from the image sequence length.
-        if steps < 1:
-            raise InputError(f"steps={steps}: need at least 1 sampling step")
-        if steps == 1:  # one Euler step from noise; the shift (and its terminal stretch) is undefined
-            return torch.tensor([1.0, 0.0])
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.pipeline.scheduler.config)
-        config = scheduler.config
-        mu = calculate_shift(
-            cond.latent_shape[0],
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
-        retrieve_timesteps(scheduler, steps, "cpu", sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
-        return scheduler.sigmas.float()
+        return shifted_sigmas(self.pipeline.scheduler.config, steps, image_seq_len=cond.latent_shape[0])
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
         tokens = x_t.shape[1]
@@ -266,8 +239,7 @@ class QwenImageEditBackbone:
         guidance = self.default_guidance if guidance is None else guidance
         if cond.negative is None or guidance is None or guidance <= 1:
             return self.velocity(x_t, t, cond)
-        both = self.velocity(torch.cat([x_t, x_t]), torch.cat([t, t]), concat_conditions([replace(cond, negative=None), cond.negative]))
-        v_cond, v_neg = both.float().chunk(2)
+        v_cond, v_neg = cfg_velocities(self.velocity, x_t, t, cond)
         guided = v_neg + guidance * (v_cond - v_neg)
         # Qwen-Image's rescale: keep the conditional velocity's per-token norm.
         return guided * (v_cond.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
@@ -331,14 +303,6 @@ class QwenImageEditBackbone:
         mean = torch.tensor(config.latents_mean).view(shape).to(like.device, like.dtype)
         std = torch.tensor(config.latents_std).view(shape).to(like.device, like.dtype)
         return mean, std
-
-
-def _check_batch(images: list, instructions: list[str]) -> None:
-    if len(images) != len(instructions) or not images:
-        raise InputError(f"need one instruction per image, got {len(images)} images and {len(instructions)} instructions")
-    for i, text in enumerate(instructions):
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"instruction {i} is empty; give a non-empty text instruction")
 
 
 def _pipeline_class_name(path_or_id: str | Path) -> str:

@@ -50,7 +50,7 @@ from torch import nn
 from refine.backbones.base import Condition
 from refine.errors import ArtifactError, InputError
 from refine.images import load_image
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
 # diffusers imports transformers/peft, which import torchvision; on CPU machines with a CUDA
 # torchvision wheel that import fails unless its C++ op registrations are skipped first.

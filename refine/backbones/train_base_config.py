@@ -9,7 +9,7 @@ Example:
     >>> validate_config(BaseTrainConfig, {"max_steps": 10, "warmup_steps": 20})
     Traceback (most recent call last):
     ...
-    refine.errors.ConfigError: Value error, warmup_steps=20 must be smaller than max_steps=10; lower warmup_steps or raise max_steps
+    refine.errors.ConfigError: warmup_steps=20 must be smaller than max_steps=10; lower warmup_steps or raise max_steps
 
 Kept free of torch so `refine config show base/shapes` stays fast. The loop is in `train_base.py`.
 """

@@ -9,7 +9,7 @@ Example:
     >>> load_config(EditR1Config, overrides=["rollout.groups_per_iteration=3", "train.micro_batch=5", "rollout.group_size=2"])
     Traceback (most recent call last):
     ...
-    refine.errors.ConfigError: Value error, train.micro_batch=5 does not divide the 6 samples a process trains on per iteration (rollout.groups_per_iteration=3 x rollout.group_size=2 / 1 process); pick a divisor such as 1, 2, 3, 6
+    refine.errors.ConfigError: train.micro_batch=5 does not divide the 6 samples a process trains on per iteration (rollout.groups_per_iteration=3 x rollout.group_size=2 / 1 process); pick a divisor such as 1, 2, 3, 6
 
 Defaults follow the paper's Table 5 where it gives a value (lr 3e-4, Adam betas (0.9, 0.999),
 6 DPM-Solver steps, 12 images per prompt, 24 groups, KL weight 1e-4, β = 1 (guidance strength

@@ -25,8 +25,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from refine._compat import ensure_torchvision_importable
 from refine.inline_critic.adapters.base import CriticDims
-from refine.testing.torchvision_compat import ensure_torchvision_importable
 
 # diffusers imports transformers/peft, which import torchvision; on CPU machines with a CUDA
 # torchvision wheel that import fails unless its C++ op registrations are skipped first.

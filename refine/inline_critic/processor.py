@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
 # diffusers imports transformers/peft, which import torchvision; on CPU machines with a CUDA
 # torchvision wheel that import fails unless its C++ op registrations are skipped first.

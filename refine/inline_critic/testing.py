@@ -17,7 +17,7 @@ import torch
 
 def tiny_qwen_transformer(num_layers: int = 2, seed: int = 0, zero_cond_t: bool = False):
     """A `QwenImageTransformer2DModel` with 2 heads of 8 dims, 16-dim text, 16 packed channels."""
-    from refine.testing.torchvision_compat import ensure_torchvision_importable
+    from refine._compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()  # diffusers -> transformers -> torchvision (see that module)
     from diffusers import QwenImageTransformer2DModel

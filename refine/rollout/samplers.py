@@ -51,7 +51,7 @@ class SamplerConfig(RefineConfig):
         >>> load_config(SamplerConfig, overrides=["name=euler", "sde_window=[0, 2]"])
         Traceback (most recent call last):
         ...
-        refine.errors.ConfigError: Value error, sde_window=(0, 2) only applies to the 'sde' sampler; set name='sde' or drop sde_window
+        refine.errors.ConfigError: sde_window=(0, 2) only applies to the 'sde' sampler; set name='sde' or drop sde_window
     """
 
     name: SamplerName = Field("euler", description="euler (ODE), dpm (DPM-Solver++ 2M, ODE) or sde (Flow-GRPO SDE with log-probs).")

@@ -8,7 +8,7 @@ Example:
 * `refine.testing.tiny_vlm`: `save_tiny_qwen2_5_vl`, `save_tiny_qwen3_vl`, `save_tiny_dinov2` and
   the per-process cached folders `tiny_vlm_dir(family)`, `tiny_dinov2_dir()`.
 * `refine.testing.tokenizer`: a byte-level BPE with the Qwen special tokens, trained in code.
-* `refine.testing.torchvision_compat`: lets torchvision import where its C++ ops cannot load.
+* `refine.testing.serve`: `transformers_serve`, a local OpenAI-compatible server for tests.
 
 Importing this package is cheap: torch and transformers are imported when a builder runs.
 """
@@ -21,12 +21,10 @@ from refine.testing.tiny_vlm import (
     tiny_vlm_dir,
 )
 from refine.testing.tokenizer import QWEN_SPECIAL_TOKENS, build_qwen_tokenizer, train_byte_level_bpe
-from refine.testing.torchvision_compat import ensure_torchvision_importable
 
 __all__ = [
     "QWEN_SPECIAL_TOKENS",
     "build_qwen_tokenizer",
-    "ensure_torchvision_importable",
     "save_tiny_dinov2",
     "save_tiny_qwen2_5_vl",
     "save_tiny_qwen3_vl",

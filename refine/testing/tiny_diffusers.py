@@ -29,16 +29,14 @@ temporary folder removed at exit.
 
 from __future__ import annotations
 
-import atexit
-import shutil
 import string
 import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from refine._compat import ensure_torchvision_importable
 from refine.errors import ConfigError
-from refine.testing.tiny_vlm import save_tiny_qwen2_5_vl
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine.testing.tiny_vlm import process_temp_dir, save_tiny_qwen2_5_vl
 
 QWEN_VARIANTS = ("edit", "plus", "2511")
 TEXT_HIDDEN = 64  # hidden size of the tiny Qwen2.5-VL (tiny_vlm's default) = the MM-DiT's joint dim
@@ -259,16 +257,10 @@ def build_t5_tokenizer():
 @lru_cache(maxsize=None)
 def tiny_qwen_image_edit_dir(variant: str = "edit") -> Path:
     """A folder holding the tiny Qwen-Image-Edit pipeline of `variant`, built once per process."""
-    return save_tiny_qwen_image_edit(_temp_dir(f"refine-tiny-qwen-image-{variant}-"), variant=variant)
+    return save_tiny_qwen_image_edit(process_temp_dir(f"refine-tiny-qwen-image-{variant}-"), variant=variant)
 
 
 @lru_cache(maxsize=None)
 def tiny_flux_kontext_dir() -> Path:
     """A folder holding the tiny FLUX.1 Kontext pipeline, built once per process."""
-    return save_tiny_flux_kontext(_temp_dir("refine-tiny-flux-kontext-"))
-
-
-def _temp_dir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+    return save_tiny_flux_kontext(process_temp_dir("refine-tiny-flux-kontext-"))

@@ -34,9 +34,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from refine._compat import ensure_torchvision_importable
 from refine.errors import ConfigError
 from refine.testing.tokenizer import build_qwen_tokenizer
-from refine.testing.torchvision_compat import ensure_torchvision_importable
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 
@@ -95,52 +95,25 @@ def save_tiny_qwen2_5_vl(path: str | Path, *, seed: int = 0, hidden_size: int = 
     True
     """
     ensure_torchvision_importable()
-    import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    tokenizer = build_qwen_tokenizer()
-    ids = _special_ids(tokenizer)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=_image_processor(),
-        tokenizer=tokenizer,
-        video_processor=_video_processor("qwen2_5_vl"),
-        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
-    )
     head_dim = hidden_size // 4
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            initializer_range=initializer_range,
-            # M-RoPE splits head_dim / 2 rotary frequencies over (time, height, width).
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": _mrope(head_dim)},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            patch_size=PATCH_SIZE,
-            spatial_merge_size=MERGE_SIZE,
-            temporal_patch_size=TEMPORAL_PATCH_SIZE,
-            window_size=PATCH_SIZE * MERGE_SIZE * 2,
-            fullatt_block_indexes=[vision_depth - 1],
-            out_hidden_size=hidden_size,
-            initializer_range=initializer_range,
-        ),
-        **_vision_token_ids(ids),
+    return _save_tiny_qwen_vl(
+        path,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        family="qwen2_5_vl",
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+        seed=seed,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        vision_depth=vision_depth,
+        initializer_range=initializer_range,
+        # M-RoPE splits head_dim / 2 rotary frequencies over (time, height, width).
+        text=dict(rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": _mrope(head_dim)}),
+        vision=dict(window_size=PATCH_SIZE * MERGE_SIZE * 2, fullatt_block_indexes=[vision_depth - 1]),
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    return _save(model, processor, ids, path)
 
 
 def save_tiny_qwen3_vl(path: str | Path, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
@@ -153,58 +126,36 @@ def save_tiny_qwen3_vl(path: str | Path, *, seed: int = 0, hidden_size: int = 64
     True
     """
     ensure_torchvision_importable()
-    import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
-    tokenizer = build_qwen_tokenizer()
-    ids = _special_ids(tokenizer)
-    processor = Qwen3VLProcessor(
-        image_processor=_image_processor(),
-        tokenizer=tokenizer,
-        video_processor=_video_processor("qwen3_vl"),
-        chat_template=QWEN3_VL_CHAT_TEMPLATE,
-    )
     head_dim = hidden_size // 4
-    config = Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+    return _save_tiny_qwen_vl(
+        path,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        family="qwen3_vl",
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+        seed=seed,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        vision_depth=vision_depth,
+        initializer_range=initializer_range,
+        text=dict(
             head_dim=head_dim,
-            max_position_embeddings=4096,
-            initializer_range=initializer_range,
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 5_000_000.0,
                 "mrope_section": _mrope(head_dim),
                 "mrope_interleaved": True,
             },
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
         ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            patch_size=PATCH_SIZE,
-            spatial_merge_size=MERGE_SIZE,
-            temporal_patch_size=TEMPORAL_PATCH_SIZE,
-            out_hidden_size=hidden_size,
+        vision=dict(
             # Learned position embeddings on an 8x8 grid, interpolated to each image's grid.
             num_position_embeddings=64,
             deepstack_visual_indexes=[vision_depth - 1],
-            initializer_range=initializer_range,
         ),
-        **_vision_token_ids(ids),
     )
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
-    return _save(model, processor, ids, path)
 
 
 def save_tiny_dinov2(path: str | Path, *, seed: int = 0, image_size: int = 32) -> Path:
@@ -251,19 +202,88 @@ def tiny_vlm_dir(family: str = "qwen2_5_vl") -> Path:
     builders = {"qwen2_5_vl": save_tiny_qwen2_5_vl, "qwen3_vl": save_tiny_qwen3_vl}
     if family not in builders:
         raise ConfigError(f"unknown tiny VLM family {family!r}; choose one of {', '.join(FAMILIES)}")
-    return builders[family](_temp_dir(f"refine-tiny-{family}-"))
+    return builders[family](process_temp_dir(f"refine-tiny-{family}-"))
 
 
 @lru_cache(maxsize=None)
 def tiny_dinov2_dir() -> Path:
     """A folder holding the tiny DINOv2 model and processor, built once per process."""
-    return save_tiny_dinov2(_temp_dir("refine-tiny-dinov2-"))
+    return save_tiny_dinov2(process_temp_dir("refine-tiny-dinov2-"))
 
 
-def _temp_dir(prefix: str) -> Path:
+def process_temp_dir(prefix: str) -> Path:
+    """A new temporary folder, removed when the process exits: where the `tiny_*_dir` builds go.
+
+    >>> process_temp_dir("refine-doc-").is_dir()
+    True
+    """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def _save_tiny_qwen_vl(
+    path: str | Path,
+    config_class,
+    model_class,
+    processor_class,
+    *,
+    family: str,
+    chat_template: str,
+    seed: int,
+    hidden_size: int,
+    num_layers: int,
+    vision_depth: int,
+    initializer_range: float,
+    text: dict,
+    vision: dict,
+) -> Path:
+    """What the Qwen-VL families share: tokenizer, processor, the common config sizes, seeded weights.
+
+    `text` / `vision` add each family's own config entries (RoPE, window or DeepStack layers).
+    """
+    import torch
+
+    tokenizer = build_qwen_tokenizer()
+    ids = _special_ids(tokenizer)
+    processor = processor_class(
+        image_processor=_image_processor(),
+        tokenizer=tokenizer,
+        video_processor=_video_processor(family),
+        chat_template=chat_template,
+    )
+    config = config_class(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            initializer_range=initializer_range,
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+            **text,
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=PATCH_SIZE,
+            spatial_merge_size=MERGE_SIZE,
+            temporal_patch_size=TEMPORAL_PATCH_SIZE,
+            out_hidden_size=hidden_size,
+            initializer_range=initializer_range,
+            **vision,
+        ),
+        **_vision_token_ids(ids),
+    )
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    return _save(model, processor, ids, path)
 
 
 def _special_ids(tokenizer) -> dict[str, int]:

@@ -12,7 +12,7 @@ Example:
     >>> validate_config(ThinkerConfig, {"thinker": "gpt"})
     Traceback (most recent call last):
     ...
-    refine.errors.ConfigError: thinker: Value error, thinker 'gpt' is not a thinker spec: use 'expert' (ShapeEdit's programmatic expert), 'vlm:SPEC' (a VLM backend, e.g. 'vlm:/models/EditThinker-8B' or 'vlm:http://127.0.0.1:8000/v1#EditThinker-8B') or an import path 'pkg.module:factory' (got 'gpt')
+    refine.errors.ConfigError: thinker: thinker 'gpt' is not a thinker spec: use 'expert' (ShapeEdit's programmatic expert), 'vlm:SPEC' (a VLM backend, e.g. 'vlm:/models/EditThinker-8B' or 'vlm:http://127.0.0.1:8000/v1#EditThinker-8B') or an import path 'pkg.module:factory' (got 'gpt')
 
 Thinker specs:
 

@@ -68,7 +68,7 @@ class LoopConfig(RefineConfig):
         >>> validate_config(LoopConfig, {"select": "best", "critique_last_turn": False})
         Traceback (most recent call last):
         ...
-        refine.errors.ConfigError: Value error, select='best' ranks every edit by the thinker's score, so the last edit must be critiqued too: set critique_last_turn=true or select='last'
+        refine.errors.ConfigError: select='best' ranks every edit by the thinker's score, so the last edit must be critiqued too: set critique_last_turn=true or select='last'
     """
 
     max_turns: int = Field(5, ge=1, description="Maximum number of edits per request (the paper uses N=5).")

@@ -3,10 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
+from refine._compat import ensure_torchvision_importable
 from refine.backbones.pipeline_editor import PipelineEditor
 from refine.editor import compose, is_white_box
 from refine.errors import BackendError, ConfigError
-from refine.testing import ensure_torchvision_importable
 from refine.testing.tiny_diffusers import tiny_flux_kontext_dir
 from refine.types import EditRequest
 

@@ -135,6 +135,7 @@ def test_config_rules_and_cli_errors(tmp_path):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_bundled_editor_reaches_the_quality_floor():
     from refine.backbones.shapes import BUNDLED_EDITOR, load_shapes_backbone
 

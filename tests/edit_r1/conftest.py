@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
-ensure_torchvision_importable()  # peft/diffusers import torchvision; see refine/testing/torchvision_compat.py
+ensure_torchvision_importable()  # peft/diffusers import torchvision; see refine/_compat.py
 
 
 @pytest.fixture(autouse=True)

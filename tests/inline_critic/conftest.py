@@ -2,7 +2,7 @@
 
 import pytest
 
-from refine.testing.torchvision_compat import ensure_torchvision_importable
+from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 

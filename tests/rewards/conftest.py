@@ -11,7 +11,8 @@ from typing import Callable
 import pytest
 from PIL import Image, ImageDraw
 
-from refine.testing import ensure_torchvision_importable, tiny_dinov2_dir, tiny_vlm_dir
+from refine._compat import ensure_torchvision_importable
+from refine.testing import tiny_dinov2_dir, tiny_vlm_dir
 
 ensure_torchvision_importable()
 

@@ -1,74 +1,30 @@
 """The OpenAI-compatible backend against a real server: `transformers serve` running the tiny VLM.
 
 The server is the transformers CLI (`transformers serve <folder>`) started as a subprocess on a
-free 127.0.0.1 port, offline. It has no logprobs, so the logit modes are checked for a clear
-error here and for parsing against vLLM-format responses in test_openai_compatible.py.
+free 127.0.0.1 port, offline (`refine.testing.serve.transformers_serve`). It has no logprobs, so
+the logit modes are checked for a clear error here and for parsing against vLLM-format responses
+in test_openai_compatible.py.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
-
-import httpx
 import pytest
 
 from refine.errors import BackendError
 from refine.rewards.backends.openai_compatible import OpenAICompatibleVLM
 from refine.rewards.backends.transformers_vlm import TransformersVLM
 from refine.rewards.mllm import MLLMJudge
-from refine.testing.torchvision_compat import python_with_torchvision_shim
+from refine.testing.serve import transformers_serve
 
 # Starting the server process dominates: ~10 s on an idle 2-core machine, up to a minute when busy.
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_vlm_path, tmp_path_factory):
     """(base_url, model name) of `transformers serve` running the tiny VLM; torn down after the module."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    code = (
-        "import sys\n"
-        "from transformers.cli.transformers import main\n"
-        f"sys.argv = ['transformers', 'serve', {str(tiny_vlm_path)!r}, '--host', '127.0.0.1', '--port', '{port}', "
-        "'--device', 'cpu', '--log-level', 'warning']\n"
-        "main()\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(python_with_torchvision_shim(code), stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"transformers serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not come up in 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield f"{base}/v1", str(tiny_vlm_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with transformers_serve(tiny_vlm_path, log_path=tmp_path_factory.mktemp("serve") / "server.log") as server:
+        yield server
 
 
 def conversations(make_scene):

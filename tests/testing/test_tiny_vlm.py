@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from refine._compat import ensure_torchvision_importable
 from refine.errors import ConfigError
 from refine.testing import (
     QWEN_SPECIAL_TOKENS,
     build_qwen_tokenizer,
-    ensure_torchvision_importable,
     save_tiny_qwen2_5_vl,
     tiny_dinov2_dir,
     tiny_vlm_dir,

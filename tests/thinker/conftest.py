@@ -114,51 +114,8 @@ def tiny_vlm_backend(tiny_vlm_path):
 
 @pytest.fixture(scope="session")
 def served_tiny_vlm(tiny_vlm_path, tmp_path_factory):
-    """(base_url, model) of `transformers serve` running the tiny VLM on a free 127.0.0.1 port.
+    """(base_url, model) of `transformers serve` running the tiny VLM on a free 127.0.0.1 port."""
+    from refine.testing.serve import transformers_serve
 
-    The same recipe as the `served` fixture of tests/rewards/test_transformers_serve.py (asked to
-    move into refine.testing so both areas import one helper); only the launch is repeated here.
-    """
-    import os
-    import socket
-    import subprocess
-    import time
-
-    import httpx
-
-    from refine.testing.torchvision_compat import python_with_torchvision_shim
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    code = (
-        "import sys\nfrom transformers.cli.transformers import main\n"
-        f"sys.argv = ['transformers', 'serve', {str(tiny_vlm_path)!r}, '--host', '127.0.0.1', '--port', '{port}', "
-        "'--device', 'cpu', '--log-level', 'warning']\nmain()\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(python_with_torchvision_shim(code), stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"transformers serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not come up in 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield f"{base}/v1", str(tiny_vlm_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with transformers_serve(tiny_vlm_path, log_path=tmp_path_factory.mktemp("serve") / "server.log") as server:
+        yield server

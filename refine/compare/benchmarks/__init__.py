@@ -8,6 +8,7 @@ Example:
 * `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's splits, scored by its exact judge.
 * `gedit`, `imgedit`, `edival` (`gedit.py`, `imgedit.py`, `edival.py`): local folders in the
   layouts those benchmarks are distributed in (each module documents its layout), scored by an
-  MLLM judge from `refine.rewards` with the benchmark's own scheme (`mllm.py`).
+  MLLM judge from `refine.rewards` with the benchmark's own scheme (`mllm.py`); what they share
+  (root folder, lazily built judge, None-aware score helpers) is `folder.py`.
 * Anything else: a dotted path to a class implementing `base.Benchmark`.
 """

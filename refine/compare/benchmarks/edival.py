@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import math
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,7 +39,8 @@ from typing import Any, Sequence
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
-from refine.compare.benchmarks.mllm import Criterion, RubricJudge, check_judge, judge_key
+from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, mean
+from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditRequest, EditResult
@@ -68,13 +68,15 @@ CRITERIA = (
 )
 
 
-class EdiValBench:
+class EdiValBench(FolderBenchmark):
     """The `edival` benchmark kind (see the module docstring for the layout and the scheme)."""
 
     name = "edival"
     metrics = ("overall", "if", "cc")
     scale = (0.0, 100.0)
     version = 1
+    criteria = CRITERIA
+    layout = LAYOUT
 
     def __init__(
         self,
@@ -84,18 +86,14 @@ class EdiValBench:
         images: str = "input_images_resize_512",
         turns: int = 3,
     ) -> None:
-        self.root = Path(root).expanduser()
+        super().__init__(root, judge)
         self.csv_file, self.images, self.n_turns = csv_file, images, turns
-        self.judge_spec = check_judge(judge, self.name)
-        self._judge: RubricJudge | None = None
         self._zip: zipfile.ZipFile | None = None
         self._rows = self._read_index()
 
     # -- layout --------------------------------------------------------------------------------
 
     def _read_index(self) -> list[dict[str, Any]]:
-        if not self.root.is_dir():
-            raise InputError(f"edival root {str(self.root)!r} is not a folder; {LAYOUT}")
         path = self.root / self.csv_file
         if not path.is_file():
             raise InputError(f"edival: no {self.csv_file} in {str(self.root)!r}; {LAYOUT}")
@@ -146,10 +144,6 @@ class EdiValBench:
     def key(self) -> str:
         return f"edival-t{self.n_turns}-{stable_hash([str(self.root.resolve()), [(r['id'], r['instructions']) for r in self._rows]])}"
 
-    @property
-    def judge_key(self) -> str:
-        return judge_key(self.name, self.version, self.judge_spec, CRITERIA)
-
     def cases(self) -> list[Case]:
         return [
             Case(
@@ -160,13 +154,8 @@ class EdiValBench:
         ]
 
     def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
+        # each turn's request names that turn's task type (the case's category is the last one's)
         return default_request(case, turn, image, seed, benchmark=self.name, task_type=case.meta["task_types"][turn])
-
-    @property
-    def judge(self) -> RubricJudge:
-        if self._judge is None:
-            self._judge = RubricJudge(self.judge_spec)
-        return self._judge
 
     def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         follow_images, follow_texts, keep_images, keep_texts, owner = [], [], [], [], []
@@ -186,13 +175,13 @@ class EdiValBench:
         for (i, _), (yes, d_if), (rating, d_cc) in zip(owner, follows, keeps):
             value_if = None if yes is None else 100.0 * yes
             value_cc = None if rating is None else 10.0 * rating
-            overall = None if value_if is None or value_cc is None else math.sqrt(value_if * value_cc)
+            overall = geometric_mean(value_if, value_cc)
             turn_scores[i].append({"overall": overall, "if": value_if, "cc": value_cc})
             details[i].append({"if": d_if, "cc": d_cc})
         scores = []
         for turns, detail in zip(turn_scores, details):
-            mean_if, mean_cc = _mean([t["if"] for t in turns]), _mean([t["cc"] for t in turns])
-            overall = None if mean_if is None or mean_cc is None else math.sqrt(mean_if * mean_cc)
+            mean_if, mean_cc = mean([t["if"] for t in turns]), mean([t["cc"] for t in turns])
+            overall = geometric_mean(mean_if, mean_cc)
             scores.append(CaseScore({"overall": overall, "if": mean_if, "cc": mean_cc}, turns, {"turns": detail}))
         return scores
 
@@ -209,6 +198,3 @@ def _clean(text: Any) -> str:
     """The release wraps some instructions in extra double quotes: drop them."""
     return str(text).strip().strip('"').strip()
 
-
-def _mean(values: list[float | None]) -> float | None:
-    return None if any(v is None for v in values) or not values else sum(values) / len(values)

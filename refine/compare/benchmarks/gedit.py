@@ -31,17 +31,17 @@ Images are read from the parquet files only when a case is edited or shown.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from PIL import Image
 
-from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
-from refine.compare.benchmarks.mllm import Criterion, RubricJudge, check_judge, judge_key
+from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
+from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, minimum
+from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
-from refine.types import EditRequest, EditResult
+from refine.types import EditResult
 
 LAYOUT = "expected <root>/data/*.parquet (or <root>/*.parquet) with columns key, task_type, instruction, instruction_language, input_image"
 REQUIRED = ("key", "task_type", "instruction", "instruction_language")
@@ -72,13 +72,15 @@ CRITERIA = (
 )
 
 
-class GEditBench:
+class GEditBench(FolderBenchmark):
     """The `gedit` benchmark kind (see the module docstring for the layout and the scheme)."""
 
     name = "gedit"
     metrics = ("overall", "semantics", "quality")
     scale = (0.0, 10.0)
     version = 1
+    criteria = CRITERIA
+    layout = LAYOUT
 
     def __init__(
         self,
@@ -88,16 +90,12 @@ class GEditBench:
         intersection_only: bool = False,
         image_column: str = "input_image",
     ) -> None:
-        self.root = Path(root).expanduser()
+        super().__init__(root, judge)
         self.language, self.intersection_only, self.image_column = language, intersection_only, image_column
-        self.judge_spec = check_judge(judge, self.name)
-        self._judge: RubricJudge | None = None
         self._rows = self._read_index()  # fails here, before any compute, on a wrong layout
         self._columns: dict[Path, Any] = {}
 
     def _read_index(self) -> list[dict[str, Any]]:
-        if not self.root.is_dir():
-            raise InputError(f"gedit root {str(self.root)!r} is not a folder; {LAYOUT}")
         files = sorted((self.root / "data").glob("*.parquet")) or sorted(self.root.glob("*.parquet"))
         if not files:
             raise InputError(f"gedit root {str(self.root)!r} has no parquet files; {LAYOUT}")
@@ -134,10 +132,6 @@ class GEditBench:
     def key(self) -> str:
         return f"gedit-{self.language}-{stable_hash([str(self.root.resolve()), [r['_id'] for r in self._rows]])}"
 
-    @property
-    def judge_key(self) -> str:
-        return judge_key(self.name, self.version, self.judge_spec, CRITERIA)
-
     def cases(self) -> list[Case]:
         return [
             Case(
@@ -160,15 +154,6 @@ class GEditBench:
             raise InputError(f"gedit case {row['_id']!r}: its {self.image_column} has no image bytes")
         return load_image(data, name=f"gedit {row['_id']}")
 
-    def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
-        return default_request(case, turn, image, seed, benchmark=self.name)
-
-    @property
-    def judge(self) -> RubricJudge:
-        if self._judge is None:
-            self._judge = RubricJudge(self.judge_spec)
-        return self._judge
-
     def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         sources = [case.source_image() for case, _ in items]
         outputs = [results[-1].image for _, results in items]
@@ -180,13 +165,9 @@ class GEditBench:
         scores = []
         for i in range(len(items)):
             values = {name: rated[name][i][0] for name in rated}
-            sc = _min(values["success"], values["overediting"])
-            pq = _min(values["naturalness"], values["artifacts"])
-            overall = None if sc is None or pq is None else math.sqrt(sc * pq)
+            sc = minimum(values["success"], values["overediting"])
+            pq = minimum(values["naturalness"], values["artifacts"])
+            overall = geometric_mean(sc, pq)
             details = {"ratings": values, "judge": {name: rated[name][i][1] for name in rated}}
             scores.append(CaseScore({"overall": overall, "semantics": sc, "quality": pq}, None, details))
         return scores
-
-
-def _min(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else min(a, b)

@@ -34,13 +34,12 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image
-
-from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
-from refine.compare.benchmarks.mllm import Criterion, RubricJudge, check_judge, judge_key
+from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
+from refine.compare.benchmarks.folder import FolderBenchmark, mean
+from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
-from refine.types import EditRequest, EditResult
+from refine.types import EditResult
 
 LAYOUT = 'expected <root>/basic_edit.json mapping "<key>" -> {"id": image path under <images>, "prompt", "edit_type"}'
 
@@ -67,26 +66,24 @@ CRITERIA = (
 )
 
 
-class ImgEditBench:
+class ImgEditBench(FolderBenchmark):
     """The `imgedit` benchmark kind (see the module docstring for the layout and the scheme)."""
 
     name = "imgedit"
     metrics = ("overall", "compliance", "seamlessness", "fidelity")
     scale = (1.0, 5.0)
     version = 1
+    criteria = CRITERIA
+    layout = LAYOUT
 
     def __init__(
         self, root: str, judge: dict[str, Any] | None = None, index: str = "basic_edit.json", images: str | None = None
     ) -> None:
-        self.root = Path(root).expanduser()
+        super().__init__(root, judge)
         self.index, self.images = index, images
-        self.judge_spec = check_judge(judge, self.name)
-        self._judge: RubricJudge | None = None
         self._entries = self._read_index()
 
     def _read_index(self) -> list[tuple[str, dict[str, Any], Path]]:
-        if not self.root.is_dir():
-            raise InputError(f"imgedit root {str(self.root)!r} is not a folder; {LAYOUT}")
         path = self.root / self.index
         if not path.is_file():
             raise InputError(f"imgedit: no {self.index} in {str(self.root)!r}; {LAYOUT}")
@@ -121,10 +118,6 @@ class ImgEditBench:
     def key(self) -> str:
         return f"imgedit-{stable_hash([str(self.root.resolve()), self.index, [k for k, _, _ in self._entries]])}"
 
-    @property
-    def judge_key(self) -> str:
-        return judge_key(self.name, self.version, self.judge_spec, CRITERIA)
-
     def cases(self) -> list[Case]:
         return [
             Case(
@@ -134,15 +127,6 @@ class ImgEditBench:
             for key, item, image in self._entries
         ]
 
-    def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
-        return default_request(case, turn, image, seed, benchmark=self.name)
-
-    @property
-    def judge(self) -> RubricJudge:
-        if self._judge is None:
-            self._judge = RubricJudge(self.judge_spec)
-        return self._judge
-
     def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         images = [[case.source_image(), results[-1].image] for case, results in items]
         texts = [case.instructions[0] for case, _ in items]
@@ -151,8 +135,7 @@ class ImgEditBench:
         scores = []
         for i in range(len(items)):
             ratings = {name: rated[name][i][0] for name in rated}
-            known = [v for v in ratings.values() if v is not None]
-            overall = sum(known) / len(known) if len(known) == len(ratings) else None
+            overall = mean(list(ratings.values()))
             details = {"ratings": ratings, "judge": {name: rated[name][i][1] for name in rated}}
             scores.append(CaseScore({"overall": overall, **ratings}, None, details))
         return scores

@@ -1,7 +1,7 @@
 """Make `import torchvision` work on test machines whose torchvision C++ ops cannot load.
 
 Example:
-    >>> from refine.testing.torchvision_compat import ensure_torchvision_importable
+    >>> from refine._compat import ensure_torchvision_importable
     >>> ensure_torchvision_importable() in (True, False)     # True when the shim had to act
     True
     >>> import torchvision.transforms.v2.functional           # importable either way
@@ -110,7 +110,7 @@ def python_with_torchvision_shim(module_code: str) -> list[str]:
     """argv for `python -c` that applies the shim and then runs `module_code`.
 
     >>> python_with_torchvision_shim("print(1)")[1:3]
-    ['-c', 'from refine.testing.torchvision_compat import ensure_torchvision_importable; ensure_torchvision_importable()\\nprint(1)']
+    ['-c', 'from refine._compat import ensure_torchvision_importable; ensure_torchvision_importable()\\nprint(1)']
     """
-    prelude = "from refine.testing.torchvision_compat import ensure_torchvision_importable; ensure_torchvision_importable()"
+    prelude = "from refine._compat import ensure_torchvision_importable; ensure_torchvision_importable()"
     return [sys.executable, "-c", f"{prelude}\n{module_code}"]

@@ -1,0 +1,80 @@
+"""What the folder benchmarks (`gedit`, `imgedit`, `edival`) share: a root folder, a rubric judge, None-aware scores.
+
+Example:
+    >>> from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, mean
+    >>> class Tiny(FolderBenchmark):
+    ...     name, version, criteria, layout = "tiny", 1, (), "expected <root>/cases.json"
+    >>> Tiny("/no/such/folder", {"backend": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}})
+    Traceback (most recent call last):
+    ...
+    refine.errors.InputError: tiny root '/no/such/folder' is not a folder; expected <root>/cases.json
+    >>> mean([4.0, 8.0]), mean([4.0, None]), geometric_mean(4.0, 9.0)
+    (6.0, None, 6.0)
+
+Each benchmark's own file keeps what differs: its documented layout and how it reads it, its
+criteria and how it combines the ratings into its metrics. A score is None when any rating it
+needs is None (the judge could not read an answer), never a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from refine.compare.benchmarks.base import Case, default_request
+from refine.compare.benchmarks.mllm import Criterion, RubricJudge, check_judge, judge_key
+from refine.errors import InputError
+from refine.types import EditRequest
+
+
+class FolderBenchmark:
+    """Base of the benchmarks read from a local folder and scored by a `RubricJudge`.
+
+    Subclasses set `name`, `version` (bump it when the scoring changes), `criteria` and `layout`
+    (the one-line layout hint errors end with), call `super().__init__(root, judge)` and then read
+    their index, so a wrong folder fails when the benchmark is built, before any compute. The
+    judge's backend is built on first use (`judge`), so listing cases never loads a VLM.
+    """
+
+    name: str
+    version: int
+    criteria: Sequence[Criterion]
+    layout: str
+
+    def __init__(self, root: str, judge: dict[str, Any] | None) -> None:
+        self.root = Path(root).expanduser()
+        self.judge_spec = check_judge(judge, self.name)
+        self._judge: RubricJudge | None = None
+        if not self.root.is_dir():
+            raise InputError(f"{self.name} root {str(self.root)!r} is not a folder; {self.layout}")
+
+    @property
+    def judge_key(self) -> str:
+        return judge_key(self.name, self.version, self.judge_spec, self.criteria)
+
+    @property
+    def judge(self) -> RubricJudge:
+        if self._judge is None:
+            self._judge = RubricJudge(self.judge_spec)
+        return self._judge
+
+    def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
+        return default_request(case, turn, image, seed, benchmark=self.name)
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    """The mean, or None when `values` is empty or holds a None."""
+    return None if any(v is None for v in values) or not values else sum(values) / len(values)
+
+
+def minimum(*values: float | None) -> float | None:
+    """The smallest value, or None when any is None."""
+    return None if any(v is None for v in values) else min(values)
+
+
+def geometric_mean(a: float | None, b: float | None) -> float | None:
+    """sqrt(a * b) (the "overall" of GEdit-Bench and EdiVal), or None when either is None."""
+    return None if a is None or b is None else math.sqrt(a * b)
