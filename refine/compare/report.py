@@ -1,9 +1,14 @@
 """The results folder of a comparison: per-case JSONL, images, summaries (MD/CSV/JSON), charts, HTML.
 
-Example (after `run = run_compare(...)`; `write_report` is called by `run_compare` itself):
-    >>> from refine.compare.report import write_report   # doctest: +SKIP
-    >>> files = write_report(run)                          # doctest: +SKIP
-    >>> sorted(files)                                      # doctest: +SKIP
+Example (`run_compare` calls `write_report` itself unless told not to; here on the toy world):
+    >>> import tempfile
+    >>> from refine.compare import run_compare
+    >>> from refine.compare.report import write_report
+    >>> from rich.console import Console
+    >>> from refine.testing.compare_fakes import toy_config
+    >>> run = run_compare(toy_config(tempfile.mkdtemp(), cases=4), write_report=False)
+    >>> files = write_report(run, console=Console(quiet=True))   # quiet: no printed tables here
+    >>> sorted(files)
     ['cases', 'categories_chart', 'config', 'csv', 'html', 'images', 'json', 'markdown', 'overall_chart']
 
 Layout of `out_dir`:
