@@ -110,7 +110,7 @@ def write_report(run: "CompareRun", console: Console | None = None) -> dict[str,
 
     console = console or Console()
     print_summary(run, console)
-    console.print(f"report: [bold]{files['html']}[/bold]  (tables: {files['markdown'].name}, {files['csv'].name}, {files['json'].name}; cases: {files['cases'].name})", highlight=False)
+    console.print(f"report: [bold]{files['html']}[/bold]  (tables: {files['markdown'].name}, {files['csv'].name}, {files['json'].name}; cases: {files['cases'].name})", highlight=False, soft_wrap=True)
     return files
 
 

@@ -133,7 +133,7 @@ def prepare(config: CompareConfig, console: Console | None = None) -> Plan:
         raise InputError(f"benchmark {benchmark.name!r} has no cases; check its folder or split")
     entries, skipped = plan_entries(config)
     for item in skipped:
-        console.print(f"[yellow]note:[/yellow] skipping entry {item.name!r}: {item.reason}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] skipping entry {item.name!r}: {item.reason}", highlight=False, soft_wrap=True)
     if not entries:
         raise ConfigError("every entry was skipped (missing artifacts); train or point to one, or add an entry without")
     cache = Path(config.cache_dir) if config.cache_dir else Path(config.out_dir) / "cache"

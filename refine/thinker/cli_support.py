@@ -161,5 +161,5 @@ def edit_with_thinker(backbone: Any, sampler: Any, request: Any, thinker: str, m
     console = Console(highlight=False)
     refined = wrap_with_thinker(editor, thinker, max_turns=max_turns, trace_dir=trace, console=console)
     [result] = refined.edit([request])
-    console.print(f"trace: {trace}", markup=False)
+    console.print(f"trace: {trace}", markup=False, soft_wrap=True)  # never wrap a path
     return result.image, editor.guidance
