@@ -25,7 +25,7 @@ imported lazily so `refine --help` does not pay for them.
 
 from __future__ import annotations
 
-from typing import Any
+from refine._lazy import lazy_exports
 
 _EXPORTS = {
     "Benchmark": "refine.compare.benchmarks.base",
@@ -45,12 +45,4 @@ _EXPORTS = {
     "SummaryRow": "refine.compare.stats",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'refine.compare' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

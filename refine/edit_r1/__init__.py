@@ -27,7 +27,7 @@ Names are imported lazily so `import refine.edit_r1` (and the CLI) does not impo
 
 from __future__ import annotations
 
-from typing import Any
+from refine._lazy import lazy_exports
 
 _EXPORTS = {
     "EditR1Config": "refine.edit_r1.config",
@@ -39,12 +39,4 @@ _EXPORTS = {
     "implicit_policies": "refine.edit_r1.nft",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'refine.edit_r1' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -21,8 +21,7 @@ Importing this package is cheap; names below are imported on first use (torch st
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from refine._lazy import lazy_exports
 
 _EXPORTS = {
     "InlineCriticConfig": "refine.inline_critic.config",
@@ -36,10 +35,4 @@ _EXPORTS = {
     "load_critic_weights": "refine.inline_critic.weights",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'refine.inline_critic' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

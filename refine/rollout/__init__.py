@@ -15,8 +15,7 @@ Names are imported lazily, so `import refine.rollout` (and the CLI) does not imp
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from refine._lazy import lazy_exports
 
 _EXPORTS = {
     "SamplerConfig": "refine.rollout.samplers",
@@ -32,10 +31,4 @@ _EXPORTS = {
     "broadcast_over_turns": "refine.rollout.advantages",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'refine.rollout' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

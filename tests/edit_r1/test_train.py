@@ -121,3 +121,17 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
         a, b = read_tensors(latest_checkpoint(killed), name), read_tensors(latest_checkpoint(tmp_path / "straight"), name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert [r["reward_mean"] for r in read_metrics(killed)] == [r["reward_mean"] for r in read_metrics(tmp_path / "straight")]
+
+
+@pytest.mark.parametrize("reward_scale", [1.0, -1.0])
+def test_the_policy_climbs_the_reward_and_descends_it_when_flipped(tmp_path, reward_scale):
+    # The tiny editor with a dense reward (brightness), 40 iterations, lr 0.1: measured over seeds 0 and 1,
+    # held-out brightness moved +0.057 / +0.079 as trained and -0.058 / -0.090 with the sign flipped
+    # (the evaluation is deterministic: both start at 0.5028). 0.03 is beyond the seed-to-seed spread
+    # of those changes (0.022-0.032) and far beyond what 40 iterations without learning would show (0).
+    config = tiny_config(tmp_path, iterations=40, eval__cases=8, eval__every=40, optim__lr=0.1,
+                         advantage__reward_scale=reward_scale, train__seed=0)
+    result = train(config, backbone=tiny_backbone(), reward=brightness_reward)
+    (first, before), (last, after) = result.eval_history[0], result.eval_history[-1]
+    assert (first, last) == (0, 40)
+    assert reward_scale * (after - before) > 0.03, (before, after)
