@@ -183,10 +183,17 @@ def flow_matching_loss(
     mask: "torch.Tensor",
     t: "torch.Tensor",
     noise: "torch.Tensor",
+    prediction: str = "velocity",
+    x0_min_t: float = 0.05,
 ) -> "torch.Tensor":
     """Rectified-flow MSE for pixels (B, 3, H, W) in [0, 1], tokens (B, L), times (B,), noise (B, N, C).
 
-    `model` is a `ShapesBackbone` or its accelerate-wrapped self (its `forward` is the training pass).
+    `model` is a `ShapesBackbone` or its accelerate-wrapped self (its `forward` is the training pass,
+    returning a velocity whatever the backbone's `prediction`). The loss lives in the space the
+    backbone predicts: ``velocity`` -> ||v - (noise - x0)||^2; ``x0`` -> ||x0_hat - x0||^2 with
+    ``x0_hat = x_t - max(t, x0_min_t) v`` (exactly the transformer's output), i.e. the velocity loss
+    weighted by max(t, x0_min_t)^2 -- uniform over t in x0 space, which is what made the small
+    pixel-space editor learn (the x-prediction, x-loss variant of Li & He 2025).
 
     >>> import torch
     >>> from refine.backbones.shapes import build_shapes_backbone
@@ -206,6 +213,9 @@ def flow_matching_loss(
     t_ = t.view(-1, 1, 1)
     x_t = (1.0 - t_) * x0 + t_ * noise
     velocity = model(x_t, t, source_latents, ids, mask)  # (B, N, C)
+    if prediction == "x0":
+        x0_hat = x_t - t_.clamp_min(x0_min_t) * velocity.float()
+        return F.mse_loss(x0_hat, x0.float())
     return F.mse_loss(velocity.float(), (noise - x0).float())
 
 
@@ -554,7 +564,7 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
         m = config.model
         backbone = build_shapes_backbone(
             m.layers, m.width, m.heads, text_layers=m.text_layers, max_text_length=m.max_text_length,
-            default_guidance=m.default_guidance, default_steps=m.default_steps, shift=m.shift, seed=config.seed,
+            default_guidance=m.default_guidance, default_steps=m.default_steps, shift=m.shift, prediction=m.prediction, seed=config.seed,
         )
     backbone.to(accelerator.device).train()
     ema = EMAModel(backbone.parameters(), decay=config.ema_decay)
@@ -633,7 +643,7 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and is_main), mininterval=5, dynamic_ncols=True)
     for batch in loader:
         source, target, ids, mask, t, noise = _training_inputs(batch, empty, generator, config, accelerator.device)
-        loss = flow_matching_loss(model, source, target, ids, mask, t, noise)
+        loss = flow_matching_loss(model, source, target, ids, mask, t, noise, backbone.prediction, backbone.x0_min_t)
         accelerator.backward(loss)
         if config.max_grad_norm is not None:
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))

@@ -34,6 +34,12 @@ class ShapesModelConfig(RefineConfig):
     default_guidance: float | None = Field(2.0, description="CFG scale stored with the weights (None: no CFG by default).")
     default_steps: int = Field(16, ge=1, description="Sampling steps stored with the weights (what editors use by default).")
     shift: float = Field(1.0, gt=0, description="Static timestep shift of the sampling schedule (1: none).")
+    prediction: Literal["velocity", "x0"] = Field(
+        "velocity",
+        description="What the transformer outputs: 'velocity' (Qwen-Image's own parameterisation, velocity loss; the "
+        "bundled editor) or 'x0' (the clean image, loss on it; see examples/configs/base/shapes-x0.yaml). "
+        "Ignored with init_from (the folder says).",
+    )
 
     @model_validator(mode="after")
     def _check_heads(self) -> "ShapesModelConfig":

@@ -7,7 +7,8 @@ Example:
 
 Map (one concept per file):
 * `config.py` — `InlineCriticConfig` (the three-stage recipe and the ablation baselines).
-* `adapters/` — what is model-specific (Qwen-Image today; one file per MM-DiT family).
+* `adapters/` — what is model-specific, one file per MM-DiT family: `qwen_image.py` (Qwen-Image-Edit and
+  the ShapeEdit editor), `flux.py` (FLUX.1 / FLUX.1 Kontext: double- and single-stream blocks).
 * `processor.py` — the attention processor that hides the critic (eq. 5); token order documented there.
 * `attach.py` — installs token, processors and hidden-state taps on a transformer.
 * `modules.py` — probe heads (eq. 2), projection pairs (eq. 4), the critic token.

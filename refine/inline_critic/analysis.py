@@ -16,7 +16,8 @@ mean, share > 0 and a 95% bootstrap interval of the mean.
 
 Probing study (uses the stage-1 probes on the frozen backbone, no critic): for each probe layer l
 and each denoising step t of a `steps`-step schedule, rho(E_l, E_final) where E_l is probe l's
-per-position squared velocity error and E_final the backbone output's. The paper's claim: rho is
+per-position squared error and E_final the backbone output's (errors are measured in the space the
+backbone predicts in: the velocity, or x0 for ShapeEdit's x0-predicting editor; see losses.py). The paper's claim: rho is
 already high in early layers although the probes' own loss only gets close to the final one late.
 
 Alignment experiments (use the trained critic: token, projections and probes after stage 3; the
@@ -46,15 +47,15 @@ import torch
 from refine.errors import ArtifactError
 from refine.inline_critic.attach import attach_critic
 from refine.inline_critic.config import InlineCriticConfig
-from refine.inline_critic.losses import flow_target, per_position_error
+from refine.inline_critic.losses import model_output, model_target, per_position_error
 from refine.inline_critic.modules import InlineCriticModules
 from refine.inline_critic.stats import spearman_rows, summarize
 
 
-def _noised(x0: torch.Tensor, t: float, generator: torch.Generator):
+def _noised(backbone, x0: torch.Tensor, t: float, generator: torch.Generator):
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = (1 - t) * x0 + t * noise  # refine.backbones.base convention
-    return x_t, flow_target(x0, noise)
+    return x_t, model_target(backbone, x0, noise)
 
 
 @torch.no_grad()
@@ -73,8 +74,9 @@ def probing_study(backbone, modules: InlineCriticModules, pairs: Sequence[Any], 
         for start in range(0, len(pairs), batch_size):
             x0, cond = (first_x0, first_cond) if start == 0 else encode_pairs(backbone, pairs[start : start + batch_size])
             for k, t in enumerate(times):
-                x_t, target = _noised(x0, t, generator)
-                final_error = per_position_error(backbone.velocity(x_t, torch.full((len(x0),), t), cond), target)  # (B, N)
+                x_t, target = _noised(backbone, x0, t, generator)
+                t_ = torch.full((len(x0),), t)
+                final_error = per_position_error(model_output(backbone, backbone.velocity(x_t, t_, cond), x_t, t_), target)  # (B, N)
                 final_loss[k] += float(final_error.mean(dim=1).sum())
                 for layer in layers:
                     error = per_position_error(modules.probes[str(layer)](taps.capture.noise_hidden[layer], taps.temb), target)
@@ -129,7 +131,7 @@ def alignment_experiments(
     with attach_critic(backbone.transformer, token=modules.critic_token, layers=layers) as attachment:
         for start in range(0, len(pairs), batch_size):
             x0, cond = encode_pairs(backbone, pairs[start : start + batch_size])
-            x_t, target = _noised(x0, t_analysis, generator)
+            x_t, target = _noised(backbone, x0, t_analysis, generator)
             unmasked = _critic_pass(backbone, attachment, modules, x_t, t_analysis, cond, target, hide=False)
             masked = _critic_pass(backbone, attachment, modules, x_t, t_analysis, cond, target, hide=True)
             for l, l_next in zip(layers[:-1], layers[1:]):
@@ -187,7 +189,7 @@ def plot_probing(study: dict[str, Any], path: Path) -> Path:
         ax2.plot(times, study["probe_loss"][str(l)], marker="o", label=f"probe @ block {l}")
     ax2.plot(times, study["final_loss"], marker="s", color="k", label=f"final (block {study['num_layers'] - 1})")
     ax2.set_xlabel("t (1 = noise)")
-    ax2.set_ylabel("velocity MSE")
+    ax2.set_ylabel("MSE (in the backbone's output space)")
     ax2.set_title("generation ability per layer")
     ax2.legend(fontsize=7)
     fig.tight_layout()

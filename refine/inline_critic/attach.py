@@ -19,7 +19,8 @@ as is, so new diffusers releases and other backbones' call conventions keep work
 * a forward hook on each probed block stores its noise-token outputs (B, N, D) and the critic's
   text-stream output (B, D);
 * the attention processors are swapped through diffusers' `set_attn_processor` for
-  `QwenCriticAttnProcessor` (masking, score recording) and the originals are restored on `detach()`.
+  the adapter's critic processors (`QwenCriticAttnProcessor`, `FluxCriticAttnProcessor`: masking,
+  score recording) and the originals are restored on `detach()`.
 Hooks see activations with their autograd graph: the probes detach what they read (eq. 2), the
 critic's projections read the critic hidden state with gradients (that is how the token learns).
 With gradient checkpointing the block hooks fire again during recomputation and simply overwrite.

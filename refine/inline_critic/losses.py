@@ -39,6 +39,30 @@ def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
+# Probes, the generation loss and every error map live in the space the backbone's transformer
+# predicts in: the velocity for Qwen-Image and FLUX (the paper's setting), the clean image for an
+# x0-predicting editor (ShapeEdit's, see refine/backbones/shapes.py). A velocity loss on an x0
+# model would weight t -> 0 by 1/t^2 and the probes would have to learn the 1/t conversion.
+
+
+def model_target(backbone, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What `backbone`'s transformer is trained to output: noise - x_0, or x_0 when it predicts x0. (B, N, C).
+
+    >>> class X0:
+    ...     prediction = "x0"
+    >>> model_target(X0(), torch.ones(1, 2, 3), torch.zeros(1, 2, 3)).sum().item()
+    6.0
+    """
+    return x0 if getattr(backbone, "prediction", "velocity") == "x0" else flow_target(x0, noise)
+
+
+def model_output(backbone, velocity: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`backbone.velocity(x_t, t, cond)` mapped back to the transformer's own output (identity for velocity models)."""
+    if getattr(backbone, "prediction", "velocity") != "x0":
+        return velocity
+    return x_t - t.float().clamp_min(backbone.x0_min_t).view(-1, 1, 1) * velocity
+
+
 def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. 1: mean squared velocity error over batch, tokens and channels (scalar)."""
     return (pred.float() - target.float()).pow(2).mean()

@@ -90,6 +90,29 @@ def critic_joint_attention(
     return torch.cat([out[:, :critic_index], critic_row, out[:, critic_index + 1 :]], dim=1)
 
 
+def record_key_scores(query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None, seq_txt: int) -> torch.Tensor:
+    """(B, S_img) summed pre-softmax score each image-stream key receives from all valid queries (experiment A).
+
+    Example:
+        >>> import torch
+        >>> from refine.inline_critic.processor import record_key_scores
+        >>> q = k = torch.randn(1, 5, 2, 4)                          # (B, S, H, D): 2 text tokens, 3 image tokens
+        >>> record_key_scores(q, k, key_mask=None, seq_txt=2).shape
+        torch.Size([1, 3])
+
+    query/key are (B, S, H, D) in joint order [text (seq_txt, critic included), image]; `key_mask`
+    as in `critic_joint_attention` (padding tokens are not real queries either). Shared by every
+    model family's critic processor.
+    """
+    # sum_q q.k_i / sqrt(d) == (sum_q q) . k_i / sqrt(d): O(S D) instead of the O(S^2 D) score matrix.
+    scale = query.shape[-1] ** -0.5
+    q = query.float()
+    if key_mask is not None:
+        q = q * key_mask[:, 0, 0, :, None, None].to(q.dtype)
+    received = torch.einsum("bhd,bshd->bs", q.sum(dim=1), key[:, seq_txt:].float()) * scale  # (B, S_img)
+    return received.detach()
+
+
 class QwenCriticAttnProcessor:
     """Drop-in for diffusers' `QwenDoubleStreamAttnProcessor2_0` that knows about the critic token.
 
@@ -197,10 +220,4 @@ class QwenCriticAttnProcessor:
         )
 
     def _record_key_scores(self, query, key, key_mask, seq_txt) -> None:
-        # sum_q q.k_i / sqrt(d) == (sum_q q) . k_i / sqrt(d): O(S D) instead of the O(S^2 D) score matrix.
-        scale = query.shape[-1] ** -0.5
-        q = query.float()
-        if key_mask is not None:  # padding tokens are not real queries either
-            q = q * key_mask[:, 0, 0, :, None, None].to(q.dtype)
-        received = torch.einsum("bhd,bshd->bs", q.sum(dim=1), key[:, seq_txt:].float()) * scale  # (B, S_img)
-        self.state.scores[self.layer] = received.detach()
+        self.state.scores[self.layer] = record_key_scores(query, key, key_mask, seq_txt)

@@ -101,8 +101,12 @@ def encode_pairs(backbone, pairs: Sequence["EditPair"]):
     """(x_0 (B, N, C) packed target latents, condition without CFG negative) for a list of pairs."""
     import torch
 
+    # Guidance-distilled models (FLUX.1 Kontext) embed the guidance value: train with the one they are
+    # sampled with. CFG models (Qwen-Image-Edit, ShapeEdit) encode without the negative branch (1.0).
+    distilled = bool(getattr(getattr(getattr(backbone, "transformer", None), "config", None), "guidance_embeds", False))
+    guidance = backbone.default_guidance if distilled else 1.0
     with torch.no_grad():  # the backbone (text encoder included) is frozen
-        cond = backbone.encode_condition([p.source for p in pairs], [p.instruction for p in pairs], guidance=1.0)
+        cond = backbone.encode_condition([p.source for p in pairs], [p.instruction for p in pairs], guidance=guidance)
         x0 = backbone.encode_images(backbone.prepare_images([p.target for p in pairs]))
     return x0.float(), cond
 
@@ -124,15 +128,15 @@ def compute_losses(
     import torch
 
     from refine.backbones.train_base import sample_timesteps
-    from refine.inline_critic.losses import critic_loss, critic_target, flow_matching_loss, flow_target, per_position_error, probe_loss
+    from refine.inline_critic.losses import critic_loss, critic_target, flow_matching_loss, model_output, model_target, per_position_error, probe_loss
 
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # (B, N, C)
     t = sample_timesteps(x0.shape[0], generator, config.timestep_sampling).to(x0.device)  # (B,)
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
-    target = flow_target(x0, noise)
+    target = model_target(backbone, x0, noise)  # the velocity, or x0 for x0-predicting editors
     grad_through_backbone = spec.name == "lora" or (spec.token and ("gen" in spec.losses or "critic" in spec.losses))
     with torch.set_grad_enabled(grad_through_backbone):
-        pred = backbone.velocity(x_t, t, cond)  # (B, N, C); the taps fill attachment.capture
+        pred = model_output(backbone, backbone.velocity(x_t, t, cond), x_t, t)  # (B, N, C); the taps fill attachment.capture
     capture = attachment.capture
     losses: dict[str, torch.Tensor] = {}
     if "gen" in spec.losses:
@@ -178,7 +182,7 @@ def validation_metrics(
     import torch
 
     from refine.backbones.train_base import sample_timesteps
-    from refine.inline_critic.losses import flow_matching_loss, flow_target, per_position_error
+    from refine.inline_critic.losses import flow_matching_loss, model_output, model_target, per_position_error
     from refine.inline_critic.stats import spearman_rows
 
     if not pairs:
@@ -193,9 +197,9 @@ def validation_metrics(
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         t = sample_timesteps(x0.shape[0], generator, config.timestep_sampling).to(x0.device)
         x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
-        target = flow_target(x0, noise)
+        target = model_target(backbone, x0, noise)
         with torch.no_grad():
-            pred = backbone.velocity(x_t, t, cond)
+            pred = model_output(backbone, backbone.velocity(x_t, t, cond), x_t, t)
             flow.append(flow_matching_loss(pred, target).item() * x0.shape[0])
             if not with_probes:
                 continue

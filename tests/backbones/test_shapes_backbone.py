@@ -231,3 +231,33 @@ def test_builder_validates_sizes():
     a = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["a"], seed=3)
     b = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["a"], seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# -- output parameterisation -----------------------------------------------------------------------
+
+
+def test_x0_prediction_turns_the_transformer_output_into_a_velocity(bench_images, tmp_path):
+    images, instructions = bench_images
+    backbone = build_shapes_backbone(layers=1, width=32, heads=2, prediction="x0", seed=0)
+    twin = build_shapes_backbone(layers=1, width=32, heads=2, prediction="velocity", seed=0)  # same weights
+    cond = backbone.encode_condition(images, instructions, guidance=1.0)
+    x_t = backbone.prepare_noise(cond, torch.Generator().manual_seed(0))
+    t = torch.tensor([0.8, 0.3, 0.05, 0.01])
+    with torch.no_grad():
+        raw = twin.velocity(x_t, t, cond)  # the transformer's output as is
+        v = backbone.velocity(x_t, t, cond)
+    # v = (x_t - x0_hat) / max(t, 0.05): so x_t - max(t, 0.05) v gives the transformer's x0 back.
+    torch.testing.assert_close(v, (x_t - raw) / t.clamp_min(0.05).view(-1, 1, 1))
+    torch.testing.assert_close(x_t - t.clamp_min(backbone.x0_min_t).view(-1, 1, 1) * v, raw, atol=1e-5, rtol=0)
+
+    # The setting travels with the weights; folders written before it existed load as velocity.
+    folder = backbone.save_pretrained(tmp_path / "x0")
+    assert ShapesBackbone.from_pretrained(folder).prediction == "x0"
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["prediction"], index["x0_min_t"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    assert ShapesBackbone.from_pretrained(folder).prediction == "velocity"
+    index["prediction"] = "epsilon"
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ArtifactError, match="prediction='epsilon'"):
+        ShapesBackbone.from_pretrained(folder)

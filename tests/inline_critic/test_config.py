@@ -4,7 +4,7 @@ from refine.cli import main
 from refine.inline_critic.modules import uniform_probe_layers
 
 
-@pytest.mark.parametrize("preset", ["inline_critic/shapes", "inline_critic/qwen_image_edit_2509"])
+@pytest.mark.parametrize("preset", ["inline_critic/shapes", "inline_critic/qwen_image_edit_2509", "inline_critic/flux_kontext"])
 def test_presets_validate_and_start_with_their_command(preset, capsys):
     from refine.presets import find_preset
 

@@ -3,7 +3,7 @@
 Example:
     >>> from refine.inline_critic.adapters import ADAPTERS
     >>> sorted(ADAPTERS)
-    ['qwen_image']
+    ['flux', 'qwen_image']
 """
 
 from refine.inline_critic.adapters.base import ADAPTERS, CriticDims, MMDiTAdapter, adapter_for

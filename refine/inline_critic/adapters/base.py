@@ -77,6 +77,7 @@ class MMDiTAdapter(Protocol):
 # name -> "module:Class"; imported on first use so listing adapters stays cheap.
 ADAPTERS: dict[str, str] = {
     "qwen_image": "refine.inline_critic.adapters.qwen_image:QwenImageAdapter",
+    "flux": "refine.inline_critic.adapters.flux:FluxAdapter",
 }
 
 
