@@ -41,6 +41,26 @@ class CriticDims:
     num_layers: int
 
 
+def mmdit_dims(config: Any, num_layers: int) -> CriticDims:
+    """`CriticDims` of a diffusers MM-DiT config (Qwen-Image and FLUX name these fields alike).
+
+    >>> from types import SimpleNamespace
+    >>> cfg = SimpleNamespace(num_attention_heads=2, attention_head_dim=8, out_channels=None, in_channels=4,
+    ...                       joint_attention_dim=24, patch_size=2)
+    >>> mmdit_dims(cfg, num_layers=3)
+    CriticDims(text_dim=24, hidden_dim=16, time_dim=16, velocity_dim=16, num_layers=3)
+    """
+    inner = config.num_attention_heads * config.attention_head_dim
+    out_channels = config.out_channels or config.in_channels
+    return CriticDims(
+        text_dim=config.joint_attention_dim,
+        hidden_dim=inner,
+        time_dim=inner,  # the time embedding has the blocks' width in both families
+        velocity_dim=config.patch_size * config.patch_size * out_channels,
+        num_layers=num_layers,
+    )
+
+
 @runtime_checkable
 class MMDiTAdapter(Protocol):
     """The model-specific half of the inline critic (see `refine.inline_critic.adapters.qwen_image`)."""

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from refine.errors import ConfigError
-from refine.inline_critic.adapters.base import CriticDims
+from refine.inline_critic.adapters.base import CriticDims, mmdit_dims
 from refine.inline_critic.processor import CriticState, critic_joint_attention, record_key_scores
 
 # The processor import above has made diffusers importable (its torchvision workaround).
@@ -187,15 +187,7 @@ class FluxAdapter:
 
     def dims(self, transformer: Any) -> CriticDims:
         config = transformer.config
-        inner = config.num_attention_heads * config.attention_head_dim
-        out_channels = config.out_channels or config.in_channels
-        return CriticDims(
-            text_dim=config.joint_attention_dim,
-            hidden_dim=inner,
-            time_dim=inner,
-            velocity_dim=config.patch_size * config.patch_size * out_channels,
-            num_layers=config.num_layers + config.num_single_layers,
-        )
+        return mmdit_dims(config, num_layers=config.num_layers + config.num_single_layers)
 
     def blocks(self, transformer: Any) -> list:
         return [*transformer.transformer_blocks, *transformer.single_transformer_blocks]  # double-stream first

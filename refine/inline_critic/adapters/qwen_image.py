@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from refine.inline_critic.adapters.base import CriticDims
+from refine.inline_critic.adapters.base import CriticDims, mmdit_dims
 from refine.inline_critic.processor import CriticState, QwenCriticAttnProcessor
 
 
@@ -45,15 +45,7 @@ class QwenImageAdapter:
 
     def dims(self, transformer: Any) -> CriticDims:
         config = transformer.config
-        inner = config.num_attention_heads * config.attention_head_dim
-        out_channels = config.out_channels or config.in_channels
-        return CriticDims(
-            text_dim=config.joint_attention_dim,
-            hidden_dim=inner,
-            time_dim=inner,
-            velocity_dim=config.patch_size * config.patch_size * out_channels,
-            num_layers=config.num_layers,
-        )
+        return mmdit_dims(config, num_layers=config.num_layers)
 
     def blocks(self, transformer: Any):
         return transformer.transformer_blocks
