@@ -10,6 +10,8 @@ Euler 16 steps, guidance 2, seed 0):
 * ``velocity``: the transformer predicts v = noise - x0, velocity loss (Qwen-Image's own choice).
 * ``x0``: it predicts x0, loss ||x0_hat - x0||^2 (`ShapesBackbone(prediction="x0")`, what ships).
 * ``x0-vloss``: it predicts x0, but the loss is on the velocity derived from it.
+* ``x0-tloss``: it predicts x0, x0 loss weighted by 1 / max(t, 0.05): between the two above (the
+  velocity loss is the x0 loss weighted by 1 / max(t, 0.05)^2).
 * ``concat``: velocity prediction, with the source pixels also concatenated to each noise token's
   channels (InstructPix2Pix-style), to test whether locating the source pixel is the bottleneck.
 """
@@ -24,7 +26,7 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["velocity", "x0", "x0-vloss", "concat"])
+    parser.add_argument("variant", choices=["velocity", "x0", "x0-vloss", "x0-tloss", "concat"])
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -79,6 +81,9 @@ def main() -> None:
         v = backbone(x_t, t, pack_pixels(source), ids, mask)
         if args.variant == "x0":
             loss = F.mse_loss(x_t - t_.clamp_min(backbone.x0_min_t) * v, x0)
+        elif args.variant == "x0-tloss":
+            clamped = t_.clamp_min(backbone.x0_min_t)
+            loss = ((x_t - clamped * v - x0).pow(2) / clamped).mean()
         else:
             loss = F.mse_loss(v, noise - x0)
         optimizer.zero_grad()

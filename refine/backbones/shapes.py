@@ -36,7 +36,8 @@ What it is made of, and why:
   kept ~15/255 of noise); predicting the clean, flat-coloured image is a far easier target. This is
   the finding of Li & He, "Back to Basics: Let Denoising Generative Models Denoise" (2025) for
   pixel-space transformers with large patches; `x0_min_t` = 0.05 is their t clamp. On ShapeEdit it
-  gave ~4x the judge score of velocity prediction after the same 800 steps (benchmarks/RESULTS.md).
+  gave ~4x the judge score of velocity prediction after the same 800 steps, but a longer run fell
+  behind by step 3000, so the bundled editor predicts velocity (benchmarks/RESULTS.md).
 * Classifier-free guidance: trained with instruction dropout (empty text), so `guidance > 1`
   works; `default_guidance` is stored with the weights (chosen by a sweep on shapes-bench, see
   refine/assets/shapes-editor/README.md). CFG is plain: ``v_u + g * (v_c - v_u)``.
