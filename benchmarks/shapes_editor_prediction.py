@@ -79,11 +79,10 @@ def main() -> None:
         x0, t_ = pack_pixels(target), t.view(-1, 1, 1)
         x_t = (1 - t_) * x0 + t_ * noise
         v = backbone(x_t, t, pack_pixels(source), ids, mask)
-        if args.variant == "x0":
-            loss = F.mse_loss(x_t - t_.clamp_min(backbone.x0_min_t) * v, x0)
+        if args.variant == "x0":  # the loss of refine.backbones.train_base.flow_matching_loss
+            loss = F.mse_loss(backbone.output_from_velocity(v, x_t, t), x0)
         elif args.variant == "x0-tloss":
-            clamped = t_.clamp_min(backbone.x0_min_t)
-            loss = ((x_t - clamped * v - x0).pow(2) / clamped).mean()
+            loss = ((backbone.output_from_velocity(v, x_t, t) - x0).pow(2) / t_.clamp_min(backbone.x0_min_t)).mean()
         else:
             loss = F.mse_loss(v, noise - x0)
         optimizer.zero_grad()

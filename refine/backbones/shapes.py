@@ -28,10 +28,11 @@ What it is made of, and why:
   (squashed, never cropped: ShapeEdit instructions talk about positions, so nothing may be cut
   off), with `Image.Resampling.BOX` (area averaging; exact for integer factors). ShapeEdit images
   are already 32x32 and pass through untouched.
-* Output parameterisation (`prediction`): ``"x0"`` (the bundled editor) reads the transformer's
+* Output parameterisation (`prediction`): ``"x0"`` reads the transformer's
   output as a clean-image estimate and turns it into the velocity ``(x_t - x0) / max(t, x0_min_t)``;
-  ``"velocity"`` reads it as the velocity itself, as Qwen-Image does. Every caller sees a velocity
-  either way. Why x0 here: with 48-dimensional pixel tokens the velocity target is mostly noise,
+  ``"velocity"`` (the bundled editor) reads it as the velocity itself, as Qwen-Image does. Every
+  caller sees a velocity either way; losses on the raw output use `output_from_velocity` and
+  `output_target`. Why x0 here: with 48-dimensional pixel tokens the velocity target is mostly noise,
   which a 2.5M-parameter model reproduces poorly (the flow loss was highest near t = 0 and samples
   kept ~15/255 of noise); predicting the clean, flat-coloured image is a far easier target. This is
   the finding of Li & He, "Back to Basics: Let Denoising Generative Models Denoise" (2025) for
@@ -361,12 +362,27 @@ class ShapesBackbone(nn.Module):
         out = out[:, :n].to(x_t.dtype)  # (B, N, C): only the noise tokens are predicted
         if self.prediction == "x0":
             # x_t = (1 - t) x0 + t noise  =>  v = noise - x0 = (x_t - x0) / t; the clamp keeps t -> 0 finite.
-            return (x_t - out) / self.x0_time(t).view(-1, 1, 1)
+            return (x_t - out) / self._x0_divisor(t, x_t)
         return out
 
-    def x0_time(self, t: torch.Tensor) -> torch.Tensor:
-        """t clamped to `x0_min_t`: the divisor of the x0 -> velocity conversion (and of the x0 loss)."""
-        return t.to(torch.float32).clamp_min(self.x0_min_t)
+    def output_from_velocity(self, velocity: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The transformer's own output behind a `velocity` result: itself, or x0_hat = x_t - max(t, x0_min_t) v.
+
+        >>> bb = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["red"], prediction="x0")
+        >>> bb.output_from_velocity(torch.ones(1, 2, 3), torch.zeros(1, 2, 3), torch.tensor([0.5])).flatten()[0].item()
+        -0.5
+        """
+        if self.prediction == "x0":
+            return x_t - self._x0_divisor(t, x_t) * velocity
+        return velocity
+
+    def output_target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the transformer's output is trained towards: x0, or the velocity noise - x0. (B, N, C)."""
+        return x0 if self.prediction == "x0" else noise - x0
+
+    def _x0_divisor(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1) max(t, x0_min_t): the one place the x0 <-> velocity conversion clamps t."""
+        return t.to(like.dtype).expand(like.shape[0]).clamp_min(self.x0_min_t).view(-1, 1, 1)
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, source_latents: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor

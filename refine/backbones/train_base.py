@@ -183,17 +183,16 @@ def flow_matching_loss(
     mask: "torch.Tensor",
     t: "torch.Tensor",
     noise: "torch.Tensor",
-    prediction: str = "velocity",
-    x0_min_t: float = 0.05,
+    backbone: "ShapesBackbone | None" = None,
 ) -> "torch.Tensor":
     """Rectified-flow MSE for pixels (B, 3, H, W) in [0, 1], tokens (B, L), times (B,), noise (B, N, C).
 
     `model` is a `ShapesBackbone` or its accelerate-wrapped self (its `forward` is the training pass,
-    returning a velocity whatever the backbone's `prediction`). The loss lives in the space the
-    backbone predicts: ``velocity`` -> ||v - (noise - x0)||^2; ``x0`` -> ||x0_hat - x0||^2 with
-    ``x0_hat = x_t - max(t, x0_min_t) v`` (exactly the transformer's output), i.e. the velocity loss
-    weighted by max(t, x0_min_t)^2 -- uniform over t in x0 space, which is what made the small
-    pixel-space editor learn (the x-prediction, x-loss variant of Li & He 2025).
+    returning a velocity whatever the backbone's `prediction`); `backbone` is the unwrapped editor
+    when `model` is a wrapper (default: `model`). The loss lives in the space the backbone predicts
+    (`ShapesBackbone.output_from_velocity` / `output_target`): ``velocity`` -> ||v - (noise - x0)||^2;
+    ``x0`` -> ||x0_hat - x0||^2, i.e. the velocity loss weighted by max(t, x0_min_t)^2 -- uniform over
+    t in x0 space (the x-prediction, x-loss variant of Li & He 2025).
 
     >>> import torch
     >>> from refine.backbones.shapes import build_shapes_backbone
@@ -212,11 +211,9 @@ def flow_matching_loss(
     source_latents = pack_pixels(source)  # (B, N_src, C)
     t_ = t.view(-1, 1, 1)
     x_t = (1.0 - t_) * x0 + t_ * noise
-    velocity = model(x_t, t, source_latents, ids, mask)  # (B, N, C)
-    if prediction == "x0":
-        x0_hat = x_t - t_.clamp_min(x0_min_t) * velocity.float()
-        return F.mse_loss(x0_hat, x0.float())
-    return F.mse_loss(velocity.float(), (noise - x0).float())
+    velocity = model(x_t, t, source_latents, ids, mask).float()  # (B, N, C)
+    editor = model if backbone is None else backbone
+    return F.mse_loss(editor.output_from_velocity(velocity, x_t, t), editor.output_target(x0, noise))
 
 
 def _training_inputs(batch: dict[str, "torch.Tensor"], empty: tuple["torch.Tensor", "torch.Tensor"], generator: "torch.Generator", config: BaseTrainConfig, device):
@@ -643,7 +640,7 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and is_main), mininterval=5, dynamic_ncols=True)
     for batch in loader:
         source, target, ids, mask, t, noise = _training_inputs(batch, empty, generator, config, accelerator.device)
-        loss = flow_matching_loss(model, source, target, ids, mask, t, noise, backbone.prediction, backbone.x0_min_t)
+        loss = flow_matching_loss(model, source, target, ids, mask, t, noise, backbone)
         accelerator.backward(loss)
         if config.max_grad_norm is not None:
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))

@@ -43,24 +43,24 @@ def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 # predicts in: the velocity for Qwen-Image and FLUX (the paper's setting), the clean image for an
 # x0-predicting editor (ShapeEdit's, see refine/backbones/shapes.py). A velocity loss on an x0
 # model would weight t -> 0 by 1/t^2 and the probes would have to learn the 1/t conversion.
+# A backbone that predicts something other than the velocity says so with `output_target` and
+# `output_from_velocity` (ShapesBackbone); the conversion itself lives there only.
 
 
 def model_target(backbone, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """What `backbone`'s transformer is trained to output: noise - x_0, or x_0 when it predicts x0. (B, N, C).
+    """What `backbone`'s transformer is trained to output, (B, N, C): its `output_target`, else noise - x_0.
 
-    >>> class X0:
-    ...     prediction = "x0"
-    >>> model_target(X0(), torch.ones(1, 2, 3), torch.zeros(1, 2, 3)).sum().item()
-    6.0
+    >>> model_target(object(), torch.ones(1, 2, 3), torch.zeros(1, 2, 3)).sum().item()   # a velocity model
+    -6.0
     """
-    return x0 if getattr(backbone, "prediction", "velocity") == "x0" else flow_target(x0, noise)
+    target = getattr(backbone, "output_target", None)
+    return flow_target(x0, noise) if target is None else target(x0, noise)
 
 
 def model_output(backbone, velocity: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """`backbone.velocity(x_t, t, cond)` mapped back to the transformer's own output (identity for velocity models)."""
-    if getattr(backbone, "prediction", "velocity") != "x0":
-        return velocity
-    return x_t - t.float().clamp_min(backbone.x0_min_t).view(-1, 1, 1) * velocity
+    convert = getattr(backbone, "output_from_velocity", None)
+    return velocity if convert is None else convert(velocity, x_t, t)
 
 
 def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

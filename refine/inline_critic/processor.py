@@ -193,7 +193,7 @@ class QwenCriticAttnProcessor:
 
         # 3. Joint attention; the critic (joint index seq_txt - 1) hidden from the others on request.
         if with_critic and self.state.record_scores:
-            self._record_key_scores(query, key, key_mask, seq_txt)
+            self.state.scores[self.layer] = record_key_scores(query, key, key_mask, seq_txt)
         out = critic_joint_attention(
             query,
             key,
@@ -218,6 +218,3 @@ class QwenCriticAttnProcessor:
             query, key, value, attn_mask=attn_mask, dropout_p=0.0, is_causal=False,
             backend=self._attention_backend, parallel_config=self._parallel_config,
         )
-
-    def _record_key_scores(self, query, key, key_mask, seq_txt) -> None:
-        self.state.scores[self.layer] = record_key_scores(query, key, key_mask, seq_txt)

@@ -103,7 +103,7 @@ def encode_pairs(backbone, pairs: Sequence["EditPair"]):
 
     # Guidance-distilled models (FLUX.1 Kontext) embed the guidance value: train with the one they are
     # sampled with. CFG models (Qwen-Image-Edit, ShapeEdit) encode without the negative branch (1.0).
-    distilled = bool(getattr(getattr(getattr(backbone, "transformer", None), "config", None), "guidance_embeds", False))
+    distilled = getattr(backbone.transformer.config, "guidance_embeds", False)
     guidance = backbone.default_guidance if distilled else 1.0
     with torch.no_grad():  # the backbone (text encoder included) is frozen
         cond = backbone.encode_condition([p.source for p in pairs], [p.instruction for p in pairs], guidance=guidance)
