@@ -516,11 +516,16 @@ def build_shapes_backbone(
     default_steps: int = 16,
     shift: float = 1.0,
     prediction: str = "velocity",
+    qk_norm_init: float = 1.0,
     seed: int | None = 0,
 ) -> ShapesBackbone:
     """A randomly initialised ShapeEdit editor of the given sizes (tests use tiny ones).
 
     `vocabulary` defaults to `refine.shapes.instructions.VOCABULARY`; `seed` fixes the init.
+    `qk_norm_init` sets the initial gain of every query/key RMSNorm of the transformer (diffusers: 1).
+    The logits of position-matched attention (how a noise token finds its source pixel) are bounded
+    by ``head_size**0.5 * gain_q * gain_k`` and Adam grows a gain by at most ~lr per step, so a
+    small model trained from scratch copies the source far sooner when they start larger.
 
     >>> backbone = build_shapes_backbone(layers=2, width=32, heads=2, vocabulary=["square"])
     >>> backbone.transformer.config.in_channels, backbone.transformer.config.num_layers
@@ -548,6 +553,11 @@ def build_shapes_backbone(
             joint_attention_dim=text_width,
             axes_dims_rope=rope_axes(head_dim),
         )
+        if qk_norm_init != 1.0:
+            with torch.no_grad():
+                for name, module in transformer.named_modules():
+                    if name.rsplit(".", 1)[-1] in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
+                        module.weight.fill_(qk_norm_init)
         tokenizer = build_word_tokenizer(vocabulary, max_text_length)
         text_encoder = ShapesTextEncoder(
             vocab_size=tokenizer.get_vocab_size(), width=text_width, layers=text_layers, heads=text_heads, max_length=max_text_length

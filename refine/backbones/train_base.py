@@ -23,8 +23,8 @@ The loop, top to bottom (`train`):
    t logit-normal (or uniform), the instruction dropped with probability `cfg_dropout`
    (so classifier-free guidance works); clip, step, EMA update.
 6. Every `log_every` steps a line in metrics.jsonl; every `eval.every` steps the EMA editor is
-   scored by the ShapeEdit judge on a fixed shapes-bench subset; every `checkpoint_every` steps an
-   atomic checkpoint.
+   scored by the ShapeEdit judge on a fixed shapes-bench subset and by its flow-matching loss on a
+   fixed held-out batch (`validation_loss`); every `checkpoint_every` steps an atomic checkpoint.
 7. The EMA editor is exported to `output_dir/final` (a folder `load_shapes_backbone` reads).
 
 Checkpoints (`output_dir/checkpoints/step-0001000/`) are written to a `.tmp` folder and renamed,
@@ -214,6 +214,38 @@ def flow_matching_loss(
     velocity = model(x_t, t, source_latents, ids, mask).float()  # (B, N, C)
     editor = model if backbone is None else backbone
     return F.mse_loss(editor.output_from_velocity(velocity, x_t, t), editor.output_target(x0, noise))
+
+
+def validation_loss(backbone: "ShapesBackbone", batch: dict[str, Any], seed: int = 0) -> float:
+    """The flow-matching loss of `backbone` on a `ShapesBatches` item, with fixed noise and evenly spaced t.
+
+    Times are the midpoints ``(i + 0.5) / n`` (each case its own), noise comes from `seed`: the same
+    figure for the same weights, smooth across training steps (the per-step training loss is one
+    random batch at random times).
+
+    >>> from refine.backbones.shapes import build_shapes_backbone
+    >>> bb = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["red"])
+    >>> batch = ShapesBatches(seed=1, batch_size=4, tokenizer=bb.tokenizer)[0]
+    >>> validation_loss(bb, batch) == validation_loss(bb, batch) > 0
+    True
+    """
+    import torch
+
+    source = torch.from_numpy(batch["source"]).float().div_(255.0)
+    target = torch.from_numpy(batch["target"]).float().div_(255.0)
+    ids, mask = torch.from_numpy(batch["ids"]), torch.from_numpy(batch["mask"])
+    n = ids.shape[0]
+    t = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    noise = torch.randn((n, *backbone.latent_shape), generator=torch.Generator().manual_seed(seed))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            device = backbone.device
+            loss = flow_matching_loss(backbone, *(x.to(device) for x in (source, target, ids, mask, t, noise)))
+    finally:
+        backbone.train(was_training)
+    return float(loss)
 
 
 def _training_inputs(batch: dict[str, "torch.Tensor"], empty: tuple["torch.Tensor", "torch.Tensor"], generator: "torch.Generator", config: BaseTrainConfig, device):
@@ -561,7 +593,8 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
         m = config.model
         backbone = build_shapes_backbone(
             m.layers, m.width, m.heads, text_layers=m.text_layers, max_text_length=m.max_text_length,
-            default_guidance=m.default_guidance, default_steps=m.default_steps, shift=m.shift, prediction=m.prediction, seed=config.seed,
+            default_guidance=m.default_guidance, default_steps=m.default_steps, shift=m.shift, prediction=m.prediction,
+            qk_norm_init=m.qk_norm_init, seed=config.seed,
         )
     backbone.to(accelerator.device).train()
     ema = EMAModel(backbone.parameters(), decay=config.ema_decay)
@@ -609,9 +642,14 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
     empty = backbone.tokenize([""])
     empty = (empty[0].cpu(), empty[1].cpu())
 
-    cases = None
+    cases = val_batch = None
     if config.eval.every > 0 and is_main:
         cases = list(eval_cases) if eval_cases is not None else bench_subset(config.eval.direct_cases, config.eval.indirect_cases)
+        if config.eval.loss_cases:
+            # Held out: another base seed, so this batch is independent of every training batch.
+            val_batch = ShapesBatches(
+                config.seed + 1_000_003, config.eval.loss_cases, backbone.tokenizer, config.indirect_fraction, backbone.image_size, make_stream
+            )[0]
 
     def run_eval() -> dict[str, Any]:
         ema.copy_to(ema_backbone.parameters())
@@ -619,6 +657,8 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
             ema_backbone, cases, steps=config.eval.steps, guidance=config.eval.guidance, sampler=config.eval.sampler,
             seed=config.eval.seed, batch_size=config.eval.batch_size,
         )
+        if val_batch is not None:
+            result["val_loss"] = validation_loss(ema_backbone, val_batch, seed=config.eval.seed)
         metrics.write({"step": step, "eval": result})
         return result
 
@@ -667,7 +707,8 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
             window_start, window_losses = now, []
         if cases is not None and (step % config.eval.every == 0 or step == config.max_steps):
             last_eval = run_eval()
-            bar.write(f"step {step}: eval overall {last_eval['overall']:.3f} success {last_eval['success']:.3f}")
+            val = f", val_loss {last_eval['val_loss']:.4f}" if "val_loss" in last_eval else ""
+            bar.write(f"step {step}: eval overall {last_eval['overall']:.3f} success {last_eval['success']:.3f}{val}")
         if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
             checkpoint()
     bar.close()

@@ -40,6 +40,14 @@ class ShapesModelConfig(RefineConfig):
         "bundled editor) or 'x0' (the clean image, loss on it; see examples/configs/base/shapes-x0.yaml). "
         "Ignored with init_from (the folder says).",
     )
+    qk_norm_init: float = Field(
+        1.0,
+        gt=0,
+        description="Initial gain of the transformer's query/key RMSNorms (diffusers initialises them to 1). Copying "
+        "the source through attention needs sharp position-matched attention, whose logits are bounded by "
+        "head_size**0.5 * gain_q * gain_k; with Adam the gains grow by at most ~lr per step, so a larger start "
+        "learns the copy sooner (benchmarks/RESULTS.md, 'Why the editor copied so slowly'). Ignored with init_from.",
+    )
 
     @model_validator(mode="after")
     def _check_heads(self) -> "ShapesModelConfig":
@@ -71,6 +79,13 @@ class EvalConfig(RefineConfig):
     every: int = Field(500, ge=0, description="Evaluate every this many steps (0: never; the end of training always evaluates when > 0).")
     direct_cases: int = Field(48, ge=0, description="Direct-phrasing cases of shapes-bench in the fixed subset.")
     indirect_cases: int = Field(16, ge=0, description="Indirect-phrasing cases of shapes-bench in the fixed subset.")
+    loss_cases: int = Field(
+        128,
+        ge=0,
+        description="Held-out training-stream cases whose flow-matching loss (fixed noise, evenly spaced t) the EMA "
+        "editor is scored on at each evaluation as `val_loss`: a smooth figure for comparing runs long before the "
+        "judge's scores move (0: skip).",
+    )
     steps: int | None = Field(None, ge=1, description="Sampling steps (None: the model's default_steps).")
     guidance: float | None = Field(None, description="CFG scale (None: the model's default_guidance).")
     sampler: Literal["euler", "dpm"] = Field("euler", description="ODE sampler of refine.rollout used by the evaluation.")

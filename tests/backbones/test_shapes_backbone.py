@@ -261,3 +261,43 @@ def test_x0_prediction_turns_the_transformer_output_into_a_velocity(bench_images
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ArtifactError, match="prediction='epsilon'"):
         ShapesBackbone.from_pretrained(folder)
+
+
+# -- attention sharpness at init -------------------------------------------------------------------
+
+
+def test_qk_norm_init_scales_only_the_query_key_gains_and_sharpens_attention(bench_images):
+    images, instructions = bench_images
+    plain = build_shapes_backbone(layers=1, width=32, heads=1, seed=0)
+    sharp = build_shapes_backbone(layers=1, width=32, heads=1, seed=0, qk_norm_init=3.0)
+    gains = {"norm_q", "norm_k", "norm_added_q", "norm_added_k"}
+    changed = {name for (name, a), b in zip(plain.state_dict().items(), sharp.state_dict().values()) if not torch.equal(a, b)}
+    assert changed and {name.split(".")[-2] for name in changed} == gains  # nothing else moved
+    assert all(float(sharp.state_dict()[name].min()) == 3.0 for name in changed)
+
+    # Same weights otherwise, so the attention of the first block differs only by its logit scale:
+    # measure its entropy (mean over queries) by recording the probabilities it computes.
+    import diffusers.models.transformers.transformer_qwenimage as qwen
+
+    def entropy(backbone):
+        seen = []
+        original = qwen.dispatch_attention_fn
+
+        def spy(q, k, v, attn_mask=None, **kwargs):
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask.bool(), float("-inf"))
+            p = scores.softmax(-1)
+            seen.append(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
+            return original(q, k, v, attn_mask=attn_mask, **kwargs)
+
+        qwen.dispatch_attention_fn = spy
+        try:
+            cond = backbone.encode_condition(images, instructions, guidance=1.0)
+            with torch.no_grad():
+                backbone.velocity(backbone.prepare_noise(cond, torch.Generator().manual_seed(0)), torch.tensor([0.5]), cond)
+        finally:
+            qwen.dispatch_attention_fn = original
+        return float(seen[0])
+
+    assert entropy(sharp) < entropy(plain) - 0.1

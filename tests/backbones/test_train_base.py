@@ -18,6 +18,7 @@ from refine.backbones.train_base import (
     flow_matching_loss,
     list_checkpoints,
     train,
+    validation_loss,
 )
 from refine.backbones.train_base_config import BaseTrainConfig
 from refine.errors import ArtifactError, ConfigError
@@ -92,6 +93,32 @@ def test_resume_reaches_the_state_of_an_uninterrupted_run(tmp_path):
     assert [r["step"] for r in logs] == [3, 4]
     assert [(r["loss"], r["lr"]) for r in logs] == [(r["loss"], r["lr"]) for r in straight_logs[2:]]
     assert straight_logs[1]["lr"] > straight_logs[3]["lr"]
+
+
+def test_model_qk_norm_init_reaches_the_built_editor(tmp_path):
+    summary = train(tiny_config(tmp_path, max_steps=1, model={**TINY, "qk_norm_init": 2.5}))
+    gains = ShapesBackbone.from_pretrained(summary["final_dir"]).transformer.transformer_blocks[0].attn.norm_q.weight
+    assert torch.allclose(gains, torch.full_like(gains, 2.5), atol=0.01)  # one Adam step moves a gain by ~lr
+    from refine.config import validate_config
+
+    with pytest.raises(ConfigError, match="qk_norm_init"):
+        validate_config(BaseTrainConfig, {"model": {"qk_norm_init": 0}})
+
+
+def test_evaluation_logs_judge_scores_and_a_held_out_loss(tmp_path):
+    from refine.shapes.data import load_split
+
+    config = tiny_config(tmp_path, eval={"every": 2, "loss_cases": 8, "steps": 2, "guidance": 1.0})
+    summary = train(config, eval_cases=load_split("shapes-bench")[:3])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["eval"]["n"] == 3 and 0 <= r["eval"]["overall"] <= 1 for r in evals)
+    # val_loss is the EMA editor's loss on a fixed held-out batch: recomputable from the exported weights.
+    final = ShapesBackbone.from_pretrained(summary["final_dir"])
+    held_out = ShapesBatches(config.seed + 1_000_003, 8, final.tokenizer, config.indirect_fraction)[0]
+    assert evals[-1]["eval"]["val_loss"] == pytest.approx(validation_loss(final, held_out), rel=1e-5)
+    assert evals[0]["eval"]["val_loss"] != evals[-1]["eval"]["val_loss"]
 
 
 def test_checkpoints_are_found_only_when_complete(tmp_path):
