@@ -35,7 +35,10 @@ def main() -> None:
     import torch.nn.functional as F
 
     from refine.backbones.shapes import ShapesBackbone, build_shapes_backbone, pack_pixels, rope_axes
-    from refine.backbones.train_base import ShapesBatches, bench_subset, evaluate_editor, sample_timesteps
+    from refine.backbones.train_base import ShapesBatches, bench_subset, evaluate_editor, flow_matching_loss, training_inputs
+    from refine.backbones.train_base_config import TimestepConfig
+
+    from diffusers.training_utils import EMAModel
 
     torch.set_num_threads(args.threads)
     prediction = "x0" if args.variant.startswith("x0") else "velocity"
@@ -60,45 +63,39 @@ def main() -> None:
 
         ShapesBackbone.velocity = velocity
 
-    ema = copy.deepcopy(backbone).eval()
+    ema_backbone = copy.deepcopy(backbone).eval()
+    ema = EMAModel(backbone.parameters(), decay=0.995)  # decay min(0.995, (1 + k) / (10 + k)) at update k
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=7e-4, betas=(0.9, 0.99), weight_decay=0.0)
     batches = ShapesBatches(0, 32, backbone.tokenizer, 0.25, 32)
+    uniform = TimestepConfig(sampling="uniform")
     generator = torch.Generator().manual_seed(0)
     empty = backbone.tokenize([""])
     start, losses = time.time(), []
     for step in range(args.steps):
-        batch = batches[step]
-        source = torch.from_numpy(batch["source"]).float() / 255
-        target = torch.from_numpy(batch["target"]).float() / 255
-        ids, mask = torch.from_numpy(batch["ids"]), torch.from_numpy(batch["mask"])
-        drop = torch.rand(32, generator=generator) < 0.1  # CFG dropout
-        t = sample_timesteps(32, generator, "uniform")
-        noise = torch.randn(32, 64, 48, generator=generator)
-        ids = torch.where(drop[:, None], empty[0].expand_as(ids), ids)
-        mask = torch.where(drop[:, None], empty[1].expand_as(mask), mask)
-        x0, t_ = pack_pixels(target), t.view(-1, 1, 1)
-        x_t = (1 - t_) * x0 + t_ * noise
-        v = backbone(x_t, t, pack_pixels(source), ids, mask)
-        if args.variant == "x0":  # the loss of refine.backbones.train_base.flow_matching_loss
-            loss = F.mse_loss(backbone.output_from_velocity(v, x_t, t), x0)
-        elif args.variant == "x0-tloss":
-            loss = ((backbone.output_from_velocity(v, x_t, t) - x0).pow(2) / t_.clamp_min(backbone.x0_min_t)).mean()
-        else:
-            loss = F.mse_loss(v, noise - x0)
+        batch = {key: torch.from_numpy(value) for key, value in batches[step].items()}
+        source, target, ids, mask, t, noise = training_inputs(batch, empty, generator, "cpu", cfg_dropout=0.1, timesteps=uniform)
+        if args.variant in ("x0-vloss", "x0-tloss"):
+            x0, t_ = pack_pixels(target), t.view(-1, 1, 1)
+            x_t = (1 - t_) * x0 + t_ * noise
+            v = backbone(x_t, t, pack_pixels(source), ids, mask)
+            if args.variant == "x0-vloss":
+                loss = F.mse_loss(v, noise - x0)
+            else:
+                loss = ((backbone.output_from_velocity(v, x_t, t) - x0).pow(2) / t_.clamp_min(backbone.x0_min_t)).mean()
+        else:  # velocity, x0 and concat: the trainer's loss, in the space the backbone predicts
+            loss = flow_matching_loss(backbone, source, target, ids, mask, t, noise)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 1.0)
         for group in optimizer.param_groups:
             group["lr"] = 7e-4 * min(1.0, (step + 1) / 100)
         optimizer.step()
-        with torch.no_grad():
-            decay = min(0.995, (1 + step) / (10 + step))
-            for p_ema, p in zip(ema.parameters(), backbone.parameters()):
-                p_ema.mul_(decay).add_(p, alpha=1 - decay)
+        ema.step(backbone.parameters())
         losses.append(loss.item())
         if (step + 1) % 100 == 0:
             print(f"step {step + 1} loss {sum(losses[-100:]) / 100:.4f} {time.time() - start:.0f}s", flush=True)
-    scores = evaluate_editor(ema, bench_subset(72, 0))
+    ema.copy_to(ema_backbone.parameters())
+    scores = evaluate_editor(ema_backbone, bench_subset(72, 0))
     keep = ("overall", "if", "cc", "pq", "success")
     print(json.dumps({"variant": args.variant, "steps": args.steps, "seconds": round(time.time() - start),
                       **{k: round(scores[k], 3) for k in keep}}))

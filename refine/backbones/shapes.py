@@ -524,8 +524,9 @@ def build_shapes_backbone(
     `vocabulary` defaults to `refine.shapes.instructions.VOCABULARY`; `seed` fixes the init.
     `qk_norm_init` sets the initial gain of every query/key RMSNorm of the transformer (diffusers: 1).
     The logits of position-matched attention (how a noise token finds its source pixel) are bounded
-    by ``head_size**0.5 * gain_q * gain_k`` and Adam grows a gain by at most ~lr per step, so a
-    small model trained from scratch copies the source far sooner when they start larger.
+    by ``head_size**0.5 * gain_q * gain_k`` and Adam grows a gain by at most ~lr per step; larger
+    gains learn the copy sooner but, on ShapeEdit's full task, lost overall (benchmarks/RESULTS.md,
+    "why it copies so slowly"), so every preset keeps 1.
 
     >>> backbone = build_shapes_backbone(layers=2, width=32, heads=2, vocabulary=["square"])
     >>> backbone.transformer.config.in_channels, backbone.transformer.config.num_layers
@@ -555,9 +556,9 @@ def build_shapes_backbone(
         )
         if qk_norm_init != 1.0:
             with torch.no_grad():
-                for name, module in transformer.named_modules():
-                    if name.rsplit(".", 1)[-1] in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
-                        module.weight.fill_(qk_norm_init)
+                for block in transformer.transformer_blocks:
+                    for norm in (block.attn.norm_q, block.attn.norm_k, block.attn.norm_added_q, block.attn.norm_added_k):
+                        norm.weight.fill_(qk_norm_init)
         tokenizer = build_word_tokenizer(vocabulary, max_text_length)
         text_encoder = ShapesTextEncoder(
             vocab_size=tokenizer.get_vocab_size(), width=text_width, layers=text_layers, heads=text_heads, max_length=max_text_length

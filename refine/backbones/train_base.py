@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import typer
 
-from refine.backbones.train_base_config import BaseTrainConfig
+from refine.backbones.train_base_config import BaseTrainConfig, TimestepConfig
 from refine.errors import ArtifactError, ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -248,8 +248,21 @@ def validation_loss(backbone: "ShapesBackbone", batch: dict[str, Any], seed: int
     return float(loss)
 
 
-def _training_inputs(batch: dict[str, "torch.Tensor"], empty: tuple["torch.Tensor", "torch.Tensor"], generator: "torch.Generator", config: BaseTrainConfig, device):
-    """Pixels, tokens (with CFG dropout), times and noise for one step; every draw from `generator`."""
+def training_inputs(
+    batch: dict[str, "torch.Tensor"],
+    empty: tuple["torch.Tensor", "torch.Tensor"],
+    generator: "torch.Generator",
+    device,
+    *,
+    cfg_dropout: float,
+    timesteps: TimestepConfig,
+):
+    """Pixels, tokens (with CFG dropout), times and noise for one step; every draw from `generator`.
+
+    `batch` is a `ShapesBatches` item as tensors (what the DataLoader yields); `empty` the
+    tokenized empty instruction. Returns [source, target, ids, mask, t, noise] on `device`, the
+    arguments `flow_matching_loss` takes after the model.
+    """
     import torch
 
     source = batch["source"].float().div_(255.0)
@@ -257,8 +270,8 @@ def _training_inputs(batch: dict[str, "torch.Tensor"], empty: tuple["torch.Tenso
     ids, mask = batch["ids"], batch["mask"]
     b = ids.shape[0]
     # A fixed order of draws (dropout, t, noise) keeps resumed runs bitwise identical.
-    drop = torch.rand(b, generator=generator) < config.cfg_dropout
-    t = sample_timesteps(b, generator, config.timesteps.sampling, config.timesteps.mean, config.timesteps.std)
+    drop = torch.rand(b, generator=generator) < cfg_dropout
+    t = sample_timesteps(b, generator, timesteps.sampling, timesteps.mean, timesteps.std)
     n = (source.shape[2] // 4) * (source.shape[3] // 4)
     noise = torch.randn((b, n, 48), generator=generator)
     ids = torch.where(drop[:, None], empty[0].expand_as(ids), ids)
@@ -679,7 +692,9 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
     window_start, window_losses, grad_norm, last_eval = time.perf_counter(), [], None, None
     bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and is_main), mininterval=5, dynamic_ncols=True)
     for batch in loader:
-        source, target, ids, mask, t, noise = _training_inputs(batch, empty, generator, config, accelerator.device)
+        source, target, ids, mask, t, noise = training_inputs(
+            batch, empty, generator, accelerator.device, cfg_dropout=config.cfg_dropout, timesteps=config.timesteps
+        )
         loss = flow_matching_loss(model, source, target, ids, mask, t, noise, backbone)
         accelerator.backward(loss)
         if config.max_grad_norm is not None:

@@ -45,8 +45,9 @@ class ShapesModelConfig(RefineConfig):
         gt=0,
         description="Initial gain of the transformer's query/key RMSNorms (diffusers initialises them to 1). Copying "
         "the source through attention needs sharp position-matched attention, whose logits are bounded by "
-        "head_size**0.5 * gain_q * gain_k; with Adam the gains grow by at most ~lr per step, so a larger start "
-        "learns the copy sooner (benchmarks/RESULTS.md, 'Why the editor copied so slowly'). Ignored with init_from.",
+        "head_size**0.5 * gain_q * gain_k, and with Adam the gains grow by at most ~lr per step. A larger start "
+        "learns the copy sooner but lost on the full ShapeEdit task (benchmarks/RESULTS.md, 'why it copies so "
+        "slowly'), so the presets keep 1. Ignored with init_from.",
     )
 
     @model_validator(mode="after")
