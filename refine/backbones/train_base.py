@@ -23,8 +23,10 @@ The loop, top to bottom (`train`):
    t logit-normal (or uniform), the instruction dropped with probability `cfg_dropout`
    (so classifier-free guidance works); clip, step, EMA update.
 6. Every `log_every` steps a line in metrics.jsonl; every `eval.every` steps the EMA editor is
-   scored by the ShapeEdit judge on a fixed shapes-bench subset and by its flow-matching loss on a
-   fixed held-out batch (`validation_loss`); every `checkpoint_every` steps an atomic checkpoint.
+   scored by the ShapeEdit judge on a fixed shapes-bench subset, by its flow-matching loss on a
+   fixed held-out batch (`validation_loss`) and by its one-step x0 errors at t = 1 on the edited
+   and the kept pixels of that batch (`one_step_errors`); every `checkpoint_every` steps an atomic
+   checkpoint.
 7. The EMA editor is exported to `output_dir/final` (a folder `load_shapes_backbone` reads).
 
 Checkpoints (`output_dir/checkpoints/step-0001000/`) are written to a `.tmp` folder and renamed,
@@ -246,6 +248,43 @@ def validation_loss(backbone: "ShapesBackbone", batch: dict[str, Any], seed: int
     finally:
         backbone.train(was_training)
     return float(loss)
+
+
+def one_step_errors(backbone: "ShapesBackbone", batch: dict[str, Any], seed: int = 0) -> dict[str, float]:
+    """Where the editor stands at t = 1: its one-step x0 estimate from pure noise against the target.
+
+    Returns the mean |x0_hat - x0| ([-1, 1] scale) over the pixels the edit changes (`edit_error`:
+    has it grounded the instruction?) and over the others (`copy_error`: does it keep the source?).
+    At t = 1 nothing of the target is in x_t, so the estimate shows what the editor decided to do
+    before sampling commits to anything; the flow loss mixes both with denoising at every t and
+    barely moves when only the edits improve.
+
+    >>> from refine.backbones.shapes import build_shapes_backbone
+    >>> bb = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["red"])
+    >>> errors = one_step_errors(bb, ShapesBatches(seed=1, batch_size=4, tokenizer=bb.tokenizer)[0])
+    >>> sorted(errors), all(v > 0 for v in errors.values())
+    (['copy_error', 'edit_error'], True)
+    """
+    import torch
+
+    from refine.backbones.shapes import pack_pixels
+
+    source = torch.from_numpy(batch["source"]).float().div_(255.0)
+    target = torch.from_numpy(batch["target"]).float().div_(255.0)
+    ids, mask = torch.from_numpy(batch["ids"]), torch.from_numpy(batch["mask"])
+    noise = torch.randn((ids.shape[0], *backbone.latent_shape), generator=torch.Generator().manual_seed(seed))
+    t = torch.ones(ids.shape[0])
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            device = backbone.device
+            velocity = backbone(noise.to(device), t.to(device), pack_pixels(source).to(device), ids.to(device), mask.to(device))
+    finally:
+        backbone.train(was_training)
+    error = (noise - velocity.float().cpu() - pack_pixels(target)).abs()  # x0_hat = x_1 - 1 * v
+    changed = pack_pixels((source != target).any(dim=1, keepdim=True).expand_as(source).float()) > 0
+    return {"edit_error": float(error[changed].mean()), "copy_error": float(error[~changed].mean())}
 
 
 def training_inputs(
@@ -672,6 +711,7 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
         )
         if val_batch is not None:
             result["val_loss"] = validation_loss(ema_backbone, val_batch, seed=config.eval.seed)
+            result.update(one_step_errors(ema_backbone, val_batch, seed=config.eval.seed))
         metrics.write({"step": step, "eval": result})
         return result
 
@@ -722,7 +762,9 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
             window_start, window_losses = now, []
         if cases is not None and (step % config.eval.every == 0 or step == config.max_steps):
             last_eval = run_eval()
-            val = f", val_loss {last_eval['val_loss']:.4f}" if "val_loss" in last_eval else ""
+            val = (
+                f", val_loss {last_eval['val_loss']:.4f}, edit_error {last_eval['edit_error']:.3f}" if "val_loss" in last_eval else ""
+            )
             bar.write(f"step {step}: eval overall {last_eval['overall']:.3f} success {last_eval['success']:.3f}{val}")
         if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
             checkpoint()

@@ -85,7 +85,8 @@ class EvalConfig(RefineConfig):
         ge=0,
         description="Held-out training-stream cases whose flow-matching loss (fixed noise, evenly spaced t) the EMA "
         "editor is scored on at each evaluation as `val_loss`: a smooth figure for comparing runs long before the "
-        "judge's scores move (0: skip).",
+        "judge's scores move; and its one-step x0 estimate at t = 1 on them, as `edit_error` (mean |error| on the "
+        "pixels the edit changes) and `copy_error` (on the others) (0: skip).",
     )
     steps: int | None = Field(None, ge=1, description="Sampling steps (None: the model's default_steps).")
     guidance: float | None = Field(None, description="CFG scale (None: the model's default_guidance).")

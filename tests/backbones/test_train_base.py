@@ -17,6 +17,7 @@ from refine.backbones.train_base import (
     find_checkpoint,
     flow_matching_loss,
     list_checkpoints,
+    one_step_errors,
     train,
     validation_loss,
 )
@@ -119,6 +120,36 @@ def test_evaluation_logs_judge_scores_and_a_held_out_loss(tmp_path):
     held_out = ShapesBatches(config.seed + 1_000_003, 8, final.tokenizer, config.indirect_fraction)[0]
     assert evals[-1]["eval"]["val_loss"] == pytest.approx(validation_loss(final, held_out), rel=1e-5)
     assert evals[0]["eval"]["val_loss"] != evals[-1]["eval"]["val_loss"]
+    # So are the one-step errors at t = 1 on the edited and the kept pixels.
+    errors = one_step_errors(final, held_out)
+    assert evals[-1]["eval"]["edit_error"] == pytest.approx(errors["edit_error"], rel=1e-5)
+    assert evals[-1]["eval"]["copy_error"] == pytest.approx(errors["copy_error"], rel=1e-5)
+
+
+class _Oracle(torch.nn.Module):
+    """An editor whose one-step x0 estimate at t = 1 is exactly `answer(source)` (a copier, or the target)."""
+
+    latent_shape = (64, 48)
+    device = torch.device("cpu")
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+
+    def forward(self, x_t, t, source_latents, ids, mask):
+        return x_t - self.answer(source_latents)  # v = x_1 - x0 at t = 1
+
+
+def test_one_step_errors_separate_edited_from_kept_pixels():
+    from refine.backbones.shapes import build_word_tokenizer, pack_pixels
+    from refine.shapes.instructions import VOCABULARY
+
+    batch = ShapesBatches(seed=5, batch_size=16, tokenizer=build_word_tokenizer(VOCABULARY))[0]
+    target = pack_pixels(torch.from_numpy(batch["target"]).float() / 255)
+    copier = one_step_errors(_Oracle(lambda source: source), batch)
+    assert copier["copy_error"] == pytest.approx(0.0, abs=1e-6) and copier["edit_error"] > 0.3
+    perfect = one_step_errors(_Oracle(lambda source: target), batch)
+    assert perfect == pytest.approx({"edit_error": 0.0, "copy_error": 0.0}, abs=1e-6)
 
 
 def test_checkpoints_are_found_only_when_complete(tmp_path):
