@@ -79,3 +79,37 @@ def load_shapes_editor(name: str, batch_size: int):
         backbone = load_shapes_backbone(name)
     # the backbone's own step count (what `refine edit` uses), not the sampler's generic default
     return FlowEditor(backbone, steps=getattr(backbone, "default_steps", None), batch_size=batch_size)
+
+
+class QwenAttentionRecorder:
+    """Records the attention probabilities of every Qwen-Image block while active (a context manager).
+
+    Recomputed from the queries and keys diffusers' processor hands to `dispatch_attention_fn`,
+    which is then called unchanged; `probabilities` holds one (B, heads, S, S) tensor per block
+    call, in the joint order text, noise tokens, source tokens.
+    """
+
+    def __init__(self) -> None:
+        self.probabilities: list = []
+
+    def __enter__(self) -> "QwenAttentionRecorder":
+        import torch
+
+        import refine.backbones.shapes  # noqa: F401  (first: it makes diffusers importable)
+        import diffusers.models.transformers.transformer_qwenimage as qwen
+
+        self._module, self._original = qwen, qwen.dispatch_attention_fn
+        original = self._original
+
+        def record(query, key, value, attn_mask=None, **kwargs):  # (B, S, H, D)
+            scores = torch.einsum("bqhd,bkhd->bhqk", query, key) / query.shape[-1] ** 0.5
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask.bool(), float("-inf"))
+            self.probabilities.append(scores.softmax(-1))
+            return original(query, key, value, attn_mask=attn_mask, **kwargs)
+
+        qwen.dispatch_attention_fn = record
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._module.dispatch_attention_fn = self._original

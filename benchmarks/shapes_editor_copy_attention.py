@@ -32,7 +32,7 @@ def main() -> None:
     from refine.backbones.shapes import load_shapes_backbone, pack_pixels  # first: makes diffusers importable
     from refine.backbones.train_base import ShapesBatches
 
-    import diffusers.models.transformers.transformer_qwenimage as qwen
+    from _harness import QwenAttentionRecorder
 
     torch.set_num_threads(args.threads)
     backbone = load_shapes_backbone(args.editor)
@@ -42,37 +42,24 @@ def main() -> None:
     ids, mask = torch.from_numpy(batch["ids"]), torch.from_numpy(batch["mask"])
     n, text = target.shape[1], ids.shape[1]
 
-    probabilities = []
-    original = qwen.dispatch_attention_fn
-
-    def record(query, key, value, attn_mask=None, **kwargs):  # (B, S, H, D); order: text, noise, source
-        scores = torch.einsum("bqhd,bkhd->bhqk", query, key) / query.shape[-1] ** 0.5
-        if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask.bool(), float("-inf"))
-        probabilities.append(scores.softmax(-1))
-        return original(query, key, value, attn_mask=attn_mask, **kwargs)
-
-    qwen.dispatch_attention_fn = record
     print(f"editor: {args.editor or 'bundled'}  ({args.cases} training cases; uniform attention = 1/{text + 2 * n})\n")
     print("| t | block | gain q x k | copy (per head) | on source | on text |")
     print("|---|---|---|---|---|---|")
-    try:
-        with torch.no_grad():
-            cond = backbone.condition_from_tokens(source, ids, mask)
-            for t in (0.9, 0.5, 0.1):
-                probabilities.clear()
-                noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
-                backbone.velocity((1 - t) * target + t * noise, torch.tensor([t]), cond)
-                for index, (p, block) in enumerate(zip(probabilities, backbone.transformer.transformer_blocks)):
-                    rows = p[:, :, text : text + n]  # queries of the noise tokens
-                    copy = torch.diagonal(rows[..., text + n :], dim1=-2, dim2=-1).mean((0, 2))
-                    on_source = rows[..., text + n :].sum(-1).mean((0, 2)).mean()
-                    on_text = rows[..., :text].sum(-1).mean((0, 2)).mean()
-                    gain = float(block.attn.norm_q.weight.abs().mean() * block.attn.norm_k.weight.abs().mean())
-                    heads = " / ".join(f"{c:.2f}" for c in copy.tolist())
-                    print(f"| {t} | {index} | {gain:.2f} | {heads} | {on_source:.2f} | {on_text:.2f} |")
-    finally:
-        qwen.dispatch_attention_fn = original
+    with QwenAttentionRecorder() as recorder, torch.no_grad():
+        probabilities = recorder.probabilities
+        cond = backbone.condition_from_tokens(source, ids, mask)
+        for t in (0.9, 0.5, 0.1):
+            probabilities.clear()
+            noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+            backbone.velocity((1 - t) * target + t * noise, torch.tensor([t]), cond)
+            for index, (p, block) in enumerate(zip(probabilities, backbone.transformer.transformer_blocks)):
+                rows = p[:, :, text : text + n]  # queries of the noise tokens
+                copy = torch.diagonal(rows[..., text + n :], dim1=-2, dim2=-1).mean((0, 2))
+                on_source = rows[..., text + n :].sum(-1).mean((0, 2)).mean()
+                on_text = rows[..., :text].sum(-1).mean((0, 2)).mean()
+                gain = float(block.attn.norm_q.weight.abs().mean() * block.attn.norm_k.weight.abs().mean())
+                heads = " / ".join(f"{c:.2f}" for c in copy.tolist())
+                print(f"| {t} | {index} | {gain:.2f} | {heads} | {on_source:.2f} | {on_text:.2f} |")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,7 @@ def flow_matching_loss(
     t: "torch.Tensor",
     noise: "torch.Tensor",
     backbone: "ShapesBackbone | None" = None,
+    object_weight: float = 1.0,
 ) -> "torch.Tensor":
     """Rectified-flow MSE for pixels (B, 3, H, W) in [0, 1], tokens (B, L), times (B,), noise (B, N, C).
 
@@ -215,7 +216,31 @@ def flow_matching_loss(
     x_t = (1.0 - t_) * x0 + t_ * noise
     velocity = model(x_t, t, source_latents, ids, mask).float()  # (B, N, C)
     editor = model if backbone is None else backbone
-    return F.mse_loss(editor.output_from_velocity(velocity, x_t, t), editor.output_target(x0, noise))
+    output, wanted = editor.output_from_velocity(velocity, x_t, t), editor.output_target(x0, noise)
+    if object_weight == 1.0:
+        return F.mse_loss(output, wanted)
+    objects = (pack_pixels(source_object_mask(source).expand_as(source).float()) + 1.0) / 2.0  # pack maps [0, 1] to [-1, 1]
+    weight = 1.0 + (object_weight - 1.0) * objects
+    return (weight * (output - wanted) ** 2).sum() / weight.sum()
+
+
+def source_object_mask(source: "torch.Tensor") -> "torch.Tensor":
+    """(B, 1, H, W) bool: the source pixels that differ from the image's most common colour (its background).
+
+    Depends on the source only, so a loss weighted by it keeps its minimiser at the conditional mean
+    (a weight that also looked at the target would pull the editor towards changing things).
+
+    >>> import torch
+    >>> image = torch.zeros(1, 3, 4, 4); image[0, 0, 1, 2] = 1.0
+    >>> source_object_mask(image)[0, 0].nonzero().tolist()
+    [[1, 2]]
+    """
+    import torch
+
+    codes = (source * 255).round().long()
+    codes = codes[:, 0] * 65536 + codes[:, 1] * 256 + codes[:, 2]  # (B, H, W): one integer per colour
+    background = torch.mode(codes.flatten(1), dim=1).values  # (B,)
+    return (codes != background.view(-1, 1, 1)).unsqueeze(1)
 
 
 def validation_loss(backbone: "ShapesBackbone", batch: dict[str, Any], seed: int = 0) -> float:
@@ -735,7 +760,7 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
         source, target, ids, mask, t, noise = training_inputs(
             batch, empty, generator, accelerator.device, cfg_dropout=config.cfg_dropout, timesteps=config.timesteps
         )
-        loss = flow_matching_loss(model, source, target, ids, mask, t, noise, backbone)
+        loss = flow_matching_loss(model, source, target, ids, mask, t, noise, backbone, object_weight=config.object_weight)
         accelerator.backward(loss)
         if config.max_grad_norm is not None:
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))

@@ -114,6 +114,15 @@ class BaseTrainConfig(RefineConfig):
     num_workers: int = Field(0, ge=0, description="DataLoader processes rendering batches in the background (0: in the training process).")
 
     # Objective and optimisation
+    object_weight: float = Field(
+        1.0,
+        ge=1.0,
+        description="Loss weight of the pixels of the source's objects (those not of its most common colour) "
+        "relative to the rest. Most edits act on objects that cover ~10% of the image, so their share of the "
+        "gradient is small; the weight depends on the source only, which keeps the optimum unbiased. 5 raised IF "
+        "0.23 -> 0.28 at the same CC in a 2000-step fine-tune (benchmarks/RESULTS.md, 'the colour word never "
+        "reaches the object'); the bundled editor was trained with 1.",
+    )
     timesteps: TimestepConfig = Field(default_factory=TimestepConfig, description="Training-time distribution of t.")
     max_steps: int = Field(4000, ge=1, description="Optimizer steps.")
     learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate.")

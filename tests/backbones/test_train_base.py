@@ -207,3 +207,26 @@ def test_bundled_editor_reaches_the_quality_floor():
     # the 6300-step one that replaced it is above the same floors; an untrained one scores 0, 0.01, 0). The target (O >= 0.5 on direct phrasings) is not reached yet:
     # see refine/assets/shapes-editor/README.md; raise these floors when a longer run replaces it.
     assert scores["overall"] >= 0.05 and scores["cc"] >= 0.3 and scores["success"] >= 0.1, scores
+
+
+def test_object_weight_scales_the_loss_on_the_source_objects_only():
+    from refine.backbones.shapes import build_shapes_backbone, pack_pixels
+    from refine.backbones.train_base import source_object_mask
+
+    backbone = build_shapes_backbone(layers=1, width=32, heads=2, seed=0).eval()
+    source, target, ids, mask, t, noise = fixed_batch(backbone, n=4)
+    objects = source_object_mask(source)  # (B, 1, H, W)
+    # the background is each image's most common colour; its objects are what is left (here 2-25% of the pixels)
+    assert 0.02 < objects.float().mean() < 0.25
+    with torch.no_grad():
+        x0 = pack_pixels(target)
+        x_t = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * noise
+        squared = (backbone(x_t, t, pack_pixels(source), ids, mask) - (noise - x0)) ** 2
+        weight = 1 + 4 * (pack_pixels(objects.expand_as(source).float()) > 0).float()
+        by_hand = float((weight * squared).sum() / weight.sum())
+        assert flow_matching_loss(backbone, source, target, ids, mask, t, noise, object_weight=5.0).item() == pytest.approx(by_hand, rel=1e-5)
+        assert flow_matching_loss(backbone, source, target, ids, mask, t, noise).item() == pytest.approx(float(squared.mean()), rel=1e-5)
+    with pytest.raises(ConfigError, match="object_weight"):
+        from refine.config import validate_config
+
+        validate_config(BaseTrainConfig, {"object_weight": 0.5})
