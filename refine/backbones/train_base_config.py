@@ -124,6 +124,14 @@ class BaseTrainConfig(RefineConfig):
         "reaches the object'); the bundled editor was trained with 1, refine/assets/shapes-editor-candidate "
         "continued it for 7000 steps with 5 (O on direct phrasings 0.07 -> 0.28).",
     )
+    edit_weight: float = Field(
+        1.0,
+        ge=1.0,
+        description="Loss weight of the pixels the edit changes (target != source) relative to the rest; adds to "
+        "object_weight where both apply. It looks at the target, but ShapeEdit's targets are deterministic given "
+        "(source, instruction), so it only reallocates the gradient: an added shape covers ~2% of the pixels, and "
+        "object_weight (source pixels only) cannot reach it.",
+    )
     timesteps: TimestepConfig = Field(default_factory=TimestepConfig, description="Training-time distribution of t.")
     max_steps: int = Field(4000, ge=1, description="Optimizer steps.")
     learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate.")

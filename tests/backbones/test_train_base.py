@@ -258,3 +258,34 @@ def test_object_weight_scales_the_loss_on_the_source_objects_only():
         from refine.config import validate_config
 
         validate_config(BaseTrainConfig, {"object_weight": 0.5})
+
+
+def test_edit_weight_scales_the_loss_on_the_changed_pixels_and_adds_to_the_object_weight():
+    from refine.backbones.shapes import build_shapes_backbone, pack_pixels
+    from refine.backbones.train_base import edited_pixel_mask, source_object_mask
+
+    backbone = build_shapes_backbone(layers=1, width=32, heads=2, seed=0).eval()
+    source, target, ids, mask, t, noise = fixed_batch(backbone, n=4)
+    edited = edited_pixel_mask(source, target)  # (B, 1, H, W)
+    # every case changes something, and no case (of these four) repaints the whole image
+    assert edited.flatten(1).any(dim=1).all() and edited.float().mean() < 0.5
+    assert not torch.equal(edited, source_object_mask(source))  # a different mask from the object weight's
+
+    def packed(m):
+        return (pack_pixels(m.expand_as(source).float()) > 0).float()
+
+    with torch.no_grad():
+        x0 = pack_pixels(target)
+        x_t = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * noise
+        squared = (backbone(x_t, t, pack_pixels(source), ids, mask) - (noise - x0)) ** 2
+        for object_weight, edit_weight in [(1.0, 4.0), (5.0, 4.0)]:
+            weight = 1 + (object_weight - 1) * packed(source_object_mask(source)) + (edit_weight - 1) * packed(edited)
+            by_hand = float((weight * squared).sum() / weight.sum())
+            loss = flow_matching_loss(
+                backbone, source, target, ids, mask, t, noise, object_weight=object_weight, edit_weight=edit_weight
+            )
+            assert loss.item() == pytest.approx(by_hand, rel=1e-5)
+    with pytest.raises(ConfigError, match="edit_weight"):
+        from refine.config import validate_config
+
+        validate_config(BaseTrainConfig, {"edit_weight": 0.0})
