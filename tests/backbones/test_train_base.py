@@ -197,44 +197,21 @@ FLOOR_CASES = dict(direct=40, indirect=0)
 FLOOR_SAMPLING = dict(steps=8, batch_size=40)
 
 
-@pytest.fixture(scope="module")
-def bundled_floor_scores():
-    """The bundled editor's judge scores on the floor cases, evaluated once for both floor tests."""
-    from refine.backbones.shapes import load_shapes_backbone
-
-    return evaluate_editor(load_shapes_backbone(), bench_subset(**FLOOR_CASES), **FLOOR_SAMPLING)
-
-
 @pytest.mark.slow
-def test_bundled_editor_reaches_the_quality_floor(bundled_floor_scores):
-    from refine.backbones.shapes import BUNDLED_EDITOR
+def test_bundled_editor_reaches_the_quality_floor():
+    from refine.backbones.shapes import BUNDLED_EDITOR, load_shapes_backbone
 
     size = sum(p.stat().st_size for p in BUNDLED_EDITOR.rglob("*") if p.is_file())
     assert size <= 20 * 2**20
     cases = bench_subset(**FLOOR_CASES)
     assert len(cases) == 40 and {c.phrasing for c in cases} == {"direct"}
-    scores = bundled_floor_scores
-    # The floor of the bundled editor (the 3900-step one measured O 0.09, CC 0.44, success 0.15 here;
-    # the 6300-step one that replaced it O 0.14, CC 0.49, success 0.18; an untrained one 0, 0.01, 0). The
-    # issue's target (O >= 0.5 on direct phrasings) is not reached yet: see
-    # refine/assets/shapes-editor/README.md; raise these floors when a longer run replaces it.
-    assert scores["overall"] >= 0.05 and scores["cc"] >= 0.3 and scores["success"] >= 0.1, scores
-
-
-@pytest.mark.slow
-def test_candidate_editor_beats_the_bundled_one_on_the_same_cases(bundled_floor_scores):
-    # refine/assets/shapes-editor-candidate: the bundled editor + 7000 object-weighted steps. Measured
-    # here: O 0.30, CC 0.57, success 0.20 (the bundled one: O 0.14, CC 0.49, success 0.18). Both editors
-    # together must stay within the package budget the issue sets for the editor (20 MB).
-    from refine.backbones.shapes import BUNDLED_EDITOR, load_shapes_backbone
-
-    candidate = BUNDLED_EDITOR.parent / "shapes-editor-candidate"
-    size = sum(p.stat().st_size for folder in (BUNDLED_EDITOR, candidate) for p in folder.rglob("*") if p.is_file())
-    assert size <= 20 * 2**20
-    bundled = bundled_floor_scores
-    scores = evaluate_editor(load_shapes_backbone(candidate), bench_subset(**FLOOR_CASES), **FLOOR_SAMPLING)
-    assert scores["overall"] >= 0.2 and scores["cc"] >= 0.45 and scores["success"] >= 0.15, scores
-    assert scores["overall"] > bundled["overall"] + 0.05, (scores, bundled)
+    scores = evaluate_editor(load_shapes_backbone(), cases, **FLOOR_SAMPLING)
+    # Measured here: the bundled editor (six stages, refine/assets/shapes-editor/README.md) O 0.40,
+    # CC 0.51, success 0.20; the 6300-step editor it replaced O 0.14, CC 0.49, success 0.18, stage 5's
+    # O 0.30, CC 0.57, success 0.20; an untrained one 0, 0.01, 0. The floors sit below the bundled
+    # figures by about the spread of 40 cases; the issue's target (O >= 0.5 on direct phrasings over
+    # shapes-bench) is not reached yet: raise them when a longer run replaces this editor.
+    assert scores["overall"] >= 0.3 and scores["cc"] >= 0.4 and scores["success"] >= 0.15, scores
 
 
 def test_object_weight_scales_the_loss_on_the_source_objects_only():
