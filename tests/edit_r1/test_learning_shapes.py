@@ -1,16 +1,18 @@
 """Edit-R1 learns on ShapeEdit: from the bundled editor, the judge's held-out reward climbs, and falls when flipped.
 
 The preset (examples/configs/edit_r1/shapes.yaml: reward mean(IF, CC) from ShapeEdit's judge, 8
-groups x 8 edits per iteration) shortened to ~5 CPU-minutes per run: 12 iterations at lr 3e-3.
-The held-out evaluation (36 shapes-bench cases, fixed sampling seed, EMA LoRA) always scores the
-true, unflipped reward.
+groups x 8 edits per iteration) shortened to a few CPU-minutes per run at lr 3e-3: 24 iterations as
+trained, 12 flipped (unlearning is faster than learning from an editor this good). The held-out
+evaluation (108 shapes-bench cases, fixed sampling seed, EMA LoRA) always scores the true,
+unflipped reward; 108 rather than the preset's 36 cases because on the current editor the first
+dozen iterations move the reward by ~0.01, about the 36-case evaluation's own wobble.
 
 The margin comes from benchmarks/RESULTS.md ("Edit-R1 on ShapeEdit: it learns, and unlearns"),
 where this exact configuration was run for three seeds in both directions: every seed rose and
 every flipped seed fell; a run that learnt nothing moves the held-out reward by exactly 0 (the
-judge is discrete and the evaluation deterministic). The two runs take ~5 minutes each: they are
-the suite's longest tests, and `--dist worksteal` (pyproject addopts) lets the second xdist
-worker take one of them instead of queueing both on one.
+judge is discrete and the evaluation deterministic). The runs take ~6.5 and ~3.5 minutes: they are
+the suite's longest tests, and `--dist worksteal` (pyproject addopts) lets the second xdist worker
+take one of them instead of queueing both on one.
 """
 
 from pathlib import Path
@@ -19,21 +21,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "examples" / "configs" / "edit_r1" / "shapes.yaml"
-SHORT = ["optim.lr=3e-3", "train.iterations=12", "eval.every=4", "train.seed=0", "log.checkpoint_every=0", "log.sample_every=0"]
-# Measured (benchmarks/RESULTS.md), seeds 0 / 1 / 2 after 12 iterations: +0.0209 / +0.0148 / +0.0065 as
-# trained, -0.0129 / -0.0236 / -0.0156 flipped. The margin holds for every seed measured.
+COMMON = ["optim.lr=3e-3", "eval.cases=108", "train.seed=0", "log.checkpoint_every=0", "log.sample_every=0"]
+# (reward_scale, iterations, eval.every). Measured (benchmarks/RESULTS.md), seeds 0 / 1 / 2:
+# as trained after 24 iterations +0.0231 / +0.0274 / +0.0085 (after 20: +0.0142 / +0.0155 / +0.0021, not
+# enough); flipped after 12 -0.0142 / -0.0102 / -0.0134.
+SCHEDULES = [(1.0, 24, 8), (-1.0, 12, 4)]
 MARGIN = 0.005
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reward_scale", [1.0, -1.0])
-def test_the_judge_reward_climbs_from_the_bundled_editor_and_falls_when_flipped(tmp_path, reward_scale):
+@pytest.mark.parametrize(("reward_scale", "iterations", "every"), SCHEDULES)
+def test_the_judge_reward_climbs_from_the_bundled_editor_and_falls_when_flipped(tmp_path, reward_scale, iterations, every):
     from refine.config import load_config
     from refine.edit_r1.config import EditR1Config
     from refine.edit_r1.train import train
 
-    config = load_config(EditR1Config, PRESET, [*SHORT, f"advantage.reward_scale={reward_scale}", f"log.output_dir={tmp_path}"])
+    overrides = [*COMMON, f"train.iterations={iterations}", f"eval.every={every}", f"advantage.reward_scale={reward_scale}"]
+    config = load_config(EditR1Config, PRESET, [*overrides, f"log.output_dir={tmp_path}"])
     result = train(config)
     before, after = result.eval_history[0][1], result.eval_history[-1][1]
-    assert [i for i, _ in result.eval_history] == [0, 4, 8, 12]
+    assert [i for i, _ in result.eval_history] == list(range(0, iterations + 1, every))
     assert reward_scale * (after - before) > MARGIN, (reward_scale, before, after)
