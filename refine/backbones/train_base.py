@@ -211,6 +211,7 @@ def flow_matching_loss(
     >>> loss.dim(), bool(loss > 0)
     (0, True)
     """
+    import torch
     import torch.nn.functional as F
 
     from refine.backbones.shapes import pack_pixels
@@ -225,12 +226,12 @@ def flow_matching_loss(
     if object_weight == 1.0 and edit_weight == 1.0:
         return F.mse_loss(output, wanted)
 
-    def packed(mask: "torch.Tensor") -> "torch.Tensor":  # (B, 1, H, W) bool -> (B, N, C) in {0, 1}
-        return (pack_pixels(mask.expand_as(source).float()) + 1.0) / 2.0  # pack maps [0, 1] to [-1, 1]
-
-    weight = 1.0 + (object_weight - 1.0) * packed(source_object_mask(source))
+    pixel_weight = torch.ones_like(source[:, :1])  # (B, 1, H, W); a mask is computed only when its weight is on
+    if object_weight != 1.0:
+        pixel_weight = pixel_weight + (object_weight - 1.0) * source_object_mask(source)
     if edit_weight != 1.0:
-        weight = weight + (edit_weight - 1.0) * packed(edited_pixel_mask(source, target))
+        pixel_weight = pixel_weight + (edit_weight - 1.0) * edited_pixel_mask(source, target)
+    weight = (pack_pixels(pixel_weight.expand_as(source)) + 1.0) / 2.0  # pack maps [0, 1] to [-1, 1]: undo it
     return (weight * (output - wanted) ** 2).sum() / weight.sum()
 
 

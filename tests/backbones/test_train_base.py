@@ -214,8 +214,24 @@ def test_bundled_editor_reaches_the_quality_floor():
     assert scores["overall"] >= 0.3 and scores["cc"] >= 0.4 and scores["success"] >= 0.15, scores
 
 
+def squared_velocity_error(backbone, source, target, ids, mask, t, noise):
+    """Per-element squared error of the velocity, written out by hand: what the weighted losses reduce."""
+    from refine.backbones.shapes import pack_pixels
+
+    x0 = pack_pixels(target)
+    x_t = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * noise
+    return (backbone(x_t, t, pack_pixels(source), ids, mask) - (noise - x0)) ** 2
+
+
+def packed_mask(mask, like):
+    """(B, 1, H, W) bool -> (B, N, C) float in {0, 1}, laid out like the packed latents of `like`."""
+    from refine.backbones.shapes import pack_pixels
+
+    return (pack_pixels(mask.expand_as(like).float()) > 0).float()
+
+
 def test_object_weight_scales_the_loss_on_the_source_objects_only():
-    from refine.backbones.shapes import build_shapes_backbone, pack_pixels
+    from refine.backbones.shapes import build_shapes_backbone
     from refine.backbones.train_base import source_object_mask
 
     backbone = build_shapes_backbone(layers=1, width=32, heads=2, seed=0).eval()
@@ -224,10 +240,8 @@ def test_object_weight_scales_the_loss_on_the_source_objects_only():
     # the background is each image's most common colour; its objects are what is left (here 2-25% of the pixels)
     assert 0.02 < objects.float().mean() < 0.25
     with torch.no_grad():
-        x0 = pack_pixels(target)
-        x_t = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * noise
-        squared = (backbone(x_t, t, pack_pixels(source), ids, mask) - (noise - x0)) ** 2
-        weight = 1 + 4 * (pack_pixels(objects.expand_as(source).float()) > 0).float()
+        squared = squared_velocity_error(backbone, source, target, ids, mask, t, noise)
+        weight = 1 + 4 * packed_mask(objects, source)
         by_hand = float((weight * squared).sum() / weight.sum())
         assert flow_matching_loss(backbone, source, target, ids, mask, t, noise, object_weight=5.0).item() == pytest.approx(by_hand, rel=1e-5)
         assert flow_matching_loss(backbone, source, target, ids, mask, t, noise).item() == pytest.approx(float(squared.mean()), rel=1e-5)
@@ -238,7 +252,7 @@ def test_object_weight_scales_the_loss_on_the_source_objects_only():
 
 
 def test_edit_weight_scales_the_loss_on_the_changed_pixels_and_adds_to_the_object_weight():
-    from refine.backbones.shapes import build_shapes_backbone, pack_pixels
+    from refine.backbones.shapes import build_shapes_backbone
     from refine.backbones.train_base import edited_pixel_mask, source_object_mask
 
     backbone = build_shapes_backbone(layers=1, width=32, heads=2, seed=0).eval()
@@ -248,15 +262,11 @@ def test_edit_weight_scales_the_loss_on_the_changed_pixels_and_adds_to_the_objec
     assert edited.flatten(1).any(dim=1).all() and edited.float().mean() < 0.5
     assert not torch.equal(edited, source_object_mask(source))  # a different mask from the object weight's
 
-    def packed(m):
-        return (pack_pixels(m.expand_as(source).float()) > 0).float()
-
+    objects = packed_mask(source_object_mask(source), source)
     with torch.no_grad():
-        x0 = pack_pixels(target)
-        x_t = (1 - t.view(-1, 1, 1)) * x0 + t.view(-1, 1, 1) * noise
-        squared = (backbone(x_t, t, pack_pixels(source), ids, mask) - (noise - x0)) ** 2
+        squared = squared_velocity_error(backbone, source, target, ids, mask, t, noise)
         for object_weight, edit_weight in [(1.0, 4.0), (5.0, 4.0)]:
-            weight = 1 + (object_weight - 1) * packed(source_object_mask(source)) + (edit_weight - 1) * packed(edited)
+            weight = 1 + (object_weight - 1) * objects + (edit_weight - 1) * packed_mask(edited, source)
             by_hand = float((weight * squared).sum() / weight.sum())
             loss = flow_matching_loss(
                 backbone, source, target, ids, mask, t, noise, object_weight=object_weight, edit_weight=edit_weight

@@ -7,7 +7,7 @@ evaluation (108 shapes-bench cases, fixed sampling seed, EMA LoRA) always scores
 unflipped reward; 108 rather than the preset's 36 cases because on the current editor the first
 dozen iterations move the reward by ~0.01, about the 36-case evaluation's own wobble.
 
-The margin comes from benchmarks/RESULTS.md ("Edit-R1 on ShapeEdit: it learns, and unlearns"),
+The margin comes from benchmarks/RESULTS.md ("It learns, and unlearns: the current bundled editor"),
 where this exact configuration was run for three seeds in both directions: every seed rose and
 every flipped seed fell; a run that learnt nothing moves the held-out reward by exactly 0 (the
 judge is discrete and the evaluation deterministic). The runs take ~6.5 and ~3.5 minutes: they are
