@@ -30,7 +30,7 @@ SCHEDULES = [(1.0, 24, 8), (-1.0, 24, 8)]
 MARGIN = 0.005
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=6.5)
 @pytest.mark.parametrize(("reward_scale", "iterations", "every"), SCHEDULES)
 def test_the_judge_reward_climbs_from_the_bundled_editor_and_falls_when_flipped(tmp_path, reward_scale, iterations, every):
     from refine.config import load_config
