@@ -29,13 +29,14 @@ def pytest_collection_modifyitems(config, items):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
     fast = [item for item in items if not item.get_closest_marker("slow")]
-    slow.sort(key=lambda item: -item.get_closest_marker("slow").kwargs.get("minutes", 0.5))
+    slow.sort(key=lambda item: item.get_closest_marker("slow").kwargs.get("minutes", 0.5), reverse=True)
     ordered = []
     for worker in range(workers):
-        # worksteal's first split: worker w gets len(pending) // (workers - w) of what is left
+        # worksteal's first split: worker w gets len(pending) // (workers - w) of what is left, so
+        # the last worker's slice is everything left
         share = (len(items) - len(ordered)) // (workers - worker)
         own_slow = slow[worker::workers]
-        ordered += own_slow + fast[: max(0, share - len(own_slow))]
-        fast = fast[max(0, share - len(own_slow)):]
-    ordered += fast
+        take = max(0, share - len(own_slow))
+        ordered += own_slow + fast[:take]
+        fast = fast[take:]
     items[:] = ordered

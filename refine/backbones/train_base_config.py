@@ -121,7 +121,7 @@ class BaseTrainConfig(RefineConfig):
         "relative to the rest. Most edits act on objects that cover ~10% of the image, so their share of the "
         "gradient is small; the weight depends on the source only, which keeps the optimum unbiased. 5 raised IF "
         "0.23 -> 0.28 at the same CC in a 2000-step fine-tune (benchmarks/RESULTS.md, 'the colour word never "
-        "reaches the object'); the bundled editor's stages 5 and 6 use 5 (refine/assets/shapes-editor/README.md).",
+        "reaches the object'); the bundled editor's stages 5-7 use 5 (refine/assets/shapes-editor/README.md).",
     )
     edit_weight: float = Field(
         1.0,
@@ -129,8 +129,8 @@ class BaseTrainConfig(RefineConfig):
         description="Loss weight of the pixels the edit changes (target != source) relative to the rest; adds to "
         "object_weight where both apply. It looks at the target, but ShapeEdit's targets are deterministic given "
         "(source, instruction), so it only reallocates the gradient: an added shape covers ~2% of the pixels, and "
-        "object_weight (source pixels only) cannot reach it. The bundled editor's stage 6 uses 5 (O on direct "
-        "phrasings 0.28 -> 0.40, add 0.00 -> 0.38; benchmarks/RESULTS.md, 'the edit-weighted stage').",
+        "object_weight (source pixels only) cannot reach it. The bundled editor's stages 6 and 7 use 5 (O on direct "
+        "phrasings 0.28 -> 0.40 -> 0.50 on 180 cases; benchmarks/RESULTS.md, 'the edit-weighted stage', 'stage 7').",
     )
     timesteps: TimestepConfig = Field(default_factory=TimestepConfig, description="Training-time distribution of t.")
     max_steps: int = Field(4000, ge=1, description="Optimizer steps.")
