@@ -129,7 +129,7 @@ class BaseTrainConfig(RefineConfig):
         description="Loss weight of the pixels the edit changes (target != source) relative to the rest; adds to "
         "object_weight where both apply. It looks at the target, but ShapeEdit's targets are deterministic given "
         "(source, instruction), so it only reallocates the gradient: an added shape covers ~2% of the pixels, and "
-        "object_weight (source pixels only) cannot reach it. The bundled editor's stages 6 and 7 use 5 (O on direct "
+        "object_weight (source pixels only) cannot reach it. The bundled editor's stages 6-8 use 5 (O on direct "
         "phrasings 0.28 -> 0.40 -> 0.50 on 180 cases; benchmarks/RESULTS.md, 'the edit-weighted stage', 'stage 7').",
     )
     timesteps: TimestepConfig = Field(default_factory=TimestepConfig, description="Training-time distribution of t.")
