@@ -39,6 +39,7 @@ def main() -> None:
 
     from refine.backbones.shapes import load_shapes_backbone
     from refine.backbones.train_base import evaluate_editor, evaluate_multiturn, score_cases, summarize_scores
+    from refine.compare.stats import difference_ci
     from refine.shapes.data import load_split
 
     torch.set_num_threads(args.threads)
@@ -84,10 +85,11 @@ def main() -> None:
         print(f"| {label} | {groups['direct']['overall']:.2f} | {groups['indirect']['overall']:.2f} | "
               f"{groups['direct']['success']:.2f} | {groups['indirect']['success']:.2f} |")
     print(f"\nall phrasings: O {s['overall']:.3f}, IF {s['if']:.3f}, CC {s['cc']:.3f}, PQ {s['pq']:.3f}, success {s['success']:.3f}")
-    gap = _phrasing_gap(rows)
-    if gap is not None:
-        report["direct_minus_indirect"] = gap
-        print(f"O direct - O indirect: {gap['mean']:+.3f} (95% bootstrap interval [{gap['low']:+.3f}, {gap['high']:+.3f}])")
+    # the phrasings are different cases (scenes and edits), so the two groups are resampled independently
+    gap = difference_ci([r["overall"] for r in rows if r["phrasing"] == "direct"],
+                        [r["overall"] for r in rows if r["phrasing"] == "indirect"], resamples=2000)
+    report["direct_minus_indirect"] = gap.to_json()
+    print(f"O direct - O indirect: {gap.mean:+.3f} (95% bootstrap interval [{gap.low:+.3f}, {gap.high:+.3f}])")
 
     if args.mt_limit != 0:
         sequences = load_split("shapes-mt")[: args.mt_limit or None]
@@ -100,28 +102,6 @@ def main() -> None:
             print(f"| {t} | {succ:.2f} | {if_:.2f} | {cc:.2f} |")
     print(f"\n({time.perf_counter() - started:.0f} s)")
     _write(args.json, report)
-
-
-def _phrasing_gap(rows) -> dict | None:
-    """Mean O on direct phrasings minus mean O on indirect ones, with a 95% bootstrap interval.
-
-    The two phrasings are different cases (different scenes and edits, 30 per category each), so
-    the interval resamples the two groups independently; it says whether "indirect is lower" is
-    more than case-to-case luck.
-    """
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    direct = np.array([r["overall"] for r in rows if r["phrasing"] == "direct"])
-    indirect = np.array([r["overall"] for r in rows if r["phrasing"] == "indirect"])
-    if len(direct) < 2 or len(indirect) < 2:
-        return None
-    result = bootstrap(
-        (direct, indirect), lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis), method="percentile",
-        n_resamples=2000, random_state=np.random.default_rng(0), vectorized=True,
-    )
-    low, high = result.confidence_interval
-    return {"mean": float(direct.mean() - indirect.mean()), "low": float(low), "high": float(high)}
 
 
 def _write(path, report) -> None:

@@ -12,7 +12,8 @@ Example:
 `paired_deltas` gives each entry's difference to a reference entry on the same (case, seed) pairs,
 with its own bootstrap interval: entries of one comparison share cases and seeds, so the paired
 difference cancels the case-to-case variance and resolves gaps that overlapping per-entry
-intervals cannot (the run-to-run noise the Inline Critic paper warns about for ImgEdit).
+intervals cannot (the run-to-run noise the Inline Critic paper warns about for ImgEdit). `difference_ci` is the unpaired version,
+for two groups of different cases (e.g. shapes-bench's direct against its indirect phrasings).
 
 Intervals are percentile bootstrap intervals over cases (scipy.stats.bootstrap, fixed seed, so a
 rerun prints the same numbers). Percentile rather than BCa because judge scores are often
@@ -80,6 +81,33 @@ def mean_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> Me
         )
     low, high = result.confidence_interval
     return MeanCI(mean, float(low), float(high))
+
+
+def difference_ci(a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0) -> MeanCI:
+    """mean(a) - mean(b) of two independent groups, with a percentile-bootstrap 95% interval.
+
+    For groups of different cases (no pairing; `paired_deltas` is for the same cases): each group
+    is resampled on its own. With fewer than two values in a group the interval collapses to the
+    difference.
+
+    >>> d = difference_ci([0.5, 0.7, 0.6, 0.8], [0.1, 0.3, 0.2, 0.4])
+    >>> round(d.mean, 6), 0.1 < d.low < d.mean < d.high < 0.7
+    (0.4, True)
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    diff = float(x.mean() - y.mean()) if x.size and y.size else float("nan")
+    if x.size < 2 or y.size < 2:
+        return MeanCI(diff, diff, diff)
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in mean_ci: degenerate resamples warn, the interval holds
+        result = bootstrap(
+            (x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), confidence_level=0.95,
+            n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed), vectorized=True,
+        )
+    low, high = result.confidence_interval
+    return MeanCI(diff, float(low), float(high))
 
 
 def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str], resamples: int = 1000) -> list[SummaryRow]:

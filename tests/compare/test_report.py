@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from refine.compare import run_compare
-from refine.compare.stats import mean_ci, summarize
+from refine.compare.stats import difference_ci, mean_ci, summarize
 
 
 class Page(HTMLParser):
@@ -86,6 +86,16 @@ def test_mean_ci_is_a_deterministic_bootstrap_interval_around_the_mean():
     assert narrow.high - narrow.low < first.high - first.low  # more cases, tighter interval
     assert mean_ci([0.7]).low == mean_ci([0.7]).high == 0.7
     assert mean_ci([0.2, 0.2, 0.2]).low == pytest.approx(0.2) == mean_ci([0.2, 0.2, 0.2]).high
+
+
+def test_difference_ci_resamples_two_independent_groups():
+    high, low = [0.6, 0.9] * 20, [0.4, 0.7] * 30  # different sizes: nothing is paired
+    first, second = difference_ci(high, low), difference_ci(high, low)
+    assert first == second and first.mean == pytest.approx(0.2)
+    assert 0.1 < first.low < 0.2 < first.high < 0.3
+    level = difference_ci([0.0, 1.0] * 20, [1.0, 0.0] * 20)
+    assert level.low < 0 < level.high  # equal means: the interval straddles zero
+    assert difference_ci([0.7], [0.2, 0.4]).low == difference_ci([0.7], [0.2, 0.4]).high == pytest.approx(0.4)
 
 
 def test_summarize_skips_unscored_items_and_orders_rows():
