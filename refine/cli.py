@@ -15,6 +15,7 @@ Subsystems add commands by import path in the tables below, so importing this mo
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -31,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(help="Inspect and check configs and presets.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a strategy from a config (YAML + key.sub=value overrides).", no_args_is_help=True)
@@ -134,10 +136,51 @@ def _attach_plugins() -> None:
 _attach_plugins()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: runs the app and turns `RefineError`s into one line + exit 2."""
-    import click
+def _click_exception_types() -> dict[str, tuple[type, ...]]:
+    """The exception classes of every click in play, grouped by role.
 
+    typer >= 0.29 bundles its own copy of click (`typer._click`) and raises that copy's exceptions,
+    while older typer raises the standalone `click`'s; a user may have either, so both are caught
+    by role instead of by one module's classes.
+    """
+    modules = []
+    for name in ("typer._click", "click"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    exceptions = [getattr(module, "exceptions", None) for module in modules]
+    exceptions = [e for e in exceptions if e is not None]
+
+    def collect(attr: str) -> tuple[type, ...]:
+        return tuple(getattr(e, attr) for e in exceptions if hasattr(e, attr))
+
+    return {
+        "no_args": collect("NoArgsIsHelpError"),
+        "usage": collect("UsageError"),
+        "click": collect("ClickException"),
+        "exit": collect("Exit") + (typer.Exit,),
+        "abort": collect("Abort") + (typer.Abort,),
+    }
+
+
+def _usage_line(err: Exception) -> str:
+    """One line for a usage error: what was wrong, and the help command of the command it hit."""
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    message = " ".join(message.split())
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "refine"
+    return f"{message} (see '{command} --help')"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every failure the user caused ends in one red line and exit 2.
+
+    `RefineError`s (bad input, bad config, backend down) and usage errors (unknown option, missing
+    argument, bad value) print one line; bare `refine` or a group without a command prints its help;
+    both exit with code 2. `refine --debug ...` re-raises instead, with the traceback.
+    """
+    kinds = _click_exception_types()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
@@ -147,16 +190,30 @@ def main(argv: list[str] | None = None) -> None:
     except RefineError as err:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        _error(str(err))
         sys.exit(2)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except kinds["no_args"] as err:  # bare `refine` or `refine config`: show what there is to run
+        typer.echo(err.ctx.get_help() if getattr(err, "ctx", None) is not None else "see 'refine --help'")
+        sys.exit(2)
+    except kinds["usage"] as err:
+        if debug:
+            raise
+        _error(_usage_line(err))
+        sys.exit(2)
+    except kinds["exit"] as err:
+        sys.exit(getattr(err, "exit_code", 0))
+    except kinds["abort"]:
         err_console.print("[red]aborted[/red]")
         sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+    except kinds["click"] as err:
+        if debug:
+            raise
+        _error(" ".join(err.format_message().split()))
+        sys.exit(getattr(err, "exit_code", 1) or 1)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
         sys.exit(130)
+
+
+def _error(line: str) -> None:
+    err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True, markup=True)

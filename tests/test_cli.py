@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import Field
@@ -77,3 +78,46 @@ def test_console_script_exit_code_without_traceback(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "missing.yaml" in proc.stderr
+
+
+def _console_script() -> str:
+    """The installed `refine` script of this interpreter (what a user types), not `python -c`."""
+    script = Path(sys.executable).with_name("refine")
+    assert script.exists(), f"the refine console script is not installed next to {sys.executable}"
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["config", "show"], "Missing argument 'preset'"),
+        (["train", "base", "--config"], "'--config' requires an argument"),
+        (["edit", "--no-such-option"], "No such option: --no-such-option"),
+        (["shapes", "show", "--n", "abc"], "'--n'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+    ids=["missing-argument", "missing-option-value", "unknown-option", "bad-value", "unknown-command"],
+)
+def test_usage_errors_through_the_console_script_are_one_line_exit_2(argv, expected):
+    proc = subprocess.run([_console_script(), *argv], capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "--help" in lines[0]  # it says where to look
+
+
+@pytest.mark.parametrize("argv", [[], ["config"], ["train"]], ids=["bare", "config", "train"])
+def test_a_group_without_a_command_prints_its_help_and_exits_2(argv):
+    proc = subprocess.run([_console_script(), *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip() == ""
+    assert "Usage: refine" in proc.stdout and "Commands" in proc.stdout
+
+
+def test_short_help_flag_prints_help():
+    proc = subprocess.run([_console_script(), "-h"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: refine" in proc.stdout
+    proc = subprocess.run([_console_script(), "config", "show", "-h"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Usage: refine config show" in proc.stdout

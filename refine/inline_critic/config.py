@@ -5,12 +5,11 @@ Example:
     >>> cfg = InlineCriticConfig(method="three_stage", num_probes=2)
     >>> cfg.stage1.steps, cfg.stage3.lambda_critic
     (300, 0.1)
-    >>> InlineCriticConfig(method="lora", lora=None)
-    Traceback (most recent call last):
-    ...
-    pydantic_core._pydantic_core.ValidationError: 1 validation error for InlineCriticConfig
-      Value error, method 'lora' needs a lora section (rank, alpha, target_modules); add `lora: {rank: 8}` [type=value_error, input_value={'method': 'lora', 'lora': None}, input_type=dict]
-        For further information visit https://errors.pydantic.dev/2.13/v/value_error
+    >>> try:  # our part of pydantic's message; its wrapper text and URL change between releases
+    ...     InlineCriticConfig(method="lora", lora=None)
+    ... except ValueError as err:
+    ...     print("method 'lora' needs a lora section" in str(err))
+    True
 
 Methods (paper Tab. 5):
 * three_stage: stage 1 probes -> stage 2 masked critic -> stage 3 unmasked joint training.
