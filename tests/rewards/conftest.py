@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from PIL import Image, ImageDraw
 
 from refine._compat import ensure_torchvision_importable
 from refine.testing import tiny_dinov2_dir, tiny_vlm_dir
+from refine.testing.stub_openai import FakeServer
 
 ensure_torchvision_importable()
 
@@ -60,65 +58,6 @@ def local_vlm(tiny_vlm_path):
 @pytest.fixture(scope="session")
 def dinov2_path() -> Path:
     return tiny_dinov2_dir()
-
-
-class FakeServer:
-    """An OpenAI-style HTTP server on 127.0.0.1 answering with `respond(body) -> (status, json)`.
-
-    Records every request body and the largest number of requests in flight at once.
-    """
-
-    def __init__(self, respond: Callable[[dict], tuple[int, dict]], delay: float = 0.0) -> None:
-        self.respond = respond
-        self.delay = delay
-        self.models = ["served-model"]
-        self.bodies: list[dict] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                import time
-
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.bodies.append(body)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.delay)
-                    status, data = server.respond(body)
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-                payload = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self):  # noqa: N802 - GET /v1/models
-                payload = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in server.models]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

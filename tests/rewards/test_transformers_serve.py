@@ -64,3 +64,21 @@ def test_logit_mode_against_a_server_without_logprobs_is_a_clear_error(served, m
     judge = MLLMJudge(OpenAICompatibleVLM(base_url, model=model, max_retries=0), mode="score_logit")
     with pytest.raises(BackendError, match=r"127\.0\.0\.1:\d+/v1/chat/completions .*--max-logprobs"):
         judge([make_scene(1)], [make_scene(2)], ["add a cat"], [{}])
+
+
+def test_a_pool_of_two_servers_survives_one_going_down(served, tiny_vlm_path, make_scene, tmp_path):
+    base_url, model = served
+    local = TransformersVLM(tiny_vlm_path, batch_size=1)
+    chats = conversations(make_scene) * 3
+    expected = [t.strip() for t in local.generate(chats, max_new_tokens=6, temperature=0.0)]
+    with transformers_serve(tiny_vlm_path, log_path=tmp_path / "second.log") as (second_url, _):
+        pool = OpenAICompatibleVLM([base_url, second_url], model=model, timeout=60, max_concurrency=1, backoff=0.0,
+                                   breaker_failures=1)
+        assert pool.generate(chats, max_new_tokens=6) == expected
+        sent = {s["url"]: s["sent"] for s in pool.pool.stats()}
+        assert sent[base_url] > 0 and sent[second_url] > 0  # both servers did work
+    # The second server is gone: the same batch still comes back whole and in order.
+    assert pool.generate(chats, max_new_tokens=6) == expected
+    second = next(s for s in pool.pool.stats() if s["url"] == second_url)
+    assert second["failures"] >= 1 and second["state"] == "open"
+    pool.close()
