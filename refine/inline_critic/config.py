@@ -118,7 +118,7 @@ class InlineCriticConfig(RefineConfig):
     save_every: int = Field(100, ge=1, description="checkpoint every N optimizer steps (and at the end of each stage)")
     log_every: int = Field(10, ge=1, description="log metrics to metrics.jsonl every N steps")
     eval_every: int = Field(0, ge=0, description="validation flow-matching loss every N steps (0: only at stage ends)")
-    resume: bool = Field(True, description="resume from output_dir/checkpoint if it exists")
+    resume: bool = Field(True, description="resume from the newest checkpoint in output_dir/checkpoints/ and skip finished stages")
     progress: bool = Field(True, description="show a progress bar")
 
     @model_validator(mode="after")
