@@ -30,7 +30,7 @@ def main() -> None:
     import torch
 
     from refine.backbones.shapes import load_shapes_backbone, pack_pixels  # first: makes diffusers importable
-    from refine.backbones.train_base import ShapesBatches
+    from refine.shapes.editor_training.data import ShapesBatches
 
     from _harness import QwenAttentionRecorder
 

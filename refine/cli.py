@@ -50,7 +50,7 @@ COMMANDS: dict[str, str] = {
 }
 # name -> "module:function" added under `refine train NAME`.
 TRAIN_COMMANDS: dict[str, str] = {
-    "base": "refine.backbones.train_base:cli",
+    "base": "refine.shapes.editor_training.train:cli",
     "edit-r1": "refine.edit_r1.train:cli",
     "inline-critic": "refine.inline_critic.train:cli",
 }

@@ -46,6 +46,19 @@ def decay_at(iteration: int, *, flat: int = 0, rate: float = 0.001, maximum: flo
     return float(min(rate * max(iteration - flat, 0), maximum))
 
 
+def warmup_decay(update: int, maximum: float) -> float:
+    """The EMA decay of update `update` (0-based) with the usual warm-up: 0, then ``min((1 + u) / (10 + u), maximum)``.
+
+    The schedule of diffusers' `EMAModel` (without `use_ema_warmup`), which the base editor was
+    trained with: the first update copies the weights and the average lengthens as training does.
+
+    Example:
+        >>> [round(warmup_decay(u, 0.999), 3) for u in (0, 1, 10, 10**6)]
+        [0.0, 0.182, 0.55, 0.999]
+    """
+    return 0.0 if update <= 0 else float(min((1 + update) / (10 + update), maximum))
+
+
 class ShadowWeights:
     """A detached copy of a list of parameters that can follow them (EMA) or stand in for them.
 

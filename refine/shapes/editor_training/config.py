@@ -1,7 +1,7 @@
 """`BaseTrainConfig`: every setting of the ShapeEdit editor's base training, in one validated model.
 
 Example:
-    >>> from refine.backbones.train_base_config import BaseTrainConfig
+    >>> from refine.shapes.editor_training.config import BaseTrainConfig
     >>> config = BaseTrainConfig(max_steps=1000, decay_steps=200, model={"layers": 2, "width": 32, "heads": 2})
     >>> config.model.width, config.timesteps.sampling
     (32, 'uniform')
@@ -11,7 +11,7 @@ Example:
     ...
     refine.errors.ConfigError: warmup_steps=20 must be smaller than max_steps=10; lower warmup_steps or raise max_steps
 
-Kept free of torch so `refine config show base/shapes` stays fast. The loop is in `train_base.py`.
+Kept free of torch so `refine config show base/shapes` stays fast. The loop is in `train.py` beside it.
 """
 
 from __future__ import annotations
