@@ -46,7 +46,7 @@ GROUPS: dict[str, str] = {
 # name -> "module:function" added as a top-level command (refine NAME ...).
 COMMANDS: dict[str, str] = {
     "compare": "refine.compare.cli:compare",
-    "edit": "refine.rollout.cli:edit",
+    "edit": "refine.commands.edit:edit",
 }
 # name -> "module:function" added under `refine train NAME`.
 TRAIN_COMMANDS: dict[str, str] = {
