@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/shapes_editor_copy_attention.py                                  # the bundled editor
-    python benchmarks/shapes_editor_copy_attention.py --editor runs/base-shapes-v2/checkpoints/step-0002000/editor
+    python benchmarks/shapes_editor_copy_attention.py --editor runs/base-shapes-v2/checkpoints/checkpoint-002000/editor
 
 An editor keeps what an instruction does not touch by copying it from the source image, which sits
 in the same token stream (Qwen-Image-Edit's layout: 64 noise tokens, then 64 source tokens, the

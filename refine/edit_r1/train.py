@@ -18,13 +18,16 @@ One iteration of the loop in `train` (numbered as in the code):
 1. take the iteration's requests (position-addressed: resume-safe);
 2. roll out this process's slice of the G edits per request with the OLD policy (DPM-Solver,
    the backbone's CFG; each sample seeded by (iteration, request, sample), whatever the process);
-3. score them with the reward (failures -> NaN, counted, masked);
+3. score them with the reward (failures -> NaN, counted, masked); when no sample of the iteration
+   got a reward, nothing is trained or saved and the iteration is tried again (at most
+   `train.max_reward_failures` times in a row, then the run stops naming the reward);
 4. gather the raw rewards of all processes; group-normalise them (global or group std) into
    advantages, filter low-std groups, map to optimality r (eq. 7);
 5. update the trained policy with the NFT loss on the forward process (`update.nft_update`);
 6. move the old policy towards the trained one (decay schedule) and update the EMA;
 7. log metrics (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
-8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters).
+8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters;
+   `refine.training`). A resume first compares the config with the saved one (`RESUME_SAFE`).
 All randomness is derived from (seed, iteration, request, sample) for rollouts and (seed,
 iteration, process) for training noise, so a resumed run repeats exactly what the uninterrupted
 run would have done.
