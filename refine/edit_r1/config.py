@@ -175,6 +175,7 @@ class LogConfig(RefineConfig):
 
     output_dir: str = Field("runs/edit_r1", description="Folder of metrics.jsonl, samples/, checkpoints and the final LoRA.")
     tensorboard: bool = Field(False, description="Also write TensorBoard events to output_dir/tensorboard.")
+    wandb_project: str | None = Field(None, description="Also log the metric rows to this wandb project (needs `pip install wandb`).")
     sample_every: int = Field(0, ge=0, description="Save a grid of evaluation edits every N iterations; 0: never.")
     sample_requests: int = Field(4, ge=1, description="Requests in each sample grid.")
     checkpoint_every: int = Field(10, ge=0, description="Checkpoint every N iterations (and at the end); 0: end only.")

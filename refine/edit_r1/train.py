@@ -129,7 +129,7 @@ def train(
     resume_from = ckpt.latest_checkpoint(out) if config.log.resume else None
     if resume_from is not None:
         done = ckpt.read_json(resume_from, "state")["iteration"]
-        check_resume_config(out, config.to_yaml(), safe=RESUME_SAFE, progress=("train.iterations", done), write=main)
+        check_resume_config(out, config, safe=RESUME_SAFE, progress=("train.iterations", done), write=main)
     elif main:
         out.mkdir(parents=True, exist_ok=True)
         (out / SAVED).write_text(config.to_yaml())
@@ -171,7 +171,8 @@ def train(
         if config.eval.benchmark
         else []
     )
-    logger = MetricsLogger(out, tensorboard=config.log.tensorboard, enabled=main)
+    logger = MetricsLogger(out, tensorboard=config.log.tensorboard, wandb_project=config.log.wandb_project, enabled=main,
+                           run_config=config.model_dump(mode="json"))
     rollout_log = MetricsLogger(out / "rollouts", filename=f"rank{rank}.jsonl")
 
     # ---- resume ----------------------------------------------------------------------------------

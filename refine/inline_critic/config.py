@@ -117,6 +117,7 @@ class InlineCriticConfig(RefineConfig):
     output_dir: str = Field("runs/inline_critic", description="where checkpoints, logs and the final critic weights go")
     save_every: int = Field(100, ge=1, description="checkpoint every N optimizer steps (and at the end of each stage)")
     log_every: int = Field(10, ge=1, description="log metrics to metrics.jsonl every N steps")
+    wandb_project: str | None = Field(None, description="also log the metric rows to this wandb project (needs `pip install wandb`)")
     eval_every: int = Field(0, ge=0, description="validation flow-matching loss every N steps (0: only at stage ends)")
     resume: bool = Field(True, description="resume from the newest checkpoint in output_dir/checkpoints/ and skip finished stages")
     progress: bool = Field(True, description="show a progress bar")

@@ -332,7 +332,7 @@ def checkpoint_root(output_dir: str | Path, stage: str) -> Path:
     return Path(output_dir) / "checkpoints" / f"stage-{stage}"
 
 
-RESUME_SAFE: tuple[str, ...] = ("output_dir", "resume", "progress", "log_every", "eval_every", "save_every", "stage1.steps", "stage2.steps", "stage3.steps")
+RESUME_SAFE: tuple[str, ...] = ("output_dir", "resume", "progress", "log_every", "wandb_project", "eval_every", "save_every", "stage1.steps", "stage2.steps", "stage3.steps")
 """Config fields a resumed run may change (a stage's steps: upward, the cosine schedule stretches to
 the new length); so may every setting of a stage that has not started. Anything else is refused."""
 
@@ -349,7 +349,7 @@ def _check_resume(config: InlineCriticConfig, output_dir: Path, is_main: bool) -
             (output_dir / SAVED).write_text(config.to_yaml())  # what `refine critic analyze RUN` reads back
         return
     untouched = {STAGES[key].config_key for key in STAGES} - {STAGES[key].config_key for key in started}
-    check_resume_config(output_dir, config.to_yaml(), safe=[*RESUME_SAFE, *(f"{key}.*" for key in sorted(untouched))], write=is_main)
+    check_resume_config(output_dir, config, safe=[*RESUME_SAFE, *(f"{key}.*" for key in sorted(untouched))], write=is_main)
 
 
 def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backbone=None) -> dict[str, Any]:
@@ -382,7 +382,8 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
     if config.method == "lora":
         add_lora(backbone, config)
     val_pairs = validation_pairs(config.data)
-    metrics_log = MetricsLogger(output_dir, enabled=is_main, step_key="step")
+    metrics_log = MetricsLogger(output_dir, enabled=is_main, step_key="step", wandb_project=config.wandb_project,
+                                run_config=config.model_dump(mode="json"))
     summary: dict[str, Any] = {"method": config.method, "stages": {}, "output_dir": str(output_dir)}
 
     with attach_critic(backbone.transformer, layers=()) as plain:  # the frozen backbone, for reference

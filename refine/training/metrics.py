@@ -78,7 +78,9 @@ class MetricsLogger:
                 self._writer.add_scalar(key, value, step)
             self._writer.flush()
         if self._wandb is not None:
-            self._wandb.log(numbers, step=step)
+            # the step as a value, not wandb's `step=`: the inline critic's steps restart with each
+            # stage and wandb drops rows whose `step=` goes backwards
+            self._wandb.log({**numbers, self.step_key: step})
 
     def resume_at(self, step: int | None) -> None:
         """Start of a run: None (fresh) empties the file; a step drops the rows logged after it."""

@@ -32,11 +32,14 @@ import fnmatch
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import yaml
 
 from refine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from refine.config import RefineConfig
 
 SAVED = "config.yaml"
 HISTORY = "config-changes.jsonl"
@@ -65,7 +68,7 @@ def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tupl
 
 def check_resume_config(
     output_dir: str | Path,
-    config_yaml: str,
+    config: "RefineConfig | str",
     *,
     safe: Iterable[str] = (),
     progress: tuple[str, int] | None = None,
@@ -75,7 +78,9 @@ def check_resume_config(
 
     Args:
         output_dir: the run folder holding `config.yaml` (no file: nothing to compare, {} returned).
-        config_yaml: the new config as YAML (`RefineConfig.to_yaml()`).
+        config: the new config (a `RefineConfig`, or its YAML). With a config object, a field the
+            saved file lacks (added by a later version of refine) counts as unchanged when the new
+            value is the field's default, so runs resume across upgrades.
         safe: dotted keys (fnmatch patterns such as "log.*") that may change on resume.
         progress: (dotted key of the run length, units done): a new length below what the saved run
             has done is an error that says so.
@@ -83,7 +88,10 @@ def check_resume_config(
             (False on non-main processes).
     """
     output_dir = Path(output_dir)
+    config_yaml = config if isinstance(config, str) else config.to_yaml()
     new = yaml.safe_load(config_yaml) or {}
+    # model_construct: the defaults without validation (some configs' defaults alone do not validate)
+    defaults = {} if isinstance(config, str) else flatten(yaml.safe_load(type(config).model_construct().to_yaml()) or {})
     if progress is not None:
         key, done = progress
         wanted = flatten(new).get(key)
@@ -96,7 +104,10 @@ def check_resume_config(
     if not saved_file.is_file():
         return {}
     saved = yaml.safe_load(saved_file.read_text()) or {}
-    changes = config_changes(saved, new)
+    changes = {
+        key: (old, value) for key, (old, value) in config_changes(saved, new).items()
+        if not (old == _UNSET and key in defaults and defaults[key] == value)
+    }
     patterns = list(safe)
     refused = {k: v for k, v in changes.items() if not any(fnmatch.fnmatchcase(k, p) for p in patterns)}
     if refused:

@@ -25,8 +25,8 @@ def test_wandb_gets_the_numbers_and_a_resume_continues_the_same_run(tmp_path, mo
     calls = []
 
     class Run:
-        def log(self, numbers, step):
-            calls.append(("log", numbers, step))
+        def log(self, numbers):
+            calls.append(("log", numbers))
 
         def finish(self):
             calls.append(("finish",))
@@ -40,7 +40,7 @@ def test_wandb_gets_the_numbers_and_a_resume_continues_the_same_run(tmp_path, mo
         log.write({"iteration": 2, "reward_mean": 0.5, "eval": {"overall": 0.25}, "note": "x"})
     fake.util.generate_id = lambda: "run-2"  # a resume must not start another run
     MetricsLogger(tmp_path, wandb_project="p").close()
-    assert calls == [("init", "run-1", "p"), ("log", {"reward_mean": 0.5, "eval/overall": 0.25}, 2), ("finish",),
+    assert calls == [("init", "run-1", "p"), ("log", {"reward_mean": 0.5, "eval/overall": 0.25, "iteration": 2}), ("finish",),
                      ("init", "run-1", "p"), ("finish",)]
     assert (tmp_path / WANDB_ID).read_text().strip() == "run-1"
 

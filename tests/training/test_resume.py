@@ -43,3 +43,21 @@ def test_fewer_iterations_than_done_is_an_error_that_says_so(tmp_path):
 
 def test_a_run_without_saved_config_has_nothing_to_compare(tmp_path):
     assert check_resume_config(tmp_path, SAVED.replace("rank: 4", "rank: 8")) == {}
+
+
+def test_a_field_added_by_a_later_version_resumes_at_its_default(tmp_path):
+    from pydantic import Field
+
+    from refine.config import RefineConfig
+
+    class Optim(RefineConfig):
+        lr: float = Field(0.001, description="learning rate")
+        momentum: float = Field(0.9, description="added in a later version")
+
+    class Run(RefineConfig):
+        optim: Optim = Field(default_factory=Optim, description="optimiser")
+
+    (tmp_path / "config.yaml").write_text("optim:\n  lr: 0.001\n")  # written before `momentum` existed
+    assert check_resume_config(tmp_path, Run()) == {}
+    with pytest.raises(ConfigError, match=r"optim.momentum <unset> -> 0.5"):
+        check_resume_config(tmp_path, Run(optim={"momentum": 0.5}))

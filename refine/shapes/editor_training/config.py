@@ -152,6 +152,7 @@ class BaseTrainConfig(RefineConfig):
 
     # Bookkeeping
     log_every: int = Field(25, ge=1, description="Write a metrics.jsonl line (mean loss since the last one) every this many steps.")
+    wandb_project: str | None = Field(None, description="Also log the metric rows to this wandb project (needs `pip install wandb`).")
     checkpoint_every: int = Field(500, ge=0, description="Write a resumable checkpoint every this many steps (0: only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
     resume_from: str | None = Field(

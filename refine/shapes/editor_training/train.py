@@ -65,6 +65,7 @@ RESUME_SAFE: tuple[str, ...] = (
     "output_dir",
     "resume_from",
     "log_every",
+    "wandb_project",
     "checkpoint_every",
     "keep_checkpoints",
     "save_dtype",
@@ -198,7 +199,7 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
     is_main = accelerator.is_main_process
     if checkpoint is not None:
         done = int(read_json(checkpoint, "state")["step"])
-        check_resume_config(output_dir, config.to_yaml(), safe=RESUME_SAFE, progress=("max_steps", done), write=is_main)
+        check_resume_config(output_dir, config, safe=RESUME_SAFE, progress=("max_steps", done), write=is_main)
     if is_main and (checkpoint is None or not (output_dir / SAVED).is_file()):  # fresh, or resumed from another run's folder
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / SAVED).write_text(config.to_yaml())
@@ -244,7 +245,8 @@ def _train(config: BaseTrainConfig, make_stream: Callable[..., Iterator[Any]] | 
                                 rank=accelerator.process_index)
         step = int(state["step"])
         accelerator.print(f"resumed from {checkpoint} at step {step}")
-    metrics = MetricsLogger(output_dir, enabled=is_main, step_key="step")
+    metrics = MetricsLogger(output_dir, enabled=is_main, step_key="step", wandb_project=config.wandb_project,
+                            run_config=config.model_dump(mode="json"))
     metrics.resume_at(step if checkpoint is not None else None)
 
     # 4. Data: batch index = step * processes + rank, so resuming at `step` is exact.
