@@ -27,18 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
-
-ATTENTION_TARGETS: tuple[str, ...] = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
-)
-"""LoRA targets: both streams' attention projections of diffusers' Qwen-Image / FLUX MM-DiTs."""
+from refine.training.lora import ATTENTION_TARGETS  # both streams' attention projections (torch-free import)
 
 
 class DataConfig(RefineConfig):

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
+from refine.training.lora import ATTENTION_TARGETS
 
 
 class StageConfig(RefineConfig):
@@ -73,7 +74,7 @@ class LoraSettings(RefineConfig):
     rank: int = Field(8, ge=1, description="LoRA rank")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"],
+        default_factory=lambda: list(ATTENTION_TARGETS),
         description="module names inside each attention block to adapt",
     )
 

@@ -31,11 +31,12 @@ loader mixin; FLUX's writes the same layout). `pipeline.load_lora_weights(folder
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from refine.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:  # torch, peft and diffusers load on first use: the configs import ATTENTION_TARGETS
+    import torch
 
 ATTENTION_TARGETS: tuple[str, ...] = (
     "to_q",
