@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/shapes_editor_copy_attention.py                                  # the bundled editor
-    python benchmarks/shapes_editor_copy_attention.py --editor runs/base-shapes-v2/checkpoints/step-0002000/editor
+    python benchmarks/shapes_editor_copy_attention.py --editor runs/base-shapes-v2/checkpoints/checkpoint-002000/editor
 
 An editor keeps what an instruction does not touch by copying it from the source image, which sits
 in the same token stream (Qwen-Image-Edit's layout: 64 noise tokens, then 64 source tokens, the
@@ -30,7 +30,7 @@ def main() -> None:
     import torch
 
     from refine.backbones.shapes import load_shapes_backbone, pack_pixels  # first: makes diffusers importable
-    from refine.backbones.train_base import ShapesBatches
+    from refine.shapes.editor_training.data import ShapesBatches
 
     from _harness import QwenAttentionRecorder
 

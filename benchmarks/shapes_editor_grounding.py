@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/shapes_editor_grounding.py                                   # the bundled editor
-    python benchmarks/shapes_editor_grounding.py --editor runs/base-shapes-long2/checkpoints/step-0008200/editor
+    python benchmarks/shapes_editor_grounding.py --editor runs/base-shapes-long2/checkpoints/checkpoint-008200/editor
 
 The simplest grounded edit is "make the circle blue" on a scene holding one circle. For every
 single-object scene of a fixed set (object colour x shape x cell, white or black background) and

@@ -35,7 +35,8 @@ def main() -> None:
     import torch
 
     from refine.backbones.shapes import build_shapes_backbone
-    from refine.backbones.train_base import evaluate_editor, flow_matching_loss
+    from refine.shapes.editor_training.objective import flow_matching_loss
+    from refine.shapes.evaluate import evaluate_editor
     from refine.shapes.data import training_stream
 
     torch.set_num_threads(args.threads)

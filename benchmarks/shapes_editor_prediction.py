@@ -35,8 +35,10 @@ def main() -> None:
     import torch.nn.functional as F
 
     from refine.backbones.shapes import ShapesBackbone, build_shapes_backbone, pack_pixels, rope_axes
-    from refine.backbones.train_base import ShapesBatches, bench_subset, evaluate_editor, flow_matching_loss, training_inputs
-    from refine.backbones.train_base_config import TimestepConfig
+    from refine.shapes.editor_training.config import TimestepConfig
+    from refine.shapes.editor_training.data import ShapesBatches
+    from refine.shapes.editor_training.objective import flow_matching_loss, training_inputs
+    from refine.shapes.evaluate import bench_subset, evaluate_editor
 
     from diffusers.training_utils import EMAModel
 

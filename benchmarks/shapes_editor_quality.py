@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from refine.backbones.shapes import load_shapes_backbone
-    from refine.backbones.train_base import evaluate_editor, evaluate_multiturn, score_cases, summarize_scores
+    from refine.shapes.evaluate import evaluate_editor, evaluate_multiturn, score_cases, summarize_scores
     from refine.compare.stats import difference_ci
     from refine.shapes.data import load_split
 

@@ -46,11 +46,11 @@ GROUPS: dict[str, str] = {
 # name -> "module:function" added as a top-level command (refine NAME ...).
 COMMANDS: dict[str, str] = {
     "compare": "refine.compare.cli:compare",
-    "edit": "refine.rollout.cli:edit",
+    "edit": "refine.commands.edit:edit",
 }
 # name -> "module:function" added under `refine train NAME`.
 TRAIN_COMMANDS: dict[str, str] = {
-    "base": "refine.backbones.train_base:cli",
+    "base": "refine.shapes.editor_training.train:cli",
     "edit-r1": "refine.edit_r1.train:cli",
     "inline-critic": "refine.inline_critic.train:cli",
 }

@@ -69,7 +69,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "edival": "refine.compare.benchmarks.edival:EdiValBench",
     },
     "config": {
-        "base": "refine.backbones.train_base_config:BaseTrainConfig",
+        "base": "refine.shapes.editor_training.config:BaseTrainConfig",
         "compare": "refine.compare.config:CompareConfig",
         "edit_r1": "refine.edit_r1.config:EditR1Config",
         "inline_critic": "refine.inline_critic.config:InlineCriticConfig",

@@ -27,18 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
-
-ATTENTION_TARGETS: tuple[str, ...] = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
-)
-"""LoRA targets: both streams' attention projections of diffusers' Qwen-Image / FLUX MM-DiTs."""
+from refine.training.lora import ATTENTION_TARGETS  # both streams' attention projections (torch-free import)
 
 
 class DataConfig(RefineConfig):
@@ -175,6 +164,7 @@ class LogConfig(RefineConfig):
 
     output_dir: str = Field("runs/edit_r1", description="Folder of metrics.jsonl, samples/, checkpoints and the final LoRA.")
     tensorboard: bool = Field(False, description="Also write TensorBoard events to output_dir/tensorboard.")
+    wandb_project: str | None = Field(None, description="Also log the metric rows to this wandb project (needs `pip install wandb`).")
     sample_every: int = Field(0, ge=0, description="Save a grid of evaluation edits every N iterations; 0: never.")
     sample_requests: int = Field(4, ge=1, description="Requests in each sample grid.")
     checkpoint_every: int = Field(10, ge=0, description="Checkpoint every N iterations (and at the end); 0: end only.")

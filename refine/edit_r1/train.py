@@ -18,13 +18,16 @@ One iteration of the loop in `train` (numbered as in the code):
 1. take the iteration's requests (position-addressed: resume-safe);
 2. roll out this process's slice of the G edits per request with the OLD policy (DPM-Solver,
    the backbone's CFG; each sample seeded by (iteration, request, sample), whatever the process);
-3. score them with the reward (failures -> NaN, counted, masked);
+3. score them with the reward (failures -> NaN, counted, masked); when no sample of the iteration
+   got a reward, nothing is trained or saved and the iteration is tried again (at most
+   `train.max_reward_failures` times in a row, then the run stops naming the reward);
 4. gather the raw rewards of all processes; group-normalise them (global or group std) into
    advantages, filter low-std groups, map to optimality r (eq. 7);
 5. update the trained policy with the NFT loss on the forward process (`update.nft_update`);
 6. move the old policy towards the trained one (decay schedule) and update the EMA;
 7. log metrics (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
-8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters).
+8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters;
+   `refine.training`). A resume first compares the config with the saved one (`RESUME_SAFE`).
 All randomness is derived from (seed, iteration, request, sample) for rollouts and (seed,
 iteration, process) for training noise, so a resumed run repeats exactly what the uninterrupted
 run would have done.
@@ -43,6 +46,15 @@ import typer
 
 from refine.edit_r1.config import EditR1Config
 from refine.errors import BackendError, ConfigError
+
+
+RESUME_SAFE: tuple[str, ...] = (
+    "train.iterations",  # upward only (fewer than done is refused); a decaying lr schedule stretches to the new length
+    "train.max_reward_failures",
+    "eval.every",
+    "log.*",  # output folder spelling, TensorBoard, samples, checkpoint cadence, progress bar
+)
+"""Config fields a resumed run may change; any other change is refused (`refine.training.resume`)."""
 
 
 @dataclass
@@ -80,18 +92,19 @@ def train(
     and notebooks pass objects); `accelerator` an `accelerate.Accelerator` to use.
     """
     import torch
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from refine.edit_r1 import checkpoint as ckpt
+    from refine.training import checkpoint as ckpt
+    from refine.training.accelerate_setup import make_accelerator, require_replicated
+    from refine.training.resume import SAVED, check_resume_config
     from refine.edit_r1.collect import process_items, rollout, score
     from refine.edit_r1.data import RequestSource, evaluation_requests
     from refine.edit_r1.evaluate import evaluate
-    from refine.edit_r1.metrics import MetricsLogger
+    from refine.training.metrics import MetricsLogger
     from refine.edit_r1.nft import optimality
-    from refine.edit_r1.policies import decay_at
+    from refine.training.shadows import decay_at
     from refine.edit_r1.samples import save_sample_grid
-    from refine.edit_r1.state import setup_policies
+    from refine.training.policies import setup_policies
     from refine.edit_r1.update import TrainingBatch, nft_update, training_times
     from refine.registry import registry
     from refine.rollout.advantages import group_advantages, group_stats, low_std_keep_mask
@@ -99,32 +112,27 @@ def train(
 
     # ---- setup ---------------------------------------------------------------------------------
     if accelerator is None:
-        from accelerate.utils import DistributedDataParallelKwargs
-
         # find_unused_parameters: the last MM-DiT block's text-stream output (`to_add_out`) feeds
         # nothing, so its LoRA gets no gradient; DDP would otherwise never reduce that bucket and
-        # the processes' weights would drift apart. cpu=True without CUDA: gloo under torchrun.
-        accelerator = Accelerator(
-            mixed_precision=config.train.mixed_precision,
-            cpu=not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
+        # the processes' weights would drift apart.
+        accelerator = make_accelerator(config.train.mixed_precision, find_unused_parameters=True)
     rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    if accelerator.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        # The old policy / EMA are swapped into the trainable parameters' storage, which a sharding
-        # wrapper owns: only replicated (DDP) parameters are supported so far.
-        raise ConfigError(
-            f"accelerate distributed_type={accelerator.distributed_type.name} is not supported by Edit-R1 yet; "
-            "launch with a DDP config (examples/accelerate/edit_r1_ddp.yaml) and train.gradient_checkpointing=true"
-        )
+    # The old policy / EMA are swapped into the trainable parameters' storage, which a sharding
+    # wrapper owns: only replicated (DDP) parameters are supported so far.
+    require_replicated(accelerator, "Edit-R1", "launch with a DDP config (examples/accelerate/edit_r1_ddp.yaml) and train.gradient_checkpointing=true")
     try:
         config.check_processes(processes)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     out = Path(config.log.output_dir)
-    if main:
+    # A resume is checked before anything is built: a changed lora.rank must not reach the tensors.
+    resume_from = ckpt.latest_checkpoint(out) if config.log.resume else None
+    if resume_from is not None:
+        done = ckpt.read_json(resume_from, "state")["iteration"]
+        check_resume_config(out, config, safe=RESUME_SAFE, progress=("train.iterations", done), write=main)
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
+        (out / SAVED).write_text(config.to_yaml())
     seed, groups, size = config.train.seed, config.rollout.groups_per_iteration, config.rollout.group_size
     items = process_items(groups, size, rank, processes)  # this process's (request, sample) slice
     mine = slice(rank * len(items), (rank + 1) * len(items))
@@ -163,21 +171,21 @@ def train(
         if config.eval.benchmark
         else []
     )
-    logger = MetricsLogger(out, tensorboard=config.log.tensorboard, enabled=main)
+    logger = MetricsLogger(out, tensorboard=config.log.tensorboard, wandb_project=config.log.wandb_project, enabled=main,
+                           run_config=config.model_dump(mode="json"))
     rollout_log = MetricsLogger(out / "rollouts", filename=f"rank{rank}.jsonl")
 
     # ---- resume ----------------------------------------------------------------------------------
     start, counters, eval_history = 0, {"consecutive_reward_failures": 0, "filtered_groups_total": 0, "failed_groups_total": 0}, []
-    resume_from = ckpt.latest_checkpoint(out) if config.log.resume else None
     if resume_from is not None:
         state.load(resume_from)
         optimizer.load_state_dict(ckpt.read_torch(resume_from, "optimizer"))
         scheduler.load_state_dict(ckpt.read_torch(resume_from, "scheduler"))
-        _set_rng_state(ckpt.read_torch(resume_from, f"rng-rank{rank}"))
+        ckpt.set_rng_state(ckpt.read_torch(resume_from, f"rng-rank{rank}"))
         saved = ckpt.read_json(resume_from, "state")
         start, counters, eval_history = saved["iteration"], saved["counters"], [tuple(e) for e in saved["eval_history"]]
-        logger.truncate_after(start + 1)
-        rollout_log.truncate_after(start + 1)
+    logger.resume_at(start if resume_from is not None else None)
+    rollout_log.resume_at(start if resume_from is not None else None)
     accelerator.wait_for_everyone()
 
     def run_eval(iteration: int, row: dict[str, Any]) -> None:
@@ -205,9 +213,10 @@ def train(
         metrics.append(row)
 
     # ---- the loop --------------------------------------------------------------------------------
-    progress = tqdm(range(start, config.train.iterations), initial=start, total=config.train.iterations,
-                    disable=not (main and config.log.progress), desc="edit-r1")
-    for k in progress:
+    progress = tqdm(initial=start, total=config.train.iterations, disable=not (main and config.log.progress), desc="edit-r1")
+    reward_name = _reward_name(reward, config.reward)
+    k = start  # iterations done; an iteration whose reward failed everywhere is retried, not counted
+    while k < config.train.iterations:
         started, cpu_started = time.perf_counter(), time.process_time()
         # 1. The iteration's requests (every process sees all; it draws only its items).
         requests = source.take(k * groups, groups)
@@ -224,6 +233,23 @@ def train(
 
         # 4. Advantages over all samples of the iteration (the processes' slices, in order).
         rewards = accelerator.gather(scored.rewards.to(accelerator.device)).cpu()  # (groups * G,) request-major
+        if bool(torch.isnan(rewards).all()):
+            # Nothing to learn from: no update, no shadow move, no checkpoint; the same iteration
+            # (same requests and seeds) is tried again, up to train.max_reward_failures times in a row.
+            counters["consecutive_reward_failures"] += 1
+            counters["reward_failed_attempts_total"] = counters.get("reward_failed_attempts_total", 0) + 1
+            rollout_log.write({"iteration": k + 1, "rank": rank, "counted": False, "reward_error": scored.error})
+            limit = config.train.max_reward_failures
+            if limit and counters["consecutive_reward_failures"] >= limit:
+                last = ckpt.latest_checkpoint(out)
+                cause = (scored.error or "every score was None").splitlines()[0]
+                raise BackendError(
+                    f"reward {reward_name!r} gave no score in {counters['consecutive_reward_failures']} attempts in a row at "
+                    f"iteration {k + 1} ({cause}); {k} iterations are done and {last or 'no checkpoint'} is intact: "
+                    "fix the reward and rerun the same command to resume"
+                )
+            continue
+        retries, counters["consecutive_reward_failures"] = counters["consecutive_reward_failures"], 0
         group_ids = torch.arange(groups).repeat_interleave(size)
         advantages = group_advantages(rewards, group_ids, std=config.advantage.std)
         valid = ~torch.isnan(rewards)
@@ -258,8 +284,6 @@ def train(
 
         # 7. Log, evaluate, samples.
         failed_groups = int((~valid).view(groups, size).any(dim=1).sum())
-        all_failed = not bool(valid.any())
-        counters["consecutive_reward_failures"] = counters["consecutive_reward_failures"] + 1 if all_failed else 0
         filtered_groups = int(confident.view(groups, size)[:, 0].sum()) if config.filter.enabled else 0
         counters["filtered_groups_total"] += filtered_groups
         counters["failed_groups_total"] += failed_groups
@@ -270,6 +294,7 @@ def train(
             "filtered_groups": filtered_groups,
             "filtered_fraction": filtered_groups / groups,
             "failed_groups": failed_groups,
+            "reward_retries": retries,
             "kept_fraction": float(keep.float().mean()),
             **stats.as_metrics(),
             "lr": scheduler.get_last_lr()[0],
@@ -295,18 +320,12 @@ def train(
         })
         progress.set_postfix(reward=f"{row['reward_mean']:.3f}", filtered=filtered_groups)
 
-        # 8. Checkpoint (never after a failed iteration that stops the run: the last good one stays).
-        stop = config.train.max_reward_failures and counters["consecutive_reward_failures"] >= config.train.max_reward_failures
-        if stop:
-            last = ckpt.latest_checkpoint(out)
-            raise BackendError(
-                f"the reward failed for every group in {counters['consecutive_reward_failures']} iterations in a row "
-                f"(last error: {scored.error}); the run stopped at iteration {iteration}. Checkpoint "
-                f"{last or '(none yet)'} is intact: fix the reward backend and rerun the same command to resume"
-            )
+        # 8. Checkpoint.
         every = config.log.checkpoint_every
         if (every and iteration % every == 0) or iteration == config.train.iterations:
             _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config)
+        k = iteration
+        progress.update(1)
 
     # ---- export ----------------------------------------------------------------------------------
     export = _export(out, state, backbone, config, main)
@@ -314,6 +333,12 @@ def train(
     logger.close()
     digest = hashlib.sha256(b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in state.params)).hexdigest()
     return TrainResult(out, config.train.iterations, metrics, eval_history, export, digest)
+
+
+def _reward_name(reward, spec) -> str:
+    """What to call the reward in an error: its `name`, its config kind, or its Python name."""
+    name = getattr(reward, "name", None) or (spec.get("kind") if isinstance(spec, dict) else getattr(spec, "kind", None))
+    return str(name or getattr(reward, "__name__", None) or type(reward).__name__)
 
 
 def _make_scheduler(config: EditR1Config, optimizer, total_steps: int):
@@ -324,33 +349,13 @@ def _make_scheduler(config: EditR1Config, optimizer, total_steps: int):
     )
 
 
-def _rng_state() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-    import torch
-
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.random.set_rng_state(state["torch"])
-
-
 def _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config) -> None:
-    from refine.edit_r1.checkpoint import CheckpointWriter
-    from refine.edit_r1.lora import save_lora
+    from refine.training.checkpoint import CheckpointWriter, rng_state
+    from refine.training.lora import save_lora
 
     main = accelerator.is_main_process
     with CheckpointWriter(out, iteration, is_main=main, barrier=accelerator.wait_for_everyone, keep_last=config.log.keep_last) as writer:
-        writer.save_torch(f"rng-rank{accelerator.process_index}", _rng_state(), every_rank=True)
+        writer.save_torch(f"rng-rank{accelerator.process_index}", rng_state(), every_rank=True)
         state.save(writer)
         writer.save_torch("optimizer", optimizer.state_dict())
         writer.save_torch("scheduler", scheduler.state_dict())
@@ -363,7 +368,7 @@ def _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval
 
 def _export(out: Path, state, backbone, config: EditR1Config, main: bool) -> Path:
     """The EMA weights as a diffusers LoRA folder (or, for full fine-tuning, a transformer folder)."""
-    from refine.edit_r1.lora import save_lora
+    from refine.training.lora import save_lora
 
     target = out / ("lora" if config.train.finetune == "lora" else "transformer")
     if main:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
+from refine.training.lora import ATTENTION_TARGETS
 
 
 class StageConfig(RefineConfig):
@@ -73,7 +74,7 @@ class LoraSettings(RefineConfig):
     rank: int = Field(8, ge=1, description="LoRA rank")
     alpha: float = Field(8.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"],
+        default_factory=lambda: list(ATTENTION_TARGETS),
         description="module names inside each attention block to adapt",
     )
 
@@ -117,8 +118,9 @@ class InlineCriticConfig(RefineConfig):
     output_dir: str = Field("runs/inline_critic", description="where checkpoints, logs and the final critic weights go")
     save_every: int = Field(100, ge=1, description="checkpoint every N optimizer steps (and at the end of each stage)")
     log_every: int = Field(10, ge=1, description="log metrics to metrics.jsonl every N steps")
+    wandb_project: str | None = Field(None, description="also log the metric rows to this wandb project (needs `pip install wandb`)")
     eval_every: int = Field(0, ge=0, description="validation flow-matching loss every N steps (0: only at stage ends)")
-    resume: bool = Field(True, description="resume from output_dir/checkpoint if it exists")
+    resume: bool = Field(True, description="resume from the newest checkpoint in output_dir/checkpoints/ and skip finished stages")
     progress: bool = Field(True, description="show a progress bar")
 
     @model_validator(mode="after")

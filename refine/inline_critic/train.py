@@ -16,9 +16,11 @@ The loop (`train_inline_critic`), top to bottom:
    throughout, critic modules with uniformly picked probe layers, the pair stream, validation pairs.
 2. Plan: which stages run (`plan_stages`: method + `--stage`) and what each one trains (`STAGES`).
 3. Each stage: attach the critic (token or not, masked or not), AdamW + cosine schedule over the
-   stage's trainable group, resume from `output_dir/checkpoint`, then steps: draw (x_0, noise, t),
+   stage's trainable group, resume from the stage's newest checkpoint
+   (`output_dir/checkpoints/stage-N/`, `refine.training.checkpoint`), then steps: draw (x_0, noise, t),
    one backbone forward whose taps feed probes and projections, the stage's losses
    (`compute_losses`: eq. 3, eq. 7 or eq. 8), clip, step; metrics.jsonl; checkpoints.
+   A resume whose config differs outside `RESUME_SAFE` is refused first (`refine.training.resume`).
 4. Outputs: `stage{1,2,3}.safetensors` (training modules) after each stage, `critic.safetensors`
    (inference weights: the token only) at the end; `lora.safetensors` for the LoRA baseline.
 
@@ -127,7 +129,7 @@ def compute_losses(
     """
     import torch
 
-    from refine.backbones.train_base import sample_timesteps
+    from refine.training.timesteps import sample_timesteps
     from refine.inline_critic.losses import critic_loss, critic_target, flow_matching_loss, model_output, model_target, per_position_error, probe_loss
 
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # (B, N, C)
@@ -181,7 +183,7 @@ def validation_metrics(
     shuffled-map control that should be ~0)."""
     import torch
 
-    from refine.backbones.train_base import sample_timesteps
+    from refine.training.timesteps import sample_timesteps
     from refine.inline_critic.losses import flow_matching_loss, model_output, model_target, per_position_error
     from refine.inline_critic.stats import spearman_rows
 
@@ -273,13 +275,14 @@ def weights_metadata(config: InlineCriticConfig, backbone, modules: "InlineCriti
 
 
 def add_lora(backbone, config: InlineCriticConfig) -> None:
-    """LoRA adapters (peft, through diffusers' PeftAdapterMixin) on the transformer's attention projections."""
-    from peft import LoraConfig
+    """The LoRA baseline's adapters on the transformer's attention projections (`refine.training.lora`).
+
+    Gaussian init (both matrices drawn), as the baseline has always been trained.
+    """
+    from refine.training.lora import add_lora as add_adapter
 
     settings = config.lora
-    backbone.transformer.add_adapter(
-        LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.target_modules), init_lora_weights="gaussian")
-    )
+    add_adapter(backbone.transformer, rank=settings.rank, alpha=settings.alpha, targets=settings.target_modules, init="gaussian")
 
 
 def _trainable(spec: StageSpec, modules, backbone) -> list:
@@ -296,9 +299,9 @@ def _trainable(spec: StageSpec, modules, backbone) -> list:
 
 def _module_state(spec: StageSpec, modules, backbone) -> dict:
     if spec.name == "lora":
-        from peft.utils import get_peft_model_state_dict
+        from refine.training.lora import lora_state_dict
 
-        return get_peft_model_state_dict(backbone.transformer)
+        return lora_state_dict(backbone.transformer)
     return modules.state_dict()
 
 
@@ -324,36 +327,52 @@ def stage_path(output_dir: str | Path, stage: str) -> Path:
     return Path(output_dir) / (f"stage{stage}.safetensors" if stage.isdigit() else f"stage-{stage}.safetensors")
 
 
-class _Metrics:
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
+def checkpoint_root(output_dir: str | Path, stage: str) -> Path:
+    """Where the checkpoints of `stage` go: output_dir/checkpoints/stage-1/checkpoint-000100/ ..."""
+    return Path(output_dir) / "checkpoints" / f"stage-{stage}"
 
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+
+RESUME_SAFE: tuple[str, ...] = ("output_dir", "resume", "progress", "log_every", "wandb_project", "eval_every", "save_every", "stage1.steps", "stage2.steps", "stage3.steps")
+"""Config fields a resumed run may change (a stage's steps: upward, the cosine schedule stretches to
+the new length); so may every setting of a stage that has not started. Anything else is refused."""
+
+
+def _check_resume(config: InlineCriticConfig, output_dir: Path, is_main: bool) -> None:
+    """Refuse a resume whose config differs from the saved run outside the safe fields (one line)."""
+    from refine.training.checkpoint import latest_checkpoint
+    from refine.training.resume import SAVED, check_resume_config
+
+    started = {key for key, spec in STAGES.items() if stage_path(output_dir, key).is_file() or latest_checkpoint(checkpoint_root(output_dir, key))}
+    if not (config.resume and started):
+        if is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / SAVED).write_text(config.to_yaml())  # what `refine critic analyze RUN` reads back
+        return
+    untouched = {STAGES[key].config_key for key in STAGES} - {STAGES[key].config_key for key in started}
+    check_resume_config(output_dir, config, safe=[*RESUME_SAFE, *(f"{key}.*" for key in sorted(untouched))], write=is_main)
 
 
 def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backbone=None) -> dict[str, Any]:
     """Run the stages of `config.method` (see the module docstring); returns a summary with
     per-stage metrics and the paths written. `backbone` overrides `config.backbone` (tests, notebooks)."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     from refine.inline_critic.attach import attach_critic
     from refine.inline_critic.data import batches, edit_pair_stream, validation_pairs
-    from refine.inline_critic.weights import load_checkpoint, load_modules, save_checkpoint, save_critic_weights, save_modules
+    from refine.inline_critic.weights import load_modules, save_critic_weights, save_modules
+    from refine.training import checkpoint as ckpt
+    from refine.training.accelerate_setup import make_accelerator, set_seed
+    from refine.training.metrics import MetricsLogger
 
-    # 1. Setup.
+    # 1. Setup (a resume with a changed config is refused before anything is built).
     stages = plan_stages(config, stage)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(config.mixed_precision)
     is_main = accelerator.is_main_process
-    set_seed(config.seed)
     output_dir = Path(config.output_dir)
+    _check_resume(config, output_dir, is_main)
+    set_seed(config.seed)
     backbone = backbone if backbone is not None else build_backbone(config)
     if hasattr(backbone, "to"):
         backbone.to(accelerator.device)
@@ -363,10 +382,8 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
     if config.method == "lora":
         add_lora(backbone, config)
     val_pairs = validation_pairs(config.data)
-    metrics_log = _Metrics(output_dir / "metrics.jsonl", is_main)
-    if is_main:  # what `refine critic analyze RUN` reads back
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(config.to_yaml())
+    metrics_log = MetricsLogger(output_dir, enabled=is_main, step_key="step", wandb_project=config.wandb_project,
+                                run_config=config.model_dump(mode="json"))
     summary: dict[str, Any] = {"method": config.method, "stages": {}, "output_dir": str(output_dir)}
 
     with attach_critic(backbone.transformer, layers=()) as plain:  # the frozen backbone, for reference
@@ -379,8 +396,6 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
         state, _ = load_modules(stage_path(output_dir, str(int(first) - 1)))
         modules.load_state_dict(state)
 
-    checkpoint_dir = output_dir / "checkpoint"
-    checkpoint = load_checkpoint(checkpoint_dir) if config.resume else None
     for name in stages:
         spec = STAGES[name]
         stage_cfg = getattr(config, spec.config_key)
@@ -399,12 +414,23 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
         scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=stage_cfg.warmup_steps, num_training_steps=max(stage_cfg.steps, 1))
         optimizer = accelerator.prepare(optimizer)
         start = 0
-        if checkpoint is not None and checkpoint["info"].get("stage") == name and checkpoint["info"].get("method") == config.method:
-            _load_module_state(spec, modules, backbone, checkpoint["modules"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            start = int(checkpoint["info"]["step"])
+        root = checkpoint_root(output_dir, name)
+        checkpoint = ckpt.latest_checkpoint(root) if config.resume else None
+        if checkpoint is not None:
+            info = ckpt.read_json(checkpoint, "state")
+            if info["step"] > stage_cfg.steps:
+                raise ConfigError(
+                    f"{spec.config_key}.steps={stage_cfg.steps} but stage {name} of the run in {output_dir} has already done "
+                    f"{info['step']}; set it to {info['step']} or more, or pick a new output_dir"
+                )
+            _load_module_state(spec, modules, backbone, ckpt.read_tensors(checkpoint, "modules"))
+            optimizer.load_state_dict(ckpt.read_torch(checkpoint, "optimizer"))
+            scheduler.load_state_dict(ckpt.read_torch(checkpoint, "scheduler"))
+            ckpt.set_rng_state(ckpt.read_torch(checkpoint, f"rng-rank{accelerator.process_index}"))
+            start = int(info["step"])
             accelerator.print(f"stage {name}: resumed at step {start}")
+        # A resumed stage re-logs what came after its checkpoint.
+        metrics_log.drop(lambda row, start=start, name=name: row.get("stage") == name and (row.get("step", 0) > start or "event" in row))
 
         # 3. Steps.
         # Each process reads its own stream (seeded by stage and rank); a resume skips what was consumed.
@@ -419,14 +445,13 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
         with attach_critic(backbone.transformer, token=token, layers=layers, hide_critic=spec.hide_critic) as attachment:
 
             def save_checkpoint_now(step: int) -> None:
-                if is_main:
-                    save_checkpoint(
-                        checkpoint_dir,
-                        modules=_module_state(spec, modules, backbone),
-                        optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                        scheduler=scheduler,
-                        info={"method": config.method, "stage": name, "step": step},
-                    )
+                barrier = accelerator.wait_for_everyone
+                with ckpt.CheckpointWriter(root, step, is_main=is_main, barrier=barrier, keep_last=1) as writer:
+                    writer.save_torch(f"rng-rank{accelerator.process_index}", ckpt.rng_state(), every_rank=True)
+                    writer.save_tensors("modules", _module_state(spec, modules, backbone))
+                    writer.save_torch("optimizer", optimizer.state_dict())
+                    writer.save_torch("scheduler", scheduler.state_dict())
+                    writer.save_json("state", {"method": config.method, "stage": name, "step": step})
 
             initial = validation_metrics(backbone, attachment, modules, val_pairs, config, seed=config.data.validation_seed)
             metrics_log.write({"stage": name, "step": start, "event": "stage_start", **initial})
@@ -475,7 +500,7 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
         if is_main:
             save_modules(stage_file, _module_state(spec, modules, backbone),
                          weights_metadata(config, backbone, modules, stage=name, steps=stage_cfg.steps))
-            save_checkpoint_now(stage_cfg.steps)
+        save_checkpoint_now(stage_cfg.steps)
 
     # 4. Inference weights.
     if is_main and stages[-1] in ("3", "token"):

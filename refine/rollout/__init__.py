@@ -7,7 +7,7 @@ Example:
 
 Map: `samplers` (Euler, DPM-Solver++ 2M, Flow-GRPO SDE with log-probs), `group` (`sample_group`,
 `recompute_log_probs`), `trajectory` (`Trajectory`), `advantages` (group-relative advantages,
-filtering, fusion), `flow_editor` (`FlowEditor`), `cli` (`refine edit`). Convention, as in
+filtering, fusion), `flow_editor` (`FlowEditor`). (`refine edit` lives in `refine.commands.edit`.) Convention, as in
 `refine.backbones.base`: ``x_t = (1 - t) x_0 + t noise``, ``v = noise - x_0``, t from 1 to 0.
 
 Names are imported lazily, so `import refine.rollout` (and the CLI) does not import torch.

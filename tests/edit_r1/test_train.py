@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from refine.edit_r1.checkpoint import latest_checkpoint, list_checkpoints, read_json, read_tensors
-from refine.edit_r1.metrics import read_metrics
+from refine.training.checkpoint import latest_checkpoint, list_checkpoints, read_json, read_tensors
+from refine.training.metrics import read_metrics
 from refine.edit_r1.train import train
-from refine.errors import BackendError
+from refine.errors import BackendError, ConfigError
 from refine.rewards.base import RewardOutput
 from refine.testing.edit_r1 import FlakyReward, brightness_reward, tiny_backbone, tiny_config
 
@@ -66,28 +66,63 @@ def test_a_failing_reward_skips_and_counts_groups(tmp_path):
     config = tiny_config(tmp_path, iterations=3, eval__benchmark=None, log__checkpoint_every=1)
     result = train(config, backbone=tiny_backbone(), reward=flaky)
     rows = result.metrics
-    assert [r["failed_groups"] for r in rows] == [1, 2, 1]
-    assert rows[1]["optimizer_steps"] == 0 and rows[0]["optimizer_steps"] == 1
+    # The failed call is not an iteration: iteration 2 is tried again (call 2) and trained on.
+    assert flaky.calls == 4 and [r["iteration"] for r in rows] == [1, 2, 3]
+    assert [r["failed_groups"] for r in rows] == [1, 1, 1] and [r["reward_retries"] for r in rows] == [0, 1, 0]
+    assert all(r["optimizer_steps"] == 1 for r in rows)
     assert rows[0]["kept_fraction"] == 0.75  # the two None samples are masked, their group-mates kept
-    assert read_json(latest_checkpoint(tmp_path), "state")["counters"]["failed_groups_total"] == 4
+    counters = read_json(latest_checkpoint(tmp_path), "state")["counters"]
+    assert counters["failed_groups_total"] == 3 and counters["reward_failed_attempts_total"] == 1
     ranks = [json.loads(line) for line in (tmp_path / "rollouts" / "rank0.jsonl").read_text().splitlines()]
-    assert "simulated failure" in ranks[1]["reward_error"] and ranks[0]["rewards"][:2] == [None, None]
+    assert "simulated failure" in ranks[1]["reward_error"] and ranks[1]["counted"] is False
+    assert ranks[0]["rewards"][:2] == [None, None]
 
 
-def test_a_dead_reward_stops_the_run_without_corrupting_checkpoints(tmp_path):
+def test_a_dead_reward_stops_the_run_without_checkpointing_untrained_iterations(tmp_path):
     dead = FlakyReward(brightness_reward, fail_from=2)  # iterations 1-2 fine, then the judge is gone
     config = tiny_config(tmp_path, iterations=6, eval__benchmark=None, log__checkpoint_every=1, train__max_reward_failures=2)
-    # iteration 3 fails (checkpointed: a consistent state, nothing learnt), iteration 4 fails too: stop.
-    with pytest.raises(BackendError, match="checkpoint-000003 is intact"):
+    with pytest.raises(BackendError) as caught:
         train(config, backbone=tiny_backbone(), reward=dead)
+    message = str(caught.value)
+    assert "\n" not in message and "reward 'flaky'" in message and "iteration 3" in message
+    assert "checkpoint-000002 is intact" in message
     last = latest_checkpoint(tmp_path)
-    assert last.name == "checkpoint-000003" and not list(tmp_path.glob(".tmp-*"))
-    assert read_json(last, "state")["counters"]["consecutive_reward_failures"] == 1
-    assert lora_b_total(last) == lora_b_total(tmp_path / "checkpoint-000002") > 0  # the failed iteration changed nothing
+    assert last.name == "checkpoint-000002" and not list(tmp_path.glob(".tmp-*"))  # the failed iteration 3 is not saved
+    assert [r["iteration"] for r in read_metrics(tmp_path)] == [1, 2]
     # The run resumes from it once the judge is back.
-    resumed = train(config.model_copy(update={"train": config.train.model_copy(update={"iterations": 4})}),
+    resumed = train(config.model_copy(update={"train": config.train.model_copy(update={"iterations": 3})}),
                     backbone=tiny_backbone(), reward=brightness_reward)
-    assert [r["iteration"] for r in resumed.metrics] == [4] and resumed.metrics[0]["failed_groups"] == 0
+    assert [r["iteration"] for r in resumed.metrics] == [3] and resumed.metrics[0]["failed_groups"] == 0
+
+
+def test_a_reward_that_scores_nothing_never_counts_an_iteration(tmp_path):
+    nothing = FlakyReward(brightness_reward, none_items=set(range(8)))  # every score None, no exception
+    config = tiny_config(tmp_path, iterations=3, eval__benchmark=None, log__checkpoint_every=1, train__max_reward_failures=3)
+    with pytest.raises(BackendError, match="reward 'flaky' gave no score in 3 attempts in a row at iteration 1"):
+        train(config, backbone=tiny_backbone(), reward=nothing)
+    assert nothing.calls == 3 and latest_checkpoint(tmp_path) is None and read_metrics(tmp_path) == []
+
+
+def test_a_resume_refuses_a_changed_config_and_accepts_more_iterations(tmp_path):
+    config = tiny_config(tmp_path, iterations=2, eval__benchmark=None, log__checkpoint_every=1)
+    train(config, backbone=tiny_backbone(), reward=brightness_reward)
+    saved = (tmp_path / "config.yaml").read_text()
+
+    changed = tiny_config(tmp_path, iterations=2, eval__benchmark=None, log__checkpoint_every=1, optim__lr=0.5, lora__rank=8)
+    with pytest.raises(ConfigError) as caught:
+        train(changed, backbone=tiny_backbone(), reward=brightness_reward)
+    message = str(caught.value)
+    assert "\n" not in message and "lora.rank 4 -> 8" in message and "optim.lr" in message
+    assert (tmp_path / "config.yaml").read_text() == saved  # never rewritten
+
+    with pytest.raises(ConfigError, match="train.iterations=1 but the run .* has already done 2"):
+        train(tiny_config(tmp_path, iterations=1, eval__benchmark=None, log__checkpoint_every=1),
+              backbone=tiny_backbone(), reward=brightness_reward)
+
+    longer = tiny_config(tmp_path, iterations=3, eval__benchmark=None, log__checkpoint_every=1)
+    result = train(longer, backbone=tiny_backbone(), reward=brightness_reward)
+    assert [r["iteration"] for r in result.metrics] == [3]
+    assert "iterations: 3" in (tmp_path / "config.yaml").read_text() and (tmp_path / "config-changes.jsonl").is_file()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ def _pairs(n=4):
 
 def _generation_loss(backbone, seed=0):
     """compute_losses' "gen" for the learnable-token stage, and the editor's velocity on the same draws."""
-    from refine.backbones.train_base import sample_timesteps
+    from refine.training.timesteps import sample_timesteps
     from refine.inline_critic.attach import attach_critic
     from refine.inline_critic.config import InlineCriticConfig
     from refine.inline_critic.train import STAGES, compute_losses, encode_pairs

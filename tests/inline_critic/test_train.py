@@ -8,6 +8,7 @@ from safetensors import safe_open
 from refine.errors import ArtifactError, ConfigError
 from refine.inline_critic.config import InlineCriticConfig
 from refine.inline_critic.train import plan_stages, train_inline_critic
+from refine.training.checkpoint import latest_checkpoint
 
 
 def _metrics(config, stage):
@@ -60,11 +61,58 @@ def test_resume_skips_finished_stages_and_continues_a_stage(tmp_path, tiny_shape
     assert again["stages"]["1"] == {"skipped": "already trained (resume)"}
     (tmp_path / "stage1.safetensors").unlink()  # as if killed after the step-2 checkpoint... of a longer run
     longer = config.model_copy(update={"stage1": config.stage1.model_copy(update={"steps": 5})})
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
-    assert state["info"] == {"method": "three_stage", "stage": "1", "step": 3}
+    state = json.loads((latest_checkpoint(tmp_path / "checkpoints" / "stage-1") / "state.json").read_text())
+    assert state == {"method": "three_stage", "stage": "1", "step": 3}
     resumed = train_inline_critic(longer, stage="1", backbone=backbone)
     assert resumed["stages"]["1"]["step"] == 5
     assert len(_metrics(longer, "1")) >= 1
+
+
+def test_an_interrupted_stage_resumes_bitwise(tmp_path, tiny_shapes_backbone, monkeypatch):
+    import refine.inline_critic.train as critic_train
+
+    config = dict(num_probes=1, batch_size=2, progress=False, save_every=2, log_every=1,
+                  stage1={"steps": 4, "warmup_steps": 0}, data={"validation_cases": 2})
+    straight = InlineCriticConfig(output_dir=str(tmp_path / "straight"), **config)
+    train_inline_critic(straight, stage="1", backbone=tiny_shapes_backbone())
+
+    killed = InlineCriticConfig(output_dir=str(tmp_path / "killed"), **config)
+    real, calls = critic_train.compute_losses, []
+
+    def dies_at_step_3(*args, **kwargs):  # after the step-2 checkpoint
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(critic_train, "compute_losses", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_inline_critic(killed, stage="1", backbone=tiny_shapes_backbone())
+    monkeypatch.setattr(critic_train, "compute_losses", real)
+    assert latest_checkpoint(tmp_path / "killed" / "checkpoints" / "stage-1").name == "checkpoint-000002"
+    train_inline_critic(killed, stage="1", backbone=tiny_shapes_backbone())
+
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "straight" / "stage1.safetensors"), load_file(tmp_path / "killed" / "stage1.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    logged = [[{k: v for k, v in r.items() if k != "seconds_per_step"} for r in _metrics(c, "1")] for c in (straight, killed)]
+    assert [r["step"] for r in logged[1]] == [1, 2, 3, 4] and logged[0] == logged[1]
+
+
+def test_a_resume_with_a_changed_config_is_refused(tmp_path, tiny_shapes_backbone):
+    config = InlineCriticConfig(output_dir=str(tmp_path), num_probes=1, batch_size=2, progress=False, save_every=2,
+                                stage1={"steps": 2, "warmup_steps": 0}, data={"validation_cases": 2})
+    train_inline_critic(config, stage="1", backbone=tiny_shapes_backbone())
+    saved = (tmp_path / "config.yaml").read_text()
+    changed = config.model_copy(update={"stage1": config.stage1.model_copy(update={"lr": 0.5}), "num_probes": 2})
+    with pytest.raises(ConfigError) as caught:
+        train_inline_critic(changed, stage="1", backbone=tiny_shapes_backbone())
+    assert "\n" not in str(caught.value) and "num_probes 1 -> 2" in str(caught.value) and "stage1.lr" in str(caught.value)
+    assert (tmp_path / "config.yaml").read_text() == saved
+    # settings of a stage that has not started may change
+    later = config.model_copy(update={"stage2": config.stage2.model_copy(update={"lr": 0.5, "steps": 1})})
+    assert train_inline_critic(later, stage="2", backbone=tiny_shapes_backbone())["stages"]["2"]["step"] == 1
 
 
 def test_later_stage_alone_needs_the_earlier_one(tmp_path, tiny_shapes_backbone):

@@ -1,8 +1,8 @@
-"""The three policies NFT training juggles: trained, old (rollout) and EMA (evaluation), plus the reference.
+"""Shadow weights: the old (rollout) policy and the EMA of RL training, the reference policy, the decay schedule.
 
 Example:
     >>> import torch
-    >>> from refine.edit_r1.policies import ShadowWeights, decay_at
+    >>> from refine.training.shadows import ShadowWeights, decay_at
     >>> layer = torch.nn.Linear(2, 1, bias=False)
     >>> params = [layer.weight]
     >>> with torch.no_grad():
@@ -44,6 +44,19 @@ def decay_at(iteration: int, *, flat: int = 0, rate: float = 0.001, maximum: flo
         [0.0, 0.0, 0.25, 0.5, 0.6]
     """
     return float(min(rate * max(iteration - flat, 0), maximum))
+
+
+def warmup_decay(update: int, maximum: float) -> float:
+    """The EMA decay of update `update` (0-based) with the usual warm-up: 0, then ``min((1 + u) / (10 + u), maximum)``.
+
+    The schedule of diffusers' `EMAModel` (without `use_ema_warmup`), which the base editor was
+    trained with: the first update copies the weights and the average lengthens as training does.
+
+    Example:
+        >>> [round(warmup_decay(u, 0.999), 3) for u in (0, 1, 10, 10**6)]
+        [0.0, 0.182, 0.55, 0.999]
+    """
+    return 0.0 if update <= 0 else float(min((1 + update) / (10 + update), maximum))
 
 
 class ShadowWeights:

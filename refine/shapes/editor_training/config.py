@@ -1,7 +1,7 @@
 """`BaseTrainConfig`: every setting of the ShapeEdit editor's base training, in one validated model.
 
 Example:
-    >>> from refine.backbones.train_base_config import BaseTrainConfig
+    >>> from refine.shapes.editor_training.config import BaseTrainConfig
     >>> config = BaseTrainConfig(max_steps=1000, decay_steps=200, model={"layers": 2, "width": 32, "heads": 2})
     >>> config.model.width, config.timesteps.sampling
     (32, 'uniform')
@@ -11,7 +11,7 @@ Example:
     ...
     refine.errors.ConfigError: warmup_steps=20 must be smaller than max_steps=10; lower warmup_steps or raise max_steps
 
-Kept free of torch so `refine config show base/shapes` stays fast. The loop is in `train_base.py`.
+Kept free of torch so `refine config show base/shapes` stays fast. The loop is in `train.py` beside it.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ class BaseTrainConfig(RefineConfig):
 
     # Bookkeeping
     log_every: int = Field(25, ge=1, description="Write a metrics.jsonl line (mean loss since the last one) every this many steps.")
+    wandb_project: str | None = Field(None, description="Also log the metric rows to this wandb project (needs `pip install wandb`).")
     checkpoint_every: int = Field(500, ge=0, description="Write a resumable checkpoint every this many steps (0: only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
     resume_from: str | None = Field(
