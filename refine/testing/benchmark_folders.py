@@ -23,9 +23,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetDict, Features, Image as HFImage, Value
 from PIL import Image
 
 _COLOURS = [(220, 30, 30), (30, 180, 60), (30, 60, 220), (230, 210, 40), (150, 60, 200)]
@@ -44,27 +49,58 @@ def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def write_gedit_folder(root: str | Path, cases: int = 4, size: int = 32) -> Path:
-    """A GEdit-Bench snapshot: one parquet file holding `cases` English and `cases` Chinese rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+GEDIT_FORMS = ("parquet", "auto-parquet", "arrow", "save_to_disk")
 
+
+def write_gedit_folder(
+    root: str | Path, cases: int = 4, size: int = 32, form: str = "parquet", raw: bool = True, empty: Sequence[int] = ()
+) -> Path:
+    """A GEdit-Bench copy holding `cases` English and `cases` Chinese rows, in one of `GEDIT_FORMS`.
+
+    `parquet`: `data/train-00000-of-00001.parquet` (a hub snapshot); `auto-parquet`: the hub's
+    converted `default/train/0000.parquet`; `arrow`: hub-snapshot Arrow shards
+    `train/data-0000N-of-00002.arrow`; `save_to_disk`: a DatasetDict folder as
+    `load_dataset(...).save_to_disk(root)` writes it. `raw` adds `input_image_raw` (twice the
+    size of `input_image`, as the release's raw inputs are larger); rows in `empty` (row numbers,
+    English first) have no image at all.
+    """
     root = Path(root)
-    (root / "data").mkdir(parents=True, exist_ok=True)
     tasks = ["color_alter", "subject-add", "background_change", "style_change"]
-    rows = {k: [] for k in ("key", "task_type", "instruction", "instruction_language", "input_image", "Intersection_exist")}
+    rows: dict[str, list] = {k: [] for k in ("key", "task_type", "instruction", "instruction_language", "input_image", "input_image_raw", "Intersection_exist")}
     for language in ("en", "cn"):
         for i in range(cases):
+            number = len(rows["key"])
             rows["key"].append(f"{i:04x}{'a' * 28}")
             rows["task_type"].append(tasks[i % len(tasks)])
             text = f"make the square {_NAMES[(i + 1) % len(_NAMES)]}" if language == "en" else f"把方块变成{_NAMES[(i + 1) % len(_NAMES)]}"
             rows["instruction"].append(text)
             rows["instruction_language"].append(language)
-            rows["input_image"].append({"bytes": _png(_image(i, size)), "path": f"{i}.png"})
+            missing = number in empty
+            rows["input_image"].append(None if missing else {"bytes": _png(_image(i, size)), "path": f"{i}.png"})
+            rows["input_image_raw"].append(None if missing else {"bytes": _png(_image(i, 2 * size)), "path": f"{i}_raw.png"})
             rows["Intersection_exist"].append(i % 2 == 0)
-    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    table = pa.table({k: (pa.array(v, type=image_type) if k == "input_image" else pa.array(v)) for k, v in rows.items()})
-    pq.write_table(table, root / "data" / "train-00000-of-00001.parquet")
+    if not raw:
+        del rows["input_image_raw"]
+    if form in ("parquet", "auto-parquet"):
+        image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        table = pa.table({k: (pa.array(v, type=image_type) if k.startswith("input_image") else pa.array(v)) for k, v in rows.items()})
+        path = root / ("data/train-00000-of-00001.parquet" if form == "parquet" else "default/train/0000.parquet")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        return root
+    features = Features({k: (HFImage() if k.startswith("input_image") else Value("bool" if k == "Intersection_exist" else "string")) for k in rows})
+    dataset = Dataset.from_dict(rows, features=features)
+    if form == "save_to_disk":
+        DatasetDict({"train": dataset}).save_to_disk(str(root), num_shards={"train": 2})
+    elif form == "arrow":
+        saved = root / ".save_to_disk"
+        dataset.save_to_disk(str(saved), num_shards=2)
+        (root / "train").mkdir(parents=True, exist_ok=True)
+        for shard in saved.glob("data-*.arrow"):
+            shutil.move(str(shard), root / "train" / shard.name)
+        shutil.rmtree(saved)
+    else:
+        raise ValueError(f"form must be one of {GEDIT_FORMS}, got {form!r}")
     return root
 
 
