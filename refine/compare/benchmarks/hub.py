@@ -34,7 +34,10 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from refine.errors import InputError
 
-FORMS = "a datasets save_to_disk folder, data-0000N-of-0000M.arrow shards or parquet files (data/*.parquet)"
+FORMS = (
+    "<root>/data/*.parquet (or default/train/*.parquet), Arrow shards <root>/.../data-0000N-of-0000M.arrow, "
+    "or a datasets save_to_disk folder (<root>/dataset_dict.json)"
+)
 
 
 @dataclass

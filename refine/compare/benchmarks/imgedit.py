@@ -127,7 +127,7 @@ class ImgEditBench(FolderBenchmark):
             loader = self._loader(folder, str(item["id"]))
             if loader is None:
                 missing.append(str(key))
-            entries.append((str(key), item, loader))
+            entries.append((str(key), {**item, "_path": str(folder / item["id"]) if folder is not None else None}, loader))
         if missing:
             where = f"under {str(folder)!r}" if folder is not None else "in Benchmark.tar"
             raise missing_images("imgedit", missing, f"source image {where}")
@@ -172,7 +172,7 @@ class ImgEditBench(FolderBenchmark):
         return [
             Case(
                 id=key, category=str(item["edit_type"]), source=loader,
-                instructions=[str(item["prompt"]).strip()], meta={"task_type": item["edit_type"], "image": str(item["id"]), "key": key},
+                instructions=[str(item["prompt"]).strip()], meta={"task_type": item["edit_type"], "image": str(item["id"]), "key": key, "source_path": item["_path"]},
             )
             for key, item, loader in self._entries
         ]

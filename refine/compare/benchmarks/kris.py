@@ -134,6 +134,8 @@ class KrisBench(FolderBenchmark):
                 meta={
                     "task_type": row["category"], "key": row["key"], "explanation": str(row["item"].get("explain_en") or ""),
                     "extra_images": [str(p) for p in row["paths"][1:]],
+                    # for `refine compare export --layout kris`: the annotation and its files, as released
+                    "annotation": row["item"], "files": {p.name: str(p) for p in [*row["paths"], *([row["gt"]] if row["gt"] is not None and row["gt"].is_file() else [])]},
                 },
             )
             for row in self._rows

@@ -125,6 +125,8 @@ class RiseBench(FolderBenchmark):
                 meta={
                     "task_type": item["category"], "image": item["image"],
                     "reference": str(item.get("reference") or item.get("reference_txt") or ""),
+                    # for `refine compare export --layout rise`: the case and its files, as released
+                    "item": item, "files": {n: str(folder / n) for n in (item["image"], item.get("reference_img")) if n},
                 },
             )
             for item in self._rows
