@@ -88,6 +88,7 @@ class GEditBench(FolderBenchmark):
     version = 1
     criteria = CRITERIA
     layout = LAYOUT
+    aggregate = "categories"  # the "all" row averages per task type, then across types, as the official scripts do
 
     def __init__(
         self,

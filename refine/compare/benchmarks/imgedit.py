@@ -91,6 +91,7 @@ class ImgEditBench(FolderBenchmark):
     version = 1
     criteria = CRITERIA
     layout = LAYOUT
+    aggregate = "categories"  # the "all" row averages per task type, then across types, as the official scripts do
 
     def __init__(
         self, root: str, judge: dict[str, Any] | None = None, index: str | None = None, images: str | None = None
