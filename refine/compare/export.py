@@ -41,6 +41,7 @@ from typing import Any, Callable
 from PIL import Image
 
 from refine.compare.benchmarks.base import Benchmark, Case
+from refine.compare.runner import build_benchmark, load_compare_config
 from refine.compare.store import safe_name
 from refine.errors import ConfigError, InputError
 from refine.images import load_image
@@ -65,8 +66,6 @@ def export_run(run_dir: str | Path, layout: str, out: str | Path | None = None) 
     for name in ("config.yaml", "cases.jsonl"):
         if not (run_dir / name).is_file():
             raise InputError(f"{str(run_dir)!r} is not a comparison results folder (no {name}); pass the out_dir of `refine compare`")
-    from refine.compare.runner import build_benchmark, load_compare_config  # runner imports torch-free parts only
-
     benchmark = build_benchmark(load_compare_config(str(run_dir / "config.yaml")).benchmark)
     if benchmark.name != LAYOUT_BENCHMARK[layout]:
         raise ConfigError(

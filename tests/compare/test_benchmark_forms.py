@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from refine.cli import main
 from refine.compare import run_compare
 from refine.compare.benchmarks.edival import EdiValBench
 from refine.compare.benchmarks.gedit import GEditBench
@@ -316,13 +317,26 @@ def test_mse_bench_session_without_image_fails_at_build(tmp_path):
 
 
 @pytest.mark.slow(minutes=0.5)
-def test_export_refuses_a_layout_of_another_benchmark_and_a_folder_that_is_no_run(tmp_path, judge):
+def test_export_through_the_cli_and_its_one_line_errors(tmp_path, judge, capsys):
     root = write_rise_folder(tmp_path / "r")
     out = _run(tmp_path, {"kind": "rise", "root": str(root)}, judge)
-    with pytest.raises(ConfigError, match="layout 'gedit' is for the 'gedit' benchmark"):
-        export_run(out, "gedit")
-    with pytest.raises(InputError, match="not a comparison results folder"):
-        export_run(tmp_path, "rise")
+    capsys.readouterr()
+    main(["compare", "export", str(out), "--layout", "rise", "--out", str(tmp_path / "official")])
+    assert "exported" in capsys.readouterr().out
+    assert (tmp_path / "official" / "outputs" / "base" / "images" / "logical_reasoning" / "logical_reasoning_1.png").is_file()
+    assert "gpt_eval.py --data" in (tmp_path / "official" / "EXPORT.md").read_text()
+    for args, message in [
+        (["compare", "export", str(out), "--layout", "gedit"], "layout 'gedit' is for the 'gedit' benchmark"),
+        (["compare", "export", str(tmp_path), "--layout", "rise"], "not a comparison results folder"),
+        (["compare", "export", str(out), "--layout", "magicbrush"], "unknown export layout 'magicbrush'"),
+        (["compare", "export", str(out)], "usage: refine compare export RUN --layout"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and message in err and len([line for line in err.splitlines() if line.strip()]) == 1
+    with pytest.raises(ConfigError, match="layout 'kris' is for the 'kris' benchmark"):
+        export_run(out, "kris")
 
 
 class _FixedJudge:
