@@ -102,9 +102,9 @@ class GEditBench(FolderBenchmark):
         super().__init__(root, judge)
         self.language, self.intersection_only, self.image_column = language, intersection_only, image_column
         self._tables = find_tables(self.root, "gedit", split)
+        self._columns: dict[tuple[int, str], Any] = {}  # (table, image column) -> its cells
         self._rows = self._read_index()  # fails here, before any compute, on a wrong layout or a missing image
         self._by_id = {row["_id"]: row for row in self._rows}
-        self._columns: dict[tuple[int, str], Any] = {}
 
     def _read_index(self) -> list[dict[str, Any]]:
         rows = []
@@ -137,12 +137,17 @@ class GEditBench(FolderBenchmark):
     def _pick_image_columns(self, rows: list[dict[str, Any]]) -> None:
         """Per case, the first image column (input_image_raw, then input_image) that holds bytes; preflight."""
         present: dict[tuple[int, str], list[bool]] = {}
+
+        def has(row: dict[str, Any], column: str) -> bool:
+            where = (row["_table"], column)
+            if where not in present:
+                # the column is read once (parquet: its bytes; Arrow: memory-mapped) and kept for editing
+                self._columns[where] = self._tables[row["_table"]].read([column]).column(0)
+                present[where] = has_image(self._columns[where])
+            return present[where][row["_index"]]
+
         for row in rows:
-            for column in row["_images"]:
-                if (row["_table"], column) not in present:
-                    # reads this column's bytes once (parquet) or maps them (Arrow); nothing is decoded
-                    present[(row["_table"], column)] = has_image(self._tables[row["_table"]].read([column]).column(0))
-            row["_column"] = next((c for c in row["_images"] if present[(row["_table"], c)][row["_index"]]), None)
+            row["_column"] = next((c for c in row["_images"] if has(row, c)), None)
         empty = [r["_id"] for r in rows if r["_column"] is None]
         if empty:
             raise missing_images("gedit", empty, f"image bytes in {' or '.join(rows[0]['_images'])}")

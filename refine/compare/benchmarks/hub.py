@@ -114,6 +114,9 @@ def _parquet(root: Path, benchmark: str, split: str) -> list[HubTable]:
         files = sorted(root.glob(pattern))
         if files:
             break
+    # the hub names split files data/<split>-0000N-of-0000M.parquet or puts them in a <split>/ folder
+    in_split = [p for p in files if split in p.relative_to(root).parts[:-1] or p.name.startswith(f"{split}-")]
+    files = in_split or files
     tables = []
     for path in files:
         try:

@@ -32,7 +32,6 @@ and `quality` (is the result natural and free of artifacts), each 1-5; `overall`
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash

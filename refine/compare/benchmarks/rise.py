@@ -34,7 +34,6 @@ reads expected values), and `overall` is the percentage of solved cases.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
