@@ -273,10 +273,17 @@ def write_rise_folder(root: str | Path, cases: list | None = None, size: int = 3
 # MSE-Bench's documented example session (ByteDance-Seed/VINCIE benchmark/README.md, see tests/compare/data/mse/PROVENANCE.md)
 MSE_SLICE = [{
     "index": 0,
-    "summary": "The aim is to enhance the snowman's whimsical appearance through a series of diverse editing operations "
-    "that introduce new elements, modify existing attributes, and alter perspectives to create a more interesting and "
-    "visually appealing scene.",
-    "description_source": "The image features a cheerful snowman with a carrot nose, smiling face, and eyes made of coal.",
+    "summary": (
+        "The aim is to enhance the snowman's whimsical appearance through a series of diverse editing "
+        "operations that introduce new elements, modify existing attributes, and alter perspectives to create "
+        "a more interesting and visually appealing scene."
+    ),
+    "description_source": (
+        "The image features a cheerful snowman with a carrot nose, smiling face, and eyes made of coal. It is "
+        "adorned with a brown top hat and a patterned scarf with green and orange decorations matching its "
+        "gloves. The snowman is set against a plain white background, showcasing its simple and whimsical "
+        "design."
+    ),
     "context": [
         "Replace the snowman's top hat with a red Santa hat.",
         "Change the color of the snowman's scarf to red and white stripes.",
@@ -284,13 +291,19 @@ MSE_SLICE = [{
         "Replace the background with a snowy forest scene.",
         "Adjust the snowman's orientation to face slightly towards the right.",
     ],
-    "operation": ["object_replace", "attribute_change", "remove", "background_replace", "orientation"],
+    "operation": [
+        "object_replace",
+        "attribute_change",
+        "remove",
+        "background_replace",
+        "orientation",
+    ],
     "description_target": [
-        "The snowman retains its smile but now has a Santa hat adorned with a white pom-pom.",
-        "The snowman's scarf color is now changed to a vibrant red and white stripe pattern.",
-        "The snowman's left mitten is removed, revealing a twig-like hand holding a candy cane.",
-        "The snowman is now positioned in a snowy forest backdrop with spruce trees.",
-        "The snowman is turned slightly to the right.",
+        "The snowman retains its smile but now has a Santa hat adorned with a white pom-pom, adding a festive holiday touch.",
+        "The snowman's scarf color is now changed to a vibrant red and white stripe pattern, providing a more contrasting and lively visual.",
+        "The snowman's left mitten is removed, revealing a twig-like hand holding a candy cane, adding a playful element.",
+        "The snowman is now positioned in a snowy forest backdrop with spruce trees, lending a natural winter setting to the image.",
+        "The snowman is turned slightly to the right, as if facing towards a nearby bird perched on its twig arm, inviting a sense of interaction.",
     ],
 }]
 
