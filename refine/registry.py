@@ -66,6 +66,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "shapes-mt": "refine.compare.benchmarks.shapes:shapes_mt",
         "gedit": "refine.compare.benchmarks.gedit:GEditBench",
         "imgedit": "refine.compare.benchmarks.imgedit:ImgEditBench",
+        "kris": "refine.compare.benchmarks.kris:KrisBench",
+        "rise": "refine.compare.benchmarks.rise:RiseBench",
+        "mse-bench": "refine.compare.benchmarks.mse:MSEBench",
         "edival": "refine.compare.benchmarks.edival:EdiValBench",
     },
     "config": {

@@ -28,8 +28,18 @@ def compare(
     out: Optional[str] = typer.Option(None, "--out", help="Results folder (overrides out_dir)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete the cached outputs in <out_dir>/cache and recompute everything."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bars."),
+    layout: Optional[str] = typer.Option(
+        None, "--layout", help="With `refine compare export RUN`: gedit|imgedit|edival|kris|rise, the official evaluator's layout."
+    ),
 ) -> None:
-    """Compare strategies on a benchmark with one judge and fixed seeds; writes a report folder."""
+    """Compare strategies on a benchmark with one judge and fixed seeds; writes a report folder.
+
+    `refine compare export RUN --layout NAME [--out DIR]` writes the outputs of the finished run in
+    RUN where that benchmark's official evaluator reads them (see refine.compare.export).
+    """
+    if config == "export":
+        _export(overrides or [], layout, out)
+        return
     from refine.compare.runner import load_compare_config, run_compare
 
     items = list(overrides or [])
@@ -45,6 +55,16 @@ def compare(
         _clear_cache(cfg)
     run = run_compare(cfg)
     typer.echo(f"finished in {run.seconds:.1f} s")
+
+
+def _export(args: List[str], layout: Optional[str], out: Optional[str]) -> None:
+    from refine.compare.export import LAYOUTS, export_run
+    from refine.errors import ConfigError
+
+    if len(args) != 1 or layout is None:
+        raise ConfigError(f"usage: refine compare export RUN --layout {'|'.join(LAYOUTS)} [--out DIR]")
+    result = export_run(args[0], layout, out)
+    typer.echo(f"exported {result.files} files for {', '.join(sorted(result.models))} to {result.out} (commands: {result.out / 'EXPORT.md'})")
 
 
 def _clear_cache(cfg) -> None:

@@ -79,7 +79,7 @@ class CompareConfig(RefineConfig):
     """Everything `refine compare` needs; see `examples/configs/compare/shapes.yaml`."""
 
     benchmark: Spec = Field(
-        description="Benchmark spec {kind: shapes-bench|shapes-mt|gedit|imgedit|edival|<dotted path>, ...params}; "
+        description="Benchmark spec {kind: shapes-bench|shapes-mt|gedit|imgedit|edival|kris|rise|mse-bench|<dotted path>, ...params}; "
         "folder benchmarks take `root` and a `judge` spec.",
     )
     editor: Spec = Field(

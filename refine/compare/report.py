@@ -55,10 +55,11 @@ def summarize_rows(benchmark: "Benchmark", rows: Sequence["CaseRow"], resamples:
         {"entry": r.entry, "category": r.category, "scores": r.scores, "seconds": r.seconds, "key": (r.case_id, r.seed)}
         for r in rows
     ]
-    summary = summarize(data, list(benchmark.metrics), resamples)
+    by_category = getattr(benchmark, "aggregate", "cases") == "categories"  # GEdit-Bench, ImgEdit: mean of type means
+    summary = summarize(data, list(benchmark.metrics), resamples, by_category)
     if summary:
         reference, headline = summary[0].entry, benchmark.metrics[0]
-        deltas = paired_deltas(data, headline, reference, resamples)
+        deltas = paired_deltas(data, headline, reference, resamples, by_category)
         for row in summary:
             if (row.entry, row.category) in deltas:
                 row.extra.update(delta=deltas[(row.entry, row.category)], delta_vs=reference, delta_metric=headline)

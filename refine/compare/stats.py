@@ -110,10 +110,36 @@ def difference_ci(a: Sequence[float], b: Sequence[float], resamples: int = 1000,
     return MeanCI(diff, float(low), float(high))
 
 
-def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str], resamples: int = 1000) -> list[SummaryRow]:
+def category_mean_ci(groups: Sequence[Sequence[float]], resamples: int = 1000, seed: int = 0) -> MeanCI:
+    """The mean of the per-category means (GEdit-Bench's and ImgEdit's "all"), with a stratified bootstrap.
+
+    Each resample draws every category's values with replacement within that category, so each
+    category keeps its weight; empty categories are left out.
+
+    >>> ci = category_mean_ci([[2.0, 4.0], [10.0]])       # (3 + 10) / 2, not (2 + 4 + 10) / 3
+    >>> ci.mean, 5.0 <= ci.low <= ci.mean <= ci.high <= 7.0
+    (6.5, True)
+    """
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+    if not arrays:
+        return MeanCI(float("nan"), float("nan"), float("nan"))
+    mean = float(np.mean([a.mean() for a in arrays]))
+    if all(a.size < 2 or np.all(a == a[0]) for a in arrays):
+        return MeanCI(mean, mean, mean)
+    rng = np.random.default_rng(seed)
+    draws = np.mean([a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1) for a in arrays], axis=0)  # (R,)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return MeanCI(mean, float(low), float(high))
+
+
+def summarize(
+    rows: Iterable[dict[str, Any]], metrics: Sequence[str], resamples: int = 1000, by_category: bool = False
+) -> list[SummaryRow]:
     """One row per entry for all cases, then one per category (entries and categories in first-seen order).
 
     `rows` are per-case dicts with `entry`, `category`, `scores` ({metric: value}) and `seconds`.
+    `by_category`: the "all" row is the mean of the category means (`category_mean_ci`), as
+    GEdit-Bench and ImgEdit aggregate, instead of the mean over cases.
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     categories: dict[str, list[str]] = {}
@@ -130,22 +156,32 @@ def summarize(rows: Iterable[dict[str, Any]], metrics: Sequence[str], resamples:
     summary = []
     for entry, category in ordered:
         members = groups[(entry, category)]
-        values = {
-            name: mean_ci([r["scores"][name] for r in members if r["scores"].get(name) is not None], resamples)
-            for name in metrics
-        }
+        if by_category and category == ALL:
+            values = {
+                name: category_mean_ci(
+                    [[r["scores"][name] for r in groups[(entry, c)] if r["scores"].get(name) is not None] for c in categories[entry]],
+                    resamples,
+                )
+                for name in metrics
+            }
+        else:
+            values = {
+                name: mean_ci([r["scores"][name] for r in members if r["scores"].get(name) is not None], resamples)
+                for name in metrics
+            }
         seconds = float(np.mean([r["seconds"] for r in members]))
         summary.append(SummaryRow(entry, category, len(members), values, seconds))
     return summary
 
 
 def paired_deltas(
-    rows: Iterable[dict[str, Any]], metric: str, reference: str, resamples: int = 1000
+    rows: Iterable[dict[str, Any]], metric: str, reference: str, resamples: int = 1000, by_category: bool = False
 ) -> dict[tuple[str, str], MeanCI]:
     """(entry, category) -> mean and 95% interval of `metric`(entry) - `metric`(reference) over shared items.
 
     Rows need `entry`, `category`, `key` (the (case, seed) identity) and `scores`; items where
-    either side has no score are left out.
+    either side has no score are left out. `by_category`: the "all" delta is the mean of the
+    per-category mean deltas (as `summarize` with `by_category`).
 
     >>> rows = [{"entry": e, "category": "c", "key": k, "scores": {"o": v}}
     ...         for e, k, v in [("a", 1, 0.2), ("a", 2, 0.4), ("b", 1, 0.3), ("b", 2, 0.5)]]
@@ -170,5 +206,8 @@ def paired_deltas(
                 diffs.setdefault(ALL, []).append(diff)
                 diffs.setdefault(category, []).append(diff)
         for category, ds in diffs.items():
-            out[(entry, category)] = mean_ci(ds, resamples)
+            if by_category and category == ALL:
+                out[(entry, ALL)] = category_mean_ci([d for c, d in diffs.items() if c != ALL], resamples)
+            else:
+                out[(entry, category)] = mean_ci(ds, resamples)
     return out

@@ -49,11 +49,11 @@ def test_gedit_parquet_snapshot_runs_end_to_end_through_compare(tmp_path, judge)
 
 
 def test_imgedit_folder_is_read_and_judged_on_its_1_to_5_scale(tmp_path, judge):
-    root = write_imgedit_folder(tmp_path / "singleturn", cases=4)
+    root = write_imgedit_folder(tmp_path / "Benchmark", cases=4)
     bench = ImgEditBench(str(root), judge)
     cases = bench.cases()
     assert [c.id for c in cases] == ["100", "101", "102", "103"]
-    assert [c.category for c in cases] == ["add", "remove", "alter", "style"]
+    assert [c.category for c in cases] == ["add", "remove", "adjust", "style"]
     assert cases[0].instructions == ["Change the square to green."] and cases[0].source_image().size == (32, 32)
     for score in _judged(bench, cases):
         ratings = [score.scores[m] for m in ("compliance", "seamlessness", "fidelity")]

@@ -98,8 +98,8 @@ def test_folder_benchmark_without_a_judge_or_with_a_missing_judge_model(toy, tmp
         run_compare(toy(benchmark={"kind": "imgedit", "root": str(root)}))
     with pytest.raises(ArtifactError, match="judge model '/no/such/vlm' does not exist"):
         run_compare(toy(benchmark={"kind": "imgedit", "root": str(root), "judge": {"backend": {"kind": "transformers", "model": "/no/such/vlm"}}}))
-    with pytest.raises(InputError, match="image '.*' not found"):
-        (root / "original_images" / "for_add" / "000000000.jpg").unlink()
+    with pytest.raises(InputError, match=r"1 case\(s\) have no source image under .*: '100'"):
+        (root / "singleturn" / "for_add" / "000000000.jpg").unlink()
         run_compare(toy(benchmark={"kind": "imgedit", "root": str(root), "judge": {"backend": {"kind": "openai", "base_url": "http://x/v1", "model": "m"}}}))
     assert PaintEditor.calls == 0
 

@@ -99,3 +99,19 @@ def test_multi_token_candidates_are_refused(local_vlm):
         local_vlm.candidate_ids(["10"])
     with pytest.raises(ConfigError, match="cannot load"):
         TransformersVLM("/nonexistent/model")
+
+
+def test_device_map_reaches_from_pretrained_and_scores_like_the_plain_load(tiny_vlm_path, local_vlm, make_scene, monkeypatch):
+    # device_map="auto" splits a large judge over GPUs; on a CPU-only machine "auto" places it on the CPU
+    from transformers import AutoModelForImageTextToText
+
+    seen, load = [], AutoModelForImageTextToText.from_pretrained
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", lambda *a, **kw: seen.append(kw) or load(*a, **kw))
+    mapped = TransformersVLM(tiny_vlm_path, device_map="auto", batch_size=32)
+    assert seen[0]["device_map"] == "auto" and mapped.device == torch.device("cpu")
+    assert seen[0]["dtype"] == torch.bfloat16  # "auto" dtype with a GPU-bound map
+    args = items(make_scene, 3)
+    plain = MLLMJudge(local_vlm, mode="score_logit", cache=False)(*args).scores
+    assert MLLMJudge(mapped, mode="score_logit", cache=False)(*args).scores == pytest.approx(plain, abs=2e-3)  # bf16 vs fp32
+    with pytest.raises(ConfigError, match="device_map needs a checkpoint path"):
+        TransformersVLM(local_vlm.model, processor=local_vlm.processor, device_map="auto")

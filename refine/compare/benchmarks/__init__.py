@@ -2,13 +2,16 @@
 
 Example:
     >>> from refine.registry import registry
-    >>> [k for k in registry.kinds("benchmark") if k in ("edival", "gedit", "imgedit", "shapes-bench", "shapes-mt")]
-    ['edival', 'gedit', 'imgedit', 'shapes-bench', 'shapes-mt']
+    >>> sorted(k for k in registry.kinds("benchmark") if "." not in k)
+    ['edival', 'gedit', 'imgedit', 'kris', 'mse-bench', 'rise', 'shapes-bench', 'shapes-mt']
 
 * `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's splits, scored by its exact judge.
-* `gedit`, `imgedit`, `edival` (`gedit.py`, `imgedit.py`, `edival.py`): local folders in the
-  layouts those benchmarks are distributed in (each module documents its layout), scored by an
-  MLLM judge from `refine.rewards` with the benchmark's own scheme (`mllm.py`); what they share
-  (root folder, lazily built judge, None-aware score helpers) is `folder.py`.
+* `gedit`, `imgedit`, `edival`, `kris`, `rise`, `mse-bench` (`gedit.py`, `imgedit.py`,
+  `edival.py`, `kris.py`, `rise.py`, `mse.py`): local copies in the forms those benchmarks are
+  distributed in (each module documents its layouts; `hub.py` reads a Hugging Face dataset as
+  parquet, Arrow shards or a `save_to_disk` folder), scored by an MLLM judge from `refine.rewards`
+  with the benchmark's own scheme (`mllm.py`); what they share (root folder, lazily built judge,
+  None-aware score helpers, preflight messages) is `folder.py`. `refine compare export` writes a
+  run's outputs where each benchmark's official evaluator reads them (`refine.compare.export`).
 * Anything else: a dotted path to a class implementing `base.Benchmark`.
 """

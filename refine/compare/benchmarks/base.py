@@ -14,6 +14,9 @@ turn a case, a turn index and the current image into an `EditRequest` (`request(
 score finished cases in its own scheme (`score()`, batched because MLLM judges are). Multi-turn
 benchmarks give several instructions per case; the runner feeds the output of turn k to turn k+1.
 
+Optional: `aggregate = "categories"` makes the report's "all" row the mean of the per-category
+means (GEdit-Bench and ImgEdit report it that way); without it, the mean over cases.
+
 Identity for caching: `key` names the case data (so the same cases under another `limit` reuse
 outputs) and `judge_key` names the scoring scheme + judge settings (so re-judging does not
 re-edit). Both must change whenever what they describe changes.

@@ -16,9 +16,11 @@ Expected layout (the EdiVal-Agent release: its instruction CSV and the 512x512 i
       oai_instruction_generation_output.csv
       input_images_resize_512/<image_index>_input_raw.(png|jpg)     or input_images_resize_512.zip
 
-The CSV has one row per (image_index, turns) prefix; the rows whose `turns` equals `turns`
+The CSV has one row per (image_index, turns) prefix (a UTF-8 BOM is skipped, as pandas does); the rows whose `turns` equals `turns`
 (default 3) hold a full sequence: `instructions` and `task_type` are Python list literals with
-one entry per turn. The case id is the `image_index`, the category the last turn's task type.
+one entry per turn. The case id is the `image_index`, the category the last turn's task type (one
+of EdiVal's nine, `TASK_TYPES`; others are kept with a warning). Cases whose image is missing
+fail when the benchmark is built, named in one line.
 
 Scoring (EdiVal's two axes, on an MLLM instead of its detector tools, as percentages like its
 leaderboard): per turn k, instruction following IF_k = 100 * P(Yes) for "was instruction k
@@ -39,7 +41,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
-from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, mean
+from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, mean, missing_images, warn_unknown
 from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
@@ -50,6 +52,10 @@ LAYOUT = (
     "<root>/input_images_resize_512/<image_index>_input_raw.png|jpg (or that folder as a .zip)"
 )
 COLUMNS = ("image_index", "turns", "task_type", "instructions")
+TASK_TYPES = (
+    "subject_add", "subject_remove", "subject_replace", "color_alter", "material_alter", "text_change",
+    "count_change", "position_change", "background_change",
+)  # the nine of the released CSV
 
 CRITERIA = (
     Criterion(
@@ -97,7 +103,8 @@ class EdiValBench(FolderBenchmark):
         path = self.root / self.csv_file
         if not path.is_file():
             raise InputError(f"edival: no {self.csv_file} in {str(self.root)!r}; {LAYOUT}")
-        with open(path, newline="") as handle:
+        # utf-8-sig: a CSV saved by Excel starts with a BOM, which pandas (the official scripts' reader) skips too
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -106,7 +113,7 @@ class EdiValBench(FolderBenchmark):
         if not rows:
             raise InputError(f"edival: {self.csv_file} has no rows with turns == {self.n_turns}; set `turns` to its sequence length")
         names = self._image_names()
-        out = []
+        out, missing = [], []
         for row in rows:
             index = row["image_index"].strip()
             instructions = [_clean(text) for text in _literal_list(row["instructions"], index, "instructions")]
@@ -115,8 +122,11 @@ class EdiValBench(FolderBenchmark):
                 raise InputError(f"edival: image {index} lists {len(instructions)} instructions for turns == {self.n_turns}")
             image = next((n for n in (f"{index}_input_raw.png", f"{index}_input_raw.jpg") if n in names), None)
             if image is None:
-                raise InputError(f"edival: no image {index}_input_raw.png|jpg in {self.images!r}; {LAYOUT}")
+                missing.append(index)
             out.append({"id": index, "instructions": instructions, "task_types": task_types, "image": image})
+        if missing:
+            raise missing_images("edival", missing, f"<image_index>_input_raw.png|jpg in {self.images!r}")
+        warn_unknown("edival", "task_type", [t for row in out for t in row["task_types"]], TASK_TYPES)
         return out
 
     def _image_names(self) -> set[str]:
@@ -148,7 +158,7 @@ class EdiValBench(FolderBenchmark):
         return [
             Case(
                 id=row["id"], category=row["task_types"][-1], source=lambda name=row["image"]: self._image(name),
-                instructions=row["instructions"], meta={"task_types": row["task_types"]},
+                instructions=row["instructions"], meta={"task_types": row["task_types"], "image_index": row["id"]},
             )
             for row in self._rows
         ]

@@ -19,6 +19,7 @@ needs is None (the judge could not read an answer), never a guess.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,6 +64,21 @@ class FolderBenchmark:
 
     def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
         return default_request(case, turn, image, seed, benchmark=self.name)
+
+
+def warn_unknown(benchmark: str, field: str, values: Sequence[str], known: Sequence[str]) -> None:
+    """A warning naming the values of `field` the benchmark does not define, with the ones it does."""
+    unknown = sorted({str(v) for v in values} - set(known))
+    if unknown:
+        warnings.warn(
+            f"{benchmark}: unknown {field}(s) {', '.join(unknown)}; known: {', '.join(known)}", UserWarning, stacklevel=3
+        )
+
+
+def missing_images(benchmark: str, ids: Sequence[str], what: str) -> InputError:
+    """The one-line preflight error naming the cases without an image (at most 5 named)."""
+    named = ", ".join(repr(i) for i in ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    return InputError(f"{benchmark}: {len(ids)} case(s) have no {what}: {named}; fix or remove them from the data")
 
 
 def mean(values: Sequence[float | None]) -> float | None:

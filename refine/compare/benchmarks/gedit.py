@@ -9,17 +9,18 @@ Example (a small folder in the dataset's layout; the judge is only contacted whe
     >>> [(c.category, c.instructions[0]) for c in GEditBench(str(root), judge).cases()]    # GEdit-Bench-EN
     [('color_alter', 'make the square green'), ('subject-add', 'make the square blue')]
 
-Expected layout (what `huggingface-cli download stepfun-ai/GEdit-Bench --repo-type dataset
---local-dir data/GEdit-Bench` produces)::
+Expected layout: the dataset `stepfun-ai/GEdit-Bench` in any form it reaches a disk
+(`refine.compare.benchmarks.hub`): a `huggingface-cli download ... --local-dir` snapshot (Arrow
+shards `data-0000N-of-0000M.arrow`, or parquet under `data/` or the hub's auto-converted
+`default/train/`), or a `load_dataset(...).save_to_disk(path)` folder (`split`, default "train").
 
-    <root>/
-      data/*.parquet        (parquet files directly in <root> work too)
-
-with one row per case and the dataset's columns: `key` (case id), `task_type` (one of the 11
-categories: background_change, color_alter, material_alter, motion_change, ps_human,
-style_change, subject-add, subject-remove, subject-replace, text_change, tone_transfer),
-`instruction`, `instruction_language` ("en" or "cn"), `input_image` (an image struct with PNG/JPEG
-`bytes`) and optionally `input_image_raw` and `Intersection_exist`. `language` picks
+One row per case with the dataset's columns: `key` (case id), `task_type` (one of the 11
+categories in `GROUPS`; others are kept with a warning), `instruction`, `instruction_language`
+("en" or "cn"), `input_image_raw` (the input GEdit-Bench's own generation script edits) and
+`input_image` (the source its evaluator compares with, `{key}_SRCIMG.png`), each an image struct
+with PNG/JPEG `bytes`, and `Intersection_exist`. Cases are edited from `input_image_raw`; a case
+without it falls back to `input_image` with a warning (`image_column` forces one column), and a
+case with neither fails when the benchmark is built, naming it. `language` picks
 GEdit-Bench-EN (default), -CN or both; `intersection_only` keeps the "intersection" subset.
 
 Scoring (VIEScore, as GEdit-Bench does, on the configured VLM; see `mllm.py` for the reading):
@@ -31,20 +32,26 @@ Images are read from the parquet files only when a case is edited or shown.
 
 from __future__ import annotations
 
-from pathlib import Path
+import warnings
 from typing import Any, Literal, Sequence
 
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
-from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, minimum
+from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, minimum, missing_images, warn_unknown
+from refine.compare.benchmarks.hub import FORMS, find_tables, has_image, image_bytes
 from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditResult
 
-LAYOUT = "expected <root>/data/*.parquet (or <root>/*.parquet) with columns key, task_type, instruction, instruction_language, input_image"
+LAYOUT = f"expected {FORMS} with columns key, task_type, instruction, instruction_language, input_image_raw or input_image"
 REQUIRED = ("key", "task_type", "instruction", "instruction_language")
+IMAGE_COLUMNS = ("input_image_raw", "input_image")  # the official input first (GEdit-Bench's generate_image_example.py)
+GROUPS = (
+    "background_change", "color_alter", "material_alter", "motion_change", "ps_human", "style_change",
+    "subject-add", "subject-remove", "subject-replace", "text_change", "tone_transfer",
+)
 
 CRITERIA = (
     Criterion(
@@ -81,6 +88,7 @@ class GEditBench(FolderBenchmark):
     version = 1
     criteria = CRITERIA
     layout = LAYOUT
+    aggregate = "categories"  # the "all" row averages per task type, then across types, as the official scripts do
 
     def __init__(
         self,
@@ -88,32 +96,28 @@ class GEditBench(FolderBenchmark):
         judge: dict[str, Any] | None = None,
         language: Literal["en", "cn", "all"] = "en",
         intersection_only: bool = False,
-        image_column: str = "input_image",
+        image_column: str | None = None,
+        split: str = "train",
     ) -> None:
         super().__init__(root, judge)
         self.language, self.intersection_only, self.image_column = language, intersection_only, image_column
-        self._rows = self._read_index()  # fails here, before any compute, on a wrong layout
-        self._columns: dict[Path, Any] = {}
+        self._tables = find_tables(self.root, "gedit", split)
+        self._columns: dict[tuple[int, str], Any] = {}  # (table, image column) -> its cells
+        self._rows = self._read_index()  # fails here, before any compute, on a wrong layout or a missing image
+        self._by_id = {row["_id"]: row for row in self._rows}
 
     def _read_index(self) -> list[dict[str, Any]]:
-        files = sorted((self.root / "data").glob("*.parquet")) or sorted(self.root.glob("*.parquet"))
-        if not files:
-            raise InputError(f"gedit root {str(self.root)!r} has no parquet files; {LAYOUT}")
-        import pyarrow.parquet as pq
-
         rows = []
-        for path in files:
-            try:
-                schema = pq.read_schema(path)
-            except Exception as err:  # pyarrow raises several types for a non-parquet file
-                raise InputError(f"gedit: {path} is not a readable parquet file ({err}); {LAYOUT}") from None
-            missing = [c for c in (*REQUIRED, self.image_column) if c not in schema.names]
-            if missing:
-                raise InputError(f"gedit: {path.name} lacks the column(s) {', '.join(missing)}; {LAYOUT}")
-            extra = [c for c in ("Intersection_exist", "intersection_exist") if c in schema.names]
-            table = pq.read_table(path, columns=[*REQUIRED, *extra[:1]]).to_pylist()
-            for index, row in enumerate(table):
-                row.update(_file=path, _index=index, _intersection=bool(row.get(extra[0])) if extra else True)
+        preferred = (self.image_column,) if self.image_column else IMAGE_COLUMNS
+        for number, table in enumerate(self._tables):
+            missing = [c for c in REQUIRED if c not in table.columns]
+            images = [c for c in preferred if c in table.columns]
+            if missing or not images:
+                lacks = ", ".join(missing + ([] if images else [" or ".join(preferred)]))
+                raise InputError(f"gedit: {table.name} lacks the column(s) {lacks}; {LAYOUT}")
+            extra = [c for c in ("Intersection_exist", "intersection_exist") if c in table.columns]
+            for index, row in enumerate(table.read([*REQUIRED, *extra[:1]]).to_pylist()):
+                row.update(_table=number, _index=index, _images=images, _intersection=bool(row.get(extra[0])) if extra else True)
                 rows.append(row)
         keep = [
             r for r in rows
@@ -126,33 +130,66 @@ class GEditBench(FolderBenchmark):
             raise InputError(f"gedit root {str(self.root)!r} repeats case keys; each `key` must be unique per language")
         for key, row in zip(keys, keep):
             row["_id"] = key
+        self._pick_image_columns(keep)
+        warn_unknown("gedit", "task_type", [r["task_type"] for r in keep], GROUPS)
         return keep
+
+    def _pick_image_columns(self, rows: list[dict[str, Any]]) -> None:
+        """Per case, the first image column (input_image_raw, then input_image) that holds bytes; preflight."""
+        present: dict[tuple[int, str], list[bool]] = {}
+
+        def has(row: dict[str, Any], column: str) -> bool:
+            where = (row["_table"], column)
+            if where not in present:
+                # the column is read once (parquet: its bytes; Arrow: memory-mapped) and kept for editing
+                self._columns[where] = self._tables[row["_table"]].read([column]).column(0)
+                present[where] = has_image(self._columns[where])
+            return present[where][row["_index"]]
+
+        for row in rows:
+            row["_column"] = next((c for c in row["_images"] if has(row, c)), None)
+        empty = [r["_id"] for r in rows if r["_column"] is None]
+        if empty:
+            raise missing_images("gedit", empty, f"image bytes in {' or '.join(rows[0]['_images'])}")
+        if self.image_column is None:
+            fallback = [r["_id"] for r in rows if r["_column"] != IMAGE_COLUMNS[0]]
+            if fallback:
+                warnings.warn(
+                    f"gedit: {len(fallback)} case(s) have no input_image_raw (GEdit-Bench's official input) and are "
+                    f"edited from input_image instead, e.g. {fallback[0]!r}", UserWarning, stacklevel=4,
+                )
 
     @property
     def key(self) -> str:
-        return f"gedit-{self.language}-{stable_hash([str(self.root.resolve()), [r['_id'] for r in self._rows]])}"
+        data = [str(self.root.resolve()), [(r["_id"], r["_column"]) for r in self._rows]]
+        return f"gedit-{self.language}-{stable_hash(data)}"
 
     def cases(self) -> list[Case]:
         return [
             Case(
-                id=row["_id"], category=str(row["task_type"]), source=lambda row=row: self._image(row),
+                id=row["_id"], category=str(row["task_type"]), source=lambda row=row: self._image(row, row["_column"]),
                 instructions=[str(row["instruction"])],
-                meta={"task_type": row["task_type"], "language": row["instruction_language"]},
+                meta={"task_type": row["task_type"], "language": row["instruction_language"], "key": str(row["key"])},
             )
             for row in self._rows
         ]
 
-    def _image(self, row: dict[str, Any]) -> Image.Image:
-        path = row["_file"]
-        if path not in self._columns:
-            import pyarrow.parquet as pq
-
-            self._columns[path] = pq.read_table(path, columns=[self.image_column]).column(0)
-        value = self._columns[path][row["_index"]].as_py()
-        data = value.get("bytes") if isinstance(value, dict) else value
+    def _image(self, row: dict[str, Any], column: str) -> Image.Image:
+        if (row["_table"], column) not in self._columns:
+            self._columns[(row["_table"], column)] = self._tables[row["_table"]].read([column]).column(0)
+        data = image_bytes(self._columns[(row["_table"], column)][row["_index"]].as_py())
         if not data:
-            raise InputError(f"gedit case {row['_id']!r}: its {self.image_column} has no image bytes")
+            raise InputError(f"gedit case {row['_id']!r}: its {column} has no image bytes")
         return load_image(data, name=f"gedit {row['_id']}")
+
+    def evaluator_source(self, case: Case) -> Image.Image:
+        """The source image GEdit-Bench's evaluator compares with (`{key}_SRCIMG.png` is `input_image`)."""
+        row = self._by_id[case.id]
+        column = "input_image" if "input_image" in self._tables[row["_table"]].columns else row["_column"]
+        try:
+            return self._image(row, column)
+        except InputError:
+            return case.source_image()
 
     def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         sources = [case.source_image() for case, _ in items]

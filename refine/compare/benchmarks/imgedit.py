@@ -9,17 +9,21 @@ Example (a small folder in the release's layout; the judge is only contacted whe
     >>> [(c.id, c.category, c.instructions[0]) for c in ImgEditBench(str(root), judge).cases()]
     [('100', 'add', 'Change the square to green.'), ('101', 'remove', 'Change the square to blue.')]
 
-Expected layout (the ImgEdit release: the edit list plus the original images)::
+Expected layout (the ImgEdit release: the repository's `Benchmark/` folder, with the hub's
+`Benchmark.tar` unpacked into it, or left packed beside it)::
 
-    <root>/
-      basic_edit.json       {"<key>": {"id": "<image path relative to images>", "prompt": "...", "edit_type": "add"}, ...}
-      <images>/<id>         e.g. original_images/animal/000342021.jpg
+    <root>/                    (= Benchmark/)
+      Basic/basic_edit.json    {"<key>": {"id": "<category>/<file>", "prompt": "...", "edit_type": "add"}, ...}
+      singleturn/<id>          e.g. singleturn/animal/000342021.jpg, singleturn/daily object/000276684.jpg
+      Benchmark.tar            (only when not unpacked: sources are read from it)
 
-`images` is the folder the `id` paths are relative to; by default <root> itself or, when the
-first image is not there, <root>/original_images (the name ImgEdit's instructions use).
-
-`index` names the JSON file (`basic_edit.json`; older releases call it `singleturn.json`). The
-keys are the case ids, `edit_type` is the category.
+The official relative paths are tried first, then flat copies: the index at `Basic/basic_edit.json`,
+`Benchmark/Basic/basic_edit.json`, `basic_edit.json` or `singleturn.json` (older releases), or
+the one `index` names; the sources in the folder holding most `id`s among `singleturn/`,
+`Benchmark/singleturn/`, `original_images/` (the name the ImgEdit instructions use), <root>
+itself and `../singleturn` next to the index, or the folder `images` names. A case whose source
+is missing fails when the benchmark is built, named in one line; an `edit_type` outside ImgEdit's
+nine (`EDIT_TYPES`) is kept with a warning. The keys are the case ids, `edit_type` the category.
 
 Scoring (ImgEdit's scheme: three criteria rated 1-5 by an MLLM, averaged per case): `compliance`
 (does the edit do what the prompt asks), `seamlessness` (does the edited region blend in
@@ -31,17 +35,29 @@ type; here one rubric names the edit type in the question (see `CRITERIA`).
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
-from refine.compare.benchmarks.folder import FolderBenchmark, mean
+from refine.compare.benchmarks.folder import FolderBenchmark, mean, missing_images, warn_unknown
 from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditResult
 
-LAYOUT = 'expected <root>/basic_edit.json mapping "<key>" -> {"id": image path under <images>, "prompt", "edit_type"}'
+LAYOUT = (
+    'expected <root>/Basic/basic_edit.json (or <root>/basic_edit.json) mapping "<key>" -> {"id", "prompt", "edit_type"} '
+    "and the sources under <root>/singleturn/<id> (or original_images/, or Benchmark.tar)"
+)
+# where the index is, official relative paths first (the repo's Benchmark/Basic/, then a flat copy, then older names)
+INDEX_PATHS = ("Basic/basic_edit.json", "Benchmark/Basic/basic_edit.json", "basic_edit.json", "singleturn.json", "singleturn/singleturn.json")
+# where the `id` paths are relative to, official first: Benchmark.tar unpacks to Benchmark/singleturn/<category>/
+IMAGE_FOLDERS = ("singleturn", "Benchmark/singleturn", "original_images", ".")
+ARCHIVES = ("Benchmark.tar", "Benchmark/Benchmark.tar")
+EDIT_TYPES = ("add", "adjust", "extract", "replace", "remove", "background", "style", "compose", "action")
 
 _PAIR = "The first image is the original and the second is the result of a '{edit_type}' edit with this instruction: {instruction}\n"
 CRITERIA = (
@@ -75,56 +91,91 @@ class ImgEditBench(FolderBenchmark):
     version = 1
     criteria = CRITERIA
     layout = LAYOUT
+    aggregate = "categories"  # the "all" row averages per task type, then across types, as the official scripts do
 
     def __init__(
-        self, root: str, judge: dict[str, Any] | None = None, index: str = "basic_edit.json", images: str | None = None
+        self, root: str, judge: dict[str, Any] | None = None, index: str | None = None, images: str | None = None
     ) -> None:
         super().__init__(root, judge)
-        self.index, self.images = index, images
+        self.images = images
+        self.index = self._find_index(index)
+        self._tar: tarfile.TarFile | None = None  # set when the sources are read from Benchmark.tar
+        self._members: dict[str, tarfile.TarInfo] = {}
         self._entries = self._read_index()
 
-    def _read_index(self) -> list[tuple[str, dict[str, Any], Path]]:
-        path = self.root / self.index
-        if not path.is_file():
-            raise InputError(f"imgedit: no {self.index} in {str(self.root)!r}; {LAYOUT}")
+    def _find_index(self, index: str | None) -> Path:
+        candidates = [index] if index else INDEX_PATHS
+        for relative in candidates:
+            if (self.root / relative).is_file():
+                return self.root / relative
+        raise InputError(f"imgedit: none of {', '.join(candidates)} in {str(self.root)!r}; {LAYOUT}")
+
+    def _read_index(self) -> list[tuple[str, dict[str, Any], Callable[[], Image.Image]]]:
+        path = self.index
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as err:
             raise InputError(f"imgedit: {path} is not valid JSON ({err})") from None
         if not isinstance(data, dict) or not data:
             raise InputError(f"imgedit: {path} must be a non-empty JSON object of cases; {LAYOUT}")
-        folder = self._images_folder(data)
-        entries = []
         for key, item in data.items():
             if not isinstance(item, dict) or not all(k in item for k in ("id", "prompt", "edit_type")):
                 raise InputError(f"imgedit: case {key!r} in {path.name} needs id, prompt and edit_type; {LAYOUT}")
-            image = folder / str(item["id"])
-            if not image.is_file():
-                raise InputError(f"imgedit: case {key!r}: image {str(image)!r} not found; set `images` to the folder holding {item['id']!r}")
-            entries.append((str(key), item, image))
+        relatives = [str(item["id"]) for item in data.values()]
+        folder = self._images_folder(relatives)
+        entries, missing = [], []
+        for key, item in data.items():
+            loader = self._loader(folder, str(item["id"]))
+            if loader is None:
+                missing.append(str(key))
+            entries.append((str(key), {**item, "_path": str(folder / item["id"]) if folder is not None else None}, loader))
+        if missing:
+            where = f"under {str(folder)!r}" if folder is not None else "in Benchmark.tar"
+            raise missing_images("imgedit", missing, f"source image {where}")
+        warn_unknown("imgedit", "edit_type", [item["edit_type"] for item in data.values()], EDIT_TYPES)
         return entries
 
-    def _images_folder(self, data: dict[str, Any]) -> Path:
+    def _images_folder(self, relatives: list[str]) -> Path | None:
+        """The folder the `id` paths are relative to (`images`, else the one holding most of them, official
+        places first), or None when only `Benchmark.tar` holds them."""
         if self.images is not None:
             return self.root / self.images
-        first = next(iter(data.values()))
-        relative = str(first.get("id", "")) if isinstance(first, dict) else ""
-        for folder in (self.root, self.root / "original_images"):
-            if (folder / relative).is_file():
-                return folder
-        return self.root
+        here = self.index.parent
+        candidates = [self.root / c for c in IMAGE_FOLDERS] + [here, here.parent / "singleturn"]
+        counts = [sum((folder / r).is_file() for r in relatives) for folder in candidates]
+        if max(counts) > 0:
+            return candidates[counts.index(max(counts))]
+        archive = next((self.root / name for name in ARCHIVES if (self.root / name).is_file()), None)
+        if archive is None:
+            return candidates[0]
+        try:
+            self._tar = tarfile.open(archive)
+        except tarfile.TarError as err:
+            raise InputError(f"imgedit: {archive} is not a readable tar file ({err})") from None
+        self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+        return None
+
+    def _loader(self, folder: Path | None, relative: str) -> Callable[[], Image.Image] | None:
+        if folder is not None:
+            path = folder / relative
+            return (lambda: load_image(path)) if path.is_file() else None
+        # inside Benchmark.tar: the member whose path ends with singleturn/<id> (or <id>)
+        member = next((m for name, m in self._members.items() if name.endswith("/" + relative) or name == relative), None)
+        if member is None:
+            return None
+        return lambda: load_image(self._tar.extractfile(member).read(), name=relative)
 
     @property
     def key(self) -> str:
-        return f"imgedit-{stable_hash([str(self.root.resolve()), self.index, [k for k, _, _ in self._entries]])}"
+        return f"imgedit-{stable_hash([str(self.root.resolve()), str(self.index.relative_to(self.root)), [k for k, _, _ in self._entries]])}"
 
     def cases(self) -> list[Case]:
         return [
             Case(
-                id=key, category=str(item["edit_type"]), source=lambda image=image: load_image(image),
-                instructions=[str(item["prompt"]).strip()], meta={"task_type": item["edit_type"], "image": str(item["id"])},
+                id=key, category=str(item["edit_type"]), source=loader,
+                instructions=[str(item["prompt"]).strip()], meta={"task_type": item["edit_type"], "image": str(item["id"]), "key": key, "source_path": item["_path"]},
             )
-            for key, item, image in self._entries
+            for key, item, loader in self._entries
         ]
 
     def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:

@@ -50,7 +50,8 @@ class JudgeSpec(RefineConfig):
     """The `judge` of a folder benchmark: which VLM (a rewards-layer backend spec) and how to read it."""
 
     backend: dict[str, Any] = Field(
-        description="VLM backend spec: {kind: transformers, model: /path/to/Qwen2.5-VL-72B-Instruct} or "
+        description="VLM backend spec: {kind: transformers, model: /path/to/Qwen2.5-VL-72B-Instruct, device_map: auto} "
+        "(device_map splits a large judge across GPUs) or "
         "{kind: openai, base_url: http://127.0.0.1:8000/v1, model: NAME} (see refine.rewards.backends)."
     )
     mode: Literal["logit", "sample"] = Field(

@@ -36,8 +36,11 @@ class TransformersVLM:
     Args:
         model: a checkpoint folder or hub id (loaded with `AutoModelForImageTextToText`), or a loaded model.
         processor: the matching processor (default: `AutoProcessor.from_pretrained(model)`).
-        device: torch device string.
-        dtype: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
+        device: torch device string (ignored with `device_map`).
+        device_map: passed to `from_pretrained` (accelerate places the layers), e.g. "auto" to split a
+            32B-72B judge across every visible GPU, or a {module: device} dict; inputs go to the
+            device of the first layer. None: the whole model on `device`.
+        dtype: "auto" (float32 on CPU, bfloat16 on GPU or with a GPU `device_map`), "float32", "bfloat16" or "float16".
         max_pixels / min_pixels: image resolution bounds for Qwen-VL style processors (None: keep).
         batch_size: conversations per forward / generate call.
         attn_implementation: e.g. "sdpa", "flash_attention_2" (None: the model's default).
@@ -50,6 +53,7 @@ class TransformersVLM:
         processor: Any | None = None,
         device: str = "cpu",
         dtype: str = "auto",
+        device_map: str | dict[str, Any] | None = None,
         max_pixels: int | None = None,
         min_pixels: int | None = None,
         batch_size: int = 16,
@@ -63,10 +67,13 @@ class TransformersVLM:
             raise ConfigError(f"TransformersVLM dtype={dtype!r}; choose one of {', '.join(_DTYPES)}")
         if batch_size < 1:
             raise ConfigError(f"TransformersVLM batch_size={batch_size}; it must be >= 1")
-        torch_dtype = (torch.float32 if str(device).startswith("cpu") else torch.bfloat16) if dtype == "auto" else getattr(torch, dtype)
+        on_cpu = str(device).startswith("cpu") if device_map is None else device_map in ("cpu", {"": "cpu"})
+        torch_dtype = (torch.float32 if on_cpu else torch.bfloat16) if dtype == "auto" else getattr(torch, dtype)
         if isinstance(model, (str, Path)):
             source = str(model)
-            kwargs = {"dtype": torch_dtype}
+            kwargs: dict[str, Any] = {"dtype": torch_dtype}
+            if device_map is not None:
+                kwargs["device_map"] = device_map
             if attn_implementation:
                 kwargs["attn_implementation"] = attn_implementation
             try:
@@ -76,11 +83,14 @@ class TransformersVLM:
                 raise ConfigError(f"cannot load a vision-language model from {source!r}: {str(err).splitlines()[0]}") from None
         elif processor is None:
             raise ConfigError("TransformersVLM got a model object but no processor; pass processor=AutoProcessor...")
-        self.model = model.to(device).eval()
+        elif device_map is not None:
+            raise ConfigError("TransformersVLM device_map needs a checkpoint path; a loaded model is already placed")
+        # with a device_map accelerate has placed (and may have split) the model: never move it
+        self.model = (model if device_map is not None else model.to(device)).eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"  # last position = last real token for every row
-        self.device = torch.device(device)
+        self.device = model.device if device_map is not None else torch.device(device)  # where inputs go
         self.batch_size = batch_size
         self.generation_kwargs = dict(generation_kwargs or {})
         self.name = f"transformers:{getattr(model, 'name_or_path', type(model).__name__)}"
