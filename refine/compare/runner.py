@@ -37,6 +37,7 @@ from refine.compare.stats import SummaryRow
 from refine.compare.store import EditRecord, Store, TurnRecord
 from refine.config import load_config
 from refine.errors import BackendError, ConfigError, InputError
+from refine.paths import check_output_dir
 from refine.registry import registry
 
 DEFAULT_PRESET = "compare/shapes"
@@ -127,6 +128,9 @@ def load_compare_config(
 def prepare(config: CompareConfig, console: Console | None = None) -> Plan:
     """Check everything that can fail before compute; print a note for each skipped entry."""
     console = console or Console()
+    check_output_dir(config.out_dir, "out_dir")  # the report is written last: fail now, not after the run
+    if config.cache_dir:
+        check_output_dir(config.cache_dir, "cache_dir")
     benchmark = build_benchmark(config.benchmark)
     cases = select_cases(benchmark.cases(), config.limit)
     if not cases:

@@ -1,0 +1,73 @@
+"""Output paths checked before any compute: a run must not fail at its last step for want of a folder.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from refine.paths import check_output_dir, check_output_file
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_output_file(root / "new" / "out.png", "--out") == root / "new" / "out.png"
+    True
+    >>> check_output_file(root, "--out")
+    Traceback (most recent call last):
+    ...
+    refine.errors.InputError: --out ...: is an existing folder; give a file path inside it, e.g. ...out.png
+    >>> _ = (root / "notes.txt").write_text("x")
+    >>> check_output_dir(root / "notes.txt" / "run", "log.output_dir")
+    Traceback (most recent call last):
+    ...
+    refine.errors.InputError: log.output_dir ...: ...notes.txt is a file, not a folder; pick another path
+
+Every command that writes (`refine edit --out`, `refine compare out_dir=`, `refine train ...
+output_dir=`) calls one of these two first. Nothing is created: the folder that would hold the
+output is probed by creating and removing a temporary file in the nearest folder that exists,
+because permission bits alone do not say it (root ignores them, a read-only mount does not).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from refine.errors import InputError
+
+
+def check_output_file(path: str | Path, what: str, example: str = "out.png") -> Path:
+    """`path` as a `Path` if a file can be written there (its folders may not exist yet); else `InputError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is an existing folder; give a file path inside it, e.g. {path / example}")
+    _check_writable_parent(path, what)
+    return path
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """`path` as a `Path` if it is, or can become, a folder this process writes into; else `InputError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path}: is a file, not a folder; pick another path or remove the file")
+    if path.is_dir():
+        _probe(path, what, path)
+    else:
+        _check_writable_parent(path, what)
+    return path
+
+
+def _check_writable_parent(path: Path, what: str) -> None:
+    """The nearest existing ancestor of `path` must be a folder we can create files in."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{what} {path}: {ancestor} is a file, not a folder; pick another path")
+    _probe(ancestor, what, path)
+
+
+def _probe(folder: Path, what: str, path: Path) -> None:
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".refine-write-check-")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"{what} {path}: cannot write in {folder} ({reason}); pick a folder you can write to") from None
+    os.close(handle)
+    os.unlink(probe)
