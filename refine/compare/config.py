@@ -141,9 +141,9 @@ class CompareConfig(RefineConfig):
         registry.check_spec("backbone", self.editor, where="editor")
         for name, entry in self.entries.items():
             if entry.editor is not None:
-                registry.check_spec("backbone", entry.editor, where=f"entries.{name}.editor")
+                registry.check_spec("backbone", entry.editor, where=f"entry {name!r}: editor")
             for i, refiner in enumerate(entry.refiners):
-                registry.check_spec("refiner", refiner, where=f"entries.{name}.refiners[{i}]")
+                registry.check_spec("refiner", refiner, where=f"entry {name!r}: refiners[{i}]")
         return self
 
     def entry_editor(self, name: str) -> Spec:
