@@ -26,10 +26,11 @@ because permission bits alone do not say it (root ignores them, a read-only moun
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
-from refine.errors import InputError
+from refine.errors import ArtifactError, InputError
 
 
 def check_output_file(path: str | Path, what: str, example: str = "out.png") -> Path:
@@ -71,3 +72,26 @@ def _probe(folder: Path, what: str, path: Path) -> None:
         raise InputError(f"{what} {path}: cannot write in {folder} ({reason}); pick a folder you can write to") from None
     os.close(handle)
     os.unlink(probe)
+
+
+# What `from_pretrained` accepts as a hub id: `name` or `namespace/name` (letters, digits, - _ .).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+
+def check_model_source(source: str | Path, what: str = "model") -> None:
+    """Refuse a local model path that does not exist, before a hub lookup turns it into a repo-id error.
+
+    A `Path`, or a string that cannot be a hub id (`/abs/dir`, `./dir`, `~/dir`, `a/b/c`), must
+    exist; a string that can be a hub id (`Qwen/Qwen2.5-VL-3B-Instruct`) is left to the loader.
+
+    >>> check_model_source("Qwen/Qwen2.5-VL-3B-Instruct")
+    >>> check_model_source("/no/such/checkpoint", "thinker")
+    Traceback (most recent call last):
+    ...
+    refine.errors.ArtifactError: thinker /no/such/checkpoint: no such folder (a hub id looks like 'namespace/name')
+    """
+    text = str(source)
+    if Path(text).expanduser().exists():
+        return
+    if isinstance(source, Path) or not _HUB_ID.match(text):
+        raise ArtifactError(f"{what} {text}: no such folder (a hub id looks like 'namespace/name')")

@@ -7,13 +7,21 @@ files to everyone; skipped where /sys accepts them).
 """
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from PIL import Image
+from rich.console import Console
 
 from refine.cli import main
+from refine.compare import run_compare
+from refine.errors import ArtifactError, BackendError
+from refine.registry import registry
+from refine.testing.compare_fakes import ToyBenchmark, toy_config
 
 SYS_UNWRITABLE = Path("/sys/refine-test-output")
 
@@ -213,3 +221,95 @@ def test_yaml_syntax_errors_name_file_line_and_column(text, where, tmp_path, cap
     assert f"broken.yaml, {where}: invalid YAML: " in line
     if "\t" in text:
         assert "tab" in line.split("invalid YAML: ", 1)[1]
+
+
+# -- a served thinker or judge that is down ------------------------------------------------------
+
+DOWN_URL = "http://127.0.0.1:9/v1"
+DOWN_MODULE = f'''
+from refine.errors import BackendError
+
+
+class DownThinker:
+    name = "down"
+
+    def think(self, requests):
+        raise BackendError("{DOWN_URL}/chat/completions is unreachable (connection refused)")
+
+
+def down_thinker():
+    return DownThinker()
+'''
+
+
+@pytest.fixture
+def down_thinker(tmp_path, monkeypatch):
+    """An import path to a thinker whose server is down (a module written for the test)."""
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    (folder / "refine_down_server.py").write_text(DOWN_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    return "refine_down_server:down_thinker"
+
+
+def test_compare_names_the_failed_entry_and_the_server_and_reports_the_rest(down_thinker, tmp_path, capsys):
+    entries = {"base": {}, "+served": {"refiners": [{"kind": "thinker", "thinker": down_thinker}]},
+               "+spell": {"refiners": [{"kind": "refine.testing.compare_fakes:SpellOut"}]}}
+    config = toy_config(tmp_path / "out", cases=4, entries=entries)
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    code, err = _run(["compare", str(path)], capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    assert "entry '+served'" in line and DOWN_URL in line
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["entries"] == ["base", "+spell"]  # the entry after the failed one ran too
+    assert [s["entry"] for s in summary["skipped"]] == ["+served"] and DOWN_URL in summary["skipped"][0]["reason"]
+    rows = [json.loads(r) for r in (tmp_path / "out" / "cases.jsonl").read_text().splitlines()]
+    assert sorted({r["entry"] for r in rows}) == ["+spell", "base"] and len(rows) == 8
+
+
+def test_compare_with_its_judge_down_keeps_the_report_of_the_entries_already_scored(tmp_path, monkeypatch):
+    class JudgeGoesDown(ToyBenchmark):
+        scored = 0
+
+        def score(self, items):
+            if JudgeGoesDown.scored >= 4:  # the first entry's 4 cases, then the server is gone
+                raise BackendError(f"{DOWN_URL}/chat/completions is unreachable (connection refused)")
+            JudgeGoesDown.scored += len(items)
+            return super().score(items)
+
+    monkeypatch.setitem(registry._entries["benchmark"], "judge-goes-down", JudgeGoesDown)
+    config = toy_config(tmp_path / "out", cases=4, batch_size=4)
+    config["benchmark"]["kind"] = "judge-goes-down"
+    with pytest.raises(BackendError, match=r"entry '\+spell' failed while judging: .*127\.0\.0\.1:9") as info:
+        run_compare(config, console=Console(file=open("/dev/null", "w")))
+    assert "the report of the 1 entries that finished" in str(info.value)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["entries"] == ["base"]
+
+
+def test_edit_with_a_thinker_that_is_down_leaves_no_empty_trace(down_thinker, shapes_dir, tmp_path, capsys):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), "white").save(source)
+    out = tmp_path / "edit.png"
+    code, err = _run(["edit", "--backbone", f"shapes:{shapes_dir}", "--image", str(source), "--instruction", "add a dot",
+                      "--out", str(out), "--steps", "1", "--thinker", down_thinker], capsys)
+    assert code == 2 and DOWN_URL in _one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fakes", "in.png"]  # no edit.png, no edit.trace/
+
+
+@pytest.mark.parametrize("spec", ["/no/such/checkpoint", "./no-such-checkpoint", "models/no/such"])
+def test_a_local_thinker_path_that_does_not_exist_says_no_such_folder(spec):
+    from refine.thinker.vlm import VLMThinker
+
+    with pytest.raises(ArtifactError, match="no such folder"):
+        VLMThinker.from_spec(spec)
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    from refine.backbones.shapes import build_shapes_backbone
+
+    folder = tmp_path_factory.mktemp("shapes-editor")
+    return build_shapes_backbone(layers=1, width=32, heads=2, text_layers=1, seed=0).save_pretrained(folder)

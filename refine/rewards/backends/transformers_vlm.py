@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from refine.errors import ConfigError
+from refine.paths import check_model_source
 from refine.rewards.backends.base import Conversation, ProbResult, expand_prefill, renormalize
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -65,6 +66,7 @@ class TransformersVLM:
             raise ConfigError(f"TransformersVLM batch_size={batch_size}; it must be >= 1")
         torch_dtype = (torch.float32 if str(device).startswith("cpu") else torch.bfloat16) if dtype == "auto" else getattr(torch, dtype)
         if isinstance(model, (str, Path)):
+            check_model_source(model, "vision-language model")  # "no such folder", not a hub repo-id error
             source = str(model)
             kwargs = {"dtype": torch_dtype}
             if attn_implementation:
