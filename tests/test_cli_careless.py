@@ -313,3 +313,58 @@ def shapes_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("shapes-editor")
     return build_shapes_backbone(layers=1, width=32, heads=2, text_layers=1, seed=0).save_pretrained(folder)
+
+
+# -- the README and the command line agree -------------------------------------------------------
+
+
+def _readme_commands() -> list[tuple[list[str], list[str], str]]:
+    """(command path alternatives, options, where) for every `refine ...` the README shows.
+
+    Commands come from inline code and code blocks that start with `refine `; `a|b` alternatives
+    are expanded. An option written on its own (`--resume`) belongs to the command named last in
+    the same paragraph or bullet, as a reader takes it.
+    """
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found, last, in_block = [], None, False
+    for number, line in enumerate(readme.splitlines(), 1):
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if not line.strip() or line.lstrip().startswith(("* ", "| ")):
+            last = None  # a new paragraph, bullet or table row
+        segments = [line.split("#")[0]] if in_block else re.findall(r"`([^`]+)`", line)
+        for segment in segments:
+            tokens = segment.split()
+            options = [t.split("=")[0] for t in tokens if t.startswith("--")]
+            if tokens[:1] == ["refine"]:
+                words = [t for t in tokens[1:3] if not t.startswith(("-", "[", ".")) and "=" not in t]
+                head, alternatives = words[:1], (words[1].split("|") if len(words) > 1 else [])
+                last = [head + [alt] for alt in alternatives] or [head]
+                found.append((last, options, f"README.md:{number}"))
+            elif tokens and all(t.startswith("--") for t in tokens) and last is not None:
+                found.append((last, options, f"README.md:{number}"))
+    return found
+
+
+def test_every_command_and_option_the_readme_shows_exists():
+    import typer.main
+
+    from refine.cli import app
+
+    root = typer.main.get_command(app)
+    root_options = {opt for p in root.params for opt in p.opts} | {"--help", "-h"}
+    checked = 0
+    for paths, options, where in _readme_commands():
+        for path in paths:
+            command, words = root, [w for w in path if w]
+            while words and hasattr(command, "commands"):  # descend through groups; a command's words are arguments
+                assert words[0] in command.commands, f"{where}: 'refine {' '.join(path)}': no command {words[0]!r}"
+                command = command.commands[words.pop(0)]
+            accepted = {opt for p in command.params for opt in [*p.opts, *getattr(p, "secondary_opts", [])]} | root_options
+            for option in options:
+                assert option in accepted, f"{where}: 'refine {command.name}' has no option {option}"
+                checked += 1
+    assert checked >= 10  # the README shows options of several commands
