@@ -283,7 +283,7 @@ def test_compare_with_its_judge_down_keeps_the_report_of_the_entries_already_sco
     config = toy_config(tmp_path / "out", cases=4, batch_size=4)
     config["benchmark"]["kind"] = "judge-goes-down"
     with pytest.raises(BackendError, match=r"entry '\+spell' failed while judging: .*127\.0\.0\.1:9") as info:
-        run_compare(config, console=Console(file=open("/dev/null", "w")))
+        run_compare(config, console=Console(quiet=True))
     assert "the report of the 1 entries that finished" in str(info.value)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["entries"] == ["base"]
@@ -293,7 +293,7 @@ def test_edit_with_a_thinker_that_is_down_leaves_no_empty_trace(down_thinker, sh
     source = tmp_path / "in.png"
     Image.new("RGB", (32, 32), "white").save(source)
     out = tmp_path / "edit.png"
-    code, err = _run(["edit", "--backbone", f"shapes:{shapes_dir}", "--image", str(source), "--instruction", "add a dot",
+    code, err = _run(["edit", "--backbone", f"shapes:{shapes_dir}", "--image", str(source), "--instruction", "add a red circle",
                       "--out", str(out), "--steps", "1", "--thinker", down_thinker], capsys)
     assert code == 2 and DOWN_URL in _one_error_line(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fakes", "in.png"]  # no edit.png, no edit.trace/
