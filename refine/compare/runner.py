@@ -14,7 +14,10 @@ The loop, per entry (entries in config order):
    key, again in batches, saving each score.
 Everything that can be checked without compute is checked first (`prepare`): the config, the
 benchmark (its folder layout, its judge spec), every entry's kinds, parameters and artifacts.
-An interruption loses at most the batch in flight: a rerun skips what is on disk. The report
+An interruption loses at most the batch in flight: a rerun skips what is on disk. A backend that
+fails (a served thinker or judge down) fails its entry, not the run: the other entries still run
+(none after a judge failure, which every entry needs), the report of every entry that finished is
+written, and then a `BackendError` naming the entry and the server ends the run. The report
 (`refine.compare.report`) is written from the cache, so it is the same whether the results were
 computed now or earlier.
 """
@@ -109,6 +112,15 @@ class CompareRun:
         return Path(self.config.out_dir)
 
 
+class EntryFailed(Exception):
+    """A backend failed while one entry ran; `judge` tells whether it was the benchmark's judge."""
+
+    def __init__(self, cause: BackendError, judge: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = f"while {'judging' if judge else 'editing'}: {cause}"
+        self.judge = judge
+
+
 def load_compare_config(
     config: CompareConfig | dict | str | Path | None = None, overrides: Iterable[str] = ()
 ) -> CompareConfig:
@@ -198,15 +210,6 @@ def run_compare(
             f"(finished cases are cached){'' if len(failed) == 1 else f' (failed: {names})'}"
         )
     return run
-
-
-class EntryFailed(Exception):
-    """A backend failed while one entry ran; `judge` tells whether it was the benchmark's judge."""
-
-    def __init__(self, cause: BackendError, judge: bool) -> None:
-        super().__init__(str(cause))
-        self.cause = f"while {'judging' if judge else 'editing'}: {cause}"
-        self.judge = judge
 
 
 def _run_entry(plan: Plan, entry: Entry, progress) -> tuple[int, int]:
