@@ -368,3 +368,19 @@ def test_every_command_and_option_the_readme_shows_exists():
                 assert option in accepted, f"{where}: 'refine {command.name}' has no option {option}"
                 checked += 1
     assert checked >= 10  # the README shows options of several commands
+
+
+def test_a_local_backbone_path_that_does_not_exist_says_no_such_folder(tmp_path, capsys):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), "white").save(source)
+    code, err = _run(["edit", "--backbone", "qwen_image_edit:/no/such/checkpoint", "--image", str(source),
+                      "--instruction", "add a red circle", "--out", str(tmp_path / "out.png")], capsys)
+    assert code == 2 and "/no/such/checkpoint: no such folder" in _one_error_line(err)
+
+
+def test_critic_analyze_refuses_a_config_file_that_does_not_exist(tmp_path, capsys, monkeypatch):
+    import refine.inline_critic.analysis
+
+    monkeypatch.setattr(refine.inline_critic.analysis, "run_analysis", _no_compute)
+    code, err = _run(["critic", "analyze", str(tmp_path), "--config", str(tmp_path / "typo.yaml")], capsys)
+    assert code == 2 and "typo.yaml" in _one_error_line(err)
