@@ -1,4 +1,4 @@
-"""Output paths checked before any compute: a run must not fail at its last step for want of a folder.
+"""Paths checked before any compute: a run must not fail at its last step for want of a folder.
 
 Example:
     >>> import tempfile
@@ -21,6 +21,8 @@ Every command that writes (`refine edit --out`, `refine compare out_dir=`, `refi
 output_dir=`) calls one of these two first. Nothing is created: the folder that would hold the
 output is probed by creating and removing a temporary file in the nearest folder that exists,
 because permission bits alone do not say it (root ignores them, a read-only mount does not).
+`check_model_source` does the same for inputs that are model folders: a local path that does not
+exist is "no such folder", not the hub's repo-id error it would become inside `from_pretrained`.
 """
 
 from __future__ import annotations
