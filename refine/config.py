@@ -45,17 +45,53 @@ class RefineConfig(BaseModel):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a non-mapping top level is a `ConfigError`."""
+    """Read a YAML mapping; a missing or empty file, a syntax error or a non-mapping top level is a `ConfigError`.
+
+    A file that sets nothing (empty, only comments, `{}`) is refused: given as a config it would
+    silently run every default, which is never what the person who wrote the file meant.
+
+    >>> import tempfile
+    >>> broken = Path(tempfile.mkdtemp()) / "run.yaml"
+    >>> _ = broken.write_text("train:\\n  lr: 0.1\\n   steps: 3\\n")
+    >>> read_yaml(broken)
+    Traceback (most recent call last):
+    ...
+    refine.errors.ConfigError: ...run.yaml, line 3, column 9: invalid YAML: ...
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(_yaml_error(path, err)) from None
+    if data is None or data == {}:
+        raise ConfigError(
+            f"{path}: the config file sets nothing (it is empty or holds only comments); "
+            "write the keys to set, or start from a preset (refine config list)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """`path, line L, column C: invalid YAML: cause` from PyYAML's marks (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    cause = " ".join(str(getattr(err, "problem", None) or str(err).splitlines()[0]).split())
+    context = getattr(err, "context", None)
+    if context:
+        cause += f" ({' '.join(str(context).split())})"
+    line = ""
+    if mark is not None:
+        lines = path.read_text().splitlines()
+        if mark.line < len(lines):
+            text = lines[mark.line]
+            if "\t" in text[: len(text) - len(text.lstrip())]:
+                cause += "; the line is indented with a tab, and YAML indents with spaces only"
+            line = f": {text.strip()!r}"
+    return f"{path}{where}: invalid YAML: {cause}{' in' if line else ''}{line}"
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

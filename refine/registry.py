@@ -80,6 +80,11 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
 }
 
+# Specs nested inside a component's spec, checked with it: category -> {key: category of the value}.
+NESTED_SPECS: dict[str, dict[str, str]] = {
+    "reward": {"rewards": "reward", "backend": "vlm_backend"},
+}
+
 
 class Registry:
     def __init__(self, builtins: dict[str, dict[str, str]] | None = None) -> None:
@@ -100,19 +105,55 @@ class Registry:
     def categories(self) -> list[str]:
         return sorted(self._entries)
 
+    def check(self, category: str, kind: Any, where: str | None = None) -> None:
+        """Raise `ConfigError` unless `kind` is registered in `category` or is a dotted import path.
+
+        Imports nothing, so configs call it at load time (`refine config validate` catches a typo
+        before any compute); a dotted path is only checked when it is built. `where` names the key
+        in the message (`reward.kind`).
+
+        >>> registry.check("vlm_backend", "openai")
+        >>> registry.check("vlm_backend", "opnai", where="reward.backend.kind")
+        Traceback (most recent call last):
+        ...
+        refine.errors.ConfigError: reward.backend.kind: unknown vlm_backend kind 'opnai'; did you mean 'openai'? ...
+        """
+        if not isinstance(kind, str) or not kind.strip():
+            raise ConfigError(f"{where or category + ' kind'}: a kind must be a non-empty name, got {kind!r}")
+        if kind in self._entries.get(category, {}) or "." in kind or ":" in kind:
+            return
+        valid = self.kinds(category)
+        close = difflib.get_close_matches(kind, valid, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"{where + ': ' if where else ''}unknown {category} kind {kind!r}; {hint}valid kinds: "
+            f"{', '.join(valid) or '(none registered)'}, or a dotted import path like 'my_pkg.module:MyClass'"
+        )
+
+    def check_spec(self, category: str, spec: Any, where: str) -> None:
+        """`check` the `kind` of a spec and of the specs nested in it (`NESTED_SPECS`): a composite's
+        parts, a judge's backend. Strings are specs of their own kind."""
+        if isinstance(spec, str):
+            self.check(category, spec, where)
+            return
+        if not isinstance(spec, dict) or "kind" not in spec:
+            return  # the config's own validator says what is missing
+        self.check(category, spec["kind"], f"{where}.kind")
+        for key, inner in NESTED_SPECS.get(category, {}).items():
+            value = spec.get(key)
+            if key == "rewards" and isinstance(value, dict):  # a composite's {name: spec}
+                for name, part in value.items():
+                    self.check_spec(inner, part, f"{where}.{key}.{name}")
+            elif isinstance(value, list):
+                for i, part in enumerate(value):
+                    self.check_spec(inner, part, f"{where}.{key}[{i}]")
+            elif value is not None:
+                self.check_spec(inner, value, f"{where}.{key}")
+
     def resolve(self, category: str, kind: str) -> Any:
         """The object registered as `kind`, or imported from `kind` when it is a dotted path."""
-        entry = self._entries.get(category, {}).get(kind)
-        if entry is None and ("." in kind or ":" in kind):
-            entry = kind
-        if entry is None:
-            valid = self.kinds(category)
-            close = difflib.get_close_matches(kind, valid, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"unknown {category} kind {kind!r}; {hint}valid kinds: {', '.join(valid) or '(none registered)'}, "
-                "or a dotted import path like 'my_pkg.module:MyClass'"
-            )
+        self.check(category, kind)
+        entry = self._entries.get(category, {}).get(kind, kind)
         if isinstance(entry, str):
             entry = import_object(entry)
             if kind in self._entries.get(category, {}):

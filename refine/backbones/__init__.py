@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from refine.errors import ConfigError
+from refine.paths import check_model_source
 
 # How each built-in kind is written in a spec (kinds needing a checkpoint say so).
 SPEC_FORMS = {"shapes": "shapes[:PATH]", "qwen_image_edit": "qwen_image_edit:PATH", "flux_kontext": "flux_kontext:PATH"}
@@ -42,6 +43,8 @@ def load_backbone(spec: str, *, device: str | None = None, dtype: str | None = N
         raise ConfigError(f"unknown backbone {kind!r} in {spec!r}; valid: {forms}")
     if kind in NEEDS_PATH and not path:
         raise ConfigError(f"backbone {kind!r} needs a checkpoint: write {SPEC_FORMS[kind]} (a pipeline folder or hub id)")
+    if kind in NEEDS_PATH:
+        check_model_source(path, f"backbone {kind}")  # "no such folder", not a hub repo-id error
     loader = registry.resolve("backbone", kind)
     if kind == "shapes":
         return loader(path or None, **({"device": device} if device else {}), **options)

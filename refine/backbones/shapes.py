@@ -50,6 +50,7 @@ and `text_encoder/` (diffusers model folders: config.json + safetensors), `token
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -84,6 +85,51 @@ PREDICTIONS = ("velocity", "x0")  # what the transformer's output is read as (se
 # ----------------------------------------------------------------------------------------------
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
+
+_WARNED: set[str] = set()  # kinds of unreadable instruction already warned about in this process
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _warn_unreadable(text: str, encoding, max_length: int) -> None:
+    """Warn (once per process per kind) when the editor cannot read all of `text`: words outside its
+    vocabulary become [UNK], words beyond its token budget are cut. Both change the edit silently.
+
+    >>> import warnings
+    >>> _WARNED.discard("unknown")
+    >>> tok = build_word_tokenizer(["make", "it", "blue"], max_length=8)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _warn_unreadable("make it teal", tok.encode("make it teal"), 8)
+    ...     _warn_unreadable("make it cyan", tok.encode("make it cyan"), 8)   # once per process
+    >>> [str(w.message).split(";")[0] for w in caught]
+    ["the ShapeEdit editor does not know the word 'teal' and reads it as [UNK] in 'make it teal'"]
+    """
+    unknown = [text[start:end] for token, (start, end) in zip(encoding.tokens, encoding.offsets) if token == UNK]
+    if unknown and "unknown" not in _WARNED:
+        _WARNED.add("unknown")
+        words = ", ".join(repr(word) for word in dict.fromkeys(unknown))
+        warnings.warn(
+            f"the ShapeEdit editor does not know the word{'s' if len(set(unknown)) > 1 else ''} {words} and reads "
+            f"{'them' if len(set(unknown)) > 1 else 'it'} as [UNK] in {_short(text)!r}; rephrase with its vocabulary "
+            "(the words of ShapeEdit's instructions) for a faithful edit (warned once per process)",
+            UserWarning,
+            stacklevel=4,
+        )
+    if encoding.overflowing and "truncated" not in _WARNED:  # words past the budget are cut
+        kept_end = max((end for _, end in encoding.offsets), default=0)
+        dropped = text[kept_end:].strip()
+        if dropped:
+            _WARNED.add("truncated")
+            warnings.warn(
+                f"the ShapeEdit editor reads {max_length - 1} tokens (words and punctuation) of an instruction and dropped "
+                f"{_short(dropped)!r} from {_short(text)!r}; shorten it (warned once per process)",
+                UserWarning,
+                stacklevel=4,
+            )
+
 
 
 def build_word_tokenizer(vocabulary: Sequence[str], max_length: int = 32):
@@ -283,7 +329,10 @@ class ShapesBackbone(nn.Module):
 
     def tokenize(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Instructions -> (ids, mask), each (B, max_text_length) int64; unknown words become [UNK]."""
-        encodings = self.tokenizer.encode_batch([str(text) for text in instructions])
+        texts = [str(text) for text in instructions]
+        encodings = self.tokenizer.encode_batch(texts)
+        for text, encoding in zip(texts, encodings):
+            _warn_unreadable(text, encoding, self.max_text_length)
         ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=self.device)
         mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long, device=self.device)
         return ids, mask

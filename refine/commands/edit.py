@@ -44,13 +44,22 @@ def edit(
     max_turns: int = typer.Option(5, "--max-turns", min=1, help="Most edits the --thinker loop may make."),
 ) -> None:
     """Edit IMAGE with INSTRUCTION using a flow backbone and write the result to OUT."""
+    from refine.paths import check_output_dir, check_output_file
+
+    # Check the output paths before torch and the model load (seconds to minutes before any output).
+    check_output_file(out, "--out")
+    if out.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}:
+        raise InputError(f"--out {out}: unknown image extension {out.suffix!r}; use .png, .jpg or .webp")
+    if thinker is not None:
+        from refine.thinker.cli_support import default_trace_dir
+
+        check_output_dir(default_trace_dir(out), "--thinker trace folder")
+
     from refine.backbones import load_backbone
     from refine.images import load_image
     from refine.rollout.group import resolve_sampler, sample_group
     from refine.types import EditRequest
 
-    if out.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}:
-        raise InputError(f"--out {out}: unknown image extension {out.suffix!r}; use .png, .jpg or .webp")
     request = EditRequest(load_image(image, name=str(image)), instruction, seed=seed)  # refuses an empty instruction
     started = time.perf_counter()
     model = load_backbone(backbone, device=device or _default_device(), dtype=dtype)

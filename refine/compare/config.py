@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from refine.config import RefineConfig
+from refine.registry import registry
 
 Spec = dict[str, Any]
 
@@ -135,6 +136,14 @@ class CompareConfig(RefineConfig):
             raise ValueError("seeds is empty; give at least one seed, e.g. seeds: [0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds {self.seeds} repeat a value; list each seed once")
+        # Kinds are names: a typo fails at load (`refine config validate`), before anything is built.
+        registry.check_spec("benchmark", self.benchmark, where="benchmark")
+        registry.check_spec("backbone", self.editor, where="editor")
+        for name, entry in self.entries.items():
+            if entry.editor is not None:
+                registry.check_spec("backbone", entry.editor, where=f"entry {name!r}: editor")
+            for i, refiner in enumerate(entry.refiners):
+                registry.check_spec("refiner", refiner, where=f"entry {name!r}: refiners[{i}]")
         return self
 
     def entry_editor(self, name: str) -> Spec:

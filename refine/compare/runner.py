@@ -14,7 +14,10 @@ The loop, per entry (entries in config order):
    key, again in batches, saving each score.
 Everything that can be checked without compute is checked first (`prepare`): the config, the
 benchmark (its folder layout, its judge spec), every entry's kinds, parameters and artifacts.
-An interruption loses at most the batch in flight: a rerun skips what is on disk. The report
+An interruption loses at most the batch in flight: a rerun skips what is on disk. A backend that
+fails (a served thinker or judge down) fails its entry, not the run: the other entries still run
+(none after a judge failure, which every entry needs), the report of every entry that finished is
+written, and then a `BackendError` naming the entry and the server ends the run. The report
 (`refine.compare.report`) is written from the cache, so it is the same whether the results were
 computed now or earlier.
 """
@@ -37,6 +40,7 @@ from refine.compare.stats import SummaryRow
 from refine.compare.store import EditRecord, Store, TurnRecord
 from refine.config import load_config
 from refine.errors import BackendError, ConfigError, InputError
+from refine.paths import check_output_dir
 from refine.registry import registry
 
 DEFAULT_PRESET = "compare/shapes"
@@ -108,6 +112,15 @@ class CompareRun:
         return Path(self.config.out_dir)
 
 
+class EntryFailed(Exception):
+    """A backend failed while one entry ran; `judge` tells whether it was the benchmark's judge."""
+
+    def __init__(self, cause: BackendError, judge: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = f"while {'judging' if judge else 'editing'}: {cause}"
+        self.judge = judge
+
+
 def load_compare_config(
     config: CompareConfig | dict | str | Path | None = None, overrides: Iterable[str] = ()
 ) -> CompareConfig:
@@ -127,6 +140,9 @@ def load_compare_config(
 def prepare(config: CompareConfig, console: Console | None = None) -> Plan:
     """Check everything that can fail before compute; print a note for each skipped entry."""
     console = console or Console()
+    check_output_dir(config.out_dir, "out_dir")  # the report is written last: fail now, not after the run
+    if config.cache_dir:
+        check_output_dir(config.cache_dir, "cache_dir")
     benchmark = build_benchmark(config.benchmark)
     cases = select_cases(benchmark.cases(), config.limit)
     if not cases:
@@ -164,18 +180,35 @@ def run_compare(
     plan = prepare(cfg, console)
     edited: dict[str, int] = {}
     scored: dict[str, int] = {}
+    failed: list[Skipped] = []  # entries a backend failed (a served thinker or judge down): reported apart
     with _threads(cfg.threads), _progress(console, cfg.progress) as progress:
         for entry in plan.entries:
-            edited[entry.name], scored[entry.name] = _run_entry(plan, entry, progress)
-    rows = collect_rows(plan)
+            try:
+                edited[entry.name], scored[entry.name] = _run_entry(plan, entry, progress)
+            except EntryFailed as err:
+                failed.append(Skipped(entry.name, f"failed {err.cause}"))
+                console.print(f"[red]entry {entry.name!r} failed[/red] {err.cause}", highlight=False, soft_wrap=True)
+                if err.judge:
+                    break  # every entry needs the judge: the rest would fail the same way
+    finished = [entry for entry in plan.entries if entry.name in edited]
+    if not finished:
+        raise BackendError(f"entry {failed[0].name!r} {failed[0].reason}")
+    rows = collect_rows(plan, finished)
     from refine.compare.report import summarize_rows, write_report as write
 
     summary = summarize_rows(plan.benchmark, rows, cfg.bootstrap)
     run = CompareRun(
-        cfg, plan.benchmark, plan.cases, rows, summary, {}, plan.skipped, edited, scored, time.perf_counter() - start
+        cfg, plan.benchmark, plan.cases, rows, summary, {}, plan.skipped + failed, edited, scored, time.perf_counter() - start
     )
     if write_report:
         run.files = write(run, console=console)
+    if failed:  # after the report: what finished is written and cached, the error still ends the run
+        names = ", ".join(repr(item.name) for item in failed)
+        where = f"; the report of the {len(finished)} entries that finished is in {cfg.out_dir}" if write_report else ""
+        raise BackendError(
+            f"entry {failed[0].name!r} {failed[0].reason}{where}; rerun the same command once the server answers "
+            f"(finished cases are cached){'' if len(failed) == 1 else f' (failed: {names})'}"
+        )
     return run
 
 
@@ -185,18 +218,25 @@ def _run_entry(plan: Plan, entry: Entry, progress) -> tuple[int, int]:
     todo = [(c, s) for c, s in items if store.load_edit(entry.key, c.id, s) is None]
     task = progress.add_task(f"{entry.name} [edit]", total=len(items), completed=len(items) - len(todo))
     if todo:
-        editor = entry.build()
-        for batch in _chunks(todo, cfg.batch_size):
-            _edit_batch(plan, entry, editor, batch)
-            progress.advance(task, len(batch))
-        del editor
-        gc.collect()  # free the entry's weights before the judge (or the next entry) loads its own
+        try:
+            editor = entry.build()
+            for batch in _chunks(todo, cfg.batch_size):
+                _edit_batch(plan, entry, editor, batch)
+                progress.advance(task, len(batch))
+        except BackendError as err:  # finished batches are cached; the entry is reported as failed
+            raise EntryFailed(err, judge=False) from err
+        finally:
+            editor = None
+            gc.collect()  # free the entry's weights before the judge (or the next entry) loads its own
     judge_key = safe_key(bench.judge_key)
     unscored = [(c, s) for c, s in items if store.load_score(entry.key, c.id, s, judge_key) is None]
     progress.reset(task, total=len(items), completed=len(items) - len(unscored), description=f"{entry.name} [judge]")
     for batch in _chunks(unscored, cfg.batch_size):
         records = [store.load_edit(entry.key, c.id, s) for c, s in batch]
-        scores = bench.score([(c, store.load_results(entry.key, r)) for (c, _), r in zip(batch, records)])
+        try:
+            scores = bench.score([(c, store.load_results(entry.key, r)) for (c, _), r in zip(batch, records)])
+        except BackendError as err:
+            raise EntryFailed(err, judge=True) from err
         if len(scores) != len(batch):
             raise BackendError(f"benchmark {bench.name!r} returned {len(scores)} scores for {len(batch)} cases")
         for (case, seed), score in zip(batch, scores):
@@ -229,11 +269,11 @@ def _edit_batch(plan: Plan, entry: Entry, editor, batch: Sequence[tuple[Case, in
         plan.store.save_edit(entry.key, EditRecord(case.id, seed, case_turns), case_images)
 
 
-def collect_rows(plan: Plan) -> list[CaseRow]:
-    """Every (entry, case, seed) of the plan, read back from the cache."""
+def collect_rows(plan: Plan, entries: Sequence[Entry] | None = None) -> list[CaseRow]:
+    """Every (entry, case, seed) of the plan (or of `entries` only), read back from the cache."""
     rows = []
     judge_key = safe_key(plan.benchmark.judge_key)
-    for entry in plan.entries:
+    for entry in plan.entries if entries is None else entries:
         for case in plan.cases:
             for seed in plan.config.seeds:
                 record = plan.store.load_edit(entry.key, case.id, seed)

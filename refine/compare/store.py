@@ -15,7 +15,9 @@ Layout: `<root>/<entry key>/<case folder>/s<seed>/` holds `turn<k>.png` (the out
 `edit.json` (what was executed, the refiner steps, timings) and `score-<judge key>.json` (the
 benchmark's scores under one judge setting). `edit.json` is written last and atomically (temp file
 + `os.replace`), so its presence means the case is finished: an interrupted run leaves at most
-stray images behind, which the resumed run overwrites. Keys are computed by the caller (entry
+stray images behind, which the resumed run overwrites. What is read is verified: an edit whose
+images do not decode (a copy cut short, a full disk) or a record or score that does not parse
+counts as missing and is recomputed, so a damaged file never needs deleting by hand. Keys are computed by the caller (entry
 fingerprint, benchmark data and judge identity), so adding an entry or changing the judge touches
 only what changed.
 """
@@ -34,6 +36,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from refine.compare.benchmarks.base import CaseScore
+from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditResult, Step
 
@@ -72,6 +75,7 @@ class Store:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._verified: set[tuple[str, int, int]] = set()  # (path, size, mtime) of images that decoded
 
     def case_dir(self, entry_key: str, case_id: str, seed: int) -> Path:
         return self.root / entry_key / safe_name(case_id) / f"s{seed}"
@@ -83,10 +87,13 @@ class Store:
         data = _read_json(path)
         if data is None:
             return None
-        record = EditRecord.from_json(data)
+        try:
+            record = EditRecord.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            return None  # a record of another layout or a damaged one: recompute
         folder = path.parent
-        if not all((folder / t.image).is_file() for t in record.turns):
-            return None  # images removed by hand: recompute
+        if not all(self._readable(folder / t.image) for t in record.turns):
+            return None  # images removed or damaged (a full disk, a copy cut short): recompute
         return record
 
     def save_edit(self, entry_key: str, record: EditRecord, images: Sequence[Image.Image]) -> None:
@@ -95,7 +102,25 @@ class Store:
         for k, (turn, image) in enumerate(zip(record.turns, images)):
             turn.image = f"turn{k}.png"
             _atomic_write(folder / turn.image, lambda f, im=image: im.save(f, format="PNG"), binary=True)
+        for stale in folder.glob("score-*.json"):  # scores of the edit this one replaces
+            stale.unlink()
         _atomic_write(folder / "edit.json", lambda f: json.dump(record.to_json(), f, indent=1, default=_jsonable))
+
+    def _readable(self, path: Path) -> bool:
+        """Whether `path` decodes as an image; each (path, size, mtime) is decoded once per Store."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key in self._verified:
+            return True
+        try:
+            load_image(path)
+        except InputError:
+            return False
+        self._verified.add(key)
+        return True
 
     def image_paths(self, entry_key: str, record: EditRecord) -> list[Path]:
         folder = self.case_dir(entry_key, record.case_id, record.seed)
@@ -116,7 +141,10 @@ class Store:
 
     def load_score(self, entry_key: str, case_id: str, seed: int, judge_key: str) -> CaseScore | None:
         data = _read_json(self.case_dir(entry_key, case_id, seed) / f"score-{judge_key}.json")
-        return None if data is None else CaseScore.from_json(data)
+        try:
+            return None if data is None else CaseScore.from_json(data)
+        except (KeyError, TypeError, AttributeError):
+            return None  # a damaged score: score again
 
     def save_score(self, entry_key: str, case_id: str, seed: int, judge_key: str, score: CaseScore) -> None:
         folder = self.case_dir(entry_key, case_id, seed)
@@ -149,8 +177,8 @@ def _jsonable(value: Any) -> Any:
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # missing or damaged: the caller recomputes it
 
 
 def _atomic_write(path: Path, write, binary: bool = False) -> None:

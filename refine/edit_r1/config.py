@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
+from refine.registry import registry
 from refine.training.lora import ATTENTION_TARGETS  # both streams' attention projections (torch-free import)
 
 
@@ -203,6 +204,7 @@ class EditR1Config(RefineConfig):
             spec = getattr(self, name)
             if "kind" not in spec:
                 raise ValueError(f"{name} needs a 'kind' (e.g. {name}.kind={'shapes' if name == 'backbone' else 'shapes_overall'})")
+            registry.check_spec(name, spec, where=name)  # a typo fails at load, not after the model loads
         self.check_processes(1)
         return self
 

@@ -381,7 +381,7 @@ def _export(out: Path, state, backbone, config: EditR1Config, main: bool) -> Pat
 
 
 def cli(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML config (e.g. examples/configs/edit_r1/shapes.yaml)."),
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name (e.g. edit_r1/shapes = examples/configs/edit_r1/shapes.yaml)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.iterations=20 log.output_dir=runs/x"),
 ) -> None:
     """Post-train an editor with Edit-R1 (DiffusionNFT + judge reward + low-std group filtering).
@@ -390,8 +390,11 @@ def cli(
     --config ...` (see examples/configs/edit_r1/README.md).
     """
     from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
 
-    settings = load_config(EditR1Config, config, overrides or [])
+    settings = load_config(EditR1Config, find_preset(config), overrides or [])
+    check_output_dir(settings.log.output_dir, "log.output_dir")  # before any compute
     result = train(settings)
     if result.eval_history:
         first, last = result.eval_history[0], result.eval_history[-1]

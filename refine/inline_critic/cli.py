@@ -33,7 +33,14 @@ def analyze(
     from refine.inline_critic.analysis import run_analysis
     from refine.inline_critic.config import InlineCriticConfig
 
-    config_path = config or run / "config.yaml"
-    cfg = load_config(InlineCriticConfig, config_path if config_path.is_file() else None, overrides or [])
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+
+    if config is not None:  # named by the user: it must exist (a preset name works too)
+        cfg = load_config(InlineCriticConfig, find_preset(str(config)), overrides or [])
+    else:
+        saved = run / "config.yaml"
+        cfg = load_config(InlineCriticConfig, saved if saved.is_file() else None, overrides or [])
+    check_output_dir(output or run / "analysis", "--output")
     report = run_analysis(cfg, run, output or run / "analysis", cases=cases, steps=steps)
     typer.echo(json.dumps(report["summary"], indent=2))

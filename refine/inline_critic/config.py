@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
+from refine.registry import registry
 from refine.training.lora import ATTENTION_TARGETS
 
 
@@ -129,6 +130,7 @@ class InlineCriticConfig(RefineConfig):
             raise ValueError("method 'lora' needs a lora section (rank, alpha, target_modules); add `lora: {rank: 8}`")
         if "kind" not in self.backbone:
             raise ValueError("backbone needs a 'kind' (e.g. backbone: {kind: shapes})")
+        registry.check_spec("backbone", self.backbone, where="backbone")  # a typo fails at load
         if self.probe_layers is not None and len(set(self.probe_layers)) != len(self.probe_layers):
             raise ValueError(f"probe_layers {self.probe_layers} repeats a layer; list each block once")
         if self.method != "three_stage" and self.stage3.steps == 0:

@@ -517,14 +517,17 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
 
 
 def cli(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML config (e.g. examples/configs/inline_critic/shapes.yaml)."),
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name (e.g. inline_critic/shapes = examples/configs/inline_critic/shapes.yaml)."),
     stage: str = typer.Option("all", "--stage", help="Stage to run: 1, 2, 3 or all (baselines: all)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. stage1.steps=50."),
 ) -> None:
     """Train the inline critic: probes (1), masked critic (2), unmasked joint training (3), or a baseline."""
     from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
 
-    cfg = load_config(InlineCriticConfig, config, overrides or [])
+    cfg = load_config(InlineCriticConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")  # before any compute
     summary = train_inline_critic(cfg, stage=stage)
     summary.pop("modules", None)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "stages"}, indent=2))

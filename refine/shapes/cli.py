@@ -37,8 +37,10 @@ def show(
 ) -> None:
     """Write a source | instruction | target grid of benchmark cases."""
     from refine.errors import InputError
+    from refine.paths import check_output_file
     from refine.shapes.data import iter_cases
 
+    check_output_file(out, "--out", example="grid.png")
     cases = [c for c in iter_cases(split) if (category is None or c.category == category) and (phrasing is None or c.phrasing == phrasing)]
     if not cases:
         raise InputError(f"no cases in {split!r} with category={category!r} phrasing={phrasing!r}; check the filters")
@@ -133,7 +135,9 @@ def export(
     size: int = typer.Option(32, "--size", help="Image side (32 or 64)."),
 ) -> None:
     """Export a split as PNGs + JSONL."""
+    from refine.paths import check_output_dir
     from refine.shapes.data import export_split
 
+    check_output_dir(out, "--out")
     path = export_split(split, out, size)
     typer.echo(f"wrote {path}")

@@ -106,17 +106,27 @@ class TraceWriter:
 
     def __init__(self, root: str | Path, thinker_name: str | None = None):
         self.root = Path(root)
+        # The folder and its files appear with the first turn: a run that fails before any turn
+        # (a thinker server that is down) leaves no empty trace behind.
+        self._turns: Any = None
+        self._requests: Any = None
+        self._next_id = 0
+        self._open: dict[int, dict[str, Any]] = {}  # id(request) -> {"id", "records", "images"}
+        self.thinker_name = thinker_name
+
+    def _start(self) -> None:
+        if self._turns is not None:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "manifest.json").write_text(json.dumps({"format": TRACE_FORMAT, "version": TRACE_VERSION}) + "\n")
         self._turns = open(self.root / "turns.jsonl", "a", encoding="utf-8")
         self._requests = open(self.root / "requests.jsonl", "a", encoding="utf-8")
         self._next_id = _count_lines(self.root / "requests.jsonl")
-        self._open: dict[int, dict[str, Any]] = {}  # id(request) -> {"id", "records", "images"}
-        self.thinker_name = thinker_name
 
     # -- observer interface -------------------------------------------------------------------
 
     def on_turn(self, event: TurnEvent) -> None:
+        self._start()
         entry = self._entry(event.request)
         rid = entry["id"]
         edited = None
@@ -197,8 +207,9 @@ class TraceWriter:
     # -- files ----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._turns.close()
-        self._requests.close()
+        if self._turns is not None:
+            self._turns.close()
+            self._requests.close()
 
     def __enter__(self) -> "TraceWriter":
         return self

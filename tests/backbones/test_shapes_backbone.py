@@ -301,3 +301,24 @@ def test_qk_norm_init_scales_only_the_query_key_gains_and_sharpens_attention(ben
         return float(seen[0])
 
     assert entropy(sharp) < entropy(plain) - 0.1
+
+
+def test_an_instruction_the_editor_cannot_read_warns_once_naming_what_was_dropped(monkeypatch):
+    import warnings
+
+    from refine.backbones import shapes
+
+    monkeypatch.setattr(shapes, "_WARNED", set())
+    backbone = shapes.build_shapes_backbone(layers=1, width=32, heads=2, text_layers=1, vocabulary=["make", "it", "red"], max_text_length=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backbone.tokenize(["make it red"])  # readable: nothing to say
+        assert caught == []
+        backbone.tokenize(["make it crimson", "make it teal"])
+        backbone.tokenize(["make it scarlet"])
+        backbone.tokenize(["make it red it red it red"])  # 7 words, 5 fit after [CLS]
+        backbone.tokenize(["make it red make it red make it red"])
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages  # once per kind, not once per instruction
+    assert "'crimson'" in messages[0] and "[UNK]" in messages[0] and "scarlet" not in messages[0]
+    assert "dropped 'it red'" in messages[1] and "'make it red it red it red'" in messages[1]

@@ -120,3 +120,26 @@ def test_multi_turn_cases_feed_each_output_to_the_next_turn(toy):
     assert len(second_turn_inputs) == 2 * 4  # two entries, four cases
     spelled = second_turn_inputs[4:]  # the +spell entry paints every turn
     assert all(colour == wanted_first[case_id] for case_id, colour in spelled)
+
+
+@pytest.mark.parametrize("damage", ["truncated-png", "empty-png", "garbled-edit-json", "garbled-score"])
+def test_a_damaged_cache_file_is_recomputed_and_the_rerun_succeeds(damage, toy):
+    config = toy(cases=4, entries={"base": {}})
+    first = run_compare(config, console=QUIET, write_report=False)
+    assert first.edited == {"base": 4} and first.scored == {"base": 4}
+    case_dir = sorted(Path(config["out_dir"]).glob("cache/*/*/*/s0"))[1]
+    png, record, score = case_dir / "turn0.png", case_dir / "edit.json", next(case_dir.glob("score-*.json"))
+    if damage == "truncated-png":
+        png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    elif damage == "empty-png":
+        png.write_bytes(b"")
+    elif damage == "garbled-edit-json":
+        record.write_text(record.read_text()[:10])
+    else:
+        score.write_text("{\"scores\": ")
+
+    rerun = run_compare(config, console=QUIET)
+    edited_again = 0 if damage == "garbled-score" else 1
+    assert rerun.edited == {"base": edited_again} and rerun.scored == {"base": 1}  # only the damaged case
+    assert _results(rerun) == _results(first)
+    Image.open(png).load()  # rewritten whole

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from refine.errors import ConfigError
+from refine.errors import ArtifactError, ConfigError
 from refine.rewards.backends.transformers_vlm import TransformersVLM
 from refine.rewards.mllm import MLLMJudge
 from refine.testing import tiny_vlm_dir
@@ -97,7 +97,7 @@ def test_max_pixels_bounds_the_vision_tokens(tiny_vlm_path, local_vlm, make_scen
 def test_multi_token_candidates_are_refused(local_vlm):
     with pytest.raises(ConfigError, match="single-token"):
         local_vlm.candidate_ids(["10"])
-    with pytest.raises(ConfigError, match="cannot load"):
+    with pytest.raises(ArtifactError, match="no such folder"):  # a local path, not a hub id: no hub lookup
         TransformersVLM("/nonexistent/model")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from refine.errors import ConfigError
+from refine.paths import check_model_source
 from refine.rewards.backends.base import Conversation, ProbResult, expand_prefill, renormalize
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -70,6 +71,7 @@ class TransformersVLM:
         on_cpu = str(device).startswith("cpu") if device_map is None else device_map in ("cpu", {"": "cpu"})
         torch_dtype = (torch.float32 if on_cpu else torch.bfloat16) if dtype == "auto" else getattr(torch, dtype)
         if isinstance(model, (str, Path)):
+            check_model_source(model, "vision-language model")  # "no such folder", not a hub repo-id error
             source = str(model)
             kwargs: dict[str, Any] = {"dtype": torch_dtype}
             if device_map is not None:

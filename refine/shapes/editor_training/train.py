@@ -362,9 +362,11 @@ def cli(
 ) -> None:
     """Train ShapeEdit's editor by rectified flow (writes metrics.jsonl, checkpoints/ and final/ to output_dir)."""
     from refine.config import load_config
+    from refine.paths import check_output_dir
     from refine.presets import find_preset
 
     cfg = load_config(BaseTrainConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")  # before any compute
     if resume:
         if cfg.resume_from is None:
             cfg.resume_from = "latest"

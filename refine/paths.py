@@ -1,0 +1,99 @@
+"""Paths checked before any compute: a run must not fail at its last step for want of a folder.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from refine.paths import check_output_dir, check_output_file
+    >>> root = Path(tempfile.mkdtemp())
+    >>> check_output_file(root / "new" / "out.png", "--out") == root / "new" / "out.png"
+    True
+    >>> check_output_file(root, "--out")
+    Traceback (most recent call last):
+    ...
+    refine.errors.InputError: --out ...: is an existing folder; give a file path inside it, e.g. ...out.png
+    >>> _ = (root / "notes.txt").write_text("x")
+    >>> check_output_dir(root / "notes.txt" / "run", "log.output_dir")
+    Traceback (most recent call last):
+    ...
+    refine.errors.InputError: log.output_dir ...: ...notes.txt is a file, not a folder; pick another path
+
+Every command that writes (`refine edit --out`, `refine compare out_dir=`, `refine train ...
+output_dir=`) calls one of these two first. Nothing is created: the folder that would hold the
+output is probed by creating and removing a temporary file in the nearest folder that exists,
+because permission bits alone do not say it (root ignores them, a read-only mount does not).
+`check_model_source` does the same for inputs that are model folders: a local path that does not
+exist is "no such folder", not the hub's repo-id error it would become inside `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from refine.errors import ArtifactError, InputError
+
+
+def check_output_file(path: str | Path, what: str, example: str = "out.png") -> Path:
+    """`path` as a `Path` if a file can be written there (its folders may not exist yet); else `InputError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is an existing folder; give a file path inside it, e.g. {path / example}")
+    _check_writable_parent(path, what)
+    return path
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """`path` as a `Path` if it is, or can become, a folder this process writes into; else `InputError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path}: is a file, not a folder; pick another path or remove the file")
+    if path.is_dir():
+        _probe(path, what, path)
+    else:
+        _check_writable_parent(path, what)
+    return path
+
+
+def _check_writable_parent(path: Path, what: str) -> None:
+    """The nearest existing ancestor of `path` must be a folder we can create files in."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{what} {path}: {ancestor} is a file, not a folder; pick another path")
+    _probe(ancestor, what, path)
+
+
+def _probe(folder: Path, what: str, path: Path) -> None:
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".refine-write-check-")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"{what} {path}: cannot write in {folder} ({reason}); pick a folder you can write to") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+# What `from_pretrained` accepts as a hub id: `name` or `namespace/name` (letters, digits, - _ .).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+
+def check_model_source(source: str | Path, what: str = "model") -> None:
+    """Refuse a local model path that does not exist, before a hub lookup turns it into a repo-id error.
+
+    A `Path`, or a string that cannot be a hub id (`/abs/dir`, `./dir`, `~/dir`, `a/b/c`), must
+    exist; a string that can be a hub id (`Qwen/Qwen2.5-VL-3B-Instruct`) is left to the loader.
+
+    >>> check_model_source("Qwen/Qwen2.5-VL-3B-Instruct")
+    >>> check_model_source("/no/such/checkpoint", "thinker")
+    Traceback (most recent call last):
+    ...
+    refine.errors.ArtifactError: thinker /no/such/checkpoint: no such folder (a hub id looks like 'namespace/name')
+    """
+    text = str(source)
+    if Path(text).expanduser().exists():
+        return
+    if isinstance(source, Path) or not _HUB_ID.match(text):
+        raise ArtifactError(f"{what} {text}: no such folder (a hub id looks like 'namespace/name')")
