@@ -100,7 +100,7 @@ def test_compare_checks_out_dir_before_any_compute(kind, tmp_path, a_file, capsy
 @pytest.mark.parametrize(
     ("command", "module", "function", "key"),
     [
-        (["train", "base", "--config", "base/shapes"], "refine.backbones.train_base", "train", "output_dir"),
+        (["train", "base", "--config", "base/shapes"], "refine.shapes.editor_training.train", "train", "output_dir"),
         (["train", "edit-r1", "--config", "edit_r1/shapes"], "refine.edit_r1.train", "train", "log.output_dir"),
         (["train", "inline-critic", "--config", "inline_critic/shapes"], "refine.inline_critic.train", "train_inline_critic", "output_dir"),
     ],
@@ -116,7 +116,7 @@ def test_train_checks_output_dir_before_any_compute(command, module, function, k
 
 
 TRAIN = [
-    (["train", "base"], "refine.backbones.train_base", "train"),
+    (["train", "base"], "refine.shapes.editor_training.train", "train"),
     (["train", "edit-r1"], "refine.edit_r1.train", "train"),
     (["train", "inline-critic"], "refine.inline_critic.train", "train_inline_critic"),
 ]
