@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,17 +384,27 @@ def _export(out: Path, state, backbone, config: EditR1Config, main: bool) -> Pat
 def cli(
     config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name (e.g. edit_r1/shapes = examples/configs/edit_r1/shapes.yaml)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.iterations=20 log.output_dir=runs/x"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the memory plan per GPU for this config and exit (loads nothing; docs/scaling.md)."),
+    gpus: int = typer.Option(0, "--gpus", help="GPUs the --dry-run plan assumes (default: $WORLD_SIZE, else 8)."),
+    gpu_gib: float = typer.Option(80.0, "--gpu-gib", help="Memory of one GPU in GiB for --dry-run."),
 ) -> None:
     """Post-train an editor with Edit-R1 (DiffusionNFT + judge reward + low-std group filtering).
 
-    Several processes: `accelerate launch --config_file examples/accelerate/ddp.yaml -m refine.edit_r1.train
-    --config ...` (see examples/configs/edit_r1/README.md).
+    Several processes: `accelerate launch --config_file examples/accelerate/edit_r1_ddp.yaml -m refine.edit_r1.train
+    --config ...` (see examples/configs/edit_r1/README.md and docs/scaling.md).
     """
     from refine.config import load_config
     from refine.paths import check_output_dir
     from refine.presets import find_preset
 
     settings = load_config(EditR1Config, find_preset(config), overrides or [])
+    if dry_run:
+        from refine.training.memory_plan import dry_run_report
+
+        world = gpus or int(os.environ.get("WORLD_SIZE", 0)) or 8
+        typer.echo(dry_run_report(settings.backbone, finetune=settings.train.finetune, lora_rank=settings.lora.rank,
+                                  micro_batch=settings.train.micro_batch, gpus=world, gpu_gib=gpu_gib))
+        return
     check_output_dir(settings.log.output_dir, "log.output_dir")  # before any compute
     result = train(settings)
     if result.eval_history:

@@ -234,3 +234,34 @@ def plan_memory(inputs: MemoryPlanInput) -> MemoryPlan:
     fixed = plan.total_gib - inputs.micro_batch * plan.activation_gib_per_sample
     plan.max_micro_batch = max(0, math.floor((inputs.gpu_gib - fixed) / plan.activation_gib_per_sample))
     return plan
+
+
+BACKBONE_MODELS = {"qwen_image_edit": "qwen_image_edit_2509", "flux_kontext": "flux_kontext"}
+
+
+def plan_input_for(backbone: dict, *, finetune: str, lora_rank: int, micro_batch: int, gpus: int, gpu_gib: float,
+                   cfg_branches: int = 1) -> MemoryPlanInput | None:
+    """The plan's input for a trainer's resolved backbone spec; None for backbones too small to plan (shapes).
+
+    >>> plan_input_for({"kind": "qwen_image_edit", "pixel_area": 1024 * 1024}, finetune="lora", lora_rank=32,
+    ...                micro_batch=3, gpus=48, gpu_gib=80).resolution
+    1024
+    >>> plan_input_for({"kind": "shapes"}, finetune="lora", lora_rank=8, micro_batch=16, gpus=1, gpu_gib=80) is None
+    True
+    """
+    model = BACKBONE_MODELS.get(str(backbone.get("kind")))
+    if model is None:
+        return None
+    area = backbone.get("pixel_area") or 1024 * 1024  # both pipelines' default working area
+    return MemoryPlanInput(model=model, finetune=finetune, lora_rank=lora_rank, micro_batch=micro_batch, gpus=gpus,
+                           gpu_gib=gpu_gib, resolution=int(round(math.sqrt(area))), cfg_branches=cfg_branches,
+                           text_tokens=256 if model == "qwen_image_edit_2509" else 512)
+
+
+def dry_run_report(backbone: dict, **kwargs) -> str:
+    """What `refine train ... --dry-run` prints: the plan, or why there is none (nothing is loaded)."""
+    inputs = plan_input_for(backbone, **kwargs)
+    if inputs is None:
+        return (f"no memory plan for backbone kind {backbone.get('kind')!r}: plans exist for "
+                f"{', '.join(BACKBONE_MODELS)} (ShapeEdit's editor has 2.5M parameters and fits anywhere)")
+    return plan_memory(inputs).summary()

@@ -41,3 +41,19 @@ def test_checkpointing_and_cfg_branches_scale_the_activations():
     fixed = ckpt.total_gib - ckpt.activation_gib_per_sample
     assert ckpt.max_micro_batch == int((80 - fixed) // ckpt.activation_gib_per_sample)
     assert "largest micro-batch that fits: " in ckpt.summary()
+
+
+def test_dry_run_prints_the_plan_of_the_resolved_config_and_trains_nothing(monkeypatch, capsys):
+    import refine.edit_r1.train as edit_r1_train
+    from refine.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--dry-run must not train")
+
+    monkeypatch.setattr(edit_r1_train, "train", no_training)
+    main(["train", "edit-r1", "--config", "edit_r1/qwen_image_edit_2509", "--dry-run", "--gpus", "48", "train.finetune=full"])
+    out = capsys.readouterr().out
+    assert "qwen_image_edit_2509, full, 48 GPUs x 80 GiB, 512px" in out
+    assert "transformer 20.43B" in out and "largest micro-batch that fits" in out
+    main(["train", "edit-r1", "--config", "edit_r1/shapes", "--dry-run"])
+    assert "no memory plan for backbone kind 'shapes'" in capsys.readouterr().out
