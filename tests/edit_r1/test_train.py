@@ -136,10 +136,10 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
          "--checkpoint-every", "2", "--hang-after", "2", "--threads", str(threads)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 600  # generous: on a loaded machine start-up alone took over 90 s
     while latest_checkpoint(killed) is None:
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint within 90 s"
+        assert time.monotonic() < deadline, "no checkpoint within 600 s"
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
