@@ -90,7 +90,11 @@ def instrument(stack: ExitStack, timer: ExclusiveTimer, backbone) -> None:
     patch(stack, group, "to_pil", timer.wrap("to PIL", group.to_pil))
     packed = timer.wrap("condition packing", base.concat_conditions)
     patch(stack, group, "concat_conditions", packed)
-    patch(stack, base, "concat_conditions", packed)  # backbones import it at call time (CFG branches)
+    patch(stack, base, "concat_conditions", packed)  # ShapeEdit imports it at call time (CFG branches)
+    if hasattr(backbone, "pipeline"):  # the diffusers backbones' CFG helper imported it at module top
+        import refine.backbones.diffusers_common as common
+
+        patch(stack, common, "concat_conditions", packed)
     make_sampler = group.make_sampler
 
     def timed_sampler(*args, **kwargs):
