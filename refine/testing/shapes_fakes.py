@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from refine.shapes.data import ShapeCase
 from refine.types import EditRequest, EditResult, Step
 
 
@@ -37,8 +38,6 @@ class DirectOnlyEditor:
         self.calls = 0
 
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
-        from refine.shapes.data import ShapeCase
-
         out = []
         for request in requests:
             self.calls += 1
