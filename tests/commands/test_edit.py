@@ -3,7 +3,10 @@
 import pytest
 from PIL import Image
 
+from refine.backbones.shapes import ShapesBackbone
 from refine.cli import main
+from refine.rollout.group import sample_group
+from refine.types import EditRequest
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,11 @@ def test_edit_writes_one_image(shapes_dir, source, tmp_path, capsys):
                             "--out", str(out), "--steps", "2", "--seed", "3"], capsys)
     assert code == 0 and f"wrote {out}" in stdout
     assert Image.open(out).size == (32, 32)  # the shapes editor's resolution
+    # the picture is the editor's edit of this image, instruction and seed (not the source, not another seed)
+    backbone = ShapesBackbone.from_pretrained(shapes_dir)
+    request = EditRequest(source, "add a blue circle", seed=3)
+    expected = [sample_group(backbone, [request], 1, sampler="euler", steps=2, seed=seed).images[0][0].tobytes() for seed in (3, 4)]
+    assert Image.open(out).convert("RGB").tobytes() == expected[0] != expected[1]
 
 
 def test_group_writes_a_grid_and_is_seeded(shapes_dir, source, tmp_path, capsys):

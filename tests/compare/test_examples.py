@@ -25,7 +25,9 @@ def test_compose_refiners_example(tmp_path):
     out = _run("compose_refiners.py", cwd=tmp_path)
     assert "refused as expected" in out and "needs a white-box" in out
     assert out.count("judge overall: editor alone") == 2
-    assert " think " in out or " edit " in out  # the composed editor's trace is printed
+    # the composed editor's trace: the thinker's edits and the expert's critiques, with the bundled LoRA in
+    assert "  edit   thinker " in out and "  think  shape-expert " in out
+    assert "no bundled Edit-R1 LoRA" not in out
 
 
 @pytest.mark.slow

@@ -60,3 +60,57 @@ def test_shapes_mt_runs_three_turns_per_sequence(tiny_editor, tmp_path):
     assert len(run.rows) == 2
     for row in run.rows:
         assert len(row.turns) == 3 and len(row.turn_scores) == 3 and set(row.scores) == {"overall", "if", "cc", "success"}
+
+
+def _rows(run) -> dict[tuple[str, str], dict]:
+    return {(r["entry"], r["case_id"]): r for r in (json.loads(line) for line in (run.out_dir / "cases.jsonl").read_text().splitlines())}
+
+
+def _thinker(**options):
+    return {"refiners": [{"kind": "thinker", "thinker": "expert", "max_turns": 2, **options}]}
+
+
+def _compare(tmp_path, direct_works, entries):
+    from refine.shapes.data import find_case
+
+    config = {
+        "benchmark": "shapes-bench",
+        "limit": 8,
+        "editor": {"kind": "refine.testing.shapes_fakes:direct_only_editor", "direct_works": direct_works},
+        "entries": entries,
+        "out_dir": str(tmp_path / "out"),
+        "progress": False,
+        "bootstrap": 200,
+    }
+    run = run_compare(config)
+    cases = {c.id: find_case(c.id) for c in run.cases}
+    rephrased = [c for c in cases.values() if c.instruction != c.direct_instruction]
+    assert len(rephrased) >= 3  # indirect cases and paraphrased direct ones: the thinker has something to rewrite
+    return run, cases, rephrased
+
+
+def test_the_expert_thinker_rewrites_into_the_direct_phrasing_and_keeps_the_better_edit(tmp_path):
+    # The editor does a case's edit only when told its direct phrasing: the base entry fails every
+    # rephrased case; the thinker's second turn, rewritten, succeeds, and best-of selection keeps it.
+    run, cases, rephrased = _compare(tmp_path, True, {"base": {}, "+thinker": _thinker()})
+    rows = _rows(run)
+    for case in rephrased:
+        base, thinker = rows[("base", case.id)], rows[("+thinker", case.id)]
+        assert base["scores"]["if"] == 0.0 and thinker["scores"]["if"] == 1.0 and thinker["scores"]["overall"] == 1.0
+        edits = [s for s in thinker["turns"][0]["steps"] if s["kind"] == "edit"]
+        assert [s["instruction"] for s in edits] == [case.instruction, case.direct_instruction]  # the rewrite
+        assert thinker["instruction_used"] == case.direct_instruction  # the selection: the second edit
+    for case in set(cases.values()) - set(rephrased):  # already direct: one turn, nothing to fix
+        assert rows[("+thinker", case.id)]["scores"]["overall"] == rows[("base", case.id)]["scores"]["overall"] == 1.0
+
+
+def test_best_selection_keeps_the_first_edit_when_the_rewrite_makes_it_worse_and_last_does_not(tmp_path):
+    # Here the direct phrasing gives noise: turn 2 is worse than turn 1 (the unchanged source).
+    entries = {"base": {}, "+thinker": _thinker(), "+thinker-last": _thinker(select="last")}
+    run, _, rephrased = _compare(tmp_path, False, entries)
+    rows = _rows(run)
+    for case in rephrased:
+        base, best, last = (rows[(entry, case.id)] for entry in entries)
+        assert [s["instruction"] for s in last["turns"][0]["steps"] if s["kind"] == "edit"] == [case.instruction, case.direct_instruction]
+        assert best["instruction_used"] == case.instruction and best["scores"] == base["scores"]
+        assert last["instruction_used"] == case.direct_instruction and last["scores"]["cc"] < best["scores"]["cc"]  # IF is 0 for both

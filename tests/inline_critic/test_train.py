@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from refine.errors import ArtifactError, ConfigError
 from refine.inline_critic.config import InlineCriticConfig
@@ -35,11 +36,29 @@ def test_stage2_critic_ranks_held_out_probe_errors(three_stage_run):
 
 
 @pytest.mark.slow  # shares the ~20 s three-stage fixture
-def test_stage3_beats_the_frozen_backbone_on_held_out_flow_loss(three_stage_run):
-    _, _, summary = three_stage_run
-    stage3, backbone = summary["stages"]["3"]["val_flow_loss"], summary["backbone"]["val_flow_loss"]
-    print("held-out flow loss: backbone", backbone, "after stage 3", stage3)
-    assert stage3 < backbone - 2e-4  # fixed (t, noise) per case: a deterministic comparison
+def test_stage3_trains_the_unmasked_token_the_probes_and_the_critic_together(three_stage_run):
+    """Stage 3 (eq. 8) optimises generation, critic and probe losses at once, critic unmasked.
+
+    What this does not show: that the critic beats a plain trained token. On this tiny random
+    editor the learnable-token control (method=learnable_token, the same 30 steps at lr 1e-2)
+    lowers the held-out flow loss as much (backbone 1.80879, stage 3 1.80850, control 1.80843),
+    so the flow-loss check below proves only that the generation loss reaches the unmasked token.
+    The critic-vs-control comparison is the ShapeEdit ablation in refine/inline_critic/README.md.
+    """
+    config, _, summary = three_stage_run
+    stage3, backbone = summary["stages"]["3"], summary["backbone"]["val_flow_loss"]
+    print("held-out flow loss: backbone", backbone, "after stage 3", stage3["val_flow_loss"])
+    # generation loss, unmasked token (a masked one leaves the backbone's loss exactly)
+    assert stage3["val_flow_loss"] < backbone - 2e-4  # fixed (t, noise) per case: a deterministic comparison
+    # probe loss: the probes keep learning (1.255 -> 1.170 here; without the term they stay put)
+    assert stage3["val_probe_loss"] < 0.97 * stage3["start_val_probe_loss"]
+    # critic loss: the projections move (they get gradients from L_critic only), and the critic
+    # still ranks the probes' held-out errors after unmasking
+    before = load_file(str(Path(config.output_dir) / "stage2.safetensors"))
+    after = load_file(str(Path(config.output_dir) / "stage3.safetensors"))
+    projections = [k for k in after if k.startswith("projections.")]
+    assert projections and all(not torch.equal(before[k], after[k]) for k in projections)
+    assert stage3["val_critic_spearman"] > 0.12 and abs(stage3["val_shuffled_spearman"]) < 0.08
 
 
 def test_inference_weights_hold_only_the_token(three_stage_run):

@@ -1,9 +1,12 @@
+import json
+
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from refine.cli import app, main
-from refine.shapes.data import find_case
+from refine.shapes.cli import _picks, render_grid
+from refine.shapes.data import find_case, iter_cases, load_split
 
 
 def test_show_writes_a_readable_grid(tmp_path):
@@ -18,7 +21,14 @@ def test_show_writes_a_readable_grid(tmp_path):
 def test_show_filters_and_multi_turn(tmp_path):
     out = tmp_path / "mt.png"
     result = CliRunner().invoke(app, ["shapes", "show", "--split", "shapes-mt", "--n", "3", "--phrasing", "indirect", "--out", str(out)])
-    assert result.exit_code == 0, result.output and out.is_file()
+    assert result.exit_code == 0, result.output
+    # the grid is exactly the three evenly spread indirect turns of shapes-mt, one row each
+    indirect = [c for c in iter_cases("shapes-mt") if c.phrasing == "indirect"]
+    assert 3 < len(indirect) < len(list(iter_cases("shapes-mt")))
+    picked = [indirect[i] for i in _picks(len(indirect), 3)]
+    expected = render_grid(picked, scale=4)
+    assert list(Image.open(out).convert("RGB").getdata()) == list(expected.getdata())
+    assert "wrote 3 cases" in result.output
 
 
 def test_judge_prints_scores_and_breakdown(tmp_path):
@@ -44,4 +54,15 @@ def test_unknown_case_is_one_line_exit_2(tmp_path, capsys):
 
 def test_export_command(tmp_path):
     result = CliRunner().invoke(app, ["shapes", "export", "--split", "shapes-mt", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output and (tmp_path / "sequences.jsonl").is_file()
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "sequences.jsonl").read_text().splitlines()]
+    sequences = load_split("shapes-mt")
+    assert [r["id"] for r in records] == [s.id for s in sequences]
+    for record, sequence in zip(records, sequences):
+        assert [t["instruction"] for t in record["turns"]] == [c.instruction for c in sequence.cases]
+        assert same_pixels(tmp_path / record["source_image"], sequence.source_image)
+        assert same_pixels(tmp_path / record["turns"][-1]["target_image"], sequence.cases[-1].target_image)
+
+
+def same_pixels(path, image):
+    return list(Image.open(path).convert("RGB").getdata()) == list(image.convert("RGB").getdata())

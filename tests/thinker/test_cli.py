@@ -1,6 +1,7 @@
 """`refine edit --thinker expert|vlm:SPEC --max-turns N`: turns printed, trace saved, errors in one line."""
 
 import pytest
+from PIL import Image
 
 from refine.cli import main
 from refine.shapes.data import load_split
@@ -39,7 +40,11 @@ def test_edit_with_the_expert_thinker_prints_turns_and_saves_the_trace(tiny_shap
     assert lines[2].startswith(f"[0] turn 2  ran {case.direct_instruction!r}") and "stopped: " in lines[2]
     assert (tmp_path / "out.png").is_file() and f"trace: {tmp_path / 'out.trace'}" in out
     assert [r.turn for r in read_turns(tmp_path / "out.trace")] == [1, 2]
-    assert read_requests(tmp_path / "out.trace")[0]["meta"]["case_id"] == case.id
+    summary = read_requests(tmp_path / "out.trace")[0]
+    assert summary["meta"]["case_id"] == case.id
+    # OUT is the edit the loop kept, as recorded in the trace
+    kept = Image.open(tmp_path / "out.trace" / summary["final_image"]).convert("RGB").tobytes()
+    assert Image.open(tmp_path / "out.png").convert("RGB").tobytes() == kept
 
 
 @pytest.mark.parametrize(
