@@ -1,6 +1,5 @@
 """The Edit-R1 refiner puts a trained LoRA into a FlowEditor."""
 
-from pathlib import Path
 
 import pytest
 import torch
