@@ -74,7 +74,7 @@ class BestOfK:
         self.reads_ground_truth = component_reads_ground_truth("reward", reward)
 
     @staticmethod
-    def reads_ground_truth(reward: Any = None, **_settings: Any) -> bool:  # noqa: F811
+    def reads_ground_truth(reward: Any = None, **_settings: Any) -> bool:
         """Whether a `best_of_k` spec picks with a reward that reads ground truth (`refine.oracle`)."""
         return reward is not None and component_reads_ground_truth("reward", reward)
 

@@ -138,7 +138,7 @@ class CompositeReward:
         self.reads_ground_truth = any(target_reads_ground_truth(part) for part in parts.values())
 
     @staticmethod
-    def reads_ground_truth(rewards: Mapping[str, Any] | Sequence[Any] = (), **_settings: Any) -> bool:  # noqa: F811
+    def reads_ground_truth(rewards: Mapping[str, Any] | Sequence[Any] = (), **_settings: Any) -> bool:
         """A composite reads ground truth when one of its parts does (`refine.oracle`)."""
         parts = rewards.values() if isinstance(rewards, Mapping) else rewards
         return any(component_reads_ground_truth("reward", part) for part in parts)
