@@ -178,7 +178,7 @@ def print_summary(run: "CompareRun", console: Console) -> None:
         for metric in metrics:
             table.add_column(metric, justify="right")
         table.add_column(f"Δ vs {reference}", justify="right")
-        table.add_column("calls/case", justify="right")
+        table.add_column("calls", justify="right")
         table.add_column("s/case", justify="right")
         table.add_column("run", justify="right")
         for row in rows:
@@ -189,7 +189,7 @@ def print_summary(run: "CompareRun", console: Console) -> None:
                 row.entry, *cells, _delta(row), _calls(row), f"{row.seconds:.3g}", f"{fresh} new" if fresh else "cached"
             )
         console.print(table)
-    console.print(f"cases {reuse_line(run)} (edits read from the cache / computed in this run)", highlight=False)
+    console.print(f"cases {reuse_line(run)} (edits read from the cache / computed in this run); calls: editor calls per case", highlight=False)
     lookup = {(r.entry, r.category): r for r in run.summary}
     categories = sorted({r.category for r in run.summary if r.category != ALL})
     for block_title, rows in _blocks([r for r in run.summary if r.category == ALL], f"{metrics[0]} per category"):
@@ -352,7 +352,7 @@ def _blocks(rows: Sequence[SummaryRow], title: str) -> list[tuple[str, list[Summ
     blocks = [(title, [r for r in rows if not r.oracle])]
     upper = [r for r in rows if r.oracle]
     if upper:
-        blocks.append((f"{title}: {UPPER_BOUNDS[0].lower()}{UPPER_BOUNDS[1:]}" if title else UPPER_BOUNDS, upper))
+        blocks.append((f"{title}: upper bounds (oracles: read ground truth)" if title else UPPER_BOUNDS, upper))
     return blocks
 
 
