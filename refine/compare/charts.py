@@ -44,7 +44,8 @@ def draw_charts(summary: Sequence[SummaryRow], metrics: Sequence[str], scale: tu
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(metrics) * max(1, len(entries)) * 0.6 + 2), 3.4), dpi=110)
     _grouped_bars(ax, list(metrics), entries, lambda entry, metric: overall[entry].metrics.get(metric), oracles)
     ax.set_ylim(*_limits(scale))
-    ax.set_title("mean per metric (bars: 95% bootstrap interval)")
+    hatched = "; hatched: upper bounds (oracles)" if oracles else ""
+    ax.set_title(f"mean per metric (bars: 95% bootstrap interval{hatched})")
     paths.append(_save(fig, out_dir / "overall.png", plt))
 
     headline = metrics[0]
@@ -54,7 +55,7 @@ def draw_charts(summary: Sequence[SummaryRow], metrics: Sequence[str], scale: tu
         oracles,
     )
     ax.set_ylim(*_limits(scale))
-    ax.set_title(f"{headline} per category")
+    ax.set_title(f"{headline} per category{' (hatched: upper bounds, oracles)' if oracles else ''}")
     ax.tick_params(axis="x", labelrotation=30)
     paths.append(_save(fig, out_dir / "categories.png", plt))
     return paths
