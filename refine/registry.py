@@ -60,6 +60,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "edit_r1": "refine.edit_r1.refiner:EditR1Refiner",
         "inline_critic": "refine.inline_critic.refiner:InlineCritic",
         "thinker": "refine.thinker.config:build_thinker_refiner",
+        "best_of_k": "refine.selection:BestOfK",
     },
     "benchmark": {
         "shapes-bench": "refine.compare.benchmarks.shapes:shapes_bench",

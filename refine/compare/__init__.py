@@ -11,11 +11,11 @@ Example:
 | module | what it holds |
 |---|---|
 | `config.py` | `CompareConfig`, `EntryConfig` (entries = editor spec + refiner specs) |
-| `entries.py` | checks before compute, entry fingerprints (cache keys), building through the registry |
+| `entries.py` | checks before compute, entry fingerprints (cache keys, with a hash of refine's source), oracle labels, building through the registry |
 | `runner.py` | `run_compare`: batched, cached, resumable loop over entries x cases x seeds |
 | `store.py` | the atomic on-disk cache |
 | `stats.py` | means, bootstrap intervals, paired deltas |
-| `report.py`, `charts.py`, `html.py` | the results folder: JSONL, MD/CSV/JSON, charts, HTML |
+| `report.py`, `charts.py`, `html.py` | the results folder: JSONL, MD/CSV/JSON, charts, HTML; oracle entries in an "upper bounds" block |
 | `benchmarks/` | ShapeEdit splits and GEdit-Bench / ImgEdit / EdiVal folders with their judges |
 | `cli.py` | `refine compare` |
 

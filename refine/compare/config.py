@@ -60,6 +60,12 @@ class EntryConfig(RefineConfig):
         "(the bundled default uses it for strategies whose artifact may not be trained yet); "
         "false fails before any compute instead.",
     )
+    oracle: bool = Field(
+        False,
+        description="Report this entry as an upper bound (oracle) even though none of its components says it reads "
+        "ground truth, e.g. selection by the benchmark's own MLLM judge. Components that read ground truth "
+        "(ShapeEdit's expert thinker, its judge as a reward) make an entry an oracle whatever this says.",
+    )
 
     @field_validator("editor", mode="before")
     @classmethod

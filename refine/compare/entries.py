@@ -21,12 +21,32 @@ Artifact paths are the string values of spec keys named `path`, `*_path`, `*_dir
 `checkpoint`, `adapter` or `weights`. A relative path is looked up in the working directory first,
 then next to the installed `refine` package (so `refine/assets/...` works from a checkout and from
 a wheel); a value shaped like a hub id (`org/name`) that is not a local path is left to the
-factory. The fingerprint of an entry (its cache key) hashes its specs as written plus the size and
-modification time of every artifact file, so retraining an adapter invalidates its cached outputs.
+factory.
+
+The fingerprint of an entry (its cache key) hashes three things, so a cached output is reused only
+when the same code ran the same components on the same artifacts:
+* its specs as written (editor and refiners);
+* the size and modification time of every artifact file, so retraining an adapter invalidates
+  its cached outputs;
+* `source_hash()`, a hash of the `refine` package's source: every `.py` file under `refine/`
+  except `refine/testing/` (fakes for the test suite, never a component of a real entry), read
+  once per process. Any edit that could change an output (an editor, a sampler, a refiner, the
+  judge, a benchmark's data loader) then recomputes instead of reusing an edit made by old code.
+  Edits that cannot change outputs (a docstring, the report code) recompute too: hashing every
+  file is the rule that cannot miss one, and the default comparison takes about a minute.
+  Code outside `refine` (a factory given as `pkg.module:name`, third-party libraries) is not
+  hashed: the lock file `constraints/cpu.txt` pins the libraries; a factory of your own is yours
+  to version (change its spec or clear the cache).
+
+Each entry also says whether it is an `oracle` (see `reads_ground_truth`): a component that
+reads the case's ground truth (its target, or the benchmark's own judge) makes the entry an
+upper bound, which the reports show apart from deployable strategies.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +56,12 @@ from refine.compare.benchmarks.base import stable_hash
 from refine.compare.config import CompareConfig, Spec
 from refine.editor import Editor, compose
 from refine.errors import ArtifactError, ConfigError
+from refine.oracle import reads_ground_truth
 from refine.registry import registry, validate_params
 
-_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the `refine` package folder
+_PACKAGE_PARENT = _PACKAGE_ROOT.parent
+_UNHASHED = ("testing",)  # top-level subpackages of refine/ left out of source_hash()
 _ARTIFACT_KEYS = {"path", "checkpoint", "adapter", "weights"}
 _ARTIFACT_SUFFIXES = ("_path", "_dir", "_file")
 _HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
@@ -51,8 +74,9 @@ class Entry:
     name: str
     editor: Spec  # artifact paths resolved to absolute paths
     refiners: list[Spec]
-    key: str  # cache key: specs as written + artifact fingerprints
+    key: str  # cache key: specs as written + artifact fingerprints + source_hash()
     artifacts: dict[str, str] = field(default_factory=dict)  # as written -> resolved
+    oracle: bool = False  # a component reads ground truth: an upper bound, not a deployable strategy
 
     def build(self) -> Editor:
         editor = build_editor(self.editor)
@@ -93,10 +117,14 @@ def plan_entries(config: CompareConfig) -> tuple[list[Entry], list[Skipped]]:
                 "editor": editor_spec,
                 "refiners": entry_cfg.refiners,
                 "artifacts": {written: fingerprint(Path(path)) for written, path in sorted(artifacts.items())},
+                "code": source_hash(),
             },
             length=16,
         )
-        entries.append(Entry(name, resolved_editor, resolved_refiners, key, artifacts))
+        oracle = entry_cfg.oracle or reads_ground_truth("backbone", editor_spec, ignore=("flow",)) or any(
+            reads_ground_truth("refiner", spec) for spec in entry_cfg.refiners
+        )
+        entries.append(Entry(name, resolved_editor, resolved_refiners, key, artifacts, oracle))
     return entries, skipped
 
 
@@ -112,6 +140,25 @@ def build_editor(spec: Spec) -> Editor:
     from refine.rollout.flow_editor import FlowEditor
 
     return FlowEditor(built, **flow)
+
+
+@functools.cache
+def source_hash() -> str:
+    """16 hex digits of SHA-256 over every `.py` file of the `refine` package but `refine/testing/`.
+
+    Paths (relative, POSIX) and contents are hashed in sorted order, so the value depends on the
+    code only, not on where it is installed; computed once per process (about 200 small files).
+
+    >>> len(source_hash()), source_hash() == source_hash()
+    (16, True)
+    """
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE_ROOT.rglob("*.py")):
+        relative = path.relative_to(_PACKAGE_ROOT)
+        if relative.parts[0] in _UNHASHED or "__pycache__" in relative.parts:
+            continue
+        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def fingerprint(path: Path) -> list:

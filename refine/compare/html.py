@@ -81,8 +81,16 @@ def render_html(
     grid_columns: Sequence[str],
     grid: Sequence[GridRow],
     notes: Sequence[str] = (),
+    upper_title: str = "Upper bounds",
+    upper_summary_rows: Sequence[Sequence[str]] = (),
+    upper_category_header: Sequence[str] = (),
+    upper_category_rows: Sequence[Sequence[str]] = (),
 ) -> str:
-    """The page as a string (see the module docstring)."""
+    """The page as a string (see the module docstring).
+
+    `upper_*` hold the entries that are upper bounds (oracles); when given, they get a section of
+    their own (`upper_title`) after the summary and per-category tables.
+    """
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -95,6 +103,10 @@ def render_html(
     parts.append(_table("summary", summary_header, summary_rows))
     parts.append("<h2>Per category</h2>")
     parts.append(_table("categories", category_header, category_rows))
+    if upper_summary_rows:
+        parts.append(f'<h2 id="upper-bounds">{esc(upper_title)}</h2>')
+        parts.append(_table("upper-summary", summary_header, upper_summary_rows))
+        parts.append(_table("upper-categories", upper_category_header, upper_category_rows))
     if charts:
         parts.append('<h2>Charts</h2><div class="charts">')
         parts += [f'<img alt="{esc(p.stem)}" src="{_data_uri_file(p)}">' for p in charts]

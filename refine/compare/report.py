@@ -23,6 +23,16 @@ Layout of `out_dir`:
   tables, charts and an image grid: source | target | each entry, half of it the worst cases);
 * `config.yaml` the resolved config that produced it; `cache/` the reusable outputs.
 The same summary is printed as a rich table.
+
+Oracles apart: an entry whose components read ground truth (`Entry.oracle`, see
+`refine.oracle`) is an upper bound, not a strategy a user can deploy. Every table puts such
+entries in a separate "upper bounds" block (Markdown and HTML: a table of their own; the console:
+a table of its own; CSV: an `oracle` column, their rows last; JSON: `oracle` on each row and the
+`upper_bounds` list), and the charts draw them last, hatched, labelled "(oracle)". Each entry's
+mean editor calls per case (`editor_calls`: "edit" steps of its turns) is reported next to its
+seconds, so a compute-matched baseline can be checked against the entry it matches. How many
+(case, seed) edits came from the cache and how many were computed in this run is printed under
+the table and kept in `summary.json` (`cache`).
 """
 
 from __future__ import annotations
@@ -33,12 +43,13 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from refine.compare.charts import draw_charts
+from refine.compare.entries import source_hash
 from refine.compare.html import GridCell, GridRow, render_html
 from refine.compare.stats import ALL, SummaryRow, paired_deltas, summarize
 from refine.compare.store import safe_name
@@ -49,14 +60,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from refine.compare.runner import CaseRow, CompareRun
 
 
-def summarize_rows(benchmark: "Benchmark", rows: Sequence["CaseRow"], resamples: int = 1000) -> list[SummaryRow]:
-    """Per entry and category summaries, each non-reference entry with its paired delta to the first entry."""
+def summarize_rows(
+    benchmark: "Benchmark", rows: Sequence["CaseRow"], resamples: int = 1000, oracles: Iterable[str] = ()
+) -> list[SummaryRow]:
+    """Per entry and category summaries, each non-reference entry with its paired delta to the first entry.
+
+    `oracles` names the entries that read ground truth; their rows get `oracle=True`.
+    """
     data = [
-        {"entry": r.entry, "category": r.category, "scores": r.scores, "seconds": r.seconds, "key": (r.case_id, r.seed)}
+        {
+            "entry": r.entry, "category": r.category, "scores": r.scores, "seconds": r.seconds, "key": (r.case_id, r.seed),
+            "editor_calls": editor_calls(r.turns),
+        }
         for r in rows
     ]
     by_category = getattr(benchmark, "aggregate", "cases") == "categories"  # GEdit-Bench, ImgEdit: mean of type means
     summary = summarize(data, list(benchmark.metrics), resamples, by_category)
+    oracles = set(oracles)
+    for row in summary:
+        row.oracle = row.entry in oracles
     if summary:
         reference, headline = summary[0].entry, benchmark.metrics[0]
         deltas = paired_deltas(data, headline, reference, resamples, by_category)
@@ -64,6 +86,35 @@ def summarize_rows(benchmark: "Benchmark", rows: Sequence["CaseRow"], resamples:
             if (row.entry, row.category) in deltas:
                 row.extra.update(delta=deltas[(row.entry, row.category)], delta_vs=reference, delta_metric=headline)
     return summary
+
+
+def editor_calls(turns: Sequence[dict]) -> int:
+    """Editor calls of one case: its turns' top-level "edit" steps (a turn with none counts as one call).
+
+    A plain editor records one "edit" step per call, the thinker loop one per turn, `BestOfK` one
+    per candidate; what an editor did inside a call sits in that step's `info`.
+
+    >>> editor_calls([{"steps": [{"kind": "edit"}, {"kind": "think"}, {"kind": "edit"}]}, {"steps": []}])
+    3
+    """
+    return sum(max(1, sum(step.get("kind") == "edit" for step in turn.get("steps", []))) for turn in turns)
+
+
+def cache_counts(run: "CompareRun") -> dict:
+    """(case, seed) edits reused from the cache and computed in this run, in total and per entry."""
+    total = len(run.cases) * len(run.config.seeds)
+    per_entry = {name: {"reused": total - new, "new": new} for name, new in run.edited.items()}
+    return {
+        "reused": sum(e["reused"] for e in per_entry.values()),
+        "new": sum(e["new"] for e in per_entry.values()),
+        "per_entry": per_entry,
+    }
+
+
+def reuse_line(run: "CompareRun") -> str:
+    """'reused 60, new 12' (edits of (case, seed) pairs; scores follow their edits)."""
+    counts = cache_counts(run)
+    return f"reused {counts['reused']}, new {counts['new']}"
 
 
 def write_report(run: "CompareRun", console: Console | None = None) -> dict[str, Path]:
@@ -116,33 +167,41 @@ def write_report(run: "CompareRun", console: Console | None = None) -> dict[str,
 
 
 def print_summary(run: "CompareRun", console: Console) -> None:
-    """The summary as rich tables: metrics per entry, then the headline metric per category."""
+    """The summary as rich tables: metrics per entry, then the headline metric per category; oracles apart."""
     metrics = list(run.benchmark.metrics)
     n_cases = len(run.cases)
-    table = Table(title=f"{run.benchmark.name}: {n_cases} cases x {len(run.config.seeds)} seed(s); {metrics[0]}: mean [95% CI]")
     names = [r.entry for r in run.summary if r.category == ALL]
-    table.add_column("entry", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
-    for metric in metrics:
-        table.add_column(metric, justify="right")
     reference = next((r.entry for r in run.summary), "")
-    table.add_column(f"Δ vs {reference}", justify="right")
-    table.add_column("s/case", justify="right")
-    table.add_column("run", justify="right")
-    for row in (r for r in run.summary if r.category == ALL):
-        fresh = run.edited.get(row.entry, 0)
-        # the headline carries its interval; the other metrics' intervals are in the files (width)
-        cells = [_fmt(row.metrics[metrics[0]])] + [_mean(row, m) for m in metrics[1:]]
-        table.add_row(row.entry, *cells, _delta(row), f"{row.seconds:.3g}", f"{fresh} new" if fresh else "cached")
-    console.print(table)
-    entries = [r.entry for r in run.summary if r.category == ALL]
-    cats = Table(title=f"{metrics[0]} per category")
-    cats.add_column("category")
-    for entry in entries:
-        cats.add_column(entry, justify="right")
+    title = f"{run.benchmark.name}: {n_cases} cases x {len(run.config.seeds)} seed(s); {metrics[0]}: mean [95% CI]"
+    for block_title, rows in _blocks([r for r in run.summary if r.category == ALL], title):
+        table = Table(title=block_title)
+        table.add_column("entry", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
+        for metric in metrics:
+            table.add_column(metric, justify="right")
+        table.add_column(f"Δ vs {reference}", justify="right")
+        table.add_column("calls", justify="right")
+        table.add_column("s/case", justify="right")
+        table.add_column("run", justify="right")
+        for row in rows:
+            fresh = run.edited.get(row.entry, 0)
+            # the headline carries its interval; the other metrics' intervals are in the files (width)
+            cells = [_fmt(row.metrics[metrics[0]])] + [_mean(row, m) for m in metrics[1:]]
+            table.add_row(
+                row.entry, *cells, _delta(row), _calls(row), f"{row.seconds:.3g}", f"{fresh} new" if fresh else "cached"
+            )
+        console.print(table)
+    console.print(f"cases {reuse_line(run)} (edits read from the cache / computed in this run); calls: editor calls per case", highlight=False)
     lookup = {(r.entry, r.category): r for r in run.summary}
-    for category in sorted({r.category for r in run.summary if r.category != ALL}):
-        cats.add_row(category, *[_mean(lookup.get((e, category)), metrics[0]) for e in entries])
-    console.print(cats)
+    categories = sorted({r.category for r in run.summary if r.category != ALL})
+    for block_title, rows in _blocks([r for r in run.summary if r.category == ALL], f"{metrics[0]} per category"):
+        entries = [r.entry for r in rows]
+        cats = Table(title=block_title)
+        cats.add_column("category")
+        for entry in entries:
+            cats.add_column(entry, justify="right")
+        for category in categories:
+            cats.add_row(category, *[_mean(lookup.get((e, category)), metrics[0]) for e in entries])
+        console.print(cats)
 
 
 def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
@@ -151,16 +210,24 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
         "",
         f"Mean and bootstrap 95% interval; scale {run.benchmark.scale[0]:g}-{run.benchmark.scale[1]:g}.",
         "",
-        f"Δ: paired difference of {metrics[0]} to the first entry on the same cases and seeds.",
+        f"Δ: paired difference of {metrics[0]} to the first entry on the same cases and seeds. "
+        "calls: editor calls per case.",
         "",
-        "| entry | category | n | " + " | ".join(metrics) + " | Δ | s/case |",
-        "|---|---|---:|" + "---:|" * len(metrics) + "---:|---:|",
+        f"Cases {reuse_line(run)} (edits read from the cache / computed in this run).",
     ]
-    for row in run.summary:
-        lines.append(
-            f"| {row.entry} | {row.category} | {row.n} | " + " | ".join(_fmt(row.metrics[m]) for m in metrics)
-            + f" | {_delta(row)} | {row.seconds:.3g} |"
-        )
+    for title, rows in _blocks(run.summary, ""):
+        if title:
+            lines += ["", f"## {title}"]
+        lines += [
+            "",
+            "| entry | category | n | " + " | ".join(metrics) + " | Δ | calls | s/case |",
+            "|---|---|---:|" + "---:|" * len(metrics) + "---:|---:|---:|",
+        ]
+        for row in rows:
+            lines.append(
+                f"| {row.entry} | {row.category} | {row.n} | " + " | ".join(_fmt(row.metrics[m]) for m in metrics)
+                + f" | {_delta(row)} | {_calls(row)} | {row.seconds:.3g} |"
+            )
     for item in run.skipped:
         lines += ["", f"Skipped {item.name}: {item.reason}"]
     return "\n".join(lines) + "\n"
@@ -170,12 +237,19 @@ def summary_csv(summary: Sequence[SummaryRow], metrics: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     deltas = ("delta_mean", "delta_low", "delta_high")
-    writer.writerow(["entry", "category", "n", *[f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")], *deltas, "seconds_per_case"])
-    for row in summary:
-        values = [f"{getattr(row.metrics[m], s):.6g}" for m in metrics for s in ("mean", "low", "high")]
-        delta = row.extra.get("delta")
-        delta_values = [f"{getattr(delta, s):.6g}" for s in ("mean", "low", "high")] if delta else ["", "", ""]
-        writer.writerow([row.entry, row.category, row.n, *values, *delta_values, f"{row.seconds:.6g}"])
+    writer.writerow(
+        ["entry", "oracle", "category", "n", *[f"{m}_{s}" for m in metrics for s in ("mean", "low", "high")], *deltas,
+         "editor_calls_per_case", "seconds_per_case"]
+    )
+    for _title, rows in _blocks(summary, ""):  # upper bounds last, flagged in the `oracle` column
+        for row in rows:
+            values = [f"{getattr(row.metrics[m], s):.6g}" for m in metrics for s in ("mean", "low", "high")]
+            delta = row.extra.get("delta")
+            delta_values = [f"{getattr(delta, s):.6g}" for s in ("mean", "low", "high")] if delta else ["", "", ""]
+            calls = "" if row.editor_calls is None else f"{row.editor_calls:.6g}"
+            writer.writerow(
+                [row.entry, str(row.oracle).lower(), row.category, row.n, *values, *delta_values, calls, f"{row.seconds:.6g}"]
+            )
     return buffer.getvalue()
 
 
@@ -187,6 +261,9 @@ def summary_json(run: "CompareRun") -> dict:
         "cases": len(run.cases),
         "seeds": run.config.seeds,
         "entries": [r.entry for r in run.summary if r.category == ALL],
+        "upper_bounds": [r.entry for r in run.summary if r.category == ALL and r.oracle],
+        "code": source_hash(),
+        "cache": cache_counts(run),
         "skipped": [{"entry": s.name, "reason": s.reason} for s in run.skipped],
         "summary": [row.to_json() for row in run.summary],
     }
@@ -221,8 +298,9 @@ def grid_sample(run: "CompareRun", count: int) -> list[tuple[str, int]]:
 
 def _html(run: "CompareRun", metrics: list[str], charts: list[Path]) -> str:
     bench = run.benchmark
-    summary_rows = [r for r in run.summary if r.category == ALL]
-    entries = [r.entry for r in summary_rows]
+    overall = [r for r in run.summary if r.category == ALL]
+    deployable, upper = [r for r in overall if not r.oracle], [r for r in overall if r.oracle]
+    entries = [r.entry for r in overall]
     lookup = {(r.entry, r.category): r for r in run.summary}
     categories = sorted({r.category for r in run.summary if r.category != ALL})
     cases = {c.id: c for c in run.cases}
@@ -240,19 +318,47 @@ def _html(run: "CompareRun", metrics: list[str], charts: list[Path]) -> str:
             cells.append(GridCell(images, caption, is_failure(score, bench.scale), rewritten))
         label = case_id if len(run.config.seeds) == 1 else f"{case_id} (seed {seed})"
         grid.append(GridRow(label, case.category, case.instruction, case.source_image(), case.target_image(), cells))
+
+    def summary_cells(r: SummaryRow) -> list[str]:
+        return [r.entry, *[_fmt(r.metrics[m]) for m in metrics], _delta(r), _calls(r), f"{r.seconds:.3g}"]
+
+    def category_cells(rows: list[SummaryRow]) -> list[list[str]]:
+        return [[c, *[_mean(lookup.get((r.entry, c)), metrics[0]) for r in rows]] for c in categories]
+
+    oracle_names = {r.entry for r in upper}
     return render_html(
         title=f"refine compare: {bench.name}",
         subtitle=f"{len(run.cases)} cases x {len(run.config.seeds)} seed(s); scale {bench.scale[0]:g}-{bench.scale[1]:g}; "
-        "mean [bootstrap 95% interval]",
-        summary_header=["entry", *metrics, f"Δ {metrics[0]} vs {entries[0]}", "s/case"],
-        summary_rows=[[r.entry, *[_fmt(r.metrics[m]) for m in metrics], _delta(r), f"{r.seconds:.3g}"] for r in summary_rows],
-        category_header=["category", *entries],
-        category_rows=[[c, *[_mean(lookup.get((e, c)), metrics[0]) for e in entries]] for c in categories],
+        f"mean [bootstrap 95% interval]; cases {reuse_line(run)}",
+        summary_header=["entry", *metrics, f"Δ {metrics[0]} vs {entries[0]}", "calls/case", "s/case"],
+        summary_rows=[summary_cells(r) for r in deployable],
+        category_header=["category", *[r.entry for r in deployable]],
+        category_rows=category_cells(deployable),
         charts=charts,
-        grid_columns=entries,
+        grid_columns=[f"{e} (oracle)" if e in oracle_names else e for e in entries],
         grid=grid,
         notes=[f"skipped entry {s.name}: {s.reason}" for s in run.skipped],
+        upper_title=UPPER_BOUNDS,
+        upper_summary_rows=[summary_cells(r) for r in upper],
+        upper_category_header=["category", *[r.entry for r in upper]],
+        upper_category_rows=category_cells(upper),
     )
+
+
+UPPER_BOUNDS = "Upper bounds (oracles: these entries read ground truth; not deployable strategies)"
+
+
+def _blocks(rows: Sequence[SummaryRow], title: str) -> list[tuple[str, list[SummaryRow]]]:
+    """[(title, deployable rows), (UPPER_BOUNDS, oracle rows)], leaving out an empty block (but never the first)."""
+    blocks = [(title, [r for r in rows if not r.oracle])]
+    upper = [r for r in rows if r.oracle]
+    if upper:
+        blocks.append((f"{title}: upper bounds (oracles: read ground truth)" if title else UPPER_BOUNDS, upper))
+    return blocks
+
+
+def _calls(row: SummaryRow) -> str:
+    return "-" if row.editor_calls is None else f"{row.editor_calls:.2f}"
 
 
 def _fmt(ci) -> str:

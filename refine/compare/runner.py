@@ -196,7 +196,7 @@ def run_compare(
     rows = collect_rows(plan, finished)
     from refine.compare.report import summarize_rows, write_report as write
 
-    summary = summarize_rows(plan.benchmark, rows, cfg.bootstrap)
+    summary = summarize_rows(plan.benchmark, rows, cfg.bootstrap, oracles=[e.name for e in plan.entries if e.oracle])
     run = CompareRun(
         cfg, plan.benchmark, plan.cases, rows, summary, {}, plan.skipped + failed, edited, scored, time.perf_counter() - start
     )

@@ -51,6 +51,8 @@ class SummaryRow:
     metrics: dict[str, MeanCI]
     seconds: float  # mean seconds per case (all turns)
     extra: dict[str, Any] = field(default_factory=dict)
+    editor_calls: float | None = None  # mean editor calls per case (all turns), when the rows count them
+    oracle: bool = False  # the entry reads ground truth: an upper bound (refine.oracle)
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -58,6 +60,8 @@ class SummaryRow:
             "category": self.category,
             "n": self.n,
             "seconds_per_case": self.seconds,
+            "editor_calls_per_case": self.editor_calls,
+            "oracle": self.oracle,
             "metrics": {name: value.to_json() for name, value in self.metrics.items()},
         }
         if "delta" in self.extra:
@@ -137,7 +141,8 @@ def summarize(
 ) -> list[SummaryRow]:
     """One row per entry for all cases, then one per category (entries and categories in first-seen order).
 
-    `rows` are per-case dicts with `entry`, `category`, `scores` ({metric: value}) and `seconds`.
+    `rows` are per-case dicts with `entry`, `category`, `scores` ({metric: value}) and `seconds`,
+    optionally `editor_calls` (averaged like `seconds`).
     `by_category`: the "all" row is the mean of the category means (`category_mean_ci`), as
     GEdit-Bench and ImgEdit aggregate, instead of the mean over cases.
     """
@@ -170,7 +175,8 @@ def summarize(
                 for name in metrics
             }
         seconds = float(np.mean([r["seconds"] for r in members]))
-        summary.append(SummaryRow(entry, category, len(members), values, seconds))
+        calls = [r["editor_calls"] for r in members if r.get("editor_calls") is not None]
+        summary.append(SummaryRow(entry, category, len(members), values, seconds, editor_calls=float(np.mean(calls)) if calls else None))
     return summary
 
 

@@ -33,6 +33,7 @@ from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence, runtime
 from PIL import Image
 
 from refine.errors import ConfigError, InputError
+from refine.oracle import component_reads_ground_truth, target_reads_ground_truth
 
 
 @dataclass
@@ -133,6 +134,14 @@ class CompositeReward:
         self.weights = {k: float(weights.get(k, 1.0)) for k in parts}
         self.missing = missing
         self.name = name
+        # an instance answers for its built parts; the class-level function below answers for a spec
+        self.reads_ground_truth = any(target_reads_ground_truth(part) for part in parts.values())
+
+    @staticmethod
+    def reads_ground_truth(rewards: Mapping[str, Any] | Sequence[Any] = (), **_settings: Any) -> bool:
+        """A composite reads ground truth when one of its parts does (`refine.oracle`)."""
+        parts = rewards.values() if isinstance(rewards, Mapping) else rewards
+        return any(component_reads_ground_truth("reward", part) for part in parts)
 
     def __call__(self, sources, outputs, instructions, metas=None) -> RewardOutput:
         metas = check_batch(sources, outputs, instructions, metas)

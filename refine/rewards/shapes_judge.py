@@ -46,6 +46,7 @@ class ShapesJudgeReward:
     """A reward reading one metric ("if", "cc", "pq" or "overall") of the ShapeEdit judge."""
 
     metric = "overall"
+    reads_ground_truth = True  # compares with the case's exact target: an oracle (refine.oracle)
 
     def __init__(self, metric: str | None = None, name: str | None = None, breakdown: bool = True) -> None:
         self.metric = metric or self.metric

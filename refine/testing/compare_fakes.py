@@ -16,7 +16,10 @@ phrasings into colour names (recording a "think" step), so it fixes exactly the 
 `ToyBenchmark` scores `overall` (fraction of square pixels with the asked colour) and
 `consistency` (fraction of background pixels unchanged), both in [0, 1]. Its `turns=2` variant
 asks for two colours in a row (multi-turn). `PrefixFromFile` is a refiner with an artifact (a text
-file read at build time), for artifact checks and fingerprints.
+file read at build time), for artifact checks and fingerprints. `PeekAnswer` is an oracle refiner
+(it reads the wanted colour from the case meta, the toy world's ground truth) and `SquareReward`
+an oracle reward (the benchmark's own `overall` against the wanted colour); both say so with
+`reads_ground_truth = True` (`refine.oracle`).
 
 For interruption tests, `PaintEditor.interrupt_after` (a class attribute, so the entry's spec and
 cache key do not change) makes the N+1-th `edit` call raise `KeyboardInterrupt`; `PaintEditor.calls`
@@ -32,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, default_request
+from refine.rewards.base import RewardOutput
 from refine.types import EditRequest, EditResult, Step
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
@@ -174,6 +178,33 @@ class PrefixFromFile(SpellOut):
 
     def __init__(self, path: str) -> None:
         super().__init__(prefix=Path(path).read_text())
+
+
+class PeekAnswer:
+    """An oracle refiner: replaces each instruction by the colour the case wants (its ground truth)."""
+
+    name = "peek"
+    reads_ground_truth = True
+
+    def __call__(self, editor):
+        class Peeking:
+            def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
+                answers = [
+                    EditRequest(r.image, f"make the square {r.meta['wanted'][r.meta['turn']]}", r.seed, r.meta) for r in requests
+                ]
+                return editor.edit(answers)
+
+        return Peeking()
+
+
+class SquareReward:
+    """An oracle reward: ToyBenchmark's `overall` of each output against the colour its case wants."""
+
+    name = "square"
+    reads_ground_truth = True
+
+    def __call__(self, sources, outputs, instructions, metas):
+        return RewardOutput([ToyBenchmark._score(m["wanted"][m["turn"]], o)["overall"] for o, m in zip(outputs, metas)])
 
 
 def toy_config(out_dir: str | Path, cases: int = 8, turns: int = 1, entries: dict | None = None, **overrides) -> dict:

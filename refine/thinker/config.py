@@ -33,7 +33,10 @@ from pydantic import Field, field_validator
 
 from refine.config import validate_config
 from refine.errors import ConfigError
+from refine.registry import import_object
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
+from refine.thinker.shape_expert import ShapeExpertThinker
+from refine.thinker.vlm import VLMThinker
 
 
 class ThinkerConfig(LoopConfig):
@@ -114,6 +117,29 @@ def build_thinker_refiner(thinker: str = "expert", max_turns: int = 5, **setting
     """
     config = validate_config(ThinkerConfig, {"thinker": thinker, "max_turns": max_turns, **settings})
     return refiner_from_config(config)
+
+
+def thinker_reads_ground_truth(thinker: str = "expert", **_settings: Any) -> bool:
+    """Whether the thinker a spec names reads ground truth, from its class (nothing is built or loaded).
+
+    The `thinker` refiner is an oracle exactly when its thinker is (`refine.oracle`): the loop
+    itself only sees the thinker's scores and rewrites.
+
+    >>> thinker_reads_ground_truth("expert"), thinker_reads_ground_truth("vlm:http://127.0.0.1:8000/v1")
+    (True, False)
+    """
+    config = validate_config(ThinkerConfig, {"thinker": thinker})
+    kind = config.thinker_kind()
+    if kind == "expert":
+        target = ShapeExpertThinker
+    elif kind == "vlm":
+        target = VLMThinker
+    else:
+        target = import_object(config.thinker)
+    return getattr(target, "reads_ground_truth", False) is True
+
+
+build_thinker_refiner.reads_ground_truth = thinker_reads_ground_truth  # read by refine.oracle
 
 
 def refiner_from_config(config: ThinkerConfig, observers: tuple = ()) -> ThinkWhileEdit:

@@ -51,6 +51,7 @@ class ShapeExpertThinker:
     """
 
     name = "shape-expert"
+    reads_ground_truth = True  # the case's target and the benchmark's judge: an oracle (refine.oracle)
 
     def __init__(self, max_changes: int = 2) -> None:
         if max_changes not in (1, 2):

@@ -33,7 +33,7 @@ def test_compose_refiners_example(tmp_path):
 @pytest.mark.slow
 def test_compare_strategies_example(tmp_path):
     out = _run("compare_strategies.py", "--out", str(tmp_path / "cmp"), cwd=tmp_path)
-    assert "best entry:" in out and (tmp_path / "cmp" / "report.html").is_file()
+    assert "best deployable entry:" in out and (tmp_path / "cmp" / "report.html").is_file()
     assert "+thinker-1turn" in (tmp_path / "cmp" / "summary.md").read_text()
 
 

@@ -86,6 +86,7 @@ def test_select_best_returns_the_best_scored_edit_and_last_returns_the_last(edit
     assert best.instruction == "paint it red"
     [last] = run(editor, scripted(), [request_for(script=script)], early_stop=False, max_turns=4, select="last")
     assert last.meta["thinker"]["chosen_turn"] == 4 and last.instruction == "paint it green"
+    assert last.image.getpixel((0, 0)) == (0, 128, 0)  # the last turn's image, not the best one (red)
 
 
 def test_ties_go_to_the_earliest_edit(editor, scripted, request_for):
