@@ -19,7 +19,8 @@ TABLE = [
 
 def _summary(bench_class):
     bench = SimpleNamespace(metrics=("overall",), aggregate=getattr(bench_class, "aggregate", "cases"))
-    rows = [SimpleNamespace(entry=e, case_id=c, seed=0, category=k, scores={"overall": v}, seconds=1.0) for e, c, k, v in TABLE]
+    rows = [SimpleNamespace(entry=e, case_id=c, seed=0, category=k, scores={"overall": v}, seconds=1.0, turns=[])
+            for e, c, k, v in TABLE]
     return {(r.entry, r.category): r for r in summarize_rows(bench, rows, resamples=200)}
 
 
