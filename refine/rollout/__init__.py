@@ -6,7 +6,8 @@ Example:
     [True, True, True, False]
 
 Map: `samplers` (Euler, DPM-Solver++ 2M, Flow-GRPO SDE with log-probs), `group` (`sample_group`,
-`recompute_log_probs`), `trajectory` (`Trajectory`), `advantages` (group-relative advantages,
+`recompute_log_probs`), `trajectory` (`Trajectory`), `multiturn` (`rollout_turns`: G K-turn
+trajectories per sequence), `advantages` (group-relative advantages,
 filtering, fusion), `flow_editor` (`FlowEditor`), `cli` (`refine edit`). Convention, as in
 `refine.backbones.base`: ``x_t = (1 - t) x_0 + t noise``, ``v = noise - x_0``, t from 1 to 0.
 
@@ -25,6 +26,9 @@ _EXPORTS = {
     "recompute_log_probs": "refine.rollout.group",
     "Trajectory": "refine.rollout.trajectory",
     "FlowEditor": "refine.rollout.flow_editor",
+    "SequenceRequest": "refine.rollout.multiturn",
+    "MultiTurnBatch": "refine.rollout.multiturn",
+    "rollout_turns": "refine.rollout.multiturn",
     "group_advantages": "refine.rollout.advantages",
     "low_std_keep_mask": "refine.rollout.advantages",
     "fuse_advantages": "refine.rollout.advantages",
