@@ -33,6 +33,8 @@ _EXPORTS = {
     "low_std_keep_mask": "refine.rollout.advantages",
     "fuse_advantages": "refine.rollout.advantages",
     "broadcast_over_turns": "refine.rollout.advantages",
+    "aggregate_turns": "refine.rollout.advantages",
+    "multiturn_advantages": "refine.rollout.advantages",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
