@@ -7,7 +7,7 @@ Example:
 
 Map: `samplers` (Euler, DPM-Solver++ 2M, Flow-GRPO SDE with log-probs), `group` (`sample_group`,
 `recompute_log_probs`), `trajectory` (`Trajectory`), `advantages` (group-relative advantages,
-filtering, fusion), `flow_editor` (`FlowEditor`), `cli` (`refine edit`). Convention, as in
+filtering, fusion), `objectives` (the RL losses: DiffusionNFT, Flow-GRPO), `flow_editor` (`FlowEditor`), `cli` (`refine edit`). Convention, as in
 `refine.backbones.base`: ``x_t = (1 - t) x_0 + t noise``, ``v = noise - x_0``, t from 1 to 0.
 
 Names are imported lazily, so `import refine.rollout` (and the CLI) does not import torch.
@@ -29,6 +29,9 @@ _EXPORTS = {
     "low_std_keep_mask": "refine.rollout.advantages",
     "fuse_advantages": "refine.rollout.advantages",
     "broadcast_over_turns": "refine.rollout.advantages",
+    "nft_loss": "refine.rollout.objectives",
+    "optimality": "refine.rollout.objectives",
+    "implicit_policies": "refine.rollout.objectives",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
