@@ -96,7 +96,7 @@ class AdvantageConfig(RefineConfig):
 
 
 class NFTConfig(RefineConfig):
-    """The DiffusionNFT objective (refine/edit_r1/nft.py)."""
+    """The DiffusionNFT objective (refine/rollout/objectives.py)."""
 
     beta: float = Field(1.0, gt=0, description="β of the implicit policies (paper: guidance strength 1/β = 1).")
     kl_weight: float = Field(1e-4, ge=0, description="Weight of ||v_θ - v_ref||² against the reference (adapters off / initial weights).")

@@ -88,7 +88,7 @@ def train(
     from refine.edit_r1.data import RequestSource, evaluation_requests
     from refine.edit_r1.evaluate import evaluate
     from refine.edit_r1.metrics import MetricsLogger
-    from refine.edit_r1.nft import optimality
+    from refine.rollout.objectives import optimality
     from refine.edit_r1.policies import decay_at
     from refine.edit_r1.samples import save_sample_grid
     from refine.edit_r1.state import setup_policies

@@ -15,7 +15,7 @@ What happens per micro-batch (`nft_update`), for each of its training times:
 3. v_ref: the reference policy (adapters disabled / initial weights), no gradient, only when
    the KL weight is positive;
 4. v_θ: the trained policy through the accelerate-wrapped transformer (DDP/FSDP sync gradients);
-5. the NFT loss (`refine.edit_r1.nft.nft_loss`), scaled by 1 / (times x accumulation), backward.
+5. the NFT loss (`refine.rollout.objectives.nft_loss`), scaled by 1 / (times x accumulation), backward.
 Every `accumulation` micro-batches the gradients are clipped and the optimizer steps.
 
 Every process always runs the same number of forward/backward passes (filtered samples are
@@ -31,7 +31,7 @@ from typing import Callable, ContextManager, Iterator, Sequence
 import torch
 
 from refine.backbones.base import Condition, FlowBackbone
-from refine.edit_r1.nft import Weighting, nft_loss
+from refine.rollout.objectives import Weighting, nft_loss
 from refine.edit_r1.policies import ShadowWeights
 
 

@@ -7,8 +7,9 @@ Example:
 
 Map: `samplers` (Euler, DPM-Solver++ 2M, Flow-GRPO SDE with log-probs), `group` (`sample_group`,
 `recompute_log_probs`), `trajectory` (`Trajectory`), `multiturn` (`rollout_turns`: G K-turn
-trajectories per sequence), `advantages` (group-relative advantages,
-filtering, fusion), `flow_editor` (`FlowEditor`), `cli` (`refine edit`). Convention, as in
+trajectories per sequence), `advantages` (group-relative advantages, filtering, fusion, multi-turn
+fusion), `objectives` (the RL losses: DiffusionNFT, Flow-GRPO), `flow_editor` (`FlowEditor`),
+`cli` (`refine edit`). Convention, as in
 `refine.backbones.base`: ``x_t = (1 - t) x_0 + t noise``, ``v = noise - x_0``, t from 1 to 0.
 
 Names are imported lazily, so `import refine.rollout` (and the CLI) does not import torch.
@@ -35,6 +36,9 @@ _EXPORTS = {
     "broadcast_over_turns": "refine.rollout.advantages",
     "aggregate_turns": "refine.rollout.advantages",
     "multiturn_advantages": "refine.rollout.advantages",
+    "nft_loss": "refine.rollout.objectives",
+    "optimality": "refine.rollout.objectives",
+    "implicit_policies": "refine.rollout.objectives",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from refine.edit_r1.nft import implicit_policies, nft_loss, optimality, x0_adaptive_error
+from refine.rollout.objectives import implicit_policies, nft_loss, optimality, x0_adaptive_error
 from refine.rollout.advantages import group_advantages, low_std_keep_mask
 
 # Two samples, two tokens, one channel; beta = 0.5.

@@ -1,9 +1,11 @@
-"""The DiffusionNFT objective used by Edit-R1 (edit-r1-uniworld-v2.txt, eqs. 4-7), as pure tensor maths.
+"""The RL objectives of the shared rollout layer, as pure tensor maths: DiffusionNFT (Edit-R1) and Flow-GRPO.
+
+DiffusionNFT as Edit-R1 uses it (edit-r1-uniworld-v2.txt, eqs. 4-7).
 
 Example (one sample, β = 1: the positive policy is the trained one, the negative mirrors it
 around the old policy):
     >>> import torch
-    >>> from refine.edit_r1.nft import nft_loss, optimality
+    >>> from refine.rollout.objectives import nft_loss, optimality
     >>> v_theta, v_old, target = torch.full((1, 2, 1), 1.0), torch.zeros(1, 2, 1), torch.full((1, 2, 1), 2.0)
     >>> r = optimality(torch.tensor([1.0]))             # the best sample of its group: r = 1
     >>> out = nft_loss(v_theta, v_old, target, r, beta=1.0)
