@@ -1,0 +1,1 @@
+"""MT-EditFlow: multi-turn RL for sequential editing (placeholder, filled below)."""
