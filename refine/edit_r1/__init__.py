@@ -10,18 +10,15 @@ Paper: edit-r1-uniworld-v2.txt (UniWorld-V2). The pieces, one concept per module
 | module | what |
 |---|---|
 | `config.py` | `EditR1Config`, every setting (YAML presets in examples/configs/edit_r1/) |
-| `policies.py` | shadow weights (old policy, EMA), decay schedule, reference policy |
-| `lora.py` | peft LoRA on the attention projections, diffusers-format save/load |
 | `data.py` | position-addressed training requests, held-out evaluation requests |
 | `collect.py` | rollout (old policy, DPM-Solver) and reward scoring with failure handling |
-| `update.py` | the update phase over micro-batches (NFT or Flow-GRPO, objectives from `refine.rollout.objectives`) |
-| `state.py` | trainable parameters + shadows, checkpointed together |
-| `checkpoint.py` | atomic checkpoints and resume |
-| `evaluate.py`, `samples.py`, `metrics.py` | held-out judge score, sample grids, JSONL/TensorBoard |
+| `update.py` | the NFT update phase over micro-batches (the loss from `refine.rollout.objectives`) |
+| `evaluate.py`, `samples.py` | held-out judge score, sample grids |
 | `train.py` | the loop and the `refine train edit-r1` command |
 | `refiner.py` | `EditR1Refiner`: load a trained LoRA into a `FlowEditor` |
 
-Names are imported lazily so `import refine.edit_r1` (and the CLI) does not import torch.
+Checkpoints, metrics, shadow weights (old policy, EMA), `PolicyState` and LoRA come from the
+shared training layer (`refine.training`). Names are imported lazily so `import refine.edit_r1` (and the CLI) does not import torch.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class EditR1Refiner:
         self.adapter_name = adapter_name
 
     def __call__(self, editor):
-        from refine.edit_r1.lora import load_lora
+        from refine.training.lora import load_lora
         from refine.editor import is_white_box
 
         if not is_white_box(editor):

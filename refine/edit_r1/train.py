@@ -83,15 +83,15 @@ def train(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from refine.edit_r1 import checkpoint as ckpt
+    from refine.training import checkpoint as ckpt
     from refine.edit_r1.collect import process_items, rollout, score
     from refine.edit_r1.data import RequestSource, evaluation_requests
     from refine.edit_r1.evaluate import evaluate
-    from refine.edit_r1.metrics import MetricsLogger
+    from refine.training.metrics import MetricsLogger
     from refine.rollout.objectives import optimality
-    from refine.edit_r1.policies import decay_at
+    from refine.training.shadows import decay_at
     from refine.edit_r1.samples import save_sample_grid
-    from refine.edit_r1.state import setup_policies
+    from refine.training.policies import setup_policies
     from refine.edit_r1.update import TrainingBatch, nft_update, training_times
     from refine.registry import registry
     from refine.rollout.advantages import group_advantages, group_stats, low_std_keep_mask
@@ -176,8 +176,8 @@ def train(
         _set_rng_state(ckpt.read_torch(resume_from, f"rng-rank{rank}"))
         saved = ckpt.read_json(resume_from, "state")
         start, counters, eval_history = saved["iteration"], saved["counters"], [tuple(e) for e in saved["eval_history"]]
-        logger.truncate_after(start + 1)
-        rollout_log.truncate_after(start + 1)
+        logger.resume_at(start)
+        rollout_log.resume_at(start)
     accelerator.wait_for_everyone()
 
     def run_eval(iteration: int, row: dict[str, Any]) -> None:
@@ -345,8 +345,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config) -> None:
-    from refine.edit_r1.checkpoint import CheckpointWriter
-    from refine.edit_r1.lora import save_lora
+    from refine.training.checkpoint import CheckpointWriter
+    from refine.training.lora import save_lora
 
     main = accelerator.is_main_process
     with CheckpointWriter(out, iteration, is_main=main, barrier=accelerator.wait_for_everyone, keep_last=config.log.keep_last) as writer:
@@ -363,7 +363,7 @@ def _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval
 
 def _export(out: Path, state, backbone, config: EditR1Config, main: bool) -> Path:
     """The EMA weights as a diffusers LoRA folder (or, for full fine-tuning, a transformer folder)."""
-    from refine.edit_r1.lora import save_lora
+    from refine.training.lora import save_lora
 
     target = out / ("lora" if config.train.finetune == "lora" else "transformer")
     if main:

@@ -32,7 +32,7 @@ import torch
 
 from refine.backbones.base import Condition, FlowBackbone
 from refine.rollout.objectives import Weighting, nft_loss
-from refine.edit_r1.policies import ShadowWeights
+from refine.training.shadows import ShadowWeights
 
 
 @dataclass

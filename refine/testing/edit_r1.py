@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rank = PartialState().process_index
     rows = [json.loads(line) for line in (Path(args.output) / "rollouts" / f"rank{rank}.jsonl").read_text().splitlines()]
-    from refine.edit_r1.checkpoint import read_tensors
+    from refine.training.checkpoint import read_tensors
 
     # LoRA B matrices start at zero: a positive sum shows the update really moved the weights.
     trained = read_tensors(Path(args.output) / f"checkpoint-{args.iterations:06d}", "trained")

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from refine.edit_r1.checkpoint import latest_checkpoint, list_checkpoints, read_json, read_tensors
-from refine.edit_r1.metrics import read_metrics
+from refine.training.checkpoint import latest_checkpoint, list_checkpoints, read_json, read_tensors
+from refine.training.metrics import read_metrics
 from refine.edit_r1.train import train
 from refine.errors import BackendError
 from refine.rewards.base import RewardOutput

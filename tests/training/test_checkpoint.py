@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from refine.edit_r1.checkpoint import CheckpointWriter, latest_checkpoint, list_checkpoints, read_json, read_tensors
+from refine.training.checkpoint import CheckpointWriter, latest_checkpoint, list_checkpoints, read_json, read_tensors
 from refine.errors import ArtifactError
 
 
@@ -48,3 +48,29 @@ def test_missing_parts_are_artifact_errors(tmp_path):
     with pytest.raises(ArtifactError, match="has no optimizer.safetensors"):
         read_tensors(latest_checkpoint(tmp_path), "optimizer")
     assert latest_checkpoint(tmp_path / "nowhere") is None
+
+
+def test_rng_state_restores_global_and_named_generators():
+    import random
+
+    import numpy as np
+
+    from refine.training.checkpoint import rng_state, set_rng_state
+
+    noise = torch.Generator().manual_seed(5)
+    state = rng_state({"noise": noise})
+    first = (random.random(), float(np.random.rand()), float(torch.rand(1)), float(torch.rand(1, generator=noise)))
+    set_rng_state(state, {"noise": noise})
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1)), float(torch.rand(1, generator=noise))) == first
+    with pytest.raises(ArtifactError, match="no generator 'data'"):
+        set_rng_state(state, {"data": torch.Generator()})
+
+
+def test_single_files_are_replaced_atomically(tmp_path):
+    from safetensors.torch import load_file
+
+    from refine.training.checkpoint import save_tensors_atomic
+
+    path = save_tensors_atomic(tmp_path / "w.safetensors", {"w": torch.ones(2)}, {"format": "x"})
+    save_tensors_atomic(path, {"w": torch.zeros(2)})
+    assert load_file(str(path))["w"].tolist() == [0.0, 0.0] and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]

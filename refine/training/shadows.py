@@ -1,8 +1,8 @@
-"""The three policies NFT training juggles: trained, old (rollout) and EMA (evaluation), plus the reference.
+"""Shadow weights: the old (rollout) policy and the EMA of RL training, the reference policy, the decay schedule.
 
 Example:
     >>> import torch
-    >>> from refine.edit_r1.policies import ShadowWeights, decay_at
+    >>> from refine.training.shadows import ShadowWeights, decay_at
     >>> layer = torch.nn.Linear(2, 1, bias=False)
     >>> params = [layer.weight]
     >>> with torch.no_grad():

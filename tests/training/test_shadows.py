@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from refine.edit_r1.policies import ShadowWeights, adapters_disabled, decay_at
-from refine.edit_r1.state import setup_policies
+from refine.training.shadows import ShadowWeights, adapters_disabled, decay_at
+from refine.training.policies import setup_policies
 
 
 def test_decay_schedule_ramps_then_holds():

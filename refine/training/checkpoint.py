@@ -3,7 +3,7 @@
 Example:
     >>> import tempfile, torch
     >>> from pathlib import Path
-    >>> from refine.edit_r1.checkpoint import CheckpointWriter, latest_checkpoint, read_tensors
+    >>> from refine.training.checkpoint import CheckpointWriter, latest_checkpoint, read_tensors
     >>> out = Path(tempfile.mkdtemp())
     >>> with CheckpointWriter(out, step=3) as ckpt:            # written under out/.tmp-checkpoint-000003
     ...     ckpt.save_tensors("trained", {"w": torch.ones(2)})
@@ -11,12 +11,17 @@ Example:
     >>> latest_checkpoint(out).name, read_tensors(latest_checkpoint(out), "trained")["w"].tolist()
     ('checkpoint-000003', [1.0, 1.0])
 
-Layout of `output_dir`:
+Layout of a checkpoint root (each trainer picks the root and the files; Edit-R1's shown):
     checkpoint-000010/      trained.safetensors, old.safetensors, ema.safetensors (shadow
-                            weights by parameter name), optimizer.pt, scheduler.pt, rng-rank{r}.pt,
-                            state.json (step, data position, counters), lora/ (the EMA adapter in
-                            diffusers' format, usable as is), COMPLETE (written last)
+                            weights by parameter name), optimizer.pt, scheduler.pt, rng-rank{r}.pt
+                            (`rng_state`), state.json (step, data position, counters), lora/ (the
+                            EMA adapter in diffusers' format, usable as is), COMPLETE (written last)
     latest                  text file with the name of the newest complete checkpoint
+
+Every trainer (base editor, Edit-R1, inline critic) writes its checkpoints through
+`CheckpointWriter` and resumes from `latest_checkpoint`; `rng_state` / `set_rng_state` carry the
+Python, NumPy, torch (and CUDA) generators plus any named `torch.Generator` a loop draws from, so
+a resumed run repeats what the uninterrupted one would have done, bit for bit.
 
 Why this shape: a run killed at any instant (SIGKILL, OOM, a reward server dying) leaves either
 the previous checkpoint or the new one, never a half-written folder that resume would trust.
@@ -31,11 +36,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from refine.errors import ArtifactError
 
@@ -107,8 +115,6 @@ class CheckpointWriter:
         self.barrier()
 
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
         if self.is_main:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(self.path / f"{name}.safetensors"))
 
@@ -143,9 +149,12 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def read_tensors(folder: str | Path, name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def is_complete(folder: str | Path) -> bool:
+    """Whether `folder` is a checkpoint `CheckpointWriter` finished (it holds `COMPLETE`)."""
+    return (Path(folder) / COMPLETE).is_file()
 
+
+def read_tensors(folder: str | Path, name: str) -> dict[str, torch.Tensor]:
     file = Path(folder) / f"{name}.safetensors"
     if not file.is_file():
         raise ArtifactError(f"checkpoint {folder} has no {file.name}; it was written by another version or is damaged")
@@ -164,6 +173,55 @@ def read_json(folder: str | Path, name: str) -> dict[str, Any]:
     if not file.is_file():
         raise ArtifactError(f"checkpoint {folder} has no {file.name}; it was written by another version or is damaged")
     return json.loads(file.read_text())
+
+
+def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """The global RNG states (Python, NumPy, torch, CUDA when present) and those of `generators`.
+
+    Saved per process (`save_torch(f"rng-rank{rank}", ..., every_rank=True)`) and restored with
+    `set_rng_state`.
+
+    >>> g = torch.Generator().manual_seed(1)
+    >>> state = rng_state({"noise": g})
+    >>> a = (torch.rand(1, generator=g), torch.rand(1))
+    >>> set_rng_state(state, {"noise": g})
+    >>> (torch.rand(1, generator=g), torch.rand(1)) == a
+    True
+    """
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    state["generators"] = {name: g.get_state() for name, g in (generators or {}).items()}
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> None:
+    """Restore what `rng_state` captured, into the global generators and the named ones."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, generator in (generators or {}).items():
+        if name not in state.get("generators", {}):
+            raise ArtifactError(f"the checkpoint's RNG state has no generator {name!r}; it was written by another version")
+        generator.set_state(state["generators"][name])
+
+
+def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """One safetensors file written to a temporary name and renamed: readers see the old or the new file.
+
+    For artifacts that live outside checkpoint folders (exported weights, stage outputs).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _write_atomic(path: Path, text: str) -> None:

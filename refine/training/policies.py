@@ -1,9 +1,9 @@
-"""The trainable state of an Edit-R1 run and how it is checkpointed and restored.
+"""The trainable state of an RL fine-tuning run (trained, old, EMA, reference policies), checkpointed together.
 
 Example:
     >>> import torch
     >>> from refine.backbones.shapes import build_shapes_backbone
-    >>> from refine.edit_r1.state import setup_policies
+    >>> from refine.training.policies import setup_policies
     >>> backbone = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["red"])
     >>> state = setup_policies(backbone, finetune="lora", lora_rank=4, kl=True)
     >>> len(state.params) == len(state.names) == len(state.old.tensors) == len(state.ema.tensors)
@@ -11,6 +11,7 @@ Example:
     >>> state.reference_kind
     'adapters_disabled'
 
+Used by the Edit-R1 trainer and meant for every online-RL trainer (multi-turn RL next).
 `PolicyState` holds the trainable parameters (LoRA A/B matrices or the whole transformer), the
 old policy and the EMA as `ShadowWeights`, and how to reach the reference policy. What a
 checkpoint stores for it: `trained`, `old`, `ema` (and `reference` for full fine-tuning) as
@@ -19,15 +20,16 @@ safetensors keyed by parameter name.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Literal
 
 import torch
 
-from refine.edit_r1.checkpoint import CheckpointWriter, read_tensors
-from refine.edit_r1.policies import ShadowWeights, adapters_disabled
 from refine.errors import ArtifactError
+from refine.training.accelerate_setup import seeded
+from refine.training.checkpoint import CheckpointWriter, read_tensors
+from refine.training.lora import ATTENTION_TARGETS, add_lora, trainable_parameters
+from refine.training.shadows import ShadowWeights, adapters_disabled
 
 
 @dataclass
@@ -94,14 +96,11 @@ def setup_policies(
     Everything but the transformer (text encoder, VAE) is frozen. The LoRA init is seeded with
     `seed` without disturbing the caller's RNG.
     """
-    from refine.edit_r1.config import ATTENTION_TARGETS
-    from refine.edit_r1.lora import add_lora, trainable_parameters
-
     transformer = backbone.transformer
     for module in _frozen_parts(backbone):
         module.requires_grad_(False)
     if finetune == "lora":
-        with _seeded(seed):
+        with seeded(seed):
             add_lora(
                 transformer,
                 rank=lora_rank,
@@ -136,13 +135,3 @@ def _frozen_parts(backbone) -> list[torch.nn.Module]:
     pipeline = getattr(backbone, "pipeline", None)
     parts += [v for v in getattr(pipeline, "components", {}).values() if isinstance(v, torch.nn.Module)]
     return parts
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)

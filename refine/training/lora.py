@@ -3,7 +3,7 @@
 Example:
     >>> import tempfile
     >>> from refine.backbones.shapes import build_shapes_backbone
-    >>> from refine.edit_r1.lora import add_lora, load_lora, save_lora, trainable_parameters
+    >>> from refine.training.lora import add_lora, load_lora, save_lora, trainable_parameters
     >>> backbone = build_shapes_backbone(layers=1, width=32, heads=2, vocabulary=["red"])
     >>> add_lora(backbone.transformer, rank=4)
     >>> names, params = trainable_parameters(backbone.transformer)
@@ -58,11 +58,13 @@ def add_lora(
     targets: Sequence[str] = ATTENTION_TARGETS,
     dropout: float = 0.0,
     adapter_name: str = "default",
+    init: bool | str = True,
 ) -> None:
     """Add a trainable LoRA adapter to `transformer` (a diffusers model) and freeze everything else.
 
-    B is initialised to zero (peft's default), so the adapted model starts exactly at the base
-    model: trained, old and reference policies coincide at step 0. `alpha` defaults to `rank`.
+    With `init=True` (peft's default) B is zero, so the adapted model starts exactly at the base
+    model: trained, old and reference policies coincide at step 0. `init="gaussian"` draws both
+    matrices (the inline critic's LoRA baseline). `alpha` defaults to `rank`.
     """
     from peft import LoraConfig
 
@@ -71,7 +73,7 @@ def add_lora(
         lora_alpha=rank if alpha is None else alpha,
         target_modules=list(targets),
         lora_dropout=dropout,
-        init_lora_weights=True,
+        init_lora_weights=init,
     )
     transformer.requires_grad_(False)
     try:
@@ -120,11 +122,15 @@ def save_lora(
 def load_lora(
     transformer: torch.nn.Module, folder: str | Path, *, adapter_name: str = "edit_r1", scale: float = 1.0
 ) -> None:
-    """Load a LoRA written by `save_lora` (or any diffusers transformer LoRA) and activate it at `scale`."""
+    """Load a LoRA written by `save_lora` (or any diffusers transformer LoRA) and activate it at `scale`.
+
+    `adapter_name` defaults to "edit_r1", the name the Edit-R1 refiner and its users know the
+    bundled adapter by; other trainers pass their own.
+    """
     folder = Path(folder)
     file = folder / LORA_WEIGHT_NAME if folder.is_dir() else folder
     if not file.is_file():
-        raise ArtifactError(f"no LoRA weights at {file}; train one with `refine train edit-r1` or pass the folder holding {LORA_WEIGHT_NAME}")
+        raise ArtifactError(f"no LoRA weights at {file}; train one (e.g. `refine train edit-r1`) or pass the folder holding {LORA_WEIGHT_NAME}")
     if adapter_name in getattr(transformer, "peft_config", {}):
         raise ArtifactError(f"the transformer already has an adapter named {adapter_name!r}; pick another adapter_name")
     try:
