@@ -59,6 +59,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     "refiner": {
         "edit_r1": "refine.edit_r1.refiner:EditR1Refiner",
         "inline_critic": "refine.inline_critic.refiner:InlineCritic",
+        "multiturn": "refine.multiturn.refiner:MultiTurnRefiner",
         "thinker": "refine.thinker.config:build_thinker_refiner",
     },
     "benchmark": {
@@ -75,6 +76,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "compare": "refine.compare.config:CompareConfig",
         "edit_r1": "refine.edit_r1.config:EditR1Config",
         "inline_critic": "refine.inline_critic.config:InlineCriticConfig",
+        "multiturn": "refine.multiturn.config:MultiTurnConfig",
         "thinker": "refine.thinker.config:ThinkerConfig",
     },
 }

@@ -136,6 +136,10 @@ class MultiTurnBatch:
         """The positive-branch condition of every item at `turn` (n items) for a training forward."""
         return concat_conditions([replace(c[turn], negative=None) for c in self.conditions])
 
+    def flat_training_conditions(self) -> Condition:
+        """The positive-branch condition of every (item, turn) sample, sample i * K + k (n * K items)."""
+        return concat_conditions([replace(c, negative=None) for per_item in self.conditions for c in per_item])
+
     def guided_conditions(self, turn: int) -> Condition:
         """Every item's condition at `turn` with its CFG negative (for recomputing guided log-probs)."""
         return concat_conditions([c[turn] for c in self.conditions])
