@@ -178,7 +178,8 @@ class TrainConfig(RefineConfig):
 
     iterations: int = Field(100, ge=1, description="Rollout/update iterations.")
     micro_batch: int = Field(4, ge=1, description="(trajectory, turn) samples per forward/backward pass.")
-    inner_epochs: int = Field(1, ge=1, description="Passes over each iteration's samples; one optimizer step per pass.")
+    gradient_accumulation: int = Field(0, ge=0, description="Micro-batches per optimizer step; 0: a whole pass over the iteration's samples.")
+    inner_epochs: int = Field(1, ge=1, description="Passes over each iteration's samples.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision (bf16 on GPUs).")
     gradient_checkpointing: bool = Field(False, description="Recompute transformer activations in backward (big models).")
     seed: int = Field(0, description="Seed of everything: rollouts, training noise and times, LoRA init.")

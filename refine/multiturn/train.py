@@ -141,7 +141,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         state.transformer.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(state.params, lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay, eps=config.optim.eps)
     scheduler = get_scheduler(config.optim.scheduler, optimizer, num_warmup_steps=config.optim.warmup_steps,
-                              num_training_steps=max(config.train.iterations * config.train.inner_epochs, 1))
+                              num_training_steps=max(config.train.iterations * config.train.inner_epochs * _steps_per_pass(config), 1))
     source = SequenceSource(config.data.kind, seed=config.data.seed, path=config.data.path, turns=K)
     eval_set = evaluation_sequences(config.eval.benchmark, config.eval.sequences) if config.eval.benchmark else []
     logger = MetricsLogger(out, tensorboard=config.log.tensorboard)
@@ -221,7 +221,8 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         generator = torch.Generator().manual_seed(sample_seed(seed + 1, k, 0))
         stats = nft_update(
             backbone, state.params, state.old, state.reference_context(), samples, accelerator=accelerator, optimizer=optimizer,
-            scheduler=scheduler, generator=generator, micro_batch=config.train.micro_batch, epochs=config.train.inner_epochs,
+            scheduler=scheduler, generator=generator, micro_batch=config.train.micro_batch, accumulation=config.train.gradient_accumulation,
+            epochs=config.train.inner_epochs,
             times_per_sample=config.objective.timesteps_per_sample, beta=config.objective.beta,
             kl_weight=config.objective.kl_weight, grad_clip=config.optim.grad_clip,
         )
@@ -280,3 +281,10 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     digest = hashlib.sha256(b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in state.params)).hexdigest()
     done = metrics[-1]["iteration"] if metrics else start
     return TrainResult(out, done, metrics, eval_history, lora_path, digest, stopped)
+
+
+def _steps_per_pass(config: MultiTurnConfig) -> int:
+    """Optimizer steps per pass over an iteration's S * G * K samples."""
+    samples = config.rollout.sequences_per_iteration * config.rollout.group_size * config.rollout.turns
+    chunks = math.ceil(samples / config.train.micro_batch)
+    return math.ceil(chunks / (config.train.gradient_accumulation or chunks))

@@ -14,7 +14,8 @@ process, so any sampler may have produced the rollouts. Per micro-batch and trai
 1. fresh noise and a time t drawn from the rollout schedule, ``x_t = (1 - t) x0 + t noise``;
 2. v_old under the old policy and v_ref with the adapters disabled (no gradient);
 3. v_θ under the trained policy; the NFT loss, scaled by 1 / (times x micro-batches), backward.
-One optimizer step per pass over the iteration's samples (`epochs` passes).
+Every `accumulation` micro-batches (default: a whole pass) the gradients are clipped and the
+optimizer steps; `epochs` passes over the iteration's samples.
 """
 
 from __future__ import annotations
@@ -81,13 +82,17 @@ def nft_update(
     scheduler,
     generator: torch.Generator,
     micro_batch: int,
+    accumulation: int = 0,
     epochs: int = 1,
     times_per_sample: int | None = None,
     beta: float = 1.0,
     kl_weight: float = 0.0,
     grad_clip: float | None = None,
 ) -> dict[str, float]:
-    """One update phase (see the module docstring); returns mean loss parts and optimizer steps."""
+    """One update phase (see the module docstring); returns mean loss parts and optimizer steps.
+
+    `accumulation` micro-batches make one optimizer step (0: all of a pass, one step per epoch).
+    """
     totals = {"loss": 0.0, "loss_policy": 0.0, "kl": 0.0, "grad_norm": 0.0}
     points, steps = 0, 0
     if not bool(samples.keep.any()):
@@ -95,9 +100,10 @@ def nft_update(
     size, device = len(samples), backbone.device
     count = min(times_per_sample or samples.times.numel(), samples.times.numel())
     chunks = [list(range(start, min(start + micro_batch, size))) for start in range(0, size, micro_batch)]
+    per_step = accumulation or len(chunks)
     for _ in range(epochs):
         order = torch.randperm(size, generator=generator)
-        for rows in ([int(order[p]) for p in chunk] for chunk in chunks):
+        for position, rows in enumerate([int(order[p]) for p in chunk] for chunk in chunks):
             index = torch.tensor(rows)
             x0 = samples.x0[index].to(device)  # (b, N, C)
             cond = samples.cond.select(index).to(device)
@@ -118,17 +124,19 @@ def nft_update(
                 with accelerator.autocast():
                     v_theta = backbone.velocity(x_t, t, cond).float()
                     out = nft_loss(v_theta, v_old, target, r, beta=beta, keep=keep, v_ref=v_ref, kl_weight=kl_weight)
-                accelerator.backward(out.loss / (count * len(chunks)))
+                in_step = min(per_step, len(chunks) - (position // per_step) * per_step)  # micro-batches of this step
+                accelerator.backward(out.loss / (count * in_step))
                 totals["loss"] += float(out.loss.detach()) * len(rows)
                 totals["loss_policy"] += float(out.policy.detach()) * len(rows)
                 totals["kl"] += float(out.kl.detach()) * len(rows)
                 points += len(rows)
-        if grad_clip is not None:
-            totals["grad_norm"] += float(accelerator.clip_grad_norm_(params, grad_clip))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        steps += 1
+            if (position + 1) % per_step == 0 or position == len(chunks) - 1:
+                if grad_clip is not None:
+                    totals["grad_norm"] += float(accelerator.clip_grad_norm_(params, grad_clip))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
     return {
         "loss": totals["loss"] / max(points, 1),
         "loss_policy": totals["loss_policy"] / max(points, 1),
