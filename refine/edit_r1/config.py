@@ -162,7 +162,11 @@ class TrainConfig(RefineConfig):
 class EvalConfig(RefineConfig):
     """Held-out judge reward, measured with the EMA weights."""
 
-    benchmark: str | None = Field("shapes-bench", description="Benchmark split (refine.shapes.load_split) or a JSONL file; None: no evaluation.")
+    benchmark: str | None = Field(
+        "shapes-val",
+        description="Split (refine.shapes.load_split) or a JSONL file; None: no evaluation. A tuning split: "
+        "shapes-val, never the reported shapes-bench, since runs are compared and stopped on it.",
+    )
     cases: int = Field(32, ge=1, description="N cases spread evenly over the split (or over its `categories`).")
     categories: list[str] | None = Field(None, description="ShapeEdit only: evaluate on these edit categories (None: all).")
     every: int = Field(10, ge=0, description="Evaluate every N iterations (and at the start and end); 0: start and end only.")
