@@ -64,6 +64,8 @@ BUILTINS: dict[str, dict[str, str]] = {
     "benchmark": {
         "shapes-bench": "refine.compare.benchmarks.shapes:shapes_bench",
         "shapes-mt": "refine.compare.benchmarks.shapes:shapes_mt",
+        "shapes-val": "refine.compare.benchmarks.shapes:shapes_val",
+        "shapes-mt-val": "refine.compare.benchmarks.shapes:shapes_mt_val",
         "gedit": "refine.compare.benchmarks.gedit:GEditBench",
         "imgedit": "refine.compare.benchmarks.imgedit:ImgEditBench",
         "edival": "refine.compare.benchmarks.edival:EdiValBench",

@@ -199,7 +199,11 @@ class TrainConfig(RefineConfig):
 class EvalConfig(RefineConfig):
     """Held-out judge reward, measured with the EMA weights."""
 
-    benchmark: str | None = Field("shapes-bench", description="Benchmark split (refine.shapes.load_split) or a JSONL file; None: no evaluation.")
+    benchmark: str | None = Field(
+        "shapes-val",
+        description="Split (refine.shapes.load_split) or a JSONL file; None: no evaluation. A tuning split: "
+        "shapes-val, never the reported shapes-bench, since runs are compared and stopped on it.",
+    )
     sampler: Literal["dpm", "euler", "sde"] | None = Field(
         None, description="Evaluation sampler; None: the rollout sampler, with sde replaced by euler (evaluation is deterministic)."
     )

@@ -5,7 +5,8 @@ Example:
     >>> [k for k in registry.kinds("benchmark") if k in ("edival", "gedit", "imgedit", "shapes-bench", "shapes-mt")]
     ['edival', 'gedit', 'imgedit', 'shapes-bench', 'shapes-mt']
 
-* `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's splits, scored by its exact judge.
+* `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's reported splits, scored by its exact judge;
+  `shapes-val`, `shapes-mt-val`: their twins for tuning.
 * `gedit`, `imgedit`, `edival` (`gedit.py`, `imgedit.py`, `edival.py`): local folders in the
   layouts those benchmarks are distributed in (each module documents its layout), scored by an
   MLLM judge from `refine.rewards` with the benchmark's own scheme (`mllm.py`); what they share

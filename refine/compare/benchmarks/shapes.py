@@ -1,5 +1,8 @@
 """ShapeEdit benchmarks for comparisons: `shapes-bench` (single turn) and `shapes-mt` (three turns).
 
+Report on those two; tune on their validation twins `shapes-val` and `shapes-mt-val` (built the
+same way from other seeds, see `refine.shapes.data`), which are benchmark kinds too.
+
 Example:
     >>> from refine.compare.benchmarks.shapes import shapes_bench
     >>> bench = shapes_bench()
@@ -47,7 +50,7 @@ class ShapesBenchmark:
     scale = (0.0, 1.0)
 
     def __init__(self, split: str = "shapes-bench", size: int = 32) -> None:
-        from refine.shapes.data import SPLITS
+        from refine.shapes.data import MULTI_TURN_SPLITS, SPLITS
 
         if split not in SPLITS:
             from refine.errors import ConfigError
@@ -55,7 +58,7 @@ class ShapesBenchmark:
             raise ConfigError(f"unknown ShapeEdit split {split!r}; use one of {', '.join(SPLITS)}")
         self.split, self.size = split, size
         self.name = split
-        self.multi_turn = split == "shapes-mt"
+        self.multi_turn = split in MULTI_TURN_SPLITS
         self.metrics = ("overall", "if", "cc", "success") if self.multi_turn else ("overall", "if", "cc", "pq")
         self._items: dict[str, object] = {}
 
@@ -146,3 +149,13 @@ def shapes_bench(size: int = 32) -> ShapesBenchmark:
 def shapes_mt(size: int = 32) -> ShapesBenchmark:
     """The `shapes-mt` benchmark kind: 120 three-turn ShapeEdit sequences."""
     return ShapesBenchmark("shapes-mt", size)
+
+
+def shapes_val(size: int = 32) -> ShapesBenchmark:
+    """The `shapes-val` benchmark kind: shapes-bench's twin for tuning (540 cases, other seeds)."""
+    return ShapesBenchmark("shapes-val", size)
+
+
+def shapes_mt_val(size: int = 32) -> ShapesBenchmark:
+    """The `shapes-mt-val` benchmark kind: shapes-mt's twin for tuning (120 sequences, other seeds)."""
+    return ShapesBenchmark("shapes-mt-val", size)
