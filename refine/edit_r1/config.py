@@ -17,6 +17,11 @@ Defaults follow the paper's Table 5 where it gives a value (lr 3e-4, Adam betas 
 decay ramp, LoRA on the attention projections). The ShapeEdit preset
 (examples/configs/edit_r1/shapes.yaml) scales the batch down for a 2-core CPU.
 
+`objective: grpo` switches the loss to Flow-GRPO (`GRPOConfig`: its public settings are the
+defaults; it needs `rollout.sampler: sde`). `nft.cfg` says which velocity NFT models: `free`
+(default, DiffusionNFT: CFG-free rollouts and loss) or `consistent` (the guided velocity, both
+branches through the LoRA). NFT's `beta` is not CFG; CFG is `rollout.guidance`.
+
 Kept free of torch so `refine config show edit_r1/shapes` stays fast; the loop is in `train.py`.
 """
 

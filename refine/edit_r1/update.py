@@ -173,14 +173,15 @@ class UpdateStats:
     kept_points: int = 0
     optimizer_steps: int = 0
     grad_norm: float = 0.0
-    ratio_deviation: float = 0.0
-    clipped: int = 0
+    ratio_deviation: float = 0.0  # Flow-GRPO only: max |ratio - 1| over kept samples
+    clipped: int = 0  # Flow-GRPO only: kept samples whose ratio left the clip range
+    grpo: bool = False
 
     def as_metrics(self) -> dict[str, float]:
         n = max(self.points, 1)
+        grpo = {"ratio_max_deviation": self.ratio_deviation, "clip_fraction": self.clipped / max(self.kept_points, 1)}
         return {
-            "ratio_max_deviation": self.ratio_deviation,
-            "clip_fraction": self.clipped / max(self.kept_points, 1),
+            **(grpo if self.grpo else {}),
             "loss": self.loss / n,
             "loss_policy": self.policy / n,
             "kl": self.kl / n,
@@ -354,7 +355,7 @@ def grpo_update(
 
     Arguments as `nft_update`'s; `reference()` computes the reference policy for the KL term.
     """
-    stats = UpdateStats()
+    stats = UpdateStats(grpo=True)
     if skip:
         return stats
     sampler = SamplerConfig.model_validate(batch.trajectory.info["sampler"])
