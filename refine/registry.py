@@ -50,6 +50,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "shapes_cc": "refine.rewards.shapes_judge:ShapesCC",
         "shapes_pq": "refine.rewards.shapes_judge:ShapesPQ",
         "shapes_overall": "refine.rewards.shapes_judge:ShapesOverall",
+        "shapes_gated_if": "refine.rewards.shapes_judge:ShapesGatedIF",
     },
     # Backends of the MLLM judges (refine.rewards.backends): where the VLM runs.
     "vlm_backend": {

@@ -23,7 +23,7 @@ The loop, top to bottom (`train`):
    t logit-normal (or uniform), the instruction dropped with probability `cfg_dropout`
    (so classifier-free guidance works); clip, step, EMA update.
 6. Every `log_every` steps a line in metrics.jsonl; every `eval.every` steps the EMA editor is
-   scored by the ShapeEdit judge on a fixed shapes-bench subset, by its flow-matching loss on a
+   scored by the ShapeEdit judge on a fixed shapes-val subset (the tuning split), by its flow-matching loss on a
    fixed held-out batch (`validation_loss`) and by its one-step x0 errors at t = 1 on the edited
    and the kept pixels of that batch (`one_step_errors`); every `checkpoint_every` steps an atomic
    checkpoint.
@@ -376,7 +376,7 @@ def training_inputs(
 # ----------------------------------------------------------------------------------------------
 
 
-def bench_subset(direct: int, indirect: int, split: str = "shapes-bench") -> list[Any]:
+def bench_subset(direct: int, indirect: int, split: str = "shapes-val") -> list[Any]:
     """A fixed, category-spread subset of a ShapeEdit split: evenly spaced direct and indirect cases."""
     from refine.shapes.data import load_split
 
@@ -657,7 +657,7 @@ class MetricsLog:
 def train(config: BaseTrainConfig, *, make_stream: Callable[..., Iterator[Any]] | None = None, eval_cases: Sequence[Any] | None = None) -> dict[str, Any]:
     """Run the base training described by `config` (steps in the module docstring); returns a summary.
 
-    `make_stream` replaces `refine.shapes.data.training_stream` and `eval_cases` the shapes-bench
+    `make_stream` replaces `refine.shapes.data.training_stream` and `eval_cases` the shapes-val
     subset (tests pass small ones). `config.num_threads` applies for the run only.
     """
     import torch
