@@ -71,6 +71,17 @@ class RolloutConfig(RefineConfig):
     steps: int = Field(12, ge=1, description="T: sampling steps per turn (paper: 12).")
     guidance: float | None = Field(None, description="CFG scale during rollouts; None: the backbone's default.")
     max_batch: int = Field(8, ge=1, description="Transformer items per rollout forward pass (CFG counts twice).")
+    noise_level: float = Field(0.7, ge=0, description="sampler=sde: the SDE noise level a (Flow-GRPO: 0.7).")
+    sde_window: tuple[int, int] | None = Field(
+        None, description="sampler=sde: steps [start, end) are stochastic (and trained by GRPO), the rest ODE; None: all."
+    )
+
+    def sampler_config(self):
+        """The `refine.rollout.samplers.SamplerConfig` of the rollouts (imported here: this module stays torch-free)."""
+        from refine.rollout.samplers import SamplerConfig
+
+        extra = {"noise_level": self.noise_level, "sde_window": self.sde_window} if self.sampler == "sde" else {}
+        return SamplerConfig(name=self.sampler, steps=self.steps, guidance=self.guidance, **extra)
 
 
 class RewardConfig(RefineConfig):
@@ -133,9 +144,15 @@ class AdvantageConfig(RefineConfig):
 
 
 class ObjectiveConfig(RefineConfig):
-    """The RL objective from the shared layer (refine.rollout.objectives)."""
+    """The RL objective from the shared layer (refine.rollout.objectives): NFT or Flow-GRPO."""
 
-    kind: Literal["nft"] = Field("nft", description="nft: DiffusionNFT on every (trajectory, turn) sample's final latents.")
+    kind: Literal["nft", "grpo"] = Field(
+        "nft", description="nft: DiffusionNFT on every (trajectory, turn) sample's final latents; grpo: Flow-GRPO on the recorded SDE steps."
+    )
+    clip_range: float = Field(1e-4, gt=0, description="grpo: ε of the ratio clip (Flow-GRPO: 1e-4, not PPO's 0.2).")
+    advantage_clip: float = Field(5.0, gt=0, description="grpo: advantages clipped to ±this (Flow-GRPO: 5).")
+    grpo_kl_weight: float = Field(0.04, ge=0, description="grpo: β of the Gaussian-mean KL to the reference (Flow-GRPO: 0.04).")
+    timestep_fraction: float = Field(1.0, gt=0, le=1, description="grpo: share of the stochastic steps trained per micro-batch.")
     beta: float = Field(1.0, gt=0, description="NFT β of the implicit policies.")
     optimality_clip: float = Field(1.0, gt=0, description="r = 1/2 + 1/2 clip(A / c, -1, 1): the NFT optimality's c.")
     kl_weight: float = Field(1e-4, ge=0, description="Weight of ||v_θ - v_ref||² against the reference (adapters disabled).")
@@ -232,6 +249,11 @@ class MultiTurnConfig(RefineConfig):
     def _check(self) -> "MultiTurnConfig":
         if "kind" not in self.backbone:
             raise ValueError("backbone needs a 'kind' (e.g. backbone.kind=shapes)")
+        if self.objective.kind == "grpo" and (self.rollout.sampler != "sde" or self.rollout.noise_level <= 0):
+            raise ValueError(
+                f"objective.kind=grpo needs per-step log-probabilities: set rollout.sampler=sde with rollout.noise_level > 0 "
+                f"(got sampler={self.rollout.sampler}, noise_level={self.rollout.noise_level})"
+            )
         if self.eval.benchmark in ("shapes-mt", "shapes-bench", "shapes-val"):
             raise ValueError(
                 f"eval.benchmark={self.eval.benchmark} during training: tune on shapes-mt-val (shapes-mt is for reporting, "

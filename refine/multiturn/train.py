@@ -37,6 +37,7 @@ wrapper, which Edit-R1's update does and this one does not yet; `train` refuses 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -48,16 +49,18 @@ import torch
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from refine.backbones.base import concat_conditions
 from refine.errors import BackendError, ConfigError
 from refine.multiturn.config import ATTENTION_TARGETS, MultiTurnConfig
 from refine.multiturn.data import SequenceSource, evaluation_sequences
 from refine.multiturn.evaluate import evaluate, score_batch, turn_summary
 from refine.multiturn.rewards import TurnRewards
-from refine.multiturn.update import TurnSamples, flatten_turns, nft_update, training_times
+from refine.multiturn.update import TurnSamples, TurnSteps, flatten_turns, grpo_update, nft_update, training_times
 from refine.registry import registry
 from refine.rollout.advantages import multiturn_advantages
 from refine.rollout.group import sample_seed
 from refine.rollout.multiturn import rollout_turns
+from refine.rollout.trajectory import Trajectory
 from refine.rollout.objectives import optimality
 from refine.training.accelerate_setup import make_accelerator
 from refine.training.checkpoint import CheckpointWriter, latest_checkpoint, read_json, read_torch, rng_state, set_rng_state
@@ -122,6 +125,9 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     out.mkdir(parents=True, exist_ok=True)
     if resume_from is None:
         (out / "config.yaml").write_text(config.to_yaml())
+    grpo = config.objective.kind == "grpo"
+    sampler = config.rollout.sampler_config()
+    eval_sampler = "euler" if config.rollout.sampler == "sde" else config.rollout.sampler  # evaluate deterministically
     seed, S, G, K = config.train.seed, config.rollout.sequences_per_iteration, config.rollout.group_size, config.rollout.turns
 
     backbone = backbone if backbone is not None else registry.build("backbone", config.backbone)
@@ -135,7 +141,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     state = setup_policies(
         backbone, finetune="lora", lora_rank=config.lora.rank, lora_alpha=config.lora.alpha,
         lora_targets=config.lora.targets or list(ATTENTION_TARGETS), lora_dropout=config.lora.dropout,
-        kl=config.objective.kl_weight > 0, seed=seed,
+        kl=(config.objective.grpo_kl_weight if grpo else config.objective.kl_weight) > 0, seed=seed,
     )
     if config.train.gradient_checkpointing:
         state.transformer.enable_gradient_checkpointing()
@@ -161,7 +167,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         if not eval_set:
             return
         with state.ema.swapped_into(state.params):
-            summary, _ = evaluate(backbone, eval_set, eval_rewards, turns=K, sampler=config.rollout.sampler, steps=config.rollout.steps,
+            summary, _ = evaluate(backbone, eval_set, eval_rewards, turns=K, sampler=eval_sampler, steps=config.rollout.steps,
                                   guidance=config.rollout.guidance, seed=config.eval.seed, max_batch=config.rollout.max_batch)
         row.update(summary)
         eval_history.append((iteration, summary["eval_o_last"]))
@@ -192,10 +198,11 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         # 1. The iteration's sequences.
         sequences = source.take(k * S, S)
 
-        # 2. G trajectories of K turns per sequence, from the old policy.
-        with state.old.swapped_into(state.params):
-            batch = rollout_turns(backbone, sequences, group_size=G, sampler=config.rollout.sampler, steps=config.rollout.steps,
-                                  guidance=config.rollout.guidance, seed=sample_seed(seed, k, 0), max_batch=config.rollout.max_batch, turns=K)
+        # 2. G trajectories of K turns per sequence: NFT rolls out the old policy, Flow-GRPO the trained
+        #    one (its ratio compares the trained policy with the one that sampled, recorded per SDE step).
+        with contextlib.nullcontext() if grpo else state.old.swapped_into(state.params):
+            batch = rollout_turns(backbone, sequences, group_size=G, sampler=sampler, seed=sample_seed(seed, k, 0),
+                                  max_batch=config.rollout.max_batch, turns=K, record=grpo)
 
         # 3. Per-turn rewards.
         scored = score_batch(rewards, batch)  # name -> (n, K)
@@ -208,24 +215,27 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         )  # (n, K)
         scored_any = torch.stack([~torch.isnan(r) for r in scored.rewards.values()]).any(0)  # (n, K)
         keep = scored_any.any(dim=1, keepdim=True).expand(-1, K)  # a trajectory that was scored at all trains every turn
-        samples = TurnSamples(
-            x0=flatten_turns(batch.x0),
-            cond=batch.flat_training_conditions(),
-            r=flatten_turns(optimality(advantages, config.objective.optimality_clip)),
-            keep=flatten_turns(keep.contiguous()),
-            times=training_times(batch.schedule, config.objective.timestep_min),
-        )
-
-        # 5. NFT update.
+        # 5. Update on every (trajectory, turn) sample.
         update_started = time.perf_counter()
         generator = torch.Generator().manual_seed(sample_seed(seed + 1, k, 0))
-        stats = nft_update(
-            backbone, state.params, state.old, state.reference_context(), samples, accelerator=accelerator, optimizer=optimizer,
-            scheduler=scheduler, generator=generator, micro_batch=config.train.micro_batch, accumulation=config.train.gradient_accumulation,
-            epochs=config.train.inner_epochs,
-            times_per_sample=config.objective.timesteps_per_sample, beta=config.objective.beta,
-            kl_weight=config.objective.kl_weight, grad_clip=config.optim.grad_clip,
-        )
+        common = dict(accelerator=accelerator, optimizer=optimizer, scheduler=scheduler, generator=generator,
+                      micro_batch=config.train.micro_batch, accumulation=config.train.gradient_accumulation,
+                      epochs=config.train.inner_epochs, grad_clip=config.optim.grad_clip)
+        if grpo:
+            stats = grpo_update(backbone, state.params, state.reference_context(), _turn_steps(batch, advantages, keep, config), **common,
+                                clip_range=config.objective.clip_range, kl_weight=config.objective.grpo_kl_weight,
+                                timestep_fraction=config.objective.timestep_fraction)
+        else:
+            samples = TurnSamples(
+                x0=flatten_turns(batch.x0),
+                cond=batch.flat_training_conditions(),
+                r=flatten_turns(optimality(advantages, config.objective.optimality_clip)),
+                keep=flatten_turns(keep.contiguous()),
+                times=training_times(batch.schedule, config.objective.timestep_min),
+            )
+            stats = nft_update(backbone, state.params, state.old, state.reference_context(), samples, **common,
+                               times_per_sample=config.objective.timesteps_per_sample, beta=config.objective.beta,
+                               kl_weight=config.objective.kl_weight)
         update_seconds = time.perf_counter() - update_started
 
         # 6. Old policy and EMA follow the trained weights.
@@ -281,6 +291,16 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     digest = hashlib.sha256(b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in state.params)).hexdigest()
     done = metrics[-1]["iteration"] if metrics else start
     return TrainResult(out, done, metrics, eval_history, lora_path, digest, stopped)
+
+
+def _turn_steps(batch, advantages: torch.Tensor, keep: torch.Tensor, config: MultiTurnConfig) -> TurnSteps:
+    """Flow-GRPO's samples, sample i * K + k: trajectory i's recorded SDE steps at turn k, with its guided condition."""
+    n, turns = len(batch), batch.turns
+    per_turn = [batch.trajectories[k] for k in range(turns)]
+    trajectory = Trajectory.cat(per_turn).select([k * n + i for i in range(n) for k in range(turns)])
+    cond = concat_conditions([c for per_item in batch.conditions for c in per_item])
+    clip = config.objective.advantage_clip
+    return TurnSteps(trajectory, cond, flatten_turns(advantages.clamp(-clip, clip)), flatten_turns(keep.contiguous()), batch.guidance)
 
 
 def _steps_per_pass(config: MultiTurnConfig) -> int:

@@ -1,4 +1,4 @@
-"""The NFT update phase of MT-EditFlow: every (trajectory, turn) edit is one training sample.
+"""The update phases of MT-EditFlow (NFT or Flow-GRPO): every (trajectory, turn) edit is one training sample.
 
 Example (flattening n trajectories x K turns into samples, turn-major within a trajectory):
     >>> import torch
@@ -16,17 +16,27 @@ process, so any sampler may have produced the rollouts. Per micro-batch and trai
 3. v_θ under the trained policy; the NFT loss, scaled by 1 / (times x micro-batches), backward.
 Every `accumulation` micro-batches (default: a whole pass) the gradients are clipped and the
 optimizer steps; `epochs` passes over the iteration's samples.
+
+Flow-GRPO (`grpo_update`) trains on the recorded SDE steps instead: for each stochastic step i of
+a turn's trajectory, the log-probability of the recorded transition x_i -> x_{i+1} is recomputed
+under the trained weights with the rollout's own velocity (guided when the rollout was, both CFG
+branches through the LoRA; dropout off), the fp32 ratio to the rollout's log-probability is clipped
+(`refine.rollout.objectives.grpo_loss`) and weighted by the (clipped) advantage of its (trajectory,
+turn). The rollout runs with the trained weights, so the first inner step's ratio is 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
 from refine.backbones.base import Condition, FlowBackbone
-from refine.rollout.objectives import nft_loss
+from refine.rollout.objectives import grpo_loss, nft_loss
+from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
+from refine.rollout.trajectory import Trajectory
 from refine.training.shadows import ShadowWeights
 
 
@@ -143,4 +153,122 @@ def nft_update(
         "kl": totals["kl"] / max(points, 1),
         "grad_norm": totals["grad_norm"] / max(steps, 1),
         "optimizer_steps": steps,
+    }
+
+
+@dataclass
+class TurnSteps:
+    """The recorded SDE trajectories of an iteration's (trajectory, turn) samples, for Flow-GRPO.
+
+    Attributes:
+        trajectory: m samples' recorded x_t, times and rollout log-probs (`Trajectory`).
+        cond: each sample's condition with its CFG negative (what the rollout's sampler saw).
+        advantages: (m,) advantages, already clipped.
+        keep: (m,) bool, False for samples whose trajectory could not be scored.
+        guidance: the rollout's CFG scale (None: unguided).
+    """
+
+    trajectory: Trajectory
+    cond: Condition
+    advantages: torch.Tensor
+    keep: torch.Tensor
+    guidance: float | None
+
+    def __len__(self) -> int:
+        return len(self.trajectory)
+
+
+@contextlib.contextmanager
+def dropout_off(module: torch.nn.Module) -> Iterator[None]:
+    """Run `module` in eval mode (gradients still flow): a dropout mask would move Flow-GRPO's ratio off 1."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
+def grpo_update(
+    backbone: FlowBackbone,
+    params: Sequence[torch.nn.Parameter],
+    reference: Callable[[], ContextManager] | None,
+    samples: TurnSteps,
+    *,
+    accelerator,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    generator: torch.Generator,
+    micro_batch: int,
+    accumulation: int = 0,
+    epochs: int = 1,
+    clip_range: float = 1e-4,
+    kl_weight: float = 0.0,
+    timestep_fraction: float = 1.0,
+    grad_clip: float | None = None,
+) -> dict[str, float]:
+    """One Flow-GRPO update phase (see the module docstring); returns mean loss parts and ratio statistics."""
+    totals = {"loss": 0.0, "loss_policy": 0.0, "kl": 0.0, "grad_norm": 0.0}
+    points, steps, clipped, deviation = 0, 0, 0, 0.0
+    stochastic = samples.trajectory.stochastic_indices
+    if not stochastic:
+        raise ValueError("the rollout has no stochastic step: Flow-GRPO needs rollout.sampler=sde with noise_level > 0")
+    if not bool(samples.keep.any()):
+        return {**totals, "optimizer_steps": 0, "clipped_fraction": 0.0, "ratio_deviation": 0.0}
+    sampler = SamplerConfig.model_validate(samples.trajectory.info["sampler"])
+    size, device = len(samples), backbone.device
+    chunks = [list(range(start, min(start + micro_batch, size))) for start in range(0, size, micro_batch)]
+    per_step = accumulation or len(chunks)
+    with dropout_off(backbone.transformer):
+        for _ in range(epochs):
+            order = torch.randperm(size, generator=generator)
+            for position, chunk in enumerate(chunks):
+                rows = order[chunk]
+                trajectory = samples.trajectory.select(rows).to(device)
+                cond = samples.cond.select(rows).to(device)
+                advantages, keep = samples.advantages[rows].to(device), samples.keep[rows].to(device)
+                count = max(1, round(timestep_fraction * len(stochastic)))
+                chosen = sorted(stochastic[int(i)] for i in torch.randperm(len(stochastic), generator=generator)[:count])
+                in_step = min(per_step, len(chunks) - (position // per_step) * per_step)
+                for i in chosen:
+                    x, t, x_next, t_next = trajectory.step(i)  # (b, N, C), (b,), (b, N, C), (b,)
+                    mean_ref = None
+                    if reference is not None and kl_weight > 0:
+                        with torch.no_grad(), accelerator.autocast(), reference():
+                            v_ref = backbone.predict_velocity(x, t, cond, samples.guidance)
+                            mean_ref, _ = sde_mean_std(x, v_ref, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
+                    with accelerator.autocast():
+                        velocity = backbone.predict_velocity(x, t, cond, samples.guidance)  # the rollout's (guided) velocity
+                        mean, std = sde_mean_std(x, velocity, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
+                        log_prob = gaussian_log_prob(x_next, mean, std, sampler.log_prob_reduce)  # (b,) fp32
+                        out = grpo_loss(
+                            log_prob, trajectory.log_probs[:, i], advantages, clip_range=clip_range, keep=keep,
+                            mean=mean if mean_ref is not None else None, mean_ref=mean_ref,
+                            std=std if mean_ref is not None else None, kl_weight=kl_weight,
+                        )
+                    accelerator.backward(out.loss / (len(chosen) * in_step))
+                    kept = keep.bool()
+                    totals["loss"] += float(out.loss.detach()) * len(rows)
+                    totals["loss_policy"] += float(out.policy.detach()) * len(rows)
+                    totals["kl"] += float(out.kl.detach()) * len(rows)
+                    points += len(rows)
+                    clipped += int((out.clipped & kept).sum())
+                    if kept.any():
+                        deviation = max(deviation, float((out.ratio[kept] - 1).abs().max()))
+                if (position + 1) % per_step == 0 or position == len(chunks) - 1:
+                    if grad_clip is not None:
+                        totals["grad_norm"] += float(accelerator.clip_grad_norm_(params, grad_clip))
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    steps += 1
+    return {
+        "loss": totals["loss"] / max(points, 1),
+        "loss_policy": totals["loss_policy"] / max(points, 1),
+        "kl": totals["kl"] / max(points, 1),
+        "grad_norm": totals["grad_norm"] / max(steps, 1),
+        "optimizer_steps": steps,
+        "clipped_fraction": clipped / max(points, 1),
+        "ratio_deviation": deviation,  # max |ρ - 1| over kept samples: ~0 on the first inner step
     }

@@ -50,6 +50,7 @@ from refine.backbones.base import Condition, FlowBackbone, concat_conditions
 from refine.errors import InputError
 from refine.images import load_image
 from refine.rollout.group import resolve_sampler, run_items
+from refine.rollout.samplers import SamplerConfig
 from refine.rollout.trajectory import Trajectory
 
 
@@ -151,7 +152,7 @@ def rollout_turns(
     group_size: int | None = None,
     *,
     items: Sequence[tuple[int, int]] | None = None,
-    sampler: str = "dpm",
+    sampler: str | SamplerConfig = "dpm",
     steps: int | None = None,
     guidance: float | None = None,
     seed: int = 0,

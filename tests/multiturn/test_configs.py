@@ -58,3 +58,15 @@ def test_reported_splits_are_refused_for_training_time_evaluation():
 
     with pytest.raises(ConfigError, match="tune on shapes-mt-val"):
         load_config(MultiTurnConfig, overrides=["eval.benchmark=shapes-mt"])
+
+
+def test_the_shapes_mt_compare_preset_has_a_multiturn_entry_skipped_until_its_lora_exists():
+    from refine.compare.config import CompareConfig
+    from refine.compare.entries import plan_entries
+
+    config = load_config(CompareConfig, ROOT / "examples" / "configs" / "compare" / "shapes-mt.yaml")
+    assert "benchmark: shapes-mt\n" in (ROOT / "examples" / "configs" / "compare" / "shapes-mt.yaml").read_text()
+    entries, skipped = plan_entries(config)
+    planned = {e.name for e in entries} | {s.name for s in skipped}
+    assert {"base", "+multiturn", "+multiturn+thinker"} <= planned
+    assert registry.resolve("refiner", "multiturn").__name__ == "MultiTurnRefiner"

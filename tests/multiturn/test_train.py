@@ -108,3 +108,21 @@ def test_cli_is_registered_and_bad_configs_exit_2_with_one_line(tmp_path, capsys
         main(["train", "multiturn", "--config", str(bad)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert info.value.code == 2 and len(err) == 1 and "rollout.turns" in err[0]
+
+
+def test_grpo_replays_the_rollout_its_first_ratio_is_one_and_later_epochs_clip(tmp_path):
+    grpo = ["objective.kind=grpo", "rollout.sampler=sde", "rollout.steps=3", "objective.grpo_kl_weight=0.04"]
+    first = train(_config(tmp_path / "one", 1, *grpo, "train.gradient_accumulation=0"), backbone=tiny_backbone(), rewards=_rewards())
+    row = first.metrics[-1]
+    # one optimizer step after every sample was seen: the recomputed log-probs are the rollout's,
+    # up to the batch composition's float rounding (rollout chunks vs training micro-batches)
+    assert row["optimizer_steps"] == 1 and row["ratio_deviation"] < 1e-5 and row["clipped_fraction"] == 0.0
+    moved = train(_config(tmp_path / "two", 1, *grpo, "train.inner_epochs=2", "optim.lr=0.3"), backbone=tiny_backbone(), rewards=_rewards())
+    assert moved.metrics[-1]["ratio_deviation"] > 1e-4 and moved.metrics[-1]["clipped_fraction"] > 0  # epoch 2 leaves [1-ε, 1+ε]
+
+
+def test_grpo_needs_sde_rollouts():
+    from refine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rollout.sampler=sde"):
+        load_config(MultiTurnConfig, overrides=["objective.kind=grpo"])

@@ -22,7 +22,9 @@ Scores come from ShapeEdit's exact judge (`refine.shapes.judge`), all in [0, 1]:
 * shapes-mt: per turn IF (vs that turn's exact source and target), CC against the original
   scene and PQ; per sequence `if` = mean IF over turns, `cc` = CC vs the original after the
   last turn, `overall` = sqrt(if * cc), `success` = 1 when every turn was fully followed
-  (EdiVal's success at the last turn).
+  (EdiVal's success at the last turn); per turn k = 1..3 `o_tk` = sqrt(IF_k * CC_k vs the
+  original) (MT-EditFlow's overall at turn k; `o_t3` is its headline), `if_tk`, `cc_tk` and
+  `success_tk` (turns 1..k all fully followed), each with its interval in the summary.
 Categories are ShapeEdit's edit categories (the last turn's for shapes-mt); the phrasing
 (direct / indirect) is kept in each case's meta and in `cases.jsonl`.
 
@@ -59,7 +61,10 @@ class ShapesBenchmark:
         self.split, self.size = split, size
         self.name = split
         self.multi_turn = split in MULTI_TURN_SPLITS
-        self.metrics = ("overall", "if", "cc", "success") if self.multi_turn else ("overall", "if", "cc", "pq")
+        from refine.shapes.data import MT_TURNS
+
+        per_turn = tuple(f"{m}_t{k}" for m in ("o", "if", "cc", "success") for k in range(1, MT_TURNS + 1))
+        self.metrics = ("overall", "if", "cc", "success", *per_turn) if self.multi_turn else ("overall", "if", "cc", "pq")
         self._items: dict[str, object] = {}
 
     @property
@@ -137,6 +142,8 @@ class ShapesBenchmark:
                 "cc": final_cc,
                 "success": float(judged.success_at_turn[-1]),
             }
+            for k, turn in enumerate(turn_scores, 1):  # MT-EditFlow's per-turn view, summarised like the rest
+                values.update({f"o_t{k}": turn["overall"], f"if_t{k}": turn["if"], f"cc_t{k}": turn["cc"], f"success_t{k}": turn["success"]})
             scores.append(CaseScore(values, turn_scores, {"breakdown": judged.breakdown}))
         return scores
 
