@@ -7,9 +7,14 @@ trajectories per iteration, 4 DPM-Solver steps. The held-out evaluation (16 shap
 fixed sampling seed, EMA LoRA) always scores the true, unflipped rewards; the measured quantity is
 O at the last turn, ``mean sqrt(IF_K * CC_K)`` (the paper's headline metric, CC against the original).
 
-Measured (see refine/multiturn/README.md, "Learning test"): the numbers of the runs that set
-ITERATIONS and MARGIN are written there; a run that learnt nothing moves the metric by exactly 0
-(the judge is discrete and the evaluation deterministic).
+Measured with exactly this configuration (seed 0, 111 CPU-seconds per run; 15.5 wall minutes at
+load average 20 on the shared 2 cores), held-out O at turn 2 at iterations 0 / 8 / 16 / 24:
+  as trained: 0.4995 / 0.5001 / 0.5104 / 0.4992   (-0.0003: NOT above the margin; this direction fails)
+  flipped:    0.4995 / 0.4944 / 0.4443 / 0.4062   (-0.0933)
+On the training stream (the same sequences and seeds in both runs) O at turn 2 over iterations
+17-24 was 0.458 as trained against 0.315 flipped. The test is kept as specified, not weakened: the
+positive direction needs a longer run or a tuned preset (see refine/multiturn/README.md). A run
+that learnt nothing moves the metric by exactly 0 (discrete judge, deterministic evaluation).
 """
 
 from pathlib import Path
@@ -26,7 +31,7 @@ ITERATIONS, EVAL_EVERY = 24, 8
 MARGIN = 0.005
 
 
-@pytest.mark.slow(minutes=6)
+@pytest.mark.slow(minutes=4)
 @pytest.mark.parametrize("reward_scale", [1.0, -1.0])
 def test_last_turn_overall_climbs_from_the_bundled_editor_and_falls_when_flipped(tmp_path, reward_scale):
     from refine.config import load_config
