@@ -71,6 +71,11 @@ class RolloutConfig(RefineConfig):
     steps: int = Field(12, ge=1, description="T: sampling steps per turn (paper: 12).")
     guidance: float | None = Field(None, description="CFG scale during rollouts; None: the backbone's default.")
     max_batch: int = Field(8, ge=1, description="Transformer items per rollout forward pass (CFG counts twice).")
+    cfg: Literal["guided", "free"] = Field(
+        "guided",
+        description="guided: roll out (and evaluate) with the backbone's CFG; free: sample the conditional velocity alone "
+        "(refine.rollout.cfg.ConditionalOnly), the policy NFT's loss models (DiffusionNFT's choice).",
+    )
     noise_level: float = Field(0.7, ge=0, description="sampler=sde: the SDE noise level a (Flow-GRPO: 0.7).")
     sde_window: tuple[int, int] | None = Field(
         None, description="sampler=sde: steps [start, end) are stochastic (and trained by GRPO), the rest ODE; None: all."

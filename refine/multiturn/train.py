@@ -58,6 +58,7 @@ from refine.multiturn.rewards import TurnRewards
 from refine.multiturn.update import TurnSamples, TurnSteps, flatten_turns, grpo_update, nft_update, training_times
 from refine.registry import registry
 from refine.rollout.advantages import multiturn_advantages
+from refine.rollout.cfg import ConditionalOnly
 from refine.rollout.group import sample_seed
 from refine.rollout.multiturn import rollout_turns
 from refine.rollout.trajectory import Trajectory
@@ -138,6 +139,9 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     if set(weights) != set(rewards.names):
         weights = {name: weights.get(name, 0.0) for name in rewards.names}
     backbone.to(accelerator.device)
+    # rollout.cfg=free: sample (and evaluate) the conditional velocity alone, the policy NFT's loss
+    # models; the view shares the transformer, so LoRA and shadow swaps apply to it.
+    policy_view = ConditionalOnly(backbone) if config.rollout.cfg == "free" else backbone
     state = setup_policies(
         backbone, finetune="lora", lora_rank=config.lora.rank, lora_alpha=config.lora.alpha,
         lora_targets=config.lora.targets or list(ATTENTION_TARGETS), lora_dropout=config.lora.dropout,
@@ -167,7 +171,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         if not eval_set:
             return
         with state.ema.swapped_into(state.params):
-            summary, _ = evaluate(backbone, eval_set, eval_rewards, turns=K, sampler=eval_sampler, steps=config.rollout.steps,
+            summary, _ = evaluate(policy_view, eval_set, eval_rewards, turns=K, sampler=eval_sampler, steps=config.rollout.steps,
                                   guidance=config.rollout.guidance, seed=config.eval.seed, max_batch=config.rollout.max_batch)
         row.update(summary)
         eval_history.append((iteration, summary["eval_o_last"]))
@@ -201,7 +205,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         # 2. G trajectories of K turns per sequence: NFT rolls out the old policy, Flow-GRPO the trained
         #    one (its ratio compares the trained policy with the one that sampled, recorded per SDE step).
         with contextlib.nullcontext() if grpo else state.old.swapped_into(state.params):
-            batch = rollout_turns(backbone, sequences, group_size=G, sampler=sampler, seed=sample_seed(seed, k, 0),
+            batch = rollout_turns(policy_view, sequences, group_size=G, sampler=sampler, seed=sample_seed(seed, k, 0),
                                   max_batch=config.rollout.max_batch, turns=K, record=grpo)
 
         # 3. Per-turn rewards.

@@ -126,3 +126,10 @@ def test_grpo_needs_sde_rollouts():
 
     with pytest.raises(ConfigError, match="rollout.sampler=sde"):
         load_config(MultiTurnConfig, overrides=["objective.kind=grpo"])
+
+
+def test_cfg_free_rollouts_sample_the_conditional_policy(tmp_path):
+    guided = train(_config(tmp_path / "guided", 1, "eval.benchmark=null"), backbone=tiny_backbone(), rewards=_rewards())
+    free = train(_config(tmp_path / "free", 1, "eval.benchmark=null", "rollout.cfg=free"), backbone=tiny_backbone(), rewards=_rewards())
+    keys = ("train_if_t1", "train_cc_t1", "train_if_t2")
+    assert [guided.metrics[-1][k] for k in keys] != [free.metrics[-1][k] for k in keys]  # the tiny editor's CFG is 2
