@@ -7,7 +7,8 @@ Usage:
     python benchmarks/edit_r1_iteration.py --seeds 0 1 2          # seed-to-seed spread of the gain
 
 What it runs: `refine.edit_r1.train` with the given preset (default examples/configs/edit_r1/shapes.yaml)
-on the bundled ShapeEdit editor, evaluating the EMA weights on a held-out shapes-bench subset before
+on the bundled ShapeEdit editor, evaluating the EMA weights on the preset's held-out subset of the tuning split shapes-val (shapes-bench
+before issue 21) before
 and after. It reports
 
 * seconds per iteration, and its split into rollout / reward / update (means over iterations,

@@ -5,8 +5,9 @@ Usage (one variant per process; two fit side by side on 2 cores, ~15 min each):
     OMP_NUM_THREADS=1 python benchmarks/shapes_editor_prediction.py x0 --steps 800
 
 Variants (all: 4 blocks of width 128, batch 32, AdamW 7e-4 after 100 warm-up steps, uniform t,
-EMA 0.995, the same data stream and noise; 72 direct-phrasing shapes-bench cases judged with
-Euler 16 steps, guidance 2, seed 0):
+EMA 0.995, the same data stream and noise; 72 direct-phrasing cases of the tuning split
+shapes-val judged with Euler 16 steps, guidance 2, seed 0; the figures in RESULTS.md were measured
+on shapes-bench, before shapes-val existed):
 * ``velocity``: the transformer predicts v = noise - x0, velocity loss (Qwen-Image's own choice).
 * ``x0``: it predicts x0, loss ||x0_hat - x0||^2 (`ShapesBackbone(prediction="x0")`, what ships).
 * ``x0-vloss``: it predicts x0, but the loss is on the velocity derived from it.

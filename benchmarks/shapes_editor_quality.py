@@ -10,6 +10,9 @@ overall O = sqrt(IF * CC); success = IF = 1. Multi-turn: each turn edits the pre
 success at turn t = every turn up to t fully followed. Sampling: `FlowEditor` with the Euler
 sampler, the editor's default steps and guidance (unless swept), one fixed seed per case.
 `--bench-limit` keeps an evenly spaced subset with every category and both phrasings.
+
+The tables report on shapes-bench and shapes-mt; the sweeps choose settings, so they run on the
+tuning split shapes-val (`--split` overrides either; sweeps before issue 21 ran on shapes-bench).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--editor", default=None, help="editor folder (default: the bundled refine/assets/shapes-editor)")
-    parser.add_argument("--bench-limit", type=int, default=None, help="evenly spaced shapes-bench cases (default: all 540)")
+    parser.add_argument("--bench-limit", type=int, default=None, help="evenly spaced cases of the split (default: all 540)")
+    parser.add_argument("--split", default=None, help="single-turn split (default: shapes-bench; shapes-val for sweeps)")
     parser.add_argument("--mt-limit", type=int, default=None, help="shapes-mt sequences (default: all 120); 0 skips multi-turn")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the editor's)")
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the editor's)")
@@ -44,14 +48,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     backbone = load_shapes_backbone(args.editor)
-    bench = load_split("shapes-bench")
+    split = args.split or ("shapes-val" if args.sweep_guidance else "shapes-bench")
+    bench = load_split(split)
     if args.bench_limit:
         bench = [bench[int(i * len(bench) / args.bench_limit)] for i in range(args.bench_limit)]
-    report: dict = {"editor": args.editor or "bundled", "default_steps": backbone.default_steps,
+    report: dict = {"editor": args.editor or "bundled", "split": split, "default_steps": backbone.default_steps,
                     "default_guidance": backbone.default_guidance, "shift": args.shift or backbone.shift}
     started = time.perf_counter()
 
     if args.sweep_guidance:
+        print(f"{split} ({len(bench)} cases)\n")
         print("| steps | shift | guidance | O direct | O indirect | success direct | PQ |")
         print("|---|---|---|---|---|---|---|")
         report["sweep"] = []
@@ -72,7 +78,7 @@ def main() -> None:
     rows = score_cases(backbone, bench, steps=steps, guidance=guidance, seed=args.seed, batch_size=64)
     s = summarize_scores(rows)
     report["bench"] = s
-    print(f"shapes-bench ({s['n']} cases, Euler, {steps} steps, shift {backbone.shift:g}, guidance {guidance:g}, seed {args.seed})\n")
+    print(f"{split} ({s['n']} cases, Euler, {steps} steps, shift {backbone.shift:g}, guidance {guidance:g}, seed {args.seed})\n")
     print("| category | O direct | O indirect | success direct | success indirect |")
     print("|---|---|---|---|---|")
     categories = sorted({r["category"] for r in rows})

@@ -1,8 +1,11 @@
-"""Think-while-Edit on shapes-bench: judge gain over the plain editor, early stopping vs a fixed 5 turns.
+"""Think-while-Edit on a ShapeEdit split: judge gain over the plain editor, early stopping vs a fixed 5 turns.
 
 Run (the README figures and the early-stopping figures come from this one run):
 
     python benchmarks/thinker_early_stop.py --cases 540 --out benchmarks/thinker_early_stop.json
+
+The default split, shapes-bench, reports; to choose a stop rule or `--score-threshold`, run on the
+tuning split (`--split shapes-val`) and report the chosen rule on shapes-bench.
 
 What it measures, with the bundled ShapeEdit editor (`load_shapes_backbone()`, Euler sampler at
 its default steps and guidance) and `ShapeExpertThinker`, every request seeded with its index:
@@ -35,11 +38,11 @@ from pathlib import Path
 from _harness import load_shapes_editor  # benchmarks/_harness.py
 
 
-def pick_cases(n: int):
-    """`n` shapes-bench cases spread evenly over the (category x phrasing) strata."""
+def pick_cases(n: int, split: str = "shapes-bench"):
+    """`n` cases of a single-turn ShapeEdit split spread evenly over the (category x phrasing) strata."""
     from refine.shapes.data import load_split
 
-    cases = load_split("shapes-bench")
+    cases = load_split(split)
     if n >= len(cases):
         return cases
     step = len(cases) / n
@@ -70,7 +73,7 @@ def run(args) -> dict:
     from refine.thinker.shape_expert import ShapeExpertThinker
 
     torch.set_num_threads(args.threads)
-    cases = pick_cases(args.cases)
+    cases = pick_cases(args.cases, args.split)
     requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
     editor = load_shapes_editor(args.editor, args.batch_size)
     common = dict(max_turns=args.max_turns, vary_seed=args.vary_seed, edit_from=args.edit_from, score_threshold=args.score_threshold)
@@ -163,7 +166,7 @@ def summarize(rows: list[dict], args, early_seconds: float, fixed_seconds: float
 
 def print_report(result: dict) -> None:
     s = result["settings"]
-    print(f"shapes-bench, {s['cases']} cases, editor {s['editor']}, thinker shape-expert, max {s['max_turns']} turns, "
+    print(f"{s.get('split', 'shapes-bench')}, {s['cases']} cases, editor {s['editor']}, thinker shape-expert, max {s['max_turns']} turns, "
           f"vary_seed={s['vary_seed']}, edit_from={s['edit_from']}, score_threshold={s['score_threshold']}")
     header = f"{'subset':<9} {'n':>4} {'plain IF':>9} {'early IF':>9} {'fixed IF':>9} {'calls early':>12} {'calls fixed':>12} {'retention':>10}"
     print(header)
@@ -183,7 +186,8 @@ def print_report(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=540, help="shapes-bench cases, spread over the strata (max 540)")
+    parser.add_argument("--cases", type=int, default=540, help="cases of the split, spread over the strata (max 540)")
+    parser.add_argument("--split", default="shapes-bench", help="shapes-bench to report, shapes-val to tune")
     parser.add_argument("--editor", default="bundled", help="'bundled', 'random' (timing only) or a shapes editor folder")
     parser.add_argument("--max-turns", type=int, default=5)
     parser.add_argument("--vary-seed", action="store_true", help="turn t uses seed + t - 1")

@@ -53,6 +53,7 @@ TRAIN_COMMANDS: dict[str, str] = {
     "base": "refine.shapes.editor_training.train:cli",
     "edit-r1": "refine.edit_r1.train:cli",
     "inline-critic": "refine.inline_critic.train:cli",
+    "multiturn": "refine.multiturn.cli:cli",
 }
 
 err_console = Console(stderr=True)

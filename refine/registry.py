@@ -50,6 +50,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "shapes_cc": "refine.rewards.shapes_judge:ShapesCC",
         "shapes_pq": "refine.rewards.shapes_judge:ShapesPQ",
         "shapes_overall": "refine.rewards.shapes_judge:ShapesOverall",
+        "shapes_gated_if": "refine.rewards.shapes_judge:ShapesGatedIF",
     },
     # Backends of the MLLM judges (refine.rewards.backends): where the VLM runs.
     "vlm_backend": {
@@ -59,12 +60,15 @@ BUILTINS: dict[str, dict[str, str]] = {
     "refiner": {
         "edit_r1": "refine.edit_r1.refiner:EditR1Refiner",
         "inline_critic": "refine.inline_critic.refiner:InlineCritic",
+        "multiturn": "refine.multiturn.refiner:MultiTurnRefiner",
         "thinker": "refine.thinker.config:build_thinker_refiner",
         "best_of_k": "refine.selection:BestOfK",
     },
     "benchmark": {
         "shapes-bench": "refine.compare.benchmarks.shapes:shapes_bench",
         "shapes-mt": "refine.compare.benchmarks.shapes:shapes_mt",
+        "shapes-val": "refine.compare.benchmarks.shapes:shapes_val",
+        "shapes-mt-val": "refine.compare.benchmarks.shapes:shapes_mt_val",
         "gedit": "refine.compare.benchmarks.gedit:GEditBench",
         "imgedit": "refine.compare.benchmarks.imgedit:ImgEditBench",
         "kris": "refine.compare.benchmarks.kris:KrisBench",
@@ -77,6 +81,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "compare": "refine.compare.config:CompareConfig",
         "edit_r1": "refine.edit_r1.config:EditR1Config",
         "inline_critic": "refine.inline_critic.config:InlineCriticConfig",
+        "multiturn": "refine.multiturn.config:MultiTurnConfig",
         "thinker": "refine.thinker.config:ThinkerConfig",
     },
 }

@@ -40,7 +40,7 @@ What it is made of, and why:
   gave ~4x the judge score of velocity prediction after the same 800 steps, but a longer run fell
   behind by step 3000, so the bundled editor predicts velocity (benchmarks/RESULTS.md).
 * Classifier-free guidance: trained with instruction dropout (empty text), so `guidance > 1`
-  works; `default_guidance` is stored with the weights (chosen by a sweep on shapes-bench, see
+  works; `default_guidance` is stored with the weights (chosen by a sweep, which now runs on shapes-val, see
   refine/assets/shapes-editor/README.md). CFG is plain: ``v_u + g * (v_c - v_u)``.
 
 Saved like a diffusers pipeline folder: `model_index.json` (backbone settings), `transformer/`

@@ -10,10 +10,9 @@ Paper: edit-r1-uniworld-v2.txt (UniWorld-V2). The pieces, one concept per module
 | module | what |
 |---|---|
 | `config.py` | `EditR1Config`, every setting (YAML presets in examples/configs/edit_r1/) |
-| `nft.py` | the NFT loss (eqs. 4-7), pure tensor maths |
 | `data.py` | position-addressed training requests, held-out evaluation requests |
 | `collect.py` | rollout (old policy, DPM-Solver) and reward scoring with failure handling |
-| `update.py` | the NFT update phase over micro-batches |
+| `update.py` | the NFT update phase over micro-batches (the loss from `refine.rollout.objectives`) |
 | `evaluate.py`, `samples.py` | held-out judge score, sample grids |
 | `train.py` | the loop and the `refine train edit-r1` command |
 | `refiner.py` | `EditR1Refiner`: load a trained LoRA into a `FlowEditor` |
@@ -31,9 +30,9 @@ _EXPORTS = {
     "train": "refine.edit_r1.train",
     "TrainResult": "refine.edit_r1.train",
     "EditR1Refiner": "refine.edit_r1.refiner",
-    "nft_loss": "refine.edit_r1.nft",
-    "optimality": "refine.edit_r1.nft",
-    "implicit_policies": "refine.edit_r1.nft",
+    "nft_loss": "refine.rollout.objectives",
+    "optimality": "refine.rollout.objectives",
+    "implicit_policies": "refine.rollout.objectives",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -41,6 +41,8 @@ from PIL import Image
 from refine.backbones.base import Condition, FlowBackbone, concat_conditions
 from refine.errors import BackendError
 from refine.rollout.group import resolve_sampler, run_items, sample_seed
+from refine.rollout.samplers import SamplerConfig
+from refine.rollout.trajectory import Trajectory
 from refine.types import EditRequest
 
 
@@ -57,6 +59,8 @@ class RolloutBatch:
         conditions: request index -> its encoded condition (batch of one, with the CFG negative).
         schedule: (S + 1,) the sampling times (training draws its times from them).
         seconds: wall time of the rollout.
+        guidance: the guidance scale the rollout sampled with (part of the policy).
+        trajectory: every x_t and per-step log-probability of the n items (when recorded: Flow-GRPO).
     """
 
     requests: list[EditRequest]
@@ -67,14 +71,20 @@ class RolloutBatch:
     conditions: dict[int, Condition]
     schedule: torch.Tensor
     seconds: float
+    guidance: float | None = None
+    trajectory: Trajectory | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def training_conditions(self) -> Condition:
-        """The condition of every item (n items, positive branch only) for the training forward."""
-        positive = {r: replace(c, negative=None) for r, c in self.conditions.items()}
-        return concat_conditions([positive[r] for r, _ in self.items])
+    def training_conditions(self, *, negative: bool = False) -> Condition:
+        """The condition of every item (n items) for the training forward.
+
+        `negative=False`: the positive branch only (a CFG-free loss); True: with the CFG negative
+        branch as the rollout encoded it, so the training forward can replay the guided velocity.
+        """
+        chosen = self.conditions if negative else {r: replace(c, negative=None) for r, c in self.conditions.items()}
+        return concat_conditions([chosen[r] for r, _ in self.items])
 
 
 @dataclass
@@ -104,16 +114,20 @@ def rollout(
     requests: Sequence[EditRequest],
     items: Sequence[tuple[int, int]],
     *,
-    sampler: str = "dpm",
-    steps: int = 6,
+    sampler: str | SamplerConfig = "dpm",
+    steps: int | None = 6,
     guidance: float | None = None,
     seed: int = 0,
     max_batch: int = 8,
+    record: bool = False,
 ) -> RolloutBatch:
     """Draw `items` with the backbone's current weights (the caller swaps the old policy in).
 
     Conditions are encoded once per request that has items here; noise is seeded per item
-    (see the module docstring); `max_batch` bounds transformer items per forward pass.
+    (see the module docstring); `max_batch` bounds transformer items per forward pass. `sampler`
+    is a name or a full `SamplerConfig` (SDE noise level, window); `record=True` keeps every x_t
+    and the per-step log-probabilities (`RolloutBatch.trajectory`, what Flow-GRPO trains on).
+    `backbone` may be a `refine.rollout.cfg.ConditionalOnly` view (CFG-free rollouts).
     """
     started = time.perf_counter()
     config = resolve_sampler(sampler, steps, guidance)
@@ -132,9 +146,23 @@ def rollout(
             config,
             guidance,
             max_batch,
+            record,
         )
     x0 = torch.stack([out["latents"] for out in results]).float()  # (n, N, C)
     schedule = backbone.sigmas(config.steps, conditions[used[0]]).float().cpu()
+    trajectory = None
+    if record:
+        pieces = [out["trajectory"] for out in results]
+        trajectory = Trajectory(
+            latents=torch.stack([p["latents"] for p in pieces]).float().cpu(),  # (n, S + 1, N, C)
+            sigmas=torch.stack([p["sigmas"] for p in pieces]).float().cpu(),  # (n, S + 1)
+            log_probs=torch.stack([p["log_probs"] for p in pieces]).float().cpu(),  # (n, S)
+            stochastic=pieces[0]["stochastic"].cpu().clone(),
+            request_index=torch.tensor([r for r, _ in items], dtype=torch.long),
+            sample_index=torch.tensor([g for _, g in items], dtype=torch.long),
+            guidance=guidance,
+            info={"sampler": config.model_dump(mode="json")},
+        )
     return RolloutBatch(
         requests=list(requests),
         items=list(items),
@@ -144,6 +172,8 @@ def rollout(
         conditions=conditions,
         schedule=schedule,
         seconds=time.perf_counter() - started,
+        guidance=guidance,
+        trajectory=trajectory,
     )
 
 

@@ -17,6 +17,11 @@ Defaults follow the paper's Table 5 where it gives a value (lr 3e-4, Adam betas 
 decay ramp, LoRA on the attention projections). The ShapeEdit preset
 (examples/configs/edit_r1/shapes.yaml) scales the batch down for a 2-core CPU.
 
+`objective: grpo` switches the loss to Flow-GRPO (`GRPOConfig`: its public settings are the
+defaults; it needs `rollout.sampler: sde`). `nft.cfg` says which velocity NFT models: `free`
+(default, DiffusionNFT: CFG-free rollouts and loss) or `consistent` (the guided velocity, both
+branches through the LoRA). NFT's `beta` is not CFG; CFG is `rollout.guidance`.
+
 Kept free of torch so `refine config show edit_r1/shapes` stays fast; the loop is in `train.py`.
 """
 
@@ -55,9 +60,22 @@ class DataConfig(RefineConfig):
 class RolloutConfig(RefineConfig):
     """Sampling G edits per request from the old policy (any black-box solver: DiffusionNFT is likelihood-free)."""
 
-    sampler: Literal["dpm", "euler", "sde"] = Field("dpm", description="dpm: DPM-Solver++(2M) as in the paper; euler: ODE; sde: Flow-GRPO SDE.")
-    steps: int = Field(6, ge=1, description="Sampling steps per rollout (paper: 6).")
-    guidance: float | None = Field(None, description="CFG scale during rollouts; None: the backbone's default.")
+    sampler: Literal["dpm", "euler", "sde"] = Field(
+        "dpm", description="dpm: DPM-Solver++(2M) as in the paper; euler: ODE; sde: Flow-GRPO SDE with per-step log-probs (objective=grpo needs it)."
+    )
+    steps: int = Field(
+        6, ge=1, description="Training steps: sampling steps per rollout (paper: 6; Flow-GRPO: 10, against 40 for evaluation, see eval.steps)."
+    )
+    guidance: float | None = Field(
+        None,
+        description="CFG scale during rollouts; None: the backbone's default, except under objective=nft with nft.cfg=free, "
+        "where rollouts are CFG-free (the conditional velocity the loss models).",
+    )
+    noise_level: float = Field(0.7, ge=0, description="sampler=sde: the SDE noise level a (Flow-GRPO: 0.7).")
+    sde_window: tuple[int, int] | None = Field(
+        None,
+        description="sampler=sde: [start, end) steps that are stochastic (and trained by GRPO); the others are ODE steps. None: all.",
+    )
     group_size: int = Field(12, ge=2, description="G: images per request (paper: 12). At least 2 for a group statistic.")
     groups_per_iteration: int = Field(
         24, ge=1, description="Requests per iteration over all processes (paper: 24); their G samples are split evenly over the processes."
@@ -86,9 +104,19 @@ class AdvantageConfig(RefineConfig):
 
 
 class NFTConfig(RefineConfig):
-    """The DiffusionNFT objective (refine/edit_r1/nft.py)."""
+    """The DiffusionNFT objective (refine/rollout/objectives.py)."""
 
-    beta: float = Field(1.0, gt=0, description="β of the implicit policies (paper: guidance strength 1/β = 1).")
+    beta: float = Field(
+        1.0,
+        gt=0,
+        description="NFT's β: how far the implicit policies v± = v_old ± β (v_θ - v_old) sit from the old policy (paper: 1). "
+        "Not classifier-free guidance: Edit-R1's Table 5 calls 1/β 'guidance strength'; the CFG scale is rollout.guidance.",
+    )
+    cfg: Literal["free", "consistent"] = Field(
+        "free",
+        description="free (DiffusionNFT): rollouts and loss without CFG, so the loss models the policy that sampled; "
+        "consistent: rollouts at rollout.guidance and the loss on the guided velocity, both CFG branches through the LoRA.",
+    )
     kl_weight: float = Field(1e-4, ge=0, description="Weight of ||v_θ - v_ref||² against the reference (adapters off / initial weights).")
     weighting: Literal["none", "x0_adaptive"] = Field(
         "none", description="none: eq. 4 as written; x0_adaptive: DiffusionNFT code's per-sample x0-space normalisation."
@@ -97,6 +125,20 @@ class NFTConfig(RefineConfig):
         None, ge=1, description="Training times t per rollout sample, drawn from the rollout schedule; None: all of them."
     )
     timestep_min: float = Field(0.0, ge=0, lt=1, description="Training times below this are not drawn (t=0 carries no signal).")
+
+
+class GRPOConfig(RefineConfig):
+    """The Flow-GRPO objective (refine/rollout/objectives.py), with its public settings as defaults."""
+
+    clip_range: float = Field(1e-4, gt=0, description="ε of the clipped ratio ρ in [1 - ε, 1 + ε] (Flow-GRPO: 1e-4, not PPO's 0.2).")
+    advantage_clip: float = Field(5.0, gt=0, description="Group advantages are clipped to ±this (Flow-GRPO: 5).")
+    kl_weight: float = Field(
+        0.04, ge=0, description="Flow-GRPO's β, the weight of the per-step KL ||μ_θ - μ_ref||² / (2 σ_t²) to the reference "
+        "(adapters disabled); 0.04, some Flow-GRPO presets use 0.01. Neither NFT's β nor a CFG scale.",
+    )
+    timestep_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of the stochastic steps trained per sample, drawn at random (Flow-GRPO's timestep subset)."
+    )
 
 
 class PolicyConfig(RefineConfig):
@@ -152,7 +194,20 @@ class TrainConfig(RefineConfig):
 class EvalConfig(RefineConfig):
     """Held-out judge reward, measured with the EMA weights."""
 
-    benchmark: str | None = Field("shapes-bench", description="Benchmark split (refine.shapes.load_split) or a JSONL file; None: no evaluation.")
+    benchmark: str | None = Field(
+        "shapes-val",
+        description="Split (refine.shapes.load_split) or a JSONL file; None: no evaluation. A tuning split: "
+        "shapes-val, never the reported shapes-bench, since runs are compared and stopped on it.",
+    )
+    sampler: Literal["dpm", "euler", "sde"] | None = Field(
+        None, description="Evaluation sampler; None: the rollout sampler, with sde replaced by euler (evaluation is deterministic)."
+    )
+    steps: int | None = Field(
+        None, ge=1, description="Evaluation steps; None: rollout.steps (Flow-GRPO trains on 10 and evaluates on 40)."
+    )
+    guidance: float | None = Field(
+        None, description="Evaluation CFG scale; None: the policy that was trained (CFG-free under nft.cfg=free, else rollout.guidance)."
+    )
     cases: int = Field(32, ge=1, description="N cases spread evenly over the split (or over its `categories`).")
     categories: list[str] | None = Field(None, description="ShapeEdit only: evaluate on these edit categories (None: all).")
     every: int = Field(10, ge=0, description="Evaluate every N iterations (and at the start and end); 0: start and end only.")
@@ -190,7 +245,11 @@ class EditR1Config(RefineConfig):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Group rollouts.")
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Rewards to optimality.")
     filter: RewardFilterConfig = Field(default_factory=RewardFilterConfig, description="Low-std group filtering.")
-    nft: NFTConfig = Field(default_factory=NFTConfig, description="DiffusionNFT loss.")
+    objective: Literal["nft", "grpo"] = Field(
+        "nft", description="nft: DiffusionNFT on the forward process (the paper); grpo: Flow-GRPO on SDE rollouts (needs rollout.sampler=sde)."
+    )
+    nft: NFTConfig = Field(default_factory=NFTConfig, description="DiffusionNFT loss (objective=nft).")
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig, description="Flow-GRPO loss (objective=grpo).")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Old policy and EMA.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA settings (train.finetune=lora).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimiser.")
@@ -205,8 +264,30 @@ class EditR1Config(RefineConfig):
             if "kind" not in spec:
                 raise ValueError(f"{name} needs a 'kind' (e.g. {name}.kind={'shapes' if name == 'backbone' else 'shapes_overall'})")
             registry.check_spec(name, spec, where=name)  # a typo fails at load, not after the model loads
+        if self.objective == "grpo" and self.rollout.sampler != "sde":
+            raise ValueError(
+                f"objective=grpo needs per-step log-probabilities: set rollout.sampler=sde (got {self.rollout.sampler})"
+            )
+        if self.rollout.sampler == "sde" and self.rollout.noise_level == 0 and self.objective == "grpo":
+            raise ValueError("objective=grpo needs stochastic steps: set rollout.noise_level > 0 (Flow-GRPO: 0.7)")
+        if self.rollout.sde_window is not None:
+            start, end = self.rollout.sde_window
+            if self.rollout.sampler != "sde" or not 0 <= start < end <= self.rollout.steps:
+                raise ValueError(
+                    f"rollout.sde_window={list(self.rollout.sde_window)} needs rollout.sampler=sde and 0 <= start < end <= "
+                    f"rollout.steps={self.rollout.steps}; e.g. rollout.sde_window=[0,{min(2, self.rollout.steps)}]"
+                )
+        if self.uses_cfg_free_rollouts() and self.rollout.guidance not in (None, 1.0):
+            raise ValueError(
+                f"nft.cfg=free samples without CFG, so rollout.guidance={self.rollout.guidance} contradicts it: "
+                "drop rollout.guidance (or set it to 1), or set nft.cfg=consistent to train the guided velocity"
+            )
         self.check_processes(1)
         return self
+
+    def uses_cfg_free_rollouts(self) -> bool:
+        """True when rollouts and loss use the conditional velocity alone (objective=nft, nft.cfg=free)."""
+        return self.objective == "nft" and self.nft.cfg == "free"
 
     def check_processes(self, processes: int) -> None:
         """Raise ValueError when an iteration's samples cannot be split evenly over `processes` processes."""

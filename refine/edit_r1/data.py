@@ -9,8 +9,8 @@ Example:
     True
     >>> source.take(1, 1)[0].instruction == first[1].instruction    # position-addressed: resume = same requests
     True
-    >>> [r.meta["case_id"] for r in evaluation_requests("shapes-bench", 3)]
-    ['bench-add-direct-00', 'bench-recolor-direct-00', 'bench-background-direct-00']
+    >>> [r.meta["case_id"] for r in evaluation_requests("shapes-val", 3)]
+    ['val-add-direct-00', 'val-recolor-direct-00', 'val-background-direct-00']
 
 Online RL needs only (source image, instruction): the editor makes its own targets. Requests are
 addressed by their position in the stream, so iteration k of a run uses requests
@@ -110,11 +110,12 @@ def _record_request(record: dict, root: Path) -> EditRequest:
 def evaluation_requests(benchmark: str, cases: int, seed: int = 1234, categories: list[str] | None = None) -> list[EditRequest]:
     """`cases` held-out requests spread evenly over `benchmark` (a ShapeEdit split or a JSONL file).
 
-    shapes-bench is ordered by category and phrasing, so an evenly spaced subset covers them all
-    (or all of `categories`); request i gets seed ``seed + i``.
+    ShapeEdit's single-turn splits are ordered by category and phrasing, so an evenly spaced subset
+    covers them all (or all of `categories`); request i gets seed ``seed + i``. Evaluate on the
+    tuning split shapes-val: training-time scores steer runs.
 
-    >>> [r.meta["case_id"] for r in evaluation_requests("shapes-bench", 2, categories=["move"])]
-    ['bench-move-direct-00', 'bench-move-indirect-00']
+    >>> [r.meta["case_id"] for r in evaluation_requests("shapes-val", 2, categories=["move"])]
+    ['val-move-direct-00', 'val-move-indirect-00']
     """
     if benchmark.endswith(".jsonl"):
         records = _read_jsonl(Path(benchmark))

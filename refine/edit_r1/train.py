@@ -1,4 +1,4 @@
-"""Edit-R1 training: DiffusionNFT on a flow editor with a judge reward and low-std group filtering.
+"""Edit-R1 training: DiffusionNFT (or Flow-GRPO) on a flow editor with a judge reward and low-std group filtering.
 
 Example (the command line; `refine train edit-r1 --help` lists the options):
     >>> from typer.testing import CliRunner
@@ -16,15 +16,19 @@ From Python (`train` returns the metrics and where the LoRA was written)::
 
 One iteration of the loop in `train` (numbered as in the code):
 1. take the iteration's requests (position-addressed: resume-safe);
-2. roll out this process's slice of the G edits per request with the OLD policy (DPM-Solver,
-   the backbone's CFG; each sample seeded by (iteration, request, sample), whatever the process);
+2. roll out this process's slice of the G edits per request with the OLD policy (DPM-Solver;
+   CFG-free under nft.cfg=free, else at rollout.guidance; Flow-GRPO: the SDE sampler, recording
+   every step's log-probability; each sample seeded by (iteration, request, sample), whatever the
+   process);
 3. score them with the reward (failures -> NaN, counted, masked); when no sample of the iteration
    got a reward, nothing is trained or saved and the iteration is tried again (at most
    `train.max_reward_failures` times in a row, then the run stops naming the reward);
 4. gather the raw rewards of all processes; group-normalise them (global or group std) into
-   advantages, filter low-std groups, map to optimality r (eq. 7);
-5. update the trained policy with the NFT loss on the forward process (`update.nft_update`);
-6. move the old policy towards the trained one (decay schedule) and update the EMA;
+   advantages, filter low-std groups, map to optimality r (eq. 7) (GRPO: clip the advantages to ±5);
+5. update the trained policy: the NFT loss on the forward process (`update.nft_update`), or the
+   clipped-ratio Flow-GRPO loss on the recorded SDE steps (`update.grpo_update`);
+6. move the old policy towards the trained one (decay schedule; GRPO is on-policy: the old policy
+   becomes the trained one) and update the EMA;
 7. log metrics (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
 8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters;
    `refine.training`). A resume first compares the config with the saved one (`RESUME_SAFE`).
@@ -35,6 +39,7 @@ run would have done.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -102,14 +107,16 @@ def train(
     from refine.edit_r1.data import RequestSource, evaluation_requests
     from refine.edit_r1.evaluate import evaluate
     from refine.training.metrics import MetricsLogger
-    from refine.edit_r1.nft import optimality
     from refine.training.shadows import decay_at
     from refine.edit_r1.samples import save_sample_grid
     from refine.training.policies import setup_policies
-    from refine.edit_r1.update import TrainingBatch, nft_update, training_times
+    from refine.edit_r1.update import GRPOBatch, TrainingBatch, grpo_update, nft_update, training_times
     from refine.registry import registry
     from refine.rollout.advantages import group_advantages, group_stats, low_std_keep_mask
+    from refine.rollout.cfg import ConditionalOnly
     from refine.rollout.group import sample_seed
+    from refine.rollout.objectives import optimality
+    from refine.rollout.samplers import SamplerConfig
 
     # ---- setup ---------------------------------------------------------------------------------
     if accelerator is None:
@@ -150,7 +157,7 @@ def train(
         lora_alpha=config.lora.alpha,
         lora_targets=config.lora.targets,
         lora_dropout=config.lora.dropout,
-        kl=config.nft.kl_weight > 0,
+        kl=(config.grpo.kl_weight if config.objective == "grpo" else config.nft.kl_weight) > 0,
         seed=seed,
     )
     if config.train.gradient_checkpointing:
@@ -189,14 +196,29 @@ def train(
     rollout_log.resume_at(start if resume_from is not None else None)
     accelerator.wait_for_everyone()
 
+    # Rollout and evaluation policies. CFG-free (nft.cfg=free): sample the conditional velocity the
+    # loss models, through a view of the backbone. Evaluation is deterministic (sde -> euler) and,
+    # unless eval.guidance says otherwise, scores the policy that was trained.
+    cfg_free = config.uses_cfg_free_rollouts()
+    rollout_backbone = ConditionalOnly(backbone) if cfg_free else backbone
+    rollout_sampler = SamplerConfig(
+        name=config.rollout.sampler, steps=config.rollout.steps, noise_level=config.rollout.noise_level,
+        sde_window=config.rollout.sde_window, guidance=config.rollout.guidance,
+    )
+    eval_backbone = rollout_backbone if config.eval.guidance is None else backbone
+    eval_guidance = config.rollout.guidance if config.eval.guidance is None else config.eval.guidance
+    eval_sampler = config.eval.sampler or ("euler" if config.rollout.sampler == "sde" else config.rollout.sampler)
+    eval_steps = config.eval.steps or config.rollout.steps
+    grpo = config.objective == "grpo"
+
     def run_eval(iteration: int, row: dict[str, Any]) -> None:
         if not eval_set:
             return
         eval_started = time.perf_counter()
         with state.ema.swapped_into(state.params):
             result = evaluate(
-                backbone, eval_set, eval_reward, sampler=config.rollout.sampler, steps=config.rollout.steps,
-                guidance=config.rollout.guidance, batch_size=config.rollout.max_batch, accelerator=accelerator,
+                eval_backbone, eval_set, eval_reward, sampler=eval_sampler, steps=eval_steps,
+                guidance=eval_guidance, batch_size=config.rollout.max_batch, accelerator=accelerator,
             )
         row["eval_reward"] = result.mean
         row["seconds_eval"] = time.perf_counter() - eval_started
@@ -222,11 +244,12 @@ def train(
         # 1. The iteration's requests (every process sees all; it draws only its items).
         requests = source.take(k * groups, groups)
 
-        # 2. Roll out with the old policy.
-        with state.old.swapped_into(state.params):
+        # 2. Roll out with the old policy (GRPO: under the training forward's autocast, so that the
+        # recorded log-probabilities are those the training forward replays).
+        with state.old.swapped_into(state.params), (accelerator.autocast() if grpo else contextlib.nullcontext()):
             batch = rollout(
-                backbone, requests, items, sampler=config.rollout.sampler, steps=config.rollout.steps,
-                guidance=config.rollout.guidance, seed=sample_seed(seed, k, 0), max_batch=config.rollout.max_batch,
+                rollout_backbone, requests, items, sampler=rollout_sampler, steps=None,
+                seed=sample_seed(seed, k, 0), max_batch=config.rollout.max_batch, record=grpo,
             )
 
         # 3. Reward.
@@ -252,7 +275,9 @@ def train(
             continue
         retries, counters["consecutive_reward_failures"] = counters["consecutive_reward_failures"], 0
         group_ids = torch.arange(groups).repeat_interleave(size)
-        advantages = group_advantages(rewards, group_ids, std=config.advantage.std)
+        advantages = group_advantages(
+            rewards, group_ids, std=config.advantage.std, clip=config.grpo.advantage_clip if grpo else None
+        )
         valid = ~torch.isnan(rewards)
         mean, std, _ = group_stats(rewards, group_ids)
         confident = (mean > config.filter.tau_mu) & (std < config.filter.tau_sigma)  # per sample, of its group
@@ -260,26 +285,43 @@ def train(
             keep = low_std_keep_mask(rewards, group_ids, tau_mu=config.filter.tau_mu, tau_sigma=config.filter.tau_sigma) & valid
         else:
             keep = valid.clone()
-        r = optimality(advantages, config.advantage.clip)
-        training = TrainingBatch(
-            x0=batch.x0, cond=batch.training_conditions(), r=r[mine], keep=keep[mine],
-            times=training_times(batch.schedule, config.nft.timestep_min),
-        )
+        # The loss models the policy that sampled: the guided velocity unless rollouts were CFG-free.
+        loss_guidance = None if cfg_free else batch.guidance
 
-        # 5. NFT update (skipped on every process alike when no sample is left).
+        # 5. Update (skipped on every process alike when no sample is left).
         update_started = time.perf_counter()
         generator = torch.Generator().manual_seed(sample_seed(seed + 1, k, rank))
-        stats = nft_update(
-            backbone, model, state.params, state.old, state.reference_context(), training,
+        common = dict(
             accelerator=accelerator, optimizer=optimizer, scheduler=scheduler, generator=generator,
             micro_batch=config.train.micro_batch, accumulation=accumulation, epochs=config.train.inner_epochs,
-            times_per_sample=config.nft.timesteps_per_sample, beta=config.nft.beta, kl_weight=config.nft.kl_weight,
-            weighting=config.nft.weighting, grad_clip=config.optim.grad_clip, skip=not bool(keep.any()),
+            grad_clip=config.optim.grad_clip, skip=not bool(keep.any()),
         )
+        if grpo:
+            training = GRPOBatch(
+                trajectory=batch.trajectory, cond=batch.training_conditions(negative=loss_guidance is not None),
+                advantages=advantages[mine], keep=keep[mine], guidance=loss_guidance,
+            )
+            stats = grpo_update(
+                backbone, model, state.params, state.reference_context(), training, clip_range=config.grpo.clip_range,
+                kl_weight=config.grpo.kl_weight, timestep_fraction=config.grpo.timestep_fraction, **common,
+            )
+        else:
+            r = optimality(advantages, config.advantage.clip)
+            training = TrainingBatch(
+                x0=batch.x0, cond=batch.training_conditions(negative=loss_guidance is not None), r=r[mine], keep=keep[mine],
+                times=training_times(batch.schedule, config.nft.timestep_min),
+            )
+            stats = nft_update(
+                backbone, model, state.params, state.old, state.reference_context(), training,
+                times_per_sample=config.nft.timesteps_per_sample, beta=config.nft.beta, kl_weight=config.nft.kl_weight,
+                weighting=config.nft.weighting, guidance=loss_guidance, **common,
+            )
         update_seconds = time.perf_counter() - update_started
 
-        # 6. Old policy follows the trained one; EMA for evaluation and export.
-        decay = decay_at(k, flat=config.policy.old_decay_flat, rate=config.policy.old_decay_rate, maximum=config.policy.old_decay_max)
+        # 6. Old policy follows the trained one (GRPO: is the trained one); EMA for evaluation and export.
+        decay = 0.0 if grpo else decay_at(
+            k, flat=config.policy.old_decay_flat, rate=config.policy.old_decay_rate, maximum=config.policy.old_decay_max
+        )
         state.old.update_(state.params, decay)
         state.ema.update_(state.params, config.policy.ema_decay)
 

@@ -13,7 +13,7 @@ Every reward is called as ``reward(sources, outputs, instructions, metas) -> Rew
 (`refine.rewards.base`). Built-in kinds (``refine.registry`` category "reward"): ``mllm``
 (`MLLMJudge`: Edit-R1's score-logit / sampling / yes-no / CoT modes), ``mllm_multiturn``
 (`MultiTurnJudge`), ``consistency`` (`ConsistencyReward`: DINO + pixels), ``shapes_if``,
-``shapes_cc``, ``shapes_pq``, ``shapes_overall`` (ShapeEdit's judge) and ``composite``. MLLM
+``shapes_cc``, ``shapes_pq``, ``shapes_overall``, ``shapes_gated_if`` (ShapeEdit's judge) and ``composite``. MLLM
 judges run on a backend (category "vlm_backend"): ``transformers`` (`TransformersVLM`, local) or
 ``openai`` (`OpenAICompatibleVLM`, vLLM or any OpenAI-compatible server).
 """

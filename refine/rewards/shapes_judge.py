@@ -20,7 +20,13 @@ scene and compares it with the case's exact source and target (`refine.shapes.ju
 * `ShapesIF`: instruction following in [0, 1] (1 = every required change fully right);
 * `ShapesCC`: content consistency in [0, 1] (share of what must stay that stayed);
 * `ShapesPQ`: perceptual quality in [0, 1] (noise, off-palette colour, blur, stray pixels);
-* `ShapesOverall`: sqrt(IF * CC).
+* `ShapesOverall`: sqrt(IF * CC), ShapeEdit's O;
+* `ShapesGatedIF`: IF gated by CC, ``IF * min(1, CC / gate)``: full IF credit while the content
+  is kept to the gate, scaled down below it.
+
+Rewards for RL: mean(IF, CC) pays 0.5 for returning the source unchanged (IF 0, CC 1), so a policy
+can raise it by changing less. sqrt(IF * CC) and the gated IF are 0 for a no-op and need both a
+right edit and kept content; they cannot be won by changing less or by changing everything.
 
 details[i] holds all four numbers and the judge's breakdown (one line per checked item). Parsing
 an output is shared: the four rewards of one process cache judge results by (output pixels,
@@ -107,3 +113,29 @@ class ShapesOverall(ShapesJudgeReward):
     """ShapeEdit overall score sqrt(IF * CC) in [0, 1]."""
 
     metric = "overall"
+
+
+class ShapesGatedIF(ShapesJudgeReward):
+    """IF gated by CC: ``IF * min(1, CC / gate)`` in [0, 1] (a no-op scores 0, a wrecked scene little).
+
+    Example:
+        >>> reward = ShapesGatedIF(gate=0.8)
+        >>> reward.combine(if_=1.0, cc=0.9), reward.combine(if_=1.0, cc=0.4), reward.combine(if_=0.0, cc=1.0)
+        (1.0, 0.5, 0.0)
+    """
+
+    metric = "if"
+
+    def __init__(self, gate: float = 0.8, name: str | None = None, breakdown: bool = True) -> None:
+        if not 0 < gate <= 1:
+            raise ConfigError(f"shapes_gated_if: gate={gate} must be in (0, 1]; e.g. gate: 0.8")
+        super().__init__("if", name or "shapes_gated_if", breakdown)
+        self.gate = float(gate)
+
+    def combine(self, if_: float, cc: float) -> float:
+        return if_ * min(1.0, cc / self.gate)
+
+    def __call__(self, sources, outputs, instructions, metas=None) -> RewardOutput:
+        out = super().__call__(sources, outputs, instructions, metas)
+        scores = [None if s is None else self.combine(d["if"], d["cc"]) for s, d in zip(out.scores, out.details)]
+        return RewardOutput(scores, out.details)

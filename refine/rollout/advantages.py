@@ -1,4 +1,4 @@
-"""Group-relative advantages: normalise rewards within each group of samples of one request.
+"""Group-relative advantages: normalise rewards within each group of samples of one request; multi-turn fusion.
 
 Example:
     >>> import torch
@@ -153,25 +153,38 @@ def fuse_advantages(
     return fused.clamp(-clip, clip) if clip is not None else fused
 
 
-def aggregate_turns(rewards: torch.Tensor, mode: Literal["mean", "min", "last", "product"] = "mean") -> torch.Tensor:
-    """(B, T) per-turn rewards -> (B,) one trajectory reward; NaN turns (not played) are skipped.
+AggregateMode = Literal["mean", "min", "last", "product", "success"]
+"""How per-turn rewards become one trajectory reward (`aggregate_turns`)."""
+
+
+def aggregate_turns(rewards: torch.Tensor, mode: AggregateMode = "mean", *, threshold: float = 1.0) -> torch.Tensor:
+    """(B, K) per-turn rewards -> (B,) one trajectory reward; NaN turns (not played / not scored) are skipped.
+
+    ``success`` is EdiVal's all-or-nothing view: 1 when every scored turn reaches `threshold`,
+    else 0 (the product of per-turn pass/fail). A row with no scored turn stays NaN.
 
     Example:
         >>> aggregate_turns(torch.tensor([[1.0, 0.5, float("nan")]]), "min").tolist()
         [0.5]
+        >>> aggregate_turns(torch.tensor([[1.0, 1.0], [1.0, 0.9]]), "success").tolist()
+        [1.0, 0.0]
     """
     rewards = rewards.float()
     valid = ~torch.isnan(rewards)
     if mode == "mean":
-        return torch.nansum(rewards, dim=1) / valid.sum(1).clamp_min(1)
-    if mode == "min":
-        return torch.where(valid, rewards, torch.full_like(rewards, float("inf"))).min(dim=1).values
-    if mode == "product":
-        return torch.where(valid, rewards, torch.ones_like(rewards)).prod(dim=1)
-    if mode == "last":
+        out = torch.nansum(rewards, dim=1) / valid.sum(1).clamp_min(1)
+    elif mode == "min":
+        out = torch.where(valid, rewards, torch.full_like(rewards, float("inf"))).min(dim=1).values
+    elif mode == "product":
+        out = torch.where(valid, rewards, torch.ones_like(rewards)).prod(dim=1)
+    elif mode == "success":
+        out = torch.where(valid, (rewards >= threshold).float(), torch.ones_like(rewards)).prod(dim=1)
+    elif mode == "last":
         last = (valid.long() * torch.arange(1, rewards.shape[1] + 1, device=rewards.device)).argmax(dim=1)
-        return rewards.gather(1, last[:, None]).squeeze(1)
-    raise ValueError(f"mode={mode!r}; use 'mean', 'min', 'last' or 'product'")
+        out = rewards.gather(1, last[:, None]).squeeze(1)
+    else:
+        raise ValueError(f"mode={mode!r}; use 'mean', 'min', 'last', 'product' or 'success'")
+    return torch.where(valid.any(dim=1), out, torch.full_like(out, float("nan")))
 
 
 def broadcast_over_turns(advantages: torch.Tensor, turns: int, played: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,6 +204,64 @@ def broadcast_over_turns(advantages: torch.Tensor, turns: int, played: torch.Ten
             raise ValueError(f"played has shape {tuple(played.shape)}, expected {(advantages.shape[0], turns)}")
         out = torch.where(played.bool(), out, torch.zeros_like(out))
     return out.contiguous()
+
+
+def multiturn_advantages(
+    turn_rewards: Mapping[str, torch.Tensor],
+    group_ids: torch.Tensor,
+    weights: Mapping[str, float] | None = None,
+    *,
+    aggregate: AggregateMode = "mean",
+    level: Literal["reward", "advantage"] = "advantage",
+    credit: Literal["broadcast", "per_turn"] = "broadcast",
+    std: StdMode = "local",
+    eps: float = 1e-6,
+    clip: float | None = None,
+    success_threshold: float = 1.0,
+) -> torch.Tensor:
+    """(B, K) advantages of K-turn trajectories from several per-turn rewards (MT-EditFlow's order of operations).
+
+    `turn_rewards` maps a reward name (``if``, ``cc``...) to (B, K) per-turn rewards (NaN: not
+    scored); `group_ids` (B,) names each trajectory's group (the G trajectories of one sequence);
+    `weights` one weight per reward (MT-EditFlow: ``{"if": 1 - λ_CC, "cc": λ_CC}``; they are
+    normalised to sum to 1). With j a reward, k a turn, τ a trajectory of group g:
+
+    credit="broadcast" (default), level="advantage" (default)::
+
+        R_j(τ)   = agg_k r_{j,k}(τ)                            aggregate over turns, per reward
+        A_j(τ)   = (R_j(τ) - mean_g R_j) / (std_g R_j + eps)   normalise per reward within the group
+        A(τ)     = Σ_j w_j A_j(τ)                              fuse
+        A_k(τ)   = A(τ)  for every turn k                      broadcast
+
+    level="reward" fuses the aggregated raw rewards first, ``A(τ) = norm_g(Σ_j w_j R_j(τ))``.
+    credit="per_turn" (the paper's ablation) skips the aggregation: each turn is normalised
+    within the group at that turn, ``A_k(τ) = Σ_j w_j norm_g(r_{j,k}(τ))`` (advantage level) or
+    ``norm_g(Σ_j w_j r_{j,k}(τ))`` (reward level). `clip` bounds the fused advantage.
+
+    Example (one group of two trajectories, two turns):
+        >>> rewards = {"if": torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "cc": torch.tensor([[0.5, 0.5], [1.0, 1.0]])}
+        >>> show = lambda a: [[round(v, 3) for v in row] for row in a.tolist()]
+        >>> show(multiturn_advantages(rewards, torch.tensor([0, 0]), {"if": 0.7, "cc": 0.3}))   # 0.7 * 1 + 0.3 * (-1)
+        [[0.4, 0.4], [-0.4, -0.4]]
+        >>> show(multiturn_advantages(rewards, torch.tensor([0, 0]), {"if": 0.7, "cc": 0.3}, credit="per_turn"))
+        [[0.4, -0.3], [-0.4, 0.3]]
+    """
+    names, stacked, _ = _stack(dict(turn_rewards), weights)  # (J, B, K)
+    if stacked.dim() != 3:
+        raise ValueError(f"per-turn rewards must be (B, K) each, got {tuple(stacked.shape[1:])}")
+    w = {name: float(weight) for name, weight in (weights or {n: 1.0 for n in names}).items()}
+    turns = stacked.shape[2]
+    if credit == "broadcast":
+        per_reward = {name: aggregate_turns(stacked[j], aggregate, threshold=success_threshold) for j, name in enumerate(names)}
+        fused = fuse_advantages(per_reward, group_ids, w, level=level, std=std, eps=eps, clip=clip)  # (B,)
+        return broadcast_over_turns(fused, turns)
+    if credit != "per_turn":
+        raise ValueError(f"credit={credit!r}; use 'broadcast' or 'per_turn'")
+    columns = [
+        fuse_advantages({name: stacked[j, :, k] for j, name in enumerate(names)}, group_ids, w, level=level, std=std, eps=eps, clip=clip)
+        for k in range(turns)
+    ]
+    return torch.stack(columns, dim=1)  # (B, K)
 
 
 def _stack(rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None) -> tuple[list[str], torch.Tensor, torch.Tensor]:

@@ -12,16 +12,20 @@ indirect phrasings, vocabulary), `data` (cases, sequences, training stream, benc
 """
 
 from refine.shapes.data import (
+    REPORTING_SPLITS,
     SPLITS,
+    VALIDATION_SPLITS,
     ShapeCase,
     ShapeDataset,
     ShapeSequence,
+    case_key,
     export_split,
     find_case,
     iter_cases,
     load_split,
     make_case,
     make_sequence,
+    reserved_case_keys,
     split_hash,
     training_stream,
 )
@@ -77,6 +81,7 @@ __all__ = [
     "degrade",
     "direct_phrasing",
     "edit_from_dict",
+    "case_key",
     "export_split",
     "find_case",
     "iter_cases",
@@ -93,6 +98,7 @@ __all__ = [
     "random_edit",
     "random_scene",
     "render",
+    "reserved_case_keys",
     "split_hash",
     "success_rates",
     "tokenize",

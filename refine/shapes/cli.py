@@ -28,7 +28,7 @@ app = typer.Typer(help="ShapeEdit: the CPU-scale editing world, its judge and be
 
 @app.command("show")
 def show(
-    split: str = typer.Option("shapes-bench", "--split", help="shapes-bench or shapes-mt (turns are listed one per row)."),
+    split: str = typer.Option("shapes-bench", "--split", help="shapes-bench, shapes-mt (report on these), shapes-val or shapes-mt-val (tune on these); turns are listed one per row."),
     n: int = typer.Option(16, "--n", min=1, help="How many cases to draw."),
     out: Path = typer.Option(Path("grid.png"), "--out", help="Where to write the PNG grid."),
     category: Optional[str] = typer.Option(None, "--category", help="Only cases of this category (e.g. recolor)."),
@@ -130,7 +130,7 @@ def judge(
 
 @app.command("export")
 def export(
-    split: str = typer.Option("shapes-bench", "--split", help="shapes-bench or shapes-mt."),
+    split: str = typer.Option("shapes-bench", "--split", help="shapes-bench, shapes-mt (report on these), shapes-val or shapes-mt-val (tune on these)."),
     out: Path = typer.Option(..., "--out", help="Folder to write images/ and the JSONL into."),
     size: int = typer.Option(32, "--size", help="Image side (32 or 64)."),
 ) -> None:

@@ -16,9 +16,20 @@ Splits (frozen: every case is drawn from its own `random.Random` seeded by a SHA
 name, category, phrasing and index, so they are identical on every machine and Python version):
 
 * ``shapes-bench``: 540 single-turn cases, 30 per (category x phrasing) for the 9 categories and
-  the direct / indirect phrasings.
+  the direct / indirect phrasings. For reporting only.
 * ``shapes-mt``: 120 three-turn `ShapeSequence`s; each turn draws a feasible category uniformly and
   is indirect with probability 1/2, and each instruction is phrased against the scene of its turn.
+  For reporting only.
+* ``shapes-val``: built as shapes-bench (same 18 strata, 30 each) from its own seeds. For every
+  tuning decision: learning rates, early stopping, training-time evaluation, learning tests.
+* ``shapes-mt-val``: built as shapes-mt (120 three-turn sequences) from its own seeds; the
+  multi-turn tuning split.
+
+Tune on the val splits, report on shapes-bench / shapes-mt. shapes-val is as large as shapes-bench
+so that a tuning decision has the power of the number it is reported with (generating it takes
+~0.3 s; tuning paths take evenly spaced subsets). No case of the val splits has the source and
+target of a reported case (`case_key`), and `training_stream` never yields the source and target
+of a case of any of the four splits (`reserved_case_keys`).
 
 Every instruction, and the canonical direct rewrite of every edit, fits `MAX_TOKENS` tokens.
 """
@@ -42,9 +53,16 @@ from refine.shapes.world import Scene, check_image_size, random_scene, render
 from refine.types import EditRequest
 
 SPLITS: dict[str, str] = {
-    "shapes-bench": "540 single-turn cases stratified by category x phrasing (30 each)",
-    "shapes-mt": "120 three-turn sequences",
+    "shapes-bench": "540 single-turn cases stratified by category x phrasing (30 each); for reporting only",
+    "shapes-mt": "120 three-turn sequences; for reporting only",
+    "shapes-val": "540 single-turn cases built as shapes-bench from their own seeds; for tuning",
+    "shapes-mt-val": "120 three-turn sequences built as shapes-mt from their own seeds; for tuning",
 }
+REPORTING_SPLITS: tuple[str, ...] = ("shapes-bench", "shapes-mt")
+VALIDATION_SPLITS: tuple[str, ...] = ("shapes-val", "shapes-mt-val")
+MULTI_TURN_SPLITS: tuple[str, ...] = ("shapes-mt", "shapes-mt-val")
+# The id prefix of each split's cases ("mtval-012-t3" does not start with "mt-").
+_ID_PREFIX: dict[str, str] = {"shapes-bench": "bench", "shapes-mt": "mt", "shapes-val": "val", "shapes-mt-val": "mtval"}
 BENCH_PER_STRATUM = 30
 MT_SEQUENCES = 120
 MT_TURNS = 3
@@ -258,8 +276,63 @@ def _check_categories(categories: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+CaseKey = tuple[Scene, Scene]  # (source, target): hashable, independent of the image size
+
+
+def case_key(case: ShapeCase) -> CaseKey:
+    """What identifies a task: its source scene and the exact target its edit produces.
+
+    Equal (source, edit) gives equal keys; so do edits written in another order that do the same
+    thing (`Swap(a, b)` and `Swap(b, a)`, a hybrid's two halves swapped), which are the same task
+    to an editor. The instruction and the rendered size are not part of it.
+
+    >>> from refine.shapes.edits import Swap
+    >>> case = next(c for c in load_split("shapes-bench") if c.category == "swap")
+    >>> turned = ShapeCase.build("x", case.source, Swap(case.edit.b, case.edit.a), "swap them")
+    >>> case_key(turned) == case_key(case), case_key(case) in reserved_case_keys()
+    (True, True)
+    """
+    return (case.source, case.target)
+
+
+def split_keys(names: Sequence[str]) -> frozenset:
+    """The `case_key` of every case (every turn of every sequence) of the splits `names`."""
+    return frozenset(case_key(case) for name in names for case in iter_cases(name))
+
+
+@lru_cache(maxsize=1)
+def reserved_case_keys() -> frozenset:
+    """Keys of every case of shapes-bench, shapes-mt, shapes-val and shapes-mt-val: no stream yields them."""
+    return split_keys(tuple(SPLITS))
+
+
+def _fresh_case(rng: random.Random, category: str, phrasing: str, case_id: str, size: int, reserved: frozenset) -> ShapeCase:
+    """`make_case`, drawn again from the same `rng` while its key is in `reserved`.
+
+    When the first draw is free (all but ~1 in 10,000 stream draws) the case is exactly
+    `make_case`'s, so excluding reserved cases changes nothing else in a seeded stream.
+    """
+    for _ in range(100):
+        case = make_case(rng, category, phrasing, case_id, size)
+        if case_key(case) not in reserved:
+            return case
+    raise InputError(f"100 draws of a {phrasing} {category} case all repeat a benchmark case; allow more categories")
+
+
+def _fresh_sequence(rng: random.Random, sequence_id: str, turns: int, size: int, reserved: frozenset) -> ShapeSequence:
+    """`make_sequence`, drawn again from the same `rng` while any of its turns has a key in `reserved`."""
+    for _ in range(100):
+        sequence = make_sequence(rng, sequence_id, turns, size)
+        if not any(case_key(case) in reserved for case in sequence.cases):
+            return sequence
+    raise InputError(f"100 draws of sequence {sequence_id!r} all repeat a benchmark case")
+
+
 def training_stream(seed: int, size: int = 32, indirect_fraction: float = 0.3, categories: Sequence[str] | None = None) -> Iterator[ShapeCase]:
     """An endless stream of fresh cases; case n depends only on (seed, n), so two streams with one seed agree.
+
+    No case has the source and target of a case of any split (`reserved_case_keys`): a draw that
+    does is redrawn from the same seeded generator, so every case id `train-{seed}-{n}` is kept.
 
     >>> from itertools import islice
     >>> [c.category for c in islice(training_stream(0, categories=["recolor"]), 3)]
@@ -269,31 +342,40 @@ def training_stream(seed: int, size: int = 32, indirect_fraction: float = 0.3, c
     if not 0.0 <= indirect_fraction <= 1.0:
         raise InputError(f"indirect_fraction={indirect_fraction} must be within [0, 1]")
     size = check_image_size(size)
+    reserved = reserved_case_keys()
     index = 0
     while True:
-        rng = seeded_rng("train", seed, index)
-        category = rng.choice(allowed)
-        phrasing = "indirect" if rng.random() < indirect_fraction else "direct"
-        yield make_case(rng, category, phrasing, f"train-{seed}-{index}", size)
+        yield _stream_case(seed, index, size, indirect_fraction, allowed, reserved)
         index += 1
+
+
+def _stream_case(seed: int, index: int, size: int, indirect_fraction: float, allowed: Sequence[str], reserved: frozenset) -> ShapeCase:
+    """Case `index` of `training_stream(seed)`, skipping the keys in `reserved` (tests pass an empty set)."""
+    rng = seeded_rng("train", seed, index)
+    category = rng.choice(allowed)
+    phrasing = "indirect" if rng.random() < indirect_fraction else "direct"
+    return _fresh_case(rng, category, phrasing, f"train-{seed}-{index}", size, reserved)
 
 
 @lru_cache(maxsize=8)
 def _split(name: str, size: int) -> tuple:
-    if name == "shapes-bench":
-        return tuple(
-            make_case(seeded_rng(name, category, phrasing, i), category, phrasing, f"bench-{category}-{phrasing}-{i:02d}", size)
-            for category in CATEGORIES
-            for phrasing in STYLES
-            for i in range(BENCH_PER_STRATUM)
-        )
-    if name == "shapes-mt":
-        return tuple(make_sequence(seeded_rng(name, i), f"mt-{i:03d}", MT_TURNS, size) for i in range(MT_SEQUENCES))
-    raise InputError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+    if name not in SPLITS:
+        raise InputError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+    # The reported splits are drawn as they always were; the val splits skip their keys.
+    reserved = frozenset() if name in REPORTING_SPLITS else split_keys(REPORTING_SPLITS)
+    prefix = _ID_PREFIX[name]
+    if name in MULTI_TURN_SPLITS:
+        return tuple(_fresh_sequence(seeded_rng(name, i), f"{prefix}-{i:03d}", MT_TURNS, size, reserved) for i in range(MT_SEQUENCES))
+    return tuple(
+        _fresh_case(seeded_rng(name, category, phrasing, i), category, phrasing, f"{prefix}-{category}-{phrasing}-{i:02d}", size, reserved)
+        for category in CATEGORIES
+        for phrasing in STYLES
+        for i in range(BENCH_PER_STRATUM)
+    )
 
 
 def load_split(name: str, size: int = 32) -> list:
-    """The frozen split `name`: a list of `ShapeCase` (shapes-bench) or `ShapeSequence` (shapes-mt)."""
+    """The frozen split `name`: a list of `ShapeCase` (shapes-bench, shapes-val) or `ShapeSequence` (shapes-mt, shapes-mt-val)."""
     return list(_split(name, check_image_size(size)))
 
 
@@ -307,21 +389,20 @@ def split_hash(name: str, size: int = 32) -> str:
 
 
 def find_case(case_id: str, size: int = 32) -> ShapeCase:
-    """The benchmark case with id `case_id` ("bench-..." or a turn of shapes-mt, "mt-007-t2").
+    """The case with id `case_id` of any split ("bench-...", "val-...", a turn "mt-007-t2" or "mtval-007-t2").
 
-    >>> find_case("mt-000-t2").id
-    'mt-000-t2'
+    >>> find_case("mt-000-t2").id, find_case("val-move-indirect-03").id
+    ('mt-000-t2', 'val-move-indirect-03')
     """
-    if case_id.startswith("bench-"):
-        cases = load_split("shapes-bench", size)
-    elif case_id.startswith("mt-"):
-        cases = [c for seq in load_split("shapes-mt", size) for c in seq.cases]
-    else:
-        cases = []
-    for case in cases:
-        if case.id == case_id:
-            return case
-    raise InputError(f"no benchmark case {case_id!r}; ids look like 'bench-recolor-indirect-07' or 'mt-012-t3' (see `refine shapes show`)")
+    for name, prefix in _ID_PREFIX.items():
+        if case_id.startswith(f"{prefix}-"):
+            for case in iter_cases(name, size):
+                if case.id == case_id:
+                    return case
+    raise InputError(
+        f"no benchmark case {case_id!r}; ids look like 'bench-recolor-indirect-07', 'val-move-direct-03', 'mt-012-t3' "
+        "or 'mtval-012-t3' (see `refine shapes show`)"
+    )
 
 
 def iter_cases(items: str | Sequence[ShapeCase | ShapeSequence], size: int = 32) -> Iterator[ShapeCase]:
@@ -369,8 +450,8 @@ class ShapeDataset:
 def export_split(name: str, folder: str | Path, size: int = 32) -> Path:
     """Write split `name` as PNGs under `folder/images/` plus one JSONL file; returns the JSONL path.
 
-    shapes-bench -> `cases.jsonl`, one line per case with `source_image`/`target_image` paths
-    (relative to `folder`), the instructions and the full `case` dict. shapes-mt -> `sequences.jsonl`,
+    shapes-bench, shapes-val -> `cases.jsonl`, one line per case with `source_image`/`target_image` paths
+    (relative to `folder`), the instructions and the full `case` dict. shapes-mt, shapes-mt-val -> `sequences.jsonl`,
     one line per sequence with `source_image`, per-turn `turns` (instruction, target image) and
     the full `sequence` dict.
     """
@@ -391,7 +472,7 @@ def export_split(name: str, folder: str | Path, size: int = 32) -> Path:
         else:
             record = _turn_record(item, save(item.target_image, f"{item.id}_target"))
             records.append({**record, "source_image": save(item.source_image, f"{item.id}_source"), "case": item.to_dict()})
-    path = folder / ("sequences.jsonl" if name == "shapes-mt" else "cases.jsonl")
+    path = folder / ("sequences.jsonl" if name in MULTI_TURN_SPLITS else "cases.jsonl")
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 

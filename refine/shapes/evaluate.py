@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["bench_subset", "evaluate_editor", "evaluate_multiturn", "score_cases", "summarize_scores"]
 
 
-def bench_subset(direct: int, indirect: int, split: str = "shapes-bench") -> list[Any]:
+def bench_subset(direct: int, indirect: int, split: str = "shapes-val") -> list[Any]:
     """A fixed, category-spread subset of a ShapeEdit split: evenly spaced direct and indirect cases."""
     from refine.shapes.data import load_split
 

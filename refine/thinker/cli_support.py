@@ -117,7 +117,7 @@ def shapes_meta_for(image: Any, instruction: str) -> dict[str, Any]:
     """The request meta of the ShapeEdit case whose source image and instruction these are.
 
     `--thinker expert` needs the case's ground truth; from the shell the user gives an image and
-    an instruction, so the case is found by matching both against shapes-bench and shapes-mt.
+    an instruction, so the case is found by matching both against every ShapeEdit split.
 
     Example:
         >>> from refine.shapes.data import load_split
@@ -127,16 +127,16 @@ def shapes_meta_for(image: Any, instruction: str) -> dict[str, Any]:
     """
     from refine.errors import InputError
     from refine.images import load_image
-    from refine.shapes.data import iter_cases
+    from refine.shapes.data import SPLITS, iter_cases
 
     pixels = load_image(image).tobytes()
     wanted = " ".join(instruction.split())
-    for split in ("shapes-bench", "shapes-mt"):
+    for split in SPLITS:
         for case in iter_cases(split):
             if case.instruction == wanted and case.source_image.tobytes() == pixels:
                 return case.to_request().meta
     raise InputError(
-        f"--thinker expert needs a ShapeEdit case, and no shapes-bench / shapes-mt case has this image with the instruction "
+        f"--thinker expert needs a ShapeEdit case, and no ShapeEdit split ({', '.join(SPLITS)}) has a case with this image and the instruction "
         f"{instruction!r}; export one with `refine shapes` or use --thinker vlm:SPEC"
     )
 

@@ -59,7 +59,11 @@ def test_shapes_mt_runs_three_turns_per_sequence(tiny_editor, tmp_path):
     run = run_compare(config, write_report=False)
     assert len(run.rows) == 2
     for row in run.rows:
-        assert len(row.turns) == 3 and len(row.turn_scores) == 3 and set(row.scores) == {"overall", "if", "cc", "success"}
+        assert len(row.turns) == 3 and len(row.turn_scores) == 3 and set(row.scores) == {"overall", "if", "cc", "success"} | {
+            f"{m}_t{k}" for m in ("o", "if", "cc", "success") for k in (1, 2, 3)
+        }
+        for k, turn in enumerate(row.turn_scores, 1):  # the per-turn summary metrics are the turn records'
+            assert (row.scores[f"o_t{k}"], row.scores[f"success_t{k}"]) == (turn["overall"], turn["success"])
 
 
 def _rows(run) -> dict[tuple[str, str], dict]:

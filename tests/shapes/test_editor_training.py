@@ -121,7 +121,7 @@ def test_evaluation_logs_judge_scores_and_a_held_out_loss(tmp_path):
     from refine.shapes.data import load_split
 
     config = tiny_config(tmp_path, eval={"every": 2, "loss_cases": 8, "steps": 2, "guidance": 1.0})
-    summary = train(config, eval_cases=load_split("shapes-bench")[:3])
+    summary = train(config, eval_cases=load_split("shapes-val")[:3])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval" in r]
     assert [r["step"] for r in evals] == [2, 4]

@@ -5,7 +5,8 @@ Example:
     >>> sorted(k for k in registry.kinds("benchmark") if "." not in k)
     ['edival', 'gedit', 'imgedit', 'kris', 'mse-bench', 'rise', 'shapes-bench', 'shapes-mt']
 
-* `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's splits, scored by its exact judge.
+* `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's reported splits, scored by its exact judge;
+  `shapes-val`, `shapes-mt-val`: their twins for tuning.
 * `gedit`, `imgedit`, `edival`, `kris`, `rise`, `mse-bench` (`gedit.py`, `imgedit.py`,
   `edival.py`, `kris.py`, `rise.py`, `mse.py`): local copies in the forms those benchmarks are
   distributed in (each module documents its layouts; `hub.py` reads a Hugging Face dataset as

@@ -1,5 +1,8 @@
 """ShapeEdit benchmarks for comparisons: `shapes-bench` (single turn) and `shapes-mt` (three turns).
 
+Report on those two; tune on their validation twins `shapes-val` and `shapes-mt-val` (built the
+same way from other seeds, see `refine.shapes.data`), which are benchmark kinds too.
+
 Example:
     >>> from refine.compare.benchmarks.shapes import shapes_bench
     >>> bench = shapes_bench()
@@ -19,7 +22,9 @@ Scores come from ShapeEdit's exact judge (`refine.shapes.judge`), all in [0, 1]:
 * shapes-mt: per turn IF (vs that turn's exact source and target), CC against the original
   scene and PQ; per sequence `if` = mean IF over turns, `cc` = CC vs the original after the
   last turn, `overall` = sqrt(if * cc), `success` = 1 when every turn was fully followed
-  (EdiVal's success at the last turn).
+  (EdiVal's success at the last turn); per turn k = 1..3 `o_tk` = sqrt(IF_k * CC_k vs the
+  original) (MT-EditFlow's overall at turn k; `o_t3` is its headline), `if_tk`, `cc_tk` and
+  `success_tk` (turns 1..k all fully followed), each with its interval in the summary.
 Categories are ShapeEdit's edit categories (the last turn's for shapes-mt); the phrasing
 (direct / indirect) is kept in each case's meta and in `cases.jsonl`.
 
@@ -47,7 +52,7 @@ class ShapesBenchmark:
     scale = (0.0, 1.0)
 
     def __init__(self, split: str = "shapes-bench", size: int = 32) -> None:
-        from refine.shapes.data import SPLITS
+        from refine.shapes.data import MULTI_TURN_SPLITS, SPLITS
 
         if split not in SPLITS:
             from refine.errors import ConfigError
@@ -55,8 +60,11 @@ class ShapesBenchmark:
             raise ConfigError(f"unknown ShapeEdit split {split!r}; use one of {', '.join(SPLITS)}")
         self.split, self.size = split, size
         self.name = split
-        self.multi_turn = split == "shapes-mt"
-        self.metrics = ("overall", "if", "cc", "success") if self.multi_turn else ("overall", "if", "cc", "pq")
+        self.multi_turn = split in MULTI_TURN_SPLITS
+        from refine.shapes.data import MT_TURNS
+
+        per_turn = tuple(f"{m}_t{k}" for m in ("o", "if", "cc", "success") for k in range(1, MT_TURNS + 1))
+        self.metrics = ("overall", "if", "cc", "success", *per_turn) if self.multi_turn else ("overall", "if", "cc", "pq")
         self._items: dict[str, object] = {}
 
     @property
@@ -134,6 +142,8 @@ class ShapesBenchmark:
                 "cc": final_cc,
                 "success": float(judged.success_at_turn[-1]),
             }
+            for k, turn in enumerate(turn_scores, 1):  # MT-EditFlow's per-turn view, summarised like the rest
+                values.update({f"o_t{k}": turn["overall"], f"if_t{k}": turn["if"], f"cc_t{k}": turn["cc"], f"success_t{k}": turn["success"]})
             scores.append(CaseScore(values, turn_scores, {"breakdown": judged.breakdown}))
         return scores
 
@@ -146,3 +156,13 @@ def shapes_bench(size: int = 32) -> ShapesBenchmark:
 def shapes_mt(size: int = 32) -> ShapesBenchmark:
     """The `shapes-mt` benchmark kind: 120 three-turn ShapeEdit sequences."""
     return ShapesBenchmark("shapes-mt", size)
+
+
+def shapes_val(size: int = 32) -> ShapesBenchmark:
+    """The `shapes-val` benchmark kind: shapes-bench's twin for tuning (540 cases, other seeds)."""
+    return ShapesBenchmark("shapes-val", size)
+
+
+def shapes_mt_val(size: int = 32) -> ShapesBenchmark:
+    """The `shapes-mt-val` benchmark kind: shapes-mt's twin for tuning (120 sequences, other seeds)."""
+    return ShapesBenchmark("shapes-mt-val", size)

@@ -75,11 +75,11 @@ class TimestepConfig(RefineConfig):
 
 
 class EvalConfig(RefineConfig):
-    """Periodic evaluation on a fixed shapes-bench subset, with the EMA weights and the judge."""
+    """Periodic evaluation on a fixed subset of the tuning split shapes-val, with the EMA weights and the judge."""
 
     every: int = Field(500, ge=0, description="Evaluate every this many steps (0: never; the end of training always evaluates when > 0).")
-    direct_cases: int = Field(48, ge=0, description="Direct-phrasing cases of shapes-bench in the fixed subset.")
-    indirect_cases: int = Field(16, ge=0, description="Indirect-phrasing cases of shapes-bench in the fixed subset.")
+    direct_cases: int = Field(48, ge=0, description="Direct-phrasing cases of shapes-val in the fixed subset.")
+    indirect_cases: int = Field(16, ge=0, description="Indirect-phrasing cases of shapes-val in the fixed subset.")
     loss_cases: int = Field(
         128,
         ge=0,
@@ -161,7 +161,7 @@ class BaseTrainConfig(RefineConfig):
     save_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float16", description="dtype of the exported editor weights (final/ and each checkpoint's editor/)."
     )
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation on shapes-bench.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Periodic evaluation on shapes-val (the tuning split).")
     progress: bool = Field(True, description="Show a progress bar.")
 
     @model_validator(mode="after")

@@ -159,7 +159,7 @@ def find_checkpoint(output_dir: str | Path, resume_from: str) -> Path:
 def train(config: BaseTrainConfig, *, make_stream: Callable[..., Iterator[Any]] | None = None, eval_cases: Sequence[Any] | None = None) -> dict[str, Any]:
     """Run the base training described by `config` (steps in the module docstring); returns a summary.
 
-    `make_stream` replaces `refine.shapes.data.training_stream` and `eval_cases` the shapes-bench
+    `make_stream` replaces `refine.shapes.data.training_stream` and `eval_cases` the shapes-val
     subset (tests pass small ones). `config.num_threads` applies for the run only.
     """
     import torch

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from refine.edit_r1.nft import implicit_policies, nft_loss, optimality, x0_adaptive_error
+from refine.rollout.objectives import implicit_policies, nft_loss, optimality, x0_adaptive_error
 from refine.rollout.advantages import group_advantages, low_std_keep_mask
 
 # Two samples, two tokens, one channel; beta = 0.5.
@@ -119,3 +119,80 @@ def test_bad_inputs_are_refused():
         nft_loss(V_THETA, V_OLD, TARGET, torch.tensor([0.5, 0.5]), kl_weight=0.1)
     with pytest.raises(ValueError, match="x0_adaptive"):
         nft_loss(V_THETA, V_OLD, TARGET, torch.tensor([0.5, 0.5]), weighting="x0_adaptive")
+
+
+# --- Flow-GRPO ------------------------------------------------------------------------------
+
+from refine.rollout.objectives import gaussian_mean_kl, grpo_loss, probability_ratio  # noqa: E402
+
+
+def test_the_ratio_is_exp_of_the_log_prob_difference_in_float32():
+    lp, old = torch.tensor([0.0, 0.1], dtype=torch.bfloat16), torch.tensor([0.0, 0.0])
+    ratio = probability_ratio(lp, old)
+    assert ratio.dtype == torch.float32
+    assert ratio.tolist() == pytest.approx([1.0, float(torch.exp(torch.tensor(0.1, dtype=torch.bfloat16).float()))])
+
+
+def test_clipping_on_hand_computed_cases():
+    # eps = 0.2; ratios e^{±0.405} = 1.5 / 0.667 around the clip range [0.8, 1.2].
+    ratios = torch.tensor([1.5, 0.5, 1.5, 0.5, 1.1])
+    advantages = torch.tensor([1.0, 1.0, -1.0, -1.0, 1.0])
+    log_prob = ratios.log().requires_grad_(True)
+    out = grpo_loss(log_prob, torch.zeros(5), advantages, clip_range=0.2)
+    # per sample max(-A rho, -A clip(rho)):
+    #   A=+1, rho=1.5: max(-1.5, -1.2) = -1.2 (clipped: no gradient)
+    #   A=+1, rho=0.5: max(-0.5, -0.8) = -0.5 (unclipped: d/dlogp = -A rho = -0.5)
+    #   A=-1, rho=1.5: max(+1.5, +1.2) = +1.5 (unclipped: +1.5)
+    #   A=-1, rho=0.5: max(+0.5, +0.8) = +0.8 (clipped: no gradient)
+    #   A=+1, rho=1.1: inside the range, -1.1 (gradient -1.1)
+    assert out.policy.item() == pytest.approx((-1.2 - 0.5 + 1.5 + 0.8 - 1.1) / 5)
+    assert out.clipped.tolist() == [True, True, True, True, False]
+    out.loss.backward()
+    assert log_prob.grad.tolist() == pytest.approx([0.0, -0.5 / 5, 1.5 / 5, 0.0, -1.1 / 5])
+
+
+def test_flow_grpo_clip_range_cuts_the_gradient_past_1e_minus_4():
+    # Flow-GRPO's eps = 1e-4: a log-prob 2e-4 above the old one with a positive advantage is clipped.
+    log_prob = torch.tensor([2e-4, 5e-5], requires_grad=True)
+    out = grpo_loss(log_prob, torch.zeros(2), torch.tensor([1.0, 1.0]))
+    out.loss.backward()
+    assert out.clipped.tolist() == [True, False]
+    assert log_prob.grad[0].item() == 0.0
+    assert log_prob.grad[1].item() == pytest.approx(-float(torch.exp(torch.tensor(5e-5))) / 2)
+
+
+def test_kl_formula_on_hand_computed_gaussians():
+    mean = torch.tensor([[[1.0], [3.0]], [[0.5], [0.5]]])  # (B=2, N=2, C=1)
+    mean_ref = torch.tensor([[[0.0], [1.0]], [[0.5], [1.5]]])
+    std = torch.tensor(0.5)
+    # ||mu - mu_ref||^2 / (2 sigma^2), mean over elements: [(1 + 4) / 2, (0 + 1) / 2] / 0.5 = [5.0, 1.0]
+    assert gaussian_mean_kl(mean, mean_ref, std).tolist() == pytest.approx([5.0, 1.0])
+    # ...which is the exact KL of the two Gaussian transitions (one std), per element:
+    exact = torch.distributions.kl_divergence(torch.distributions.Normal(mean, std), torch.distributions.Normal(mean_ref, std))
+    assert gaussian_mean_kl(mean, mean_ref, std).tolist() == pytest.approx(exact.mean(dim=(1, 2)).tolist())
+    out = grpo_loss(torch.zeros(2), torch.zeros(2), torch.tensor([1.0, -1.0]), mean=mean, mean_ref=mean_ref, std=std, kl_weight=0.04)
+    assert out.kl.item() == pytest.approx(3.0)
+    assert out.loss.item() == pytest.approx((-1.0 + 1.0) / 2 + 0.04 * 3.0)
+
+
+def test_kl_gradient_moves_the_mean_towards_the_reference():
+    mean = torch.tensor([[[1.0]]], requires_grad=True)
+    grpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), mean=mean, mean_ref=torch.zeros(1, 1, 1), std=1.0, kl_weight=1.0).loss.backward()
+    assert mean.grad.item() == pytest.approx(1.0)  # d/dmu mu^2 / 2
+
+
+def test_masked_samples_contribute_nothing_and_keep_the_batch_denominator():
+    log_prob = torch.zeros(2, requires_grad=True)
+    out = grpo_loss(log_prob, torch.zeros(2), torch.tensor([1.0, 3.0]), keep=torch.tensor([True, False]))
+    assert out.policy.item() == pytest.approx(-0.5)
+    out.loss.backward()
+    assert log_prob.grad.tolist() == pytest.approx([-0.5, 0.0])
+
+
+def test_grpo_refuses_inconsistent_inputs():
+    with pytest.raises(ValueError, match="must all be"):
+        grpo_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="needs mean, mean_ref and std"):
+        grpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), kl_weight=0.04)
+    with pytest.raises(ValueError, match="together"):
+        grpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), mean=torch.zeros(1, 1, 1))

@@ -1,9 +1,11 @@
-"""The DiffusionNFT objective used by Edit-R1 (edit-r1-uniworld-v2.txt, eqs. 4-7), as pure tensor maths.
+"""The RL objectives of the shared rollout layer, as pure tensor maths: DiffusionNFT (Edit-R1) and Flow-GRPO.
+
+DiffusionNFT as Edit-R1 uses it (edit-r1-uniworld-v2.txt, eqs. 4-7).
 
 Example (one sample, β = 1: the positive policy is the trained one, the negative mirrors it
 around the old policy):
     >>> import torch
-    >>> from refine.edit_r1.nft import nft_loss, optimality
+    >>> from refine.rollout.objectives import nft_loss, optimality
     >>> v_theta, v_old, target = torch.full((1, 2, 1), 1.0), torch.zeros(1, 2, 1), torch.full((1, 2, 1), 2.0)
     >>> r = optimality(torch.tensor([1.0]))             # the best sample of its group: r = 1
     >>> out = nft_loss(v_theta, v_old, target, r, beta=1.0)
@@ -38,6 +40,25 @@ public code trains with: each policy's velocity is turned into an x0 prediction
 error per sample, ``||x0_hat - x0||² / sg(mean|x0_hat - x0|)``. Since ``x0_hat - x0 = -t (v - v_target)``,
 this reweights each sample by ``t / mean|v - v_target|``: noisy times and already-close samples
 do not dominate the batch. It needs `x_t`, `t` and `x0`.
+
+NFT's β is not classifier-free guidance. It only sets how far the implicit policies v± sit from
+the old policy (Edit-R1's Table 5 lists 1/β as "guidance strength", because v+ extrapolates like
+a guidance step). The CFG scale is another setting: which velocity the loss models, the
+conditional one (CFG-free) or the guided one, is the caller's choice (`refine.edit_r1.update`'s
+`nft.cfg`: `free` or `consistent`). The velocities passed in here must come from the policy that
+sampled the rollouts.
+
+Flow-GRPO (Liu et al. 2025, as Edit-R1 and MT-EditFlow run it as a baseline), per SDE step i of
+a recorded trajectory, with the log-probabilities of `refine.rollout.samplers.sde_step_log_prob`:
+
+* ratio ``ρ = exp(log p_θ(x_{i+1} | x_i) - log p_old(x_{i+1} | x_i))``, in float32;
+* clipped surrogate ``max(-A ρ, -A clip(ρ, 1 - ε, 1 + ε))`` with ε = 1e-4 and A the group advantage
+  clipped to ±5 (`refine.rollout.advantages.group_advantages(..., clip=5)`);
+* KL to the reference: both SDE steps are Gaussians with one std σ, so
+  ``KL = ||μ_θ - μ_ref||² / (2 σ²)`` (mean over elements), weighted by β = 0.04 (0.01 in some of
+  Flow-GRPO's presets). Flow-GRPO's β is a KL weight, neither NFT's β nor a CFG scale.
+When CFG is on, μ and the log-probabilities come from the guided velocity (both branches through
+the trained weights), since that is the velocity that sampled.
 """
 
 from __future__ import annotations
@@ -209,3 +230,114 @@ def nft_loss(
         positive=positive.detach(),
         negative=negative.detach(),
     )
+
+
+# --- Flow-GRPO --------------------------------------------------------------------------------
+
+
+@dataclass
+class GRPOLoss:
+    """The Flow-GRPO loss of one denoising step and its parts, all already masked by `keep`.
+
+    Attributes:
+        loss: scalar to backpropagate: ``policy + kl_weight * kl``.
+        policy: scalar, the batch mean of the clipped surrogate ``max(-A ρ, -A clip(ρ, 1 - ε, 1 + ε))``.
+        kl: scalar, the batch mean of the per-step Gaussian KL to the reference (0 without one).
+        ratio: (B,) float32 ρ = exp(log p_θ - log p_old), detached.
+        clipped: (B,) bool, samples whose ratio left [1 - ε, 1 + ε] (their gradient is cut when the
+            clipped branch is the larger), detached.
+    """
+
+    loss: torch.Tensor
+    policy: torch.Tensor
+    kl: torch.Tensor
+    ratio: torch.Tensor
+    clipped: torch.Tensor
+
+
+def probability_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
+    """(B,) ρ = exp(log_prob - old_log_prob), always in float32.
+
+    The difference is taken before the exponential and in float32: with Flow-GRPO's clip range of
+    1e-4 a ratio must be exact to ~1e-6, which bf16 (8 mantissa bits, ~4e-3) cannot represent.
+
+    Example:
+        >>> probability_ratio(torch.tensor([-1.0, 0.5]), torch.tensor([-1.0, 0.5])).tolist()
+        [1.0, 1.0]
+    """
+    return torch.exp(log_prob.float() - old_log_prob.float())
+
+
+def gaussian_mean_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+    """(B,) KL between two Gaussian transitions of one std: ``mean over elements of (μ_θ - μ_ref)² / (2 σ²)``.
+
+    Flow-GRPO's KL term: both policies' SDE steps are Gaussians with the same std σ (the transition
+    std of the step, `refine.rollout.samplers.sde_mean_std`), whose KL is exactly this per element.
+    The mean over elements matches the samplers' default `log_prob_reduce="mean"`.
+
+    Example:
+        >>> gaussian_mean_kl(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 2), 0.5).tolist()  # (1 + 9) / 2 / (2 * 0.25)
+        [10.0]
+    """
+    std = torch.as_tensor(std, dtype=torch.float32, device=mean.device)
+    dims = tuple(range(1, mean.dim()))
+    return ((mean.float() - mean_ref.float().detach()) ** 2).mean(dim=dims) / (2 * std**2)
+
+
+def grpo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    clip_range: float = 1e-4,
+    keep: torch.Tensor | None = None,
+    mean: torch.Tensor | None = None,
+    mean_ref: torch.Tensor | None = None,
+    std: torch.Tensor | float | None = None,
+    kl_weight: float = 0.0,
+) -> GRPOLoss:
+    """The Flow-GRPO loss (PPO's clipped surrogate on SDE steps) for one step of B samples.
+
+    Args:
+        log_prob: (B,) log p_θ(x_{i+1} | x_i) under the trained policy (carries the gradient).
+        old_log_prob: (B,) the same under the policy that sampled (stored at rollout time).
+        advantages: (B,) group-relative advantages, already clipped (Flow-GRPO: to ±5).
+        clip_range: ε of the ratio clip (Flow-GRPO: 1e-4, not PPO's 0.2).
+        keep: (B,) bool/float; samples with 0 contribute nothing (failed rewards).
+        mean, mean_ref, std: (B, N, C) transition means of the trained and the reference policy
+            and the step's transition std, for the KL term (all or none).
+        kl_weight: β of Flow-GRPO's KL term (0.04; 0.01 in some of its presets).
+
+    Example (a ratio above 1 + ε with a positive advantage: the clipped branch, no gradient):
+        >>> lp = torch.tensor([0.5], requires_grad=True)
+        >>> out = grpo_loss(lp, torch.tensor([0.0]), torch.tensor([1.0]), clip_range=0.2)
+        >>> round(float(out.loss), 4), bool(out.clipped[0])     # -1 * clip(e^0.5, 0.8, 1.2)
+        (-1.2, True)
+    """
+    batch = log_prob.shape[0]
+    if log_prob.shape != (batch,) or old_log_prob.shape != (batch,) or advantages.shape != (batch,):
+        raise ValueError(
+            f"log_prob {tuple(log_prob.shape)}, old_log_prob {tuple(old_log_prob.shape)} and advantages "
+            f"{tuple(advantages.shape)} must all be (B,): one value per sample of one step"
+        )
+    if clip_range <= 0:
+        raise ValueError(f"clip_range={clip_range} must be > 0 (Flow-GRPO uses 1e-4)")
+    ratio = probability_ratio(log_prob, old_log_prob)  # (B,) float32
+    advantages = advantages.float().to(ratio.device)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    per_sample = torch.maximum(unclipped, clipped)  # (B,)
+    weights = torch.ones_like(ratio) if keep is None else keep.float().to(ratio.device)
+    policy = (weights * per_sample).sum() / batch
+
+    given = [v is not None for v in (mean, mean_ref, std)]
+    if any(given) and not all(given):
+        raise ValueError("the KL term needs mean, mean_ref and std together")
+    if kl_weight > 0 and not all(given):
+        raise ValueError(f"kl_weight={kl_weight} needs mean, mean_ref and std (the reference policy's transition)")
+    if all(given):
+        kl = (weights * gaussian_mean_kl(mean, mean_ref, std)).sum() / batch
+    else:
+        kl = torch.zeros((), device=policy.device)
+    outside = ((ratio - 1.0).abs() > clip_range).detach()
+    return GRPOLoss(loss=policy + kl_weight * kl, policy=policy, kl=kl, ratio=ratio.detach(), clipped=outside)
