@@ -3,7 +3,7 @@
 Example:
     >>> from refine.registry import registry
     >>> sorted(k for k in registry.kinds("benchmark") if "." not in k)
-    ['edival', 'gedit', 'imgedit', 'kris', 'mse-bench', 'rise', 'shapes-bench', 'shapes-mt']
+    ['edival', 'gedit', 'imgedit', 'kris', 'mse-bench', 'rise', 'shapes-bench', 'shapes-mt', 'shapes-mt-val', 'shapes-val']
 
 * `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's reported splits, scored by its exact judge;
   `shapes-val`, `shapes-mt-val`: their twins for tuning.
