@@ -7,11 +7,14 @@ shortened to ITERATIONS iterations per run. The held-out evaluation (108 shapes-
 tuning split; fixed sampling seed; EMA LoRA; DPM-Solver 6 steps for both objectives so the two
 tests cost the same) always scores the true, unflipped reward.
 
-Margins come from the runs in benchmarks/RESULTS.md ("NFT and Flow-GRPO learn O on shapes-val"):
-a run that learnt nothing moves the held-out reward by exactly 0 (the judge is discrete and the
-evaluation deterministic), so the margin only has to clear the evaluation's response to weights
-that did not learn the reward. These are the suite's longest tests; their `minutes` estimate makes
-tests/conftest.py start them on different xdist workers.
+Evidence (benchmarks/RESULTS.md, "Issue 22"): with the previous reward, mean(IF, CC), and CFG-2
+NFT rollouts, 24 iterations moved the held-out reward by +0.016 +- 0.009 / -0.024 +- 0.009 over
+three seeds, and 12 flipped iterations were not enough; a run that learns nothing moves it by
+exactly 0 (the judge is discrete, the evaluation deterministic). With O and CFG-free NFT, seed 0
+moved +0.0021 after 8 iterations (under the margin), so the test keeps 24. The GRPO runs and the
+NFT runs past iteration 8 could not finish on the shared 2 cores in the time of issue 22
+(~300 s wall per iteration at ~15-25 CPU-s); their partial numbers are in RESULTS.md, and the
+margin below is the previous test's, still to be confirmed for these presets.
 """
 
 from pathlib import Path
@@ -22,11 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 PRESETS = REPO / "examples" / "configs" / "edit_r1"
 COMMON = ["train.seed=0", "log.checkpoint_every=0", "log.sample_every=0", "eval.benchmark=shapes-val", "eval.cases=108",
           "eval.sampler=dpm", "eval.steps=6", "log.progress=false"]
-ITERATIONS, EVAL_EVERY = 16, 8
+ITERATIONS, EVAL_EVERY = 24, 8
 MARGIN = 0.005
 
 
-@pytest.mark.slow(minutes=6)
+@pytest.mark.slow(minutes=10)
 @pytest.mark.parametrize("preset", ["shapes", "shapes_grpo"])
 @pytest.mark.parametrize("reward_scale", [1.0, -1.0])
 def test_held_out_o_climbs_from_the_bundled_editor_and_falls_when_flipped(tmp_path, preset, reward_scale):
