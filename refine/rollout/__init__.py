@@ -8,8 +8,9 @@ Example:
 Map: `samplers` (Euler, DPM-Solver++ 2M, Flow-GRPO SDE with log-probs), `group` (`sample_group`,
 `recompute_log_probs`), `trajectory` (`Trajectory`), `multiturn` (`rollout_turns`: G K-turn
 trajectories per sequence), `advantages` (group-relative advantages, filtering, fusion, multi-turn
-fusion), `objectives` (the RL losses: DiffusionNFT, Flow-GRPO), `flow_editor` (`FlowEditor`).
-(`refine edit` lives in `refine.commands.edit`.) Convention, as in
+fusion), `objectives` (the RL losses: DiffusionNFT, Flow-GRPO), `cfg` (`ConditionalOnly`:
+CFG-free sampling), `flow_editor` (`FlowEditor`). (`refine edit` lives in `refine.commands.edit`.)
+Convention, as in
 `refine.backbones.base`: ``x_t = (1 - t) x_0 + t noise``, ``v = noise - x_0``, t from 1 to 0.
 
 Names are imported lazily, so `import refine.rollout` (and the CLI) does not import torch.
@@ -39,6 +40,10 @@ _EXPORTS = {
     "nft_loss": "refine.rollout.objectives",
     "optimality": "refine.rollout.objectives",
     "implicit_policies": "refine.rollout.objectives",
+    "grpo_loss": "refine.rollout.objectives",
+    "gaussian_mean_kl": "refine.rollout.objectives",
+    "probability_ratio": "refine.rollout.objectives",
+    "ConditionalOnly": "refine.rollout.cfg",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

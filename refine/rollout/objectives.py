@@ -44,9 +44,10 @@ do not dominate the batch. It needs `x_t`, `t` and `x0`.
 NFT's β is not classifier-free guidance. It only sets how far the implicit policies v± sit from
 the old policy (Edit-R1's Table 5 lists 1/β as "guidance strength", because v+ extrapolates like
 a guidance step). The CFG scale is another setting: which velocity the loss models, the
-conditional one (CFG-free) or the guided one, is the caller's choice (`refine.edit_r1.update`'s
-`nft.cfg`: `free` or `consistent`). The velocities passed in here must come from the policy that
-sampled the rollouts.
+conditional one (CFG-free, DiffusionNFT's default) or the guided one with both branches through
+the trained weights (CFG-consistent), is the caller's choice. Either way the velocities passed in
+here must come from the policy that sampled the rollouts (`refine.rollout.cfg.ConditionalOnly`
+samples CFG-free).
 
 Flow-GRPO (Liu et al. 2025, as Edit-R1 and MT-EditFlow run it as a baseline), per SDE step i of
 a recorded trajectory, with the log-probabilities of `refine.rollout.samplers.sde_step_log_prob`:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from refine.errors import ConfigError
 from refine.registry import registry
@@ -64,3 +64,29 @@ def test_composite_of_if_and_cc_parses_each_output_once(cases, monkeypatch):
 def test_unknown_metric_is_a_config_error():
     with pytest.raises(ConfigError, match="metric"):
         ShapesIF(metric="fun")
+
+
+def test_rewards_that_cannot_be_won_by_changing_less(cases):
+    from refine.rewards.shapes_judge import ShapesGatedIF
+
+    requests = [c.to_request() for c in cases]
+    args = lambda outputs: ([r.image for r in requests], outputs, [r.instruction for r in requests], [r.meta for r in requests])  # noqa: E731
+    noop, perfect = args([c.source_image for c in cases]), args([c.target_image for c in cases])
+    mean_if_cc = CompositeReward({"if": ShapesIF(), "cc": ShapesCC()})
+    assert mean_if_cc(*noop).scores == pytest.approx([0.5] * len(cases))  # the old preset's reward pays for doing nothing
+    for reward in (ShapesOverall(), ShapesGatedIF(gate=0.8), registry.build("reward", {"kind": "shapes_gated_if"})):
+        assert reward(*noop).scores == [0.0] * len(cases)
+        assert reward(*perfect).scores == pytest.approx([1.0] * len(cases))
+    # Gated: IF scaled by CC / gate below the gate, from the judge's own numbers.
+    # The target with its left half wiped to the background: right edits, lost content.
+    wiped = []
+    for c in cases:
+        image = c.target_image.convert("RGB")
+        ImageDraw.Draw(image).rectangle([0, 0, image.width // 2, image.height], fill=image.getpixel((0, 0)))
+        wiped.append(image)
+    judged = [judge_meta(r.meta, o) for r, o in zip(requests, wiped)]
+    assert any(j.if_ > 0 and j.cc < 0.8 for j in judged)  # the gate bites on some case
+    expected = [j.if_ * min(1.0, j.cc / 0.8) for j in judged]
+    assert ShapesGatedIF(gate=0.8)(*args(wiped)).scores == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="gate"):
+        ShapesGatedIF(gate=0)
