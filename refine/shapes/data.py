@@ -309,7 +309,7 @@ def reserved_case_keys() -> frozenset:
 def _fresh_case(rng: random.Random, category: str, phrasing: str, case_id: str, size: int, reserved: frozenset) -> ShapeCase:
     """`make_case`, drawn again from the same `rng` while its key is in `reserved`.
 
-    When the first draw is free (all but ~1 in 10,000 stream draws) the case is exactly
+    When the first draw is free (all but about one stream draw in a few thousand) the case is exactly
     `make_case`'s, so excluding reserved cases changes nothing else in a seeded stream.
     """
     for _ in range(100):
