@@ -14,10 +14,9 @@ from refine.edit_r1.data import RequestSource, evaluation_requests
 from refine.inline_critic.config import DataConfig as CriticData
 from refine.inline_critic.data import edit_pair_stream
 from refine.registry import registry
-from refine.shapes.data import ShapeCase, _check_categories, _stream_case, case_key, find_case, reserved_case_keys
+from refine.shapes.data import ShapeCase, case_key, find_case, reserved_case_keys, stream_case
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
-ALL = _check_categories(None)
 
 
 def test_edit_r1_evaluates_on_shapes_val_by_default_and_in_the_preset():
@@ -53,7 +52,7 @@ STREAM_HIT = (0, 2631, 0.3, "bench-resize-direct-16")
 
 def test_base_training_batches_skip_benchmark_cases():
     batches = ShapesBatches(seed=0, batch_size=32, tokenizer=None, indirect_fraction=0.25)
-    raw = _stream_case(batches.batch_seed(1), 10, 32, 0.25, ALL, frozenset())
+    raw = stream_case(batches.batch_seed(1), 10, indirect_fraction=0.25, skip_reserved=False)
     assert case_key(raw) == case_key(find_case("bench-resize-direct-15"))
     drawn = batches.cases(1)
     assert drawn[10].id == raw.id and not [c.id for c in drawn if case_key(c) in reserved_case_keys()]
@@ -61,7 +60,7 @@ def test_base_training_batches_skip_benchmark_cases():
 
 def test_edit_r1_requests_skip_benchmark_cases():
     seed, index, indirect, case_id = STREAM_HIT
-    assert case_key(_stream_case(seed, index, 32, indirect, ALL, frozenset())) == case_key(find_case(case_id))
+    assert case_key(stream_case(seed, index, indirect_fraction=indirect, skip_reserved=False)) == case_key(find_case(case_id))
     [request] = RequestSource(EditR1Data(kind="shapes", seed=seed)).take(index, 1)
     assert case_key(ShapeCase.from_dict(request.meta["shapes_case"])) not in reserved_case_keys()
 
