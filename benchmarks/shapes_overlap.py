@@ -35,7 +35,6 @@ import argparse
 import json
 import time
 from collections import defaultdict
-from itertools import islice
 from multiprocessing import Pool
 
 import numpy as np
