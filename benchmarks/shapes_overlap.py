@@ -7,7 +7,7 @@ Usage:
 Which cases overlap. A case is its source scene and its edit, not its pixels or words, so the scan
 generates training draws (no image is rendered) and looks each draw's (source, edit) up in a dict
 of the 540 shapes-bench cases. Draws are generated raw, i.e. as they were before `training_stream`
-learnt to skip benchmark cases (`refine.shapes.data._stream_case` with no reserved keys). Two sets
+learnt to skip benchmark cases (`refine.shapes.data.stream_case(..., skip_reserved=False)`). Two sets
 of draws are scanned:
 
 * `stream`: the first `--stream-items` draws of `training_stream(0)` (its default 30% indirect
@@ -35,16 +35,14 @@ import argparse
 import json
 import time
 from collections import defaultdict
-from itertools import islice
 from multiprocessing import Pool
 
 import numpy as np
 
 from refine.backbones.train_base import ShapesBatches
-from refine.shapes.data import _check_categories, _stream_case, load_split
+from refine.shapes.data import load_split, stream_case
 
 _BENCH: dict = {}
-_ALLOWED = _check_categories(None)
 CHUNK = 2000
 
 
@@ -59,7 +57,7 @@ def _scan(job: tuple[str, int, int, float, int]) -> list[tuple[str, str]]:
     _, seed, start, indirect, stop = job
     hits = []
     for index in range(start, stop):
-        case = _stream_case(seed, index, 32, indirect, _ALLOWED, frozenset())
+        case = stream_case(seed, index, indirect_fraction=indirect, skip_reserved=False)
         if (case.source, case.edit) in _BENCH:
             hits.append(("edit", _BENCH[(case.source, case.edit)]))
         elif ("target", case.source, case.target) in _BENCH:

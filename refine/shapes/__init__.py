@@ -27,6 +27,7 @@ from refine.shapes.data import (
     make_sequence,
     reserved_case_keys,
     split_hash,
+    stream_case,
     training_stream,
 )
 from refine.shapes.degrade import degrade, noise_image
@@ -100,6 +101,7 @@ __all__ = [
     "render",
     "reserved_case_keys",
     "split_hash",
+    "stream_case",
     "success_rates",
     "tokenize",
     "training_stream",

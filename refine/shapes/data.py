@@ -309,7 +309,7 @@ def reserved_case_keys() -> frozenset:
 def _fresh_case(rng: random.Random, category: str, phrasing: str, case_id: str, size: int, reserved: frozenset) -> ShapeCase:
     """`make_case`, drawn again from the same `rng` while its key is in `reserved`.
 
-    When the first draw is free (all but ~1 in 10,000 stream draws) the case is exactly
+    When the first draw is free (all but about one stream draw in a few thousand) the case is exactly
     `make_case`'s, so excluding reserved cases changes nothing else in a seeded stream.
     """
     for _ in range(100):
@@ -349,8 +349,22 @@ def training_stream(seed: int, size: int = 32, indirect_fraction: float = 0.3, c
         index += 1
 
 
+def stream_case(seed: int, index: int, size: int = 32, indirect_fraction: float = 0.3, categories: Sequence[str] | None = None,
+                *, skip_reserved: bool = True) -> ShapeCase:
+    """Case `index` of `training_stream(seed, size, indirect_fraction, categories)`.
+
+    `skip_reserved=False` gives the draw as the stream made it before it skipped the splits' cases:
+    for analyses of what older training runs saw (benchmarks/shapes_overlap.py), never for training.
+
+    >>> hit = stream_case(0, 2631, skip_reserved=False)      # a draw that repeats bench-resize-direct-16
+    >>> case_key(hit) == case_key(find_case("bench-resize-direct-16")), case_key(stream_case(0, 2631)) in reserved_case_keys()
+    (True, False)
+    """
+    reserved = reserved_case_keys() if skip_reserved else frozenset()
+    return _stream_case(seed, index, check_image_size(size), indirect_fraction, _check_categories(categories), reserved)
+
+
 def _stream_case(seed: int, index: int, size: int, indirect_fraction: float, allowed: Sequence[str], reserved: frozenset) -> ShapeCase:
-    """Case `index` of `training_stream(seed)`, skipping the keys in `reserved` (tests pass an empty set)."""
     rng = seeded_rng("train", seed, index)
     category = rng.choice(allowed)
     phrasing = "indirect" if rng.random() < indirect_fraction else "direct"

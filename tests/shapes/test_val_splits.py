@@ -10,9 +10,7 @@ from refine.cli import app
 from refine.shapes.data import (
     REPORTING_SPLITS,
     VALIDATION_SPLITS,
-    _check_categories,
     _fresh_case,
-    _stream_case,
     case_key,
     export_split,
     find_case,
@@ -22,6 +20,7 @@ from refine.shapes.data import (
     seeded_rng,
     split_hash,
     split_keys,
+    stream_case,
     training_stream,
 )
 from refine.shapes.edits import CATEGORIES
@@ -79,20 +78,21 @@ def test_a_reserved_draw_is_redrawn():
 
 
 def test_stream_skips_known_benchmark_cases():
-    allowed, reserved = _check_categories(None), reserved_case_keys()
+    reserved = reserved_case_keys()
     for index, case_id in KNOWN_HITS.items():
-        raw = _stream_case(0, index, 32, 0.3, allowed, frozenset())
+        raw = stream_case(0, index, skip_reserved=False)
         assert case_key(raw) == case_key(find_case(case_id))
-        kept = _stream_case(0, index, 32, 0.3, allowed, reserved)
+        kept = stream_case(0, index)
         assert kept.id == raw.id and case_key(kept) not in reserved
         # Every other index draws exactly what it drew before the exclusion.
-        assert _stream_case(0, index + 1, 32, 0.3, allowed, reserved) == _stream_case(0, index + 1, 32, 0.3, allowed, frozenset())
+        assert stream_case(0, index + 1) == stream_case(0, index + 1, skip_reserved=False)
 
 
 def test_training_stream_never_yields_a_split_case():
     # ~10,000 draws (a few seconds) of the stream that would yield KNOWN_HITS without the exclusion.
     reserved = reserved_case_keys()
     drawn = list(islice(training_stream(0), max(KNOWN_HITS) + 6000))
+    assert drawn[2631] == stream_case(0, 2631)
     assert [c.id for c in drawn[:3]] == ["train-0-0", "train-0-1", "train-0-2"]
     assert not [c.id for c in drawn if case_key(c) in reserved]
 
