@@ -90,11 +90,12 @@ def _console_script() -> str:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["config", "show"], "Missing argument 'preset'"),
-        (["train", "base", "--config"], "'--config' requires an argument"),
-        (["edit", "--no-such-option"], "No such option: --no-such-option"),
-        (["shapes", "show", "--n", "abc"], "'--n'"),
-        (["no-such-command"], "No such command 'no-such-command'"),
+        # Only what the user typed is checked: click's own wording differs between releases.
+        (["config", "show"], "preset"),
+        (["train", "base", "--config"], "--config"),
+        (["edit", "--no-such-option"], "--no-such-option"),
+        (["shapes", "show", "--n", "abc"], "--n"),
+        (["no-such-command"], "no-such-command"),
     ],
     ids=["missing-argument", "missing-option-value", "unknown-option", "bad-value", "unknown-command"],
 )

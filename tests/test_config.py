@@ -44,16 +44,17 @@ def test_override_creates_sections_and_keeps_input_untouched():
         (["setps=3"], "unknown key 'setps' (did you mean 'steps'?)"),
         (["optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?)"),
         (["optim.zzz=1"], "valid keys: betas, lr"),
-        (["steps=many"], "steps: Input should be a valid integer"),
+        (["steps=many"], ("steps: ", "(got 'many')")),  # our frame around pydantic's words, not its words
         (["warmup=50"], "lower warmup or raise steps"),
         (["novalue"], "not of the form key.sub=value"),
-        (["steps.x=1"], "steps: Input should be a valid integer (got a mapping)"),
+        (["steps.x=1"], ("steps: ", "(got a mapping)")),
     ],
 )
 def test_bad_configs_name_the_problem(overrides, message):
     with pytest.raises(ConfigError) as info:
         load_config(Train, overrides=overrides)
-    assert message in str(info.value)
+    for part in (message,) if isinstance(message, str) else message:
+        assert part in str(info.value)
 
 
 def test_bad_files(tmp_path):
