@@ -39,7 +39,7 @@ from multiprocessing import Pool
 
 import numpy as np
 
-from refine.backbones.train_base import ShapesBatches
+from refine.shapes.editor_training.data import ShapesBatches
 from refine.shapes.data import load_split, stream_case
 
 _BENCH: dict = {}
@@ -124,7 +124,7 @@ def main() -> None:
     import torch
 
     from refine.backbones.shapes import load_shapes_backbone
-    from refine.backbones.train_base import score_cases
+    from refine.shapes.evaluate import score_cases
     from refine.compare.stats import difference_ci
 
     report: dict = {}

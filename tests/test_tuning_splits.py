@@ -5,7 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from refine.backbones.train_base import ShapesBatches, bench_subset
+from refine.shapes.editor_training.data import ShapesBatches
+from refine.shapes.evaluate import bench_subset
 from refine.compare.benchmarks.shapes import shapes_mt_val, shapes_val
 from refine.config import load_config
 from refine.edit_r1.config import DataConfig as EditR1Data
