@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from refine.backbones.base import concat_conditions
 from refine.errors import BackendError, ConfigError
-from refine.multiturn.config import ATTENTION_TARGETS, MultiTurnConfig
+from refine.multiturn.config import MultiTurnConfig
 from refine.multiturn.data import SequenceSource, evaluation_sequences
 from refine.multiturn.evaluate import evaluate, score_batch, turn_summary
 from refine.multiturn.rewards import TurnRewards
@@ -65,7 +65,7 @@ from refine.rollout.trajectory import Trajectory
 from refine.rollout.objectives import optimality
 from refine.training.accelerate_setup import make_accelerator
 from refine.training.checkpoint import CheckpointWriter, latest_checkpoint, read_json, read_torch, rng_state, set_rng_state
-from refine.training.lora import save_lora
+from refine.training.lora import ATTENTION_TARGETS, save_lora
 from refine.training.metrics import MetricsLogger
 from refine.training.policies import setup_policies
 from refine.training.resume import check_resume_config
