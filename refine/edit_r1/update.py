@@ -52,30 +52,13 @@ from refine.rollout.objectives import Weighting, grpo_loss, nft_loss
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.rollout.trajectory import Trajectory
 from refine.training.dropout import dropout_off
+from refine.training.nft_samples import NFTSamples
 from refine.training.shadows import ShadowWeights
 from refine.training.timesteps import draw_times
 
 
-@dataclass
-class TrainingBatch:
-    """The samples one process trains on in an iteration.
-
-    Attributes:
-        x0: (B, N, C) float32 final latents of the rollouts (the "data" of the forward process).
-        cond: the condition of each sample (B items, no negative branch).
-        r: (B,) optimality probabilities.
-        keep: (B,) bool, False for samples that must not contribute (filtered groups, failed rewards).
-        times: (T_all,) the rollout schedule's times a training point may use (t in (0, 1]).
-    """
-
-    x0: torch.Tensor
-    cond: Condition
-    r: torch.Tensor
-    keep: torch.Tensor
-    times: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.x0.shape[0]
+TrainingBatch = NFTSamples
+"""The samples one process trains on in an iteration (one per rollout image)."""
 
 
 @dataclass

@@ -37,6 +37,7 @@ from refine.rollout.objectives import grpo_loss, nft_loss
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.rollout.trajectory import Trajectory
 from refine.training.dropout import dropout_off
+from refine.training.nft_samples import NFTSamples
 from refine.training.shadows import ShadowWeights
 from refine.training.timesteps import draw_times
 
@@ -46,26 +47,8 @@ def flatten_turns(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
-@dataclass
-class TurnSamples:
-    """The (trajectory, turn) samples of an iteration.
-
-    Attributes:
-        x0: (m, N, C) float32 final latents of each turn's edit.
-        cond: the positive condition of each sample (m items).
-        r: (m,) optimality in [0, 1].
-        keep: (m,) bool, False for samples whose trajectory could not be scored.
-        times: (T_all,) the schedule times a training point may use.
-    """
-
-    x0: torch.Tensor
-    cond: Condition
-    r: torch.Tensor
-    keep: torch.Tensor
-    times: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.x0.shape[0]
+TurnSamples = NFTSamples
+"""The (trajectory, turn) samples of an iteration: sample i * K + k is turn k of trajectory i."""
 
 
 def nft_update(
