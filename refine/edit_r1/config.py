@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
 from refine.registry import registry
-from refine.training.lora import ATTENTION_TARGETS  # both streams' attention projections (torch-free import)
+from refine.training.configs import LoRAConfig, OptimConfig, PolicyConfig
 
 
 class DataConfig(RefineConfig):
@@ -139,38 +139,6 @@ class GRPOConfig(RefineConfig):
     timestep_fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of the stochastic steps trained per sample, drawn at random (Flow-GRPO's timestep subset)."
     )
-
-
-class PolicyConfig(RefineConfig):
-    """Old (rollout) policy and evaluation EMA."""
-
-    old_decay_flat: int = Field(0, ge=0, description="Iterations during which the old policy copies the trained one exactly.")
-    old_decay_rate: float = Field(0.001, ge=0, description="Per-iteration growth of the old-policy decay after the flat phase.")
-    old_decay_max: float = Field(0.5, ge=0, le=1, description="Cap of the old-policy decay: old <- d old + (1 - d) trained.")
-    ema_decay: float = Field(0.9, ge=0, le=1, description="EMA of the trained weights (evaluation, samples, exported LoRA), per iteration (paper: 0.9).")
-
-
-class LoRAConfig(RefineConfig):
-    """peft LoRA on the transformer (finetune=lora)."""
-
-    rank: int = Field(32, ge=1, description="LoRA rank.")
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: equal to rank (scale 1).")
-    targets: list[str] = Field(list(ATTENTION_TARGETS), min_length=1, description="Module names to adapt (diffusers naming).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
-
-
-class OptimConfig(RefineConfig):
-    """AdamW and the learning-rate schedule (diffusers' get_scheduler)."""
-
-    lr: float = Field(3e-4, gt=0, description="Learning rate (paper: 3e-4).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (paper: 0.9, 0.999).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; None: no clipping.")
-    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
-        "constant_with_warmup", description="Learning-rate schedule over optimizer steps."
-    )
-    warmup_steps: int = Field(0, ge=0, description="Warm-up optimizer steps.")
 
 
 class TrainConfig(RefineConfig):

@@ -25,14 +25,14 @@ visited in a seeded random order, reshuffled every pass.
 
 from __future__ import annotations
 
-import json
 import random
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 from refine.edit_r1.config import DataConfig
-from refine.errors import ConfigError, InputError
+from refine.errors import ConfigError
+from refine.jsonl import read_jsonl
 from refine.types import EditRequest
 
 
@@ -45,7 +45,14 @@ class RequestSource:
         self._iterator: Iterator[EditRequest] | None = None
         self._records: list[dict] | None = None
         if config.kind == "jsonl":
-            self._records = _read_jsonl(Path(config.path))
+            self._records = read_jsonl(
+                config.path,
+                valid=lambda r: "image" in r and "instruction" in r,
+                needs="'image' and 'instruction' keys",
+                example="{'image': ..., 'instruction': ...}",
+                what="training records",
+                name=f"data.path {config.path}",
+            )
 
     def take(self, position: int, count: int) -> list[EditRequest]:
         """The `count` requests starting at stream position `position`."""
@@ -79,25 +86,6 @@ class RequestSource:
             for index in order:
                 yield _record_request(records[index], Path(self.config.path).parent)
             epoch += 1
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ConfigError(f"data.path {path} does not exist; give a JSONL file of {{'image': ..., 'instruction': ...}} lines")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict) or "image" not in record or "instruction" not in record:
-            raise InputError(f"{path}:{number}: each line needs 'image' and 'instruction' keys")
-        records.append(record)
-    if not records:
-        raise InputError(f"{path}: no training records")
-    return records
 
 
 def _record_request(record: dict, root: Path) -> EditRequest:

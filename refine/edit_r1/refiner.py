@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refine.errors import ConfigError
+from refine.training.lora import load_lora_into_editor
 
 BUNDLED_SHAPES_LORA = Path(__file__).resolve().parent.parent / "assets" / "edit-r1-shapes"
 """The Edit-R1 LoRA trained on the bundled ShapeEdit editor (see its README for the command)."""
@@ -47,14 +47,7 @@ class EditR1Refiner:
         self.adapter_name = adapter_name
 
     def __call__(self, editor):
-        from refine.training.lora import load_lora
-        from refine.editor import is_white_box
-
-        if not is_white_box(editor):
-            raise ConfigError(
-                f"refiner 'edit_r1' needs a white-box FlowEditor (it loads a LoRA into the backbone), got {type(editor).__name__}"
-            )
-        load_lora(editor.backbone.transformer, self.path, adapter_name=self.adapter_name, scale=self.scale)
+        load_lora_into_editor(editor, self.path, adapter_name=self.adapter_name, scale=self.scale, refiner=self.name)
         return editor
 
     def __repr__(self) -> str:

@@ -110,7 +110,8 @@ def train(
     from refine.training.shadows import decay_at
     from refine.edit_r1.samples import save_sample_grid
     from refine.training.policies import setup_policies
-    from refine.edit_r1.update import GRPOBatch, TrainingBatch, grpo_update, nft_update, training_times
+    from refine.edit_r1.update import GRPOBatch, TrainingBatch, grpo_update, nft_update
+    from refine.training.timesteps import training_times
     from refine.registry import registry
     from refine.rollout.advantages import group_advantages, group_stats, low_std_keep_mask
     from refine.rollout.cfg import ConditionalOnly
@@ -309,7 +310,7 @@ def train(
             r = optimality(advantages, config.advantage.clip)
             training = TrainingBatch(
                 x0=batch.x0, cond=batch.training_conditions(negative=loss_guidance is not None), r=r[mine], keep=keep[mine],
-                times=training_times(batch.schedule, config.nft.timestep_min),
+                times=training_times(batch.schedule, config.nft.timestep_min, key="nft.timestep_min"),
             )
             stats = nft_update(
                 backbone, model, state.params, state.old, state.reference_context(), training,

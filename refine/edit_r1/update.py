@@ -51,29 +51,14 @@ from refine.backbones.base import Condition, FlowBackbone
 from refine.rollout.objectives import Weighting, grpo_loss, nft_loss
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.rollout.trajectory import Trajectory
+from refine.training.dropout import dropout_off
+from refine.training.nft_samples import NFTSamples
 from refine.training.shadows import ShadowWeights
+from refine.training.timesteps import draw_times
 
 
-@dataclass
-class TrainingBatch:
-    """The samples one process trains on in an iteration.
-
-    Attributes:
-        x0: (B, N, C) float32 final latents of the rollouts (the "data" of the forward process).
-        cond: the condition of each sample (B items, no negative branch).
-        r: (B,) optimality probabilities.
-        keep: (B,) bool, False for samples that must not contribute (filtered groups, failed rewards).
-        times: (T_all,) the rollout schedule's times a training point may use (t in (0, 1]).
-    """
-
-    x0: torch.Tensor
-    cond: Condition
-    r: torch.Tensor
-    keep: torch.Tensor
-    times: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.x0.shape[0]
+TrainingBatch = NFTSamples
+"""The samples one process trains on in an iteration (one per rollout image)."""
 
 
 @dataclass
@@ -111,53 +96,11 @@ def policy_velocity(
     return backbone.predict_velocity(x_t, t, cond, guidance)
 
 
-@contextlib.contextmanager
-def dropout_off(module: torch.nn.Module) -> Iterator[None]:
-    """Run `module` in eval mode (dropout off, gradients still flow), restoring its modes after.
-
-    Flow-GRPO's ratio compares the training forward with the rollout's: a dropout mask drawn in
-    one and not the other moves the ratio far outside its 1e-4 clip range.
-    """
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.train(training)
-
-
 def noised(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_t, target velocity) for (B, N, C) x0/noise and (B,) times: ``(1 - t) x0 + t noise``, ``noise - x0``."""
     shape = (-1,) + (1,) * (x0.dim() - 1)
     t = t.to(x0.dtype).reshape(shape)
     return (1.0 - t) * x0 + t * noise, noise - x0
-
-
-def training_times(schedule: torch.Tensor, minimum: float = 0.0) -> torch.Tensor:
-    """The times of a sampling schedule (S + 1,) usable for training: t > `minimum`, t = 0 excluded.
-
-    >>> training_times(torch.tensor([1.0, 0.5, 0.25, 0.0]), minimum=0.3).tolist()
-    [1.0, 0.5]
-    """
-    times = schedule.float().flatten()
-    times = times[(times > minimum) & (times > 0)]
-    if times.numel() == 0:
-        raise ValueError(f"no training time above {minimum} in the schedule {schedule.tolist()}; lower nft.timestep_min")
-    return times
-
-
-def draw_times(times: torch.Tensor, batch: int, count: int, generator: torch.Generator) -> torch.Tensor:
-    """(count, B) times: for each sample `count` distinct schedule times in random order.
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> drawn = draw_times(torch.tensor([1.0, 0.5, 0.25]), batch=2, count=3, generator=g)
-    >>> sorted(drawn[:, 0].tolist()) == [0.25, 0.5, 1.0]
-    True
-    """
-    count = min(count, times.numel())
-    order = torch.stack([torch.randperm(times.numel(), generator=generator)[:count] for _ in range(batch)], dim=1)
-    return times[order]  # (count, B)
 
 
 @dataclass

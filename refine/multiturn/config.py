@@ -31,18 +31,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
-
-ATTENTION_TARGETS: tuple[str, ...] = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
-)
-"""LoRA targets: both streams' attention projections of diffusers' Qwen-Image / FLUX MM-DiTs."""
+from refine.training.configs import LoRAConfig, OptimConfig, PolicyConfig
 
 
 class DataConfig(RefineConfig):
@@ -163,36 +152,6 @@ class ObjectiveConfig(RefineConfig):
     kl_weight: float = Field(1e-4, ge=0, description="Weight of ||v_θ - v_ref||² against the reference (adapters disabled).")
     timesteps_per_sample: int | None = Field(None, ge=1, description="Training times per sample drawn from the rollout schedule; None: all.")
     timestep_min: float = Field(0.0, ge=0, lt=1, description="Training times at or below this are not drawn.")
-
-
-class PolicyConfig(RefineConfig):
-    """Old (rollout) policy and evaluation EMA."""
-
-    old_decay_flat: int = Field(0, ge=0, description="Iterations during which the old policy copies the trained one exactly.")
-    old_decay_rate: float = Field(0.001, ge=0, description="Per-iteration growth of the old-policy decay after the flat phase.")
-    old_decay_max: float = Field(0.5, ge=0, le=1, description="Cap of the old-policy decay: old <- d old + (1 - d) trained.")
-    ema_decay: float = Field(0.9, ge=0, le=1, description="EMA of the trained weights (evaluation, exported LoRA), per iteration.")
-
-
-class LoRAConfig(RefineConfig):
-    """peft LoRA on the transformer."""
-
-    rank: int = Field(32, ge=1, description="LoRA rank.")
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: equal to rank (scale 1).")
-    targets: list[str] = Field(list(ATTENTION_TARGETS), min_length=1, description="Module names to adapt (diffusers naming).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
-
-
-class OptimConfig(RefineConfig):
-    """AdamW and the learning-rate schedule (diffusers' get_scheduler)."""
-
-    lr: float = Field(3e-4, gt=0, description="Learning rate.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
-    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; None: no clipping.")
-    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field("constant_with_warmup", description="LR schedule.")
-    warmup_steps: int = Field(0, ge=0, description="Warm-up optimizer steps.")
 
 
 class TrainConfig(RefineConfig):

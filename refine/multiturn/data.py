@@ -25,13 +25,13 @@ JSONL data (`kind: jsonl`): one object per line with `image` (a path relative to
 
 from __future__ import annotations
 
-import json
 import random
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 from refine.errors import ConfigError, InputError
+from refine.jsonl import read_jsonl
 from refine.rollout.multiturn import SequenceRequest
 from refine.shapes.data import MT_TURNS, ShapeSequence, case_key, load_split, make_sequence, reserved_case_keys, seeded_rng
 
@@ -120,22 +120,13 @@ def evaluation_sequences(split: str, count: int) -> list[SequenceRequest]:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist; give a JSONL file of {{'image': ..., 'instructions': [...]}} lines")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict) or "image" not in record or not isinstance(record.get("instructions"), list):
-            raise InputError(f"{path}:{number}: each line needs 'image' and an 'instructions' list")
-        records.append(record)
-    if not records:
-        raise InputError(f"{path}: no sequences")
-    return records
+    return read_jsonl(
+        path,
+        valid=lambda r: isinstance(r.get("instructions"), list) and "image" in r,
+        needs="'image' and an 'instructions' list",
+        example="{'image': ..., 'instructions': [...]}",
+        what="sequences",
+    )
 
 
 def _record_request(record: dict, root: Path) -> SequenceRequest:

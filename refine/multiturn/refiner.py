@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refine.editor import is_white_box
-from refine.errors import ConfigError
-from refine.training.lora import load_lora
+from refine.training.lora import load_lora_into_editor
 
 BUNDLED_SHAPES_LORA = Path(__file__).resolve().parent.parent / "assets" / "multiturn-shapes"
 """Where the MT-EditFlow LoRA trained on the bundled ShapeEdit editor goes (not trained yet)."""
@@ -49,11 +47,7 @@ class MultiTurnRefiner:
         self.adapter_name = adapter_name
 
     def __call__(self, editor):
-        if not is_white_box(editor):
-            raise ConfigError(
-                f"refiner 'multiturn' needs a white-box FlowEditor (it loads a LoRA into the backbone), got {type(editor).__name__}"
-            )
-        load_lora(editor.backbone.transformer, self.path, adapter_name=self.adapter_name, scale=self.scale)
+        load_lora_into_editor(editor, self.path, adapter_name=self.adapter_name, scale=self.scale, refiner=self.name)
         return editor
 
     def __repr__(self) -> str:

@@ -51,11 +51,11 @@ from tqdm.auto import tqdm
 
 from refine.backbones.base import concat_conditions
 from refine.errors import BackendError, ConfigError
-from refine.multiturn.config import ATTENTION_TARGETS, MultiTurnConfig
+from refine.multiturn.config import MultiTurnConfig
 from refine.multiturn.data import SequenceSource, evaluation_sequences
 from refine.multiturn.evaluate import evaluate, score_batch, turn_summary
 from refine.multiturn.rewards import TurnRewards
-from refine.multiturn.update import TurnSamples, TurnSteps, flatten_turns, grpo_update, nft_update, training_times
+from refine.multiturn.update import TurnSamples, TurnSteps, flatten_turns, grpo_update, nft_update
 from refine.registry import registry
 from refine.rollout.advantages import multiturn_advantages
 from refine.rollout.cfg import ConditionalOnly
@@ -65,11 +65,12 @@ from refine.rollout.trajectory import Trajectory
 from refine.rollout.objectives import optimality
 from refine.training.accelerate_setup import make_accelerator
 from refine.training.checkpoint import CheckpointWriter, latest_checkpoint, read_json, read_torch, rng_state, set_rng_state
-from refine.training.lora import save_lora
+from refine.training.lora import ATTENTION_TARGETS, save_lora
 from refine.training.metrics import MetricsLogger
 from refine.training.policies import setup_policies
 from refine.training.resume import check_resume_config
 from refine.training.shadows import decay_at
+from refine.training.timesteps import training_times
 
 # What a resumed run may change (anything else would silently disagree with the restored state).
 RESUME_SAFE = ("train.iterations", "train.max_cpu_seconds", "log.*", "eval.every")
@@ -235,7 +236,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
                 cond=batch.flat_training_conditions(),
                 r=flatten_turns(optimality(advantages, config.objective.optimality_clip)),
                 keep=flatten_turns(keep.contiguous()),
-                times=training_times(batch.schedule, config.objective.timestep_min),
+                times=training_times(batch.schedule, config.objective.timestep_min, key="objective.timestep_min"),
             )
             stats = nft_update(backbone, state.params, state.old, state.reference_context(), samples, **common,
                                times_per_sample=config.objective.timesteps_per_sample, beta=config.objective.beta,

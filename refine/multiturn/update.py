@@ -27,9 +27,8 @@ turn). The rollout runs with the trained weights, so the first inner step's rati
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
 
@@ -37,7 +36,10 @@ from refine.backbones.base import Condition, FlowBackbone
 from refine.rollout.objectives import grpo_loss, nft_loss
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.rollout.trajectory import Trajectory
+from refine.training.dropout import dropout_off
+from refine.training.nft_samples import NFTSamples
 from refine.training.shadows import ShadowWeights
+from refine.training.timesteps import draw_times
 
 
 def flatten_turns(values: torch.Tensor) -> torch.Tensor:
@@ -45,39 +47,8 @@ def flatten_turns(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
-def training_times(schedule: torch.Tensor, minimum: float = 0.0) -> torch.Tensor:
-    """The times of a sampling schedule (T + 1,) usable for training: t > `minimum`, t = 0 excluded.
-
-    >>> training_times(torch.tensor([1.0, 0.5, 0.25, 0.0]), minimum=0.3).tolist()
-    [1.0, 0.5]
-    """
-    times = schedule.float().flatten()
-    times = times[(times > minimum) & (times > 0)]
-    if times.numel() == 0:
-        raise ValueError(f"no training time above {minimum} in the schedule {schedule.tolist()}; lower objective.timestep_min")
-    return times
-
-
-@dataclass
-class TurnSamples:
-    """The (trajectory, turn) samples of an iteration.
-
-    Attributes:
-        x0: (m, N, C) float32 final latents of each turn's edit.
-        cond: the positive condition of each sample (m items).
-        r: (m,) optimality in [0, 1].
-        keep: (m,) bool, False for samples whose trajectory could not be scored.
-        times: (T_all,) the schedule times a training point may use.
-    """
-
-    x0: torch.Tensor
-    cond: Condition
-    r: torch.Tensor
-    keep: torch.Tensor
-    times: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.x0.shape[0]
+TurnSamples = NFTSamples
+"""The (trajectory, turn) samples of an iteration: sample i * K + k is turn k of trajectory i."""
 
 
 def nft_update(
@@ -118,7 +89,7 @@ def nft_update(
             x0 = samples.x0[index].to(device)  # (b, N, C)
             cond = samples.cond.select(index).to(device)
             r, keep = samples.r[index].to(device), samples.keep[index].to(device)
-            times = samples.times[torch.stack([torch.randperm(samples.times.numel(), generator=generator)[:count] for _ in rows], dim=1)]  # (count, b)
+            times = draw_times(samples.times, len(rows), count, generator)  # (count, b)
             for j in range(count):
                 t = times[j].to(device)
                 noise = torch.randn(x0.shape, generator=generator).to(device)
@@ -176,18 +147,6 @@ class TurnSteps:
 
     def __len__(self) -> int:
         return len(self.trajectory)
-
-
-@contextlib.contextmanager
-def dropout_off(module: torch.nn.Module) -> Iterator[None]:
-    """Run `module` in eval mode (gradients still flow): a dropout mask would move Flow-GRPO's ratio off 1."""
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.train(training)
 
 
 def grpo_update(

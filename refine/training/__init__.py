@@ -12,12 +12,15 @@ Example:
 | `metrics.py` | `MetricsLogger`: metrics.jsonl, TensorBoard, wandb (when installed) |
 | `shadows.py` | `ShadowWeights` (old policy, EMA), decay schedules, the adapters-off reference |
 | `policies.py` | `PolicyState`: trainable parameters + old/EMA/reference shadows, checkpointed together |
-| `lora.py` | peft LoRA on MM-DiT attention, saved and loaded in diffusers' format |
+| `lora.py` | peft LoRA on MM-DiT attention, saved and loaded in diffusers' format; `load_lora_into_editor` for LoRA refiners |
 | `accelerate_setup.py` | the `Accelerator` a trainer runs under, seeding |
-| `timesteps.py` | training-time draws of flow-matching losses |
+| `timesteps.py` | training-time draws of flow-matching losses; the schedule times RL updates train on |
+| `configs.py` | `PolicyConfig`, `LoRAConfig`, `OptimConfig` shared by the RL configs (torch-free) |
+| `nft_samples.py` | `NFTSamples`: what an NFT update phase trains on |
+| `dropout.py` | `dropout_off`: eval mode with gradients (Flow-GRPO's ratio) |
 
 The trainers stay in their own folders, each one readable loop: the ShapeEdit base editor
-(`refine.shapes.editor_training`), Edit-R1 (`refine.edit_r1.train`) and the inline critic
+(`refine.shapes.editor_training`), Edit-R1 (`refine.edit_r1.train`), MT-EditFlow (`refine.multiturn.train`) and the inline critic
 (`refine.inline_critic.train`). This layer imports no strategy. Names load lazily (torch).
 """
 

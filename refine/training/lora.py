@@ -33,6 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from refine.editor import is_white_box
 from refine.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:  # torch, peft and diffusers load on first use: the configs import ATTENTION_TARGETS
@@ -141,3 +142,21 @@ def load_lora(
     if adapter_name not in getattr(transformer, "peft_config", {}):
         raise ArtifactError(f"{file}: holds no 'transformer.' LoRA weights for this model")
     transformer.set_adapters([adapter_name], weights=[scale])
+
+
+def load_lora_into_editor(editor, folder: str | Path, *, adapter_name: str, scale: float = 1.0, refiner: str) -> None:
+    """Load a LoRA into a white-box editor's backbone *in place*: the body of every LoRA refiner.
+
+    `refiner` is the refiner's name, for the error when `editor` is not white-box (a LoRA needs
+    the backbone's transformer).
+
+    >>> load_lora_into_editor(object(), "runs/x/lora", adapter_name="x", refiner="edit_r1")
+    Traceback (most recent call last):
+    ...
+    refine.errors.ConfigError: refiner 'edit_r1' needs a white-box FlowEditor (it loads a LoRA into the backbone), got object
+    """
+    if not is_white_box(editor):
+        raise ConfigError(
+            f"refiner {refiner!r} needs a white-box FlowEditor (it loads a LoRA into the backbone), got {type(editor).__name__}"
+        )
+    load_lora(editor.backbone.transformer, folder, adapter_name=adapter_name, scale=scale)

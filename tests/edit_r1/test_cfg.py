@@ -10,7 +10,8 @@ from PIL import Image
 from refine.edit_r1.collect import rollout
 from refine.training.policies import setup_policies
 from refine.edit_r1.train import train
-from refine.edit_r1.update import TrainingBatch, draw_times, noised, nft_update, policy_velocity
+from refine.edit_r1.update import TrainingBatch, noised, nft_update, policy_velocity
+from refine.training.timesteps import draw_times
 from refine.rollout.cfg import ConditionalOnly
 from refine.rollout.objectives import per_sample_mse
 from refine.testing.edit_r1 import brightness_reward, tiny_backbone, tiny_config

@@ -21,7 +21,8 @@ from PIL import Image
 from refine.edit_r1.collect import rollout
 from refine.training.metrics import read_metrics
 from refine.edit_r1.train import train
-from refine.edit_r1.update import dropout_off, policy_velocity
+from refine.edit_r1.update import policy_velocity
+from refine.training.dropout import dropout_off
 from refine.errors import ConfigError
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.testing.edit_r1 import brightness_reward, tiny_backbone, tiny_config
