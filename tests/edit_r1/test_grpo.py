@@ -5,8 +5,9 @@ optimizer step θ = old, so it is 1 exactly when the training forward recomputes
 velocity: the same CFG branches, dropout off, and kernels that do not depend on the batch (the
 micro-batch is not the rollout's chunk). Tolerances:
 * fp32: 1e-6 (measured 0 on CPU for the tiny editor whatever the micro-batch; with a non-zero
-  LoRA a micro-batch other than the rollout's chunk measured 1.4e-6: CPU kernels are batch-
-  invariant only to ~1e-6, so exact replay wants micro-batches equal to the rollout chunks).
+  LoRA a micro-batch other than the rollout's chunk measured 1.4e-6, and even equal chunks 1.25e-6
+  to 1.49e-6 in the trainer: CPU kernels are batch-invariant only to ~1e-6, so the trainer test
+  holds its second iteration to 1e-5).
 * bf16 model, fp32 ratio: 1e-6 when the replay runs the same kernels (measured 0 on CPU). A bf16
   kernel that is not batch-invariant moves the velocity by up to one bf16 ulp (2^-8 relative);
   measured on the tiny editor that moves the ratio by up to 9.4e-5, the size of Flow-GRPO's clip
@@ -121,7 +122,12 @@ def test_the_trainer_replays_the_rollout_its_first_ratio_is_one(tmp_path):
     train(config, backbone=tiny_backbone(), reward=brightness_reward)
     rows = read_metrics(tmp_path)
     assert [r["optimizer_steps"] for r in rows] == [1, 1]
-    assert all(r["ratio_max_deviation"] <= 1e-6 for r in rows), [r["ratio_max_deviation"] for r in rows]
+    deviations = [r["ratio_max_deviation"] for r in rows]
+    # Iteration 1 (the LoRA's B is zero-initialised): an exact replay, to the issue's 1e-6. Iteration 2
+    # (a non-zero LoRA): the CPU kernels' batch variance alone measured 1.25e-6 and 1.49e-6 across
+    # machines and thread counts with these very chunks, so 1e-5 there (dropout left on, or a CFG
+    # branch skipped, exceeds 1e-5: the tests above and below).
+    assert deviations[0] <= 1e-6 and deviations[1] <= 1e-5, deviations
     assert all(r["kl"] >= 0 for r in rows) and rows[1]["kl"] > 0  # the LoRA moved away from the reference
 
 
