@@ -1,28 +1,40 @@
 """Cost of the inline critic: inference against the plain backbone, stage-3 training against the learnable token.
 
-Run:  python benchmarks/inline_critic_cost.py [--repeats 7] [--out benchmarks/inline_critic_cost.json]
+Run:  python benchmarks/inline_critic_cost.py [--repeats 15] [--threads 1] [--skip-training] [--out FILE.json]
 
-1. Inference (goal: <= 3% slower, "one extra token"): the same `FlowEditor.edit` call (same
-   requests, seeds, steps, batch) on the plain backbone and on `InlineCritic(...)(editor)`, on
-   (a) the tiny Qwen-Image-Edit-2509 components (refine.testing.tiny_diffusers, "plus" variant)
-   and (b) the ShapeEdit editor (the bundled one when present, else the same architecture with
-   random weights: cost does not depend on the weights). The two are interleaved, `repeats`
-   times, and the median is reported, as wall time and as this process's CPU time (the CPU
-   time is the robust number on a shared machine: other jobs inflate wall time, not CPU time).
+1. Inference (goal: <= 3% slower, "one extra token"): the same `FlowEditor.edit` call (same 8
+   shapes-bench requests with seeds 0-7, same steps, same batch) on the plain backbone and on
+   `InlineCritic(weights)(editor)`, on
+   (a) the tiny Qwen-Image-Edit-2509 components (refine.testing.tiny_diffusers, "plus" variant),
+       8 steps, with a random critic token (no critic is trained for it; cost does not depend on
+       the token's values), and
+   (b) ShapeEdit's bundled editor at its own step count with the bundled critic
+       (`InlineCritic()`); without the bundled editor, the same architecture with random weights
+       and a random token (said in the output).
+   The plain arm runs a backbone on which no critic was ever attached (the critic arm gets a deep
+   copy of it), so the baseline carries no disabled hooks. Each repeat times both arms back to
+   back, in alternating order (plain first on even repeats, critic first on odd ones), after one
+   warm-up of each; the figure is the median over repeats of the paired ratio critic / plain with
+   a percentile-bootstrap 95% interval, in CPU time of this process at `--threads` threads (on a
+   shared machine other jobs inflate wall time much more than CPU time; wall ratios are printed
+   too).
 2. Training: one optimizer step of stage 3 (critic token + projections + probes, probe taps, the
    joint loss) against one step of the learnable-token baseline (token only, generation loss),
-   on the ShapeEdit editor, same batch.
+   on the ShapeEdit editor, same batch, paired the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _harness import median_ci  # benchmarks/_harness.py
 
 from refine._compat import ensure_torchvision_importable
 
@@ -35,47 +47,60 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
+def paired(base: str, fns: dict, repeats: int) -> dict:
+    """Time the two runs in `fns` back to back `repeats` times (alternating which goes first); paired ratios to `base`."""
+    (a, fa), (b, fb) = fns.items()
     for fn in fns.values():  # warm-up (caches, allocator)
         fn()
-    samples = {name: {"wall": [], "cpu": []} for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    seconds = {name: {"wall": [], "cpu": []} for name in fns}
+    for repeat in range(repeats):
+        for name, fn in ((a, fa), (b, fb)) if repeat % 2 == 0 else ((b, fb), (a, fa)):
             wall, cpu = _timed(fn)
-            samples[name]["wall"].append(wall)
-            samples[name]["cpu"].append(cpu)
-    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+            seconds[name]["wall"].append(wall)
+            seconds[name]["cpu"].append(cpu)
+    other = b if base == a else a
+    report = {"repeats": repeats, "median_seconds": {}, "ratio": {}}
+    for clock in ("cpu", "wall"):
+        ratios = [x / y for x, y in zip(seconds[other][clock], seconds[base][clock])]
+        ci = median_ci(ratios)
+        report["ratio"][clock] = {"median": round(ci.mean, 4), "ci95": [round(ci.low, 4), round(ci.high, 4)],
+                                  "all": [round(r, 4) for r in ratios]}
+        report["median_seconds"][clock] = {name: round(statistics.median(s[clock]), 4) for name, s in seconds.items()}
+    report["ratio_is"] = f"{other} / {base}"
+    return report
 
 
-def _ratio(times: dict, a: str, b: str) -> dict[str, float]:
-    return {k: round(times[a][k] / times[b][k], 4) for k in ("wall", "cpu")}
-
-
-def inference_cost(name: str, backbone, requests, *, steps: int, batch: int, repeats: int) -> dict:
+def inference_cost(name: str, backbone, requests, *, steps: int, batch: int, repeats: int, weights: str | None) -> dict:
+    """`weights` None: the bundled ShapeEdit critic; else a critic file."""
     from refine.inline_critic.refiner import InlineCritic
-    from refine.inline_critic.weights import save_critic_weights
     from refine.rollout.flow_editor import FlowEditor
+
+    plain = FlowEditor(backbone, steps=steps, batch_size=batch)
+    # a deep copy for the critic: its hooks never touch the plain arm's transformer
+    critic = InlineCritic(weights)(FlowEditor(copy.deepcopy(backbone), steps=steps, batch_size=batch))
+    report = paired("plain", {"plain": lambda: plain.edit(requests), "critic": lambda: critic.edit(requests)}, repeats)
+    critic.backbone.detach()
+    return {"backbone": name, "critic": "bundled" if weights is None else "random token", "steps": steps,
+            "batch": batch, "requests": len(requests), **report}
+
+
+def random_critic(backbone, folder: Path) -> str:
     from refine.inline_critic.adapters import adapter_for
-    import tempfile
+    from refine.inline_critic.weights import save_critic_weights
 
     dims = adapter_for(backbone.transformer).dims(backbone.transformer)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = save_critic_weights(Path(tmp) / "c.safetensors", torch.randn(dims.text_dim) * 0.02,
-                                      {"backbone": backbone.name, "text_dim": dims.text_dim})
-        plain = FlowEditor(backbone, steps=steps, batch_size=batch)
-        critic = InlineCritic(str(weights))(plain)
-    times = _interleaved({"plain": lambda: plain.edit(requests), "critic": lambda: critic.edit(requests)}, repeats)
-    critic.backbone.detach()  # leave the transformer clean for the next measurement
-    return {"backbone": name, "steps": steps, "batch": batch, "requests": len(requests), "seconds": times,
-            "critic_over_plain": _ratio(times, "critic", "plain")}
+    generator = torch.Generator().manual_seed(0)
+    return str(save_critic_weights(folder / "critic.safetensors", torch.randn(dims.text_dim, generator=generator) * 0.02,
+                                   {"backbone": backbone.name, "text_dim": dims.text_dim}))
 
 
 def training_cost(backbone, *, batch: int, repeats: int) -> dict:
+    from itertools import islice
+
     from refine.inline_critic.attach import attach_critic
     from refine.inline_critic.config import InlineCriticConfig
     from refine.inline_critic.data import edit_pair_stream
     from refine.inline_critic.train import STAGES, _freeze, build_modules, compute_losses, encode_pairs
-    from itertools import islice
 
     config = InlineCriticConfig(num_probes=3)
     _freeze(backbone)
@@ -99,14 +124,15 @@ def training_cost(backbone, *, batch: int, repeats: int) -> dict:
 
         return step
 
-    times = _interleaved({"stage3": step_fn(STAGES["3"]), "learnable_token": step_fn(STAGES["token"])}, repeats)
-    return {"backbone": "shapes", "batch": batch, "seconds": times, "stage3_over_token": _ratio(times, "stage3", "learnable_token")}
+    report = paired("learnable_token", {"learnable_token": step_fn(STAGES["token"]), "stage3": step_fn(STAGES["3"])}, repeats)
+    return {"backbone": "shapes", "batch": batch, **report}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-training", action="store_true", help="inference only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,11 +146,18 @@ def main() -> None:
     bundled = (BUNDLED_EDITOR / "model_index.json").is_file()
     shapes = load_shapes_backbone() if bundled else build_shapes_backbone()
     qwen = QwenImageEditBackbone.from_pretrained(tiny_qwen_image_edit_dir("plus"), torch_dtype=torch.float32, pixel_area=32 * 32)
-    report = {"threads": args.threads, "shapes_weights": "bundled" if bundled else "random (same architecture)", "inference": []}
-    for name, backbone, steps in (("tiny Qwen-Image-Edit-2509", qwen, 8), ("ShapeEdit editor", shapes, 16)):
-        report["inference"].append(inference_cost(name, backbone, requests, steps=steps, batch=8, repeats=args.repeats))
-        print(json.dumps(report["inference"][-1]), flush=True)
-    report["training"] = training_cost(shapes, batch=16, repeats=args.repeats)
+    report = {"threads": args.threads, "clock": "process CPU time (time.process_time); wall beside it",
+              "shapes_weights": "bundled editor + bundled critic" if bundled else "random (same architecture) + random token",
+              "inference": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = (("tiny Qwen-Image-Edit-2509", qwen, 8, random_critic(qwen, Path(tmp))),
+                ("ShapeEdit editor", shapes, shapes.default_steps, None if bundled else random_critic(shapes, Path(tmp))))
+        for name, backbone, steps, weights in runs:
+            report["inference"].append(inference_cost(name, backbone, requests, steps=steps, batch=8,
+                                                      repeats=args.repeats, weights=weights))
+            print(json.dumps(report["inference"][-1]), flush=True)
+    if not args.skip_training:
+        report["training"] = training_cost(shapes, batch=16, repeats=args.repeats)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
