@@ -103,8 +103,9 @@ def test_compare_checks_out_dir_before_any_compute(kind, tmp_path, a_file, capsy
         (["train", "base", "--config", "base/shapes"], "refine.shapes.editor_training.train", "train", "output_dir"),
         (["train", "edit-r1", "--config", "edit_r1/shapes"], "refine.edit_r1.train", "train", "log.output_dir"),
         (["train", "inline-critic", "--config", "inline_critic/shapes"], "refine.inline_critic.train", "train_inline_critic", "output_dir"),
+        (["train", "multiturn", "--config", "multiturn/shapes"], "refine.multiturn.train", "train", "log.output_dir"),
     ],
-    ids=["base", "edit-r1", "inline-critic"],
+    ids=["base", "edit-r1", "inline-critic", "multiturn"],
 )
 @pytest.mark.parametrize("kind", ["existing-file", "under-a-file"])
 def test_train_checks_output_dir_before_any_compute(command, module, function, key, kind, tmp_path, a_file, capsys, monkeypatch):
@@ -119,8 +120,9 @@ TRAIN = [
     (["train", "base"], "refine.shapes.editor_training.train", "train"),
     (["train", "edit-r1"], "refine.edit_r1.train", "train"),
     (["train", "inline-critic"], "refine.inline_critic.train", "train_inline_critic"),
+    (["train", "multiturn"], "refine.multiturn.train", "train"),
 ]
-TRAIN_IDS = ["base", "edit-r1", "inline-critic"]
+TRAIN_IDS = ["base", "edit-r1", "inline-critic", "multiturn"]
 
 
 # -- a missing required option, through the installed script ------------------------------------
@@ -149,11 +151,12 @@ def test_train_accepts_a_preset_name(command, module, function, tmp_path, capsys
 
     monkeypatch.setattr(importlib.import_module(module), function, fake_train)
     preset = command[1].replace("-", "_") + "/shapes"
-    key = "log.output_dir" if command[1] == "edit-r1" else "output_dir"
+    logged = command[1] in ("edit-r1", "multiturn")  # their output folder is log.output_dir
+    key = "log.output_dir" if logged else "output_dir"
     with pytest.raises(Stop):
         main([*command, "--config", preset, f"{key}={tmp_path / 'run'}"])
     config = seen["config"]
-    out = config.log.output_dir if command[1] == "edit-r1" else config.output_dir
+    out = config.log.output_dir if logged else config.output_dir
     assert out == str(tmp_path / "run")
     if command[1] == "edit-r1":
         assert config.train.iterations == 30 and config.optim.lr == 3e-3  # the preset's numbers, not the defaults

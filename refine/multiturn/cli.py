@@ -12,23 +12,25 @@ imports torch and diffusers (seconds), which every other `refine` command would 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from refine.config import load_config
 from refine.multiturn.config import MultiTurnConfig
+from refine.paths import check_output_dir
+from refine.presets import find_preset
 
 
 def cli(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML config (e.g. examples/configs/multiturn/shapes.yaml)."),
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name (e.g. multiturn/shapes = examples/configs/multiturn/shapes.yaml)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.iterations=20 log.output_dir=runs/x"),
 ) -> None:
     """Post-train an editor with MT-EditFlow (multi-turn rollouts, IF + CC against the original, broadcast advantages, NFT)."""
     from refine.multiturn.train import train  # lazy: torch start-up cost (see the module docstring)
 
-    settings = load_config(MultiTurnConfig, config, overrides or [])
+    settings = load_config(MultiTurnConfig, find_preset(config), overrides or [])
+    check_output_dir(settings.log.output_dir, "log.output_dir")  # before any compute
     result = train(settings)
     if result.eval_history:
         first, last = result.eval_history[0], result.eval_history[-1]
