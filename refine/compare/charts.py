@@ -9,6 +9,13 @@ Example:
     >>> out = Path(tempfile.mkdtemp())
     >>> [p.name for p in draw_charts(rows, ["overall"], (0.0, 1.0), out)]
     ['overall.png', 'categories.png']
+    >>> turns = [SummaryRow("base", "all", 4, {f"o_t{k}": MeanCI(0.6 - 0.1 * k, 0.4 - 0.1 * k, 0.7 - 0.1 * k) for k in (1, 2, 3)}, 0.1)]
+    >>> draw_turn_chart(turns, [f"o_t{k}" for k in (1, 2, 3)], (0.0, 1.0), out).name
+    'turns.png'
+
+A multi-turn benchmark (metrics `o_t1`, `o_t2`, ...) also gets `turns.png` (`draw_turn_chart`):
+per entry, each per-turn family (o, if, cc, success) against the turn, the view MT-EditFlow's
+paper plots, where the editor's drift over turns shows as a falling line.
 
 Error bars are the bootstrap 95% intervals of the summary (asymmetric), so overlapping bars are
 visible for what they are: differences the benchmark cannot resolve at this case count. Entries
@@ -59,6 +66,57 @@ def draw_charts(summary: Sequence[SummaryRow], metrics: Sequence[str], scale: tu
     ax.tick_params(axis="x", labelrotation=30)
     paths.append(_save(fig, out_dir / "categories.png", plt))
     return paths
+
+
+TURN_FAMILIES = ("o", "if", "cc", "success")
+"""Per-turn metric families a multi-turn summary carries (`o_t1`, `if_t1`, ...), drawn by `draw_turn_chart`."""
+
+
+def turn_metrics(metrics: Sequence[str]) -> dict[str, list[str]]:
+    """The per-turn metrics of `metrics`, by family, in turn order (empty for a single-turn benchmark).
+
+    >>> turn_metrics(["overall", "o_t1", "o_t2", "if_t1", "if_t2", "pq"])
+    {'o': ['o_t1', 'o_t2'], 'if': ['if_t1', 'if_t2']}
+    """
+    families: dict[str, list[str]] = {}
+    for family in TURN_FAMILIES:
+        names = [m for m in metrics if m.startswith(f"{family}_t") and m[len(family) + 2:].isdigit()]
+        if names:
+            families[family] = sorted(names, key=lambda m: int(m[len(family) + 2:]))
+    return families
+
+
+def draw_turn_chart(summary: Sequence[SummaryRow], metrics: Sequence[str], scale: tuple[float, float], out_path: Path) -> Path:
+    """Write one panel per per-turn family (o, if, cc, success): each entry's mean against the turn, with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = turn_metrics(metrics)
+    if not families:
+        raise ValueError("draw_turn_chart needs per-turn metrics (o_t1, o_t2, ...)")
+    overall = {row.entry: row for row in summary if row.category == ALL}
+    oracles = {row.entry for row in summary if row.oracle}
+    entries = [e for e in overall if e not in oracles] + [e for e in overall if e in oracles]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families) + 1, 3.2), dpi=110, squeeze=False)
+    for ax, (family, names) in zip(axes[0], families.items()):
+        turns = np.arange(1, len(names) + 1)
+        for entry in entries:
+            cis = [overall[entry].metrics.get(name) for name in names]
+            means = np.array([np.nan if ci is None else ci.mean for ci in cis])
+            low = np.array([0.0 if ci is None else ci.mean - ci.low for ci in cis])
+            high = np.array([0.0 if ci is None else ci.high - ci.mean for ci in cis])
+            ax.errorbar(turns, means, yerr=[low, high], marker="o", capsize=3, label=bar_label(entry, oracles),
+                        linestyle="--" if entry in oracles else "-")
+        ax.set_xticks(turns, [f"turn {t}" for t in turns])
+        ax.set_ylim(*_limits(scale))
+        ax.set_title(family.upper() if family != "success" else "success (turns 1..k)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.15), frameon=False, ncols=min(4, len(entries)))
+    fig.suptitle("per turn (bars: 95% bootstrap interval; dashed: upper bounds, oracles)", fontsize=9)
+    return _save(fig, out_path, plt)
 
 
 def bar_label(entry: str, oracles: set[str]) -> str:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from refine.compare.charts import draw_charts
+from refine.compare.charts import draw_charts, draw_turn_chart, turn_metrics
 from refine.compare.entries import source_hash
 from refine.compare.html import GridCell, GridRow, render_html
 from refine.compare.stats import ALL, SummaryRow, paired_deltas, summarize
@@ -158,7 +158,11 @@ def write_report(run: "CompareRun", console: Console | None = None) -> dict[str,
     # 4. charts and the HTML page
     overall_png, categories_png = draw_charts(run.summary, metrics, bench.scale, out / "charts")
     files["overall_chart"], files["categories_chart"] = overall_png, categories_png
-    files["html"] = _write(out / "report.html", _html(run, metrics, [overall_png, categories_png]))
+    charts = [overall_png, categories_png]
+    if turn_metrics(metrics):  # a multi-turn benchmark: the per-turn view (MT-EditFlow's figure)
+        files["turns_chart"] = draw_turn_chart(run.summary, metrics, bench.scale, out / "charts" / "turns.png")
+        charts.append(files["turns_chart"])
+    files["html"] = _write(out / "report.html", _html(run, metrics, charts))
 
     console = console or Console()
     print_summary(run, console)

@@ -41,6 +41,7 @@ def test_shapes_bench_subset_writes_every_report_file_with_one_row_per_entry_and
     thinker_steps = [s for r in rows if r["entry"] == "+thinker" for s in r["turns"][0]["steps"]]
     assert {s["kind"] for s in thinker_steps} >= {"edit"} and len(thinker_steps) > 4
     assert (out / "report.html").stat().st_size > 10_000
+    assert not (out / "charts" / "turns.png").exists()  # single-turn: no per-turn chart
 
     again = run_compare(config, write_report=False)
     assert again.edited == {"base": 0, "+thinker": 0}
@@ -56,8 +57,10 @@ def test_shapes_mt_runs_three_turns_per_sequence(tiny_editor, tmp_path):
         "progress": False,
         "bootstrap": 200,
     }
-    run = run_compare(config, write_report=False)
+    run = run_compare(config)
     assert len(run.rows) == 2
+    turns_png = run.out_dir / "charts" / "turns.png"  # MT-EditFlow's per-turn view, in the HTML page too
+    assert turns_png.stat().st_size > 5_000 and 'alt="turns"' in (run.out_dir / "report.html").read_text()
     for row in run.rows:
         assert len(row.turns) == 3 and len(row.turn_scores) == 3 and set(row.scores) == {"overall", "if", "cc", "success"} | {
             f"{m}_t{k}" for m in ("o", "if", "cc", "success") for k in (1, 2, 3)
