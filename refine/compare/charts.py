@@ -10,7 +10,7 @@ Example:
     >>> [p.name for p in draw_charts(rows, ["overall"], (0.0, 1.0), out)]
     ['overall.png', 'categories.png']
     >>> turns = [SummaryRow("base", "all", 4, {f"o_t{k}": MeanCI(0.6 - 0.1 * k, 0.4 - 0.1 * k, 0.7 - 0.1 * k) for k in (1, 2, 3)}, 0.1)]
-    >>> draw_turn_chart(turns, [f"o_t{k}" for k in (1, 2, 3)], (0.0, 1.0), out).name
+    >>> draw_turn_chart(turns, [f"o_t{k}" for k in (1, 2, 3)], (0.0, 1.0), out / "turns.png").name
     'turns.png'
 
 A multi-turn benchmark (metrics `o_t1`, `o_t2`, ...) also gets `turns.png` (`draw_turn_chart`):
