@@ -12,8 +12,13 @@ Example:
     (6.0, None, 6.0)
 
 Each benchmark's own file keeps what differs: its documented layout and how it reads it, its
-criteria and how it combines the ratings into its metrics. A score is None when any rating it
-needs is None (the judge could not read an answer), never a guess.
+criteria and how it combines the ratings into its metrics (`score_once`). A score is None when any
+rating it needs is None (the judge could not read an answer), never a guess.
+
+What they share here: the judge scheme (`judge.scheme`, refine-judge or official, checked when the
+benchmark is built; `protocol_label` says which one a report shows, see `protocols.py`) and
+`judge.repeats`: `score` judges every case that many times and keeps the mean of each metric, with
+each repeat's scores in ``details["repeats"]`` for the report's run-to-run interval.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from refine.compare.benchmarks.base import Case, default_request
+from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
 from refine.compare.benchmarks.mllm import Criterion, RubricJudge, check_judge, judge_key
+from refine.compare.benchmarks.protocols import check_scheme, protocol_label
 from refine.errors import InputError
-from refine.types import EditRequest
+from refine.types import EditRequest, EditResult
 
 
 class FolderBenchmark:
@@ -48,13 +54,41 @@ class FolderBenchmark:
     def __init__(self, root: str, judge: dict[str, Any] | None) -> None:
         self.root = Path(root).expanduser()
         self.judge_spec = check_judge(judge, self.name)
+        check_scheme(self.name, self.judge_spec.scheme, self.judge_spec.prompts)
         self._judge: RubricJudge | None = None
         if not self.root.is_dir():
             raise InputError(f"{self.name} root {str(self.root)!r} is not a folder; {self.layout}")
+        self.official_prompts: dict[str, str] | None = None  # set by a benchmark that reads its authors' prompts
 
     @property
     def judge_key(self) -> str:
-        return judge_key(self.name, self.version, self.judge_spec, self.criteria)
+        key = judge_key(self.name, self.version, self.judge_spec, self.criteria)
+        if self.official_prompts is not None:  # the authors' prompt texts are part of the scheme
+            key += "-o" + stable_hash(self.official_prompts)
+        return key
+
+    @property
+    def protocol_label(self) -> str:
+        """``refine-judge``, ``official`` or ``official-prompts (...)`` (see `protocols.protocol_label`)."""
+        spec = self.judge_spec
+        return protocol_label(self.name, scheme=spec.scheme, model=spec.backend.get("model"), temperature=spec.temperature)
+
+    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        """`score_once` `judge.repeats` times; each metric is the mean over repeats (None if any repeat is None)."""
+        runs = [self.score_once(items) for _ in range(self.judge_spec.repeats)]
+        if len(runs) == 1:
+            return runs[0]
+        merged = []
+        for per_case in zip(*runs):
+            turns = None
+            if per_case[0].turn_scores is not None:
+                turns = [_mean_scores([run.turn_scores[t] for run in per_case]) for t in range(len(per_case[0].turn_scores))]
+            details = {**per_case[0].details, "repeats": [run.scores for run in per_case]}
+            merged.append(CaseScore(_mean_scores([run.scores for run in per_case]), turns, details))
+        return merged
+
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        raise NotImplementedError
 
     @property
     def judge(self) -> RubricJudge:
@@ -94,3 +128,7 @@ def minimum(*values: float | None) -> float | None:
 def geometric_mean(a: float | None, b: float | None) -> float | None:
     """sqrt(a * b) (the "overall" of GEdit-Bench and EdiVal), or None when either is None."""
     return None if a is None or b is None else math.sqrt(a * b)
+
+
+def _mean_scores(runs: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
+    return {name: mean([run.get(name) for run in runs]) for name in runs[0]}

@@ -131,7 +131,7 @@ class RiseBench(FolderBenchmark):
             for item in self._rows
         ]
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         pairs = [[case.source_image(), results[-1].image] for case, results in items]
         texts = [case.instructions[0] for case, _ in items]
         fields = [
