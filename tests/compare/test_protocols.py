@@ -194,3 +194,25 @@ def test_a_compare_run_with_the_tiny_judge_through_each_scheme(tmp_path, scheme)
         assert all(set(r.details["answers"]) == {"sc", "pq"} for r in run.rows)
     else:
         assert protocol["label"] == "refine-judge" and all(0 <= r.scores["overall"] <= 10 for r in run.rows)
+
+
+def test_rewrite_flag_edits_from_the_mllm_instruction_and_judges_the_original(tmp_path):
+    root = write_kris_folder(tmp_path / "k")
+    rewrite = {"backend": {"kind": SCRIPTED, "answers": {"solid sodium": "Show flames and fizzing where the sodium meets the water."}}}
+    judge = {"backend": {"kind": SCRIPTED}, "mode": "sample"}
+    plain = KrisBench(str(root), judge, categories=["chemistry"])
+    rewritten = KrisBench(str(root), judge, categories=["chemistry"], rewrite=rewrite)
+    assert plain.key != rewritten.key  # cached edits of one protocol are never reused for the other
+    case = rewritten.cases()[0]
+    request = rewritten.request(case, 0, case.source_image(), seed=0)
+    assert request.instruction == "Show flames and fizzing where the sodium meets the water."
+    assert request.meta["original_instruction"] == case.instructions[0] == "Add a piece of solid sodium to the water"
+    other = rewritten.cases()[1]  # the scripted MLLM gives no answer for it: the instruction is kept
+    assert rewritten.request(other, 0, other.source_image(), seed=0).instruction == other.instructions[0]
+    run = run_compare({
+        "benchmark": {"kind": "kris", "root": str(root), "judge": judge, "categories": ["chemistry"], "rewrite": rewrite},
+        "editor": {"kind": "refine.testing.compare_fakes:paint_editor"},
+        "entries": {"base": {}}, "out_dir": str(tmp_path / "out"), "progress": False, "bootstrap": 200,
+    })
+    edited = {r.case_id: r.turns[0]["instruction"] for r in run.rows}
+    assert edited["chemistry/1"] == "Show flames and fizzing where the sodium meets the water."

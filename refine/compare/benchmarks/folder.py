@@ -33,6 +33,8 @@ from PIL import Image
 from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
 from refine.compare.benchmarks.mllm import Criterion, RubricJudge, check_judge, judge_key
 from refine.compare.benchmarks.protocols import check_scheme, protocol_label
+from refine.compare.benchmarks.rewrite import InstructionRewriter, RewriteSpec
+from refine.config import validate_config
 from refine.errors import InputError
 from refine.types import EditRequest, EditResult
 
@@ -96,8 +98,30 @@ class FolderBenchmark:
             self._judge = RubricJudge(self.judge_spec)
         return self._judge
 
+    def set_rewrite(self, rewrite: dict[str, Any] | None) -> None:
+        """Install the instruction-rewrite protocol flag (see `rewrite.py`), its backend checked now."""
+        self.rewriter: InstructionRewriter | None = None
+        self._rewrites: dict[tuple[str, int], str] = {}  # (case, turn) -> rewritten; seeds share it
+        if rewrite is not None:
+            spec = validate_config(RewriteSpec, dict(rewrite), source=f"{self.name} rewrite")
+            check_judge({"backend": spec.backend}, f"{self.name} rewrite")
+            self.rewriter = InstructionRewriter(spec)
+
+    @property
+    def rewrite_key(self) -> str:
+        """'' or a suffix naming the rewrite settings, for the benchmark's cache `key` (edits depend on them)."""
+        rewriter = getattr(self, "rewriter", None)
+        return "" if rewriter is None else "-rw" + stable_hash(rewriter.spec.model_dump())
+
     def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
-        return default_request(case, turn, image, seed, benchmark=self.name)
+        request = default_request(case, turn, image, seed, benchmark=self.name)
+        if getattr(self, "rewriter", None) is None:
+            return request
+        if (case.id, turn) not in self._rewrites:
+            self._rewrites[(case.id, turn)] = self.rewriter(image, request.instruction)
+        request.meta["original_instruction"] = request.instruction
+        request.instruction = self._rewrites[(case.id, turn)]
+        return request
 
 
 def warn_unknown(benchmark: str, field: str, values: Sequence[str], known: Sequence[str]) -> None:

@@ -23,7 +23,8 @@ image edited, the others are listed in `meta["extra_images"]`, because refine's 
 image. `categories` keeps a subset (e.g. without `temporal_prediction`, as EditThinker reports);
 a category outside `CATEGORIES` is kept with a warning, a missing image fails at build, named.
 `exclude` drops categories instead: ``exclude: [temporal_prediction]`` is the protocol flag of
-EditThinker's KRIS-Bench numbers (Temporal excluded).
+EditThinker's KRIS-Bench numbers (Temporal excluded); ``rewrite: {backend: ...}`` is the Inline
+Critic paper's (an MLLM rewrites each instruction before editing, see `rewrite.py`).
 
 Scoring ("refine-judge", our own wording of KRIS-Bench's three axes on the configured VLM, not
 its GPT-4o prompts): `consistency` (is everything not asked to change preserved), `instruction`
@@ -85,9 +86,15 @@ class KrisBench(FolderBenchmark):
     layout = LAYOUT
 
     def __init__(
-        self, root: str, judge: dict[str, Any] | None = None, categories: list[str] | None = None, exclude: list[str] | None = None
+        self,
+        root: str,
+        judge: dict[str, Any] | None = None,
+        categories: list[str] | None = None,
+        exclude: list[str] | None = None,
+        rewrite: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(root, judge)
+        self.set_rewrite(rewrite)
         self.categories, self.exclude = categories, list(exclude or [])
         self.bench = self.root / "KRIS_Bench" if (self.root / "KRIS_Bench").is_dir() else self.root
         self._rows = self._read_index()
@@ -132,7 +139,7 @@ class KrisBench(FolderBenchmark):
 
     @property
     def key(self) -> str:
-        return f"kris-{stable_hash([str(self.root.resolve()), [(r['id'], r['item']['ins_en']) for r in self._rows]])}"
+        return f"kris-{stable_hash([str(self.root.resolve()), [(r['id'], r['item']['ins_en']) for r in self._rows]])}{self.rewrite_key}"
 
     def cases(self) -> list[Case]:
         return [

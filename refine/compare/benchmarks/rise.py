@@ -21,7 +21,8 @@ RISEBench-360 on the hub, `PhoenixZ/RISEBench`, has the same files)::
 The case id is `index`, the category `category` (one of `CATEGORIES`; others are kept with a
 warning); a reference image is the case's target, a reference text (`reference` or
 `reference_txt`) goes to `meta["reference"]` and into the judge's question. A missing image
-fails when the benchmark is built, named in one line.
+fails when the benchmark is built, named in one line. ``rewrite: {backend: ...}`` has an MLLM
+rewrite each instruction before editing, the Inline Critic paper's protocol (see `rewrite.py`).
 
 Scoring ("refine-judge", our own wording of RISEBench's axes, not its GPT-4.1 prompts):
 `reasoning` (is the result what the instruction implies; the reference is shown), `consistency`
@@ -80,8 +81,11 @@ class RiseBench(FolderBenchmark):
     criteria = CRITERIA
     layout = LAYOUT
 
-    def __init__(self, root: str, judge: dict[str, Any] | None = None, index: str | None = None) -> None:
+    def __init__(
+        self, root: str, judge: dict[str, Any] | None = None, index: str | None = None, rewrite: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(root, judge)
+        self.set_rewrite(rewrite)
         candidates = [index] if index else INDEX_PATHS
         path = next((self.root / c for c in candidates if (self.root / c).is_file()), None)
         if path is None:
@@ -112,7 +116,7 @@ class RiseBench(FolderBenchmark):
 
     @property
     def key(self) -> str:
-        return f"rise-{stable_hash([str(self.root.resolve()), [(r['index'], r['instruction']) for r in self._rows]])}"
+        return f"rise-{stable_hash([str(self.root.resolve()), [(r['index'], r['instruction']) for r in self._rows]])}{self.rewrite_key}"
 
     def cases(self) -> list[Case]:
         folder = self.index.parent
