@@ -228,6 +228,12 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
                 f"| {row.entry} | {row.category} | {row.n} | " + " | ".join(_fmt(row.metrics[m]) for m in metrics)
                 + f" | {_delta(row)} | {_calls(row)} | {row.seconds:.3g} |"
             )
+    protocol = judge_protocol(run)
+    if protocol and protocol["repeat_interval"]:
+        lines += ["", f"Judge repeats ({protocol['repeats']}): {metrics[0]} of each repeat, mean and t 95% interval over repeats", ""]
+        for entry, spread in protocol["repeat_interval"].items():
+            values = ", ".join(f"{v:.3g}" for v in spread["values"])
+            lines.append(f"- {entry}: {spread['mean']:.3g} [{spread['low']:.3g}, {spread['high']:.3g}] ({values})")
     for item in run.skipped:
         lines += ["", f"Skipped {item.name}: {item.reason}"]
     return "\n".join(lines) + "\n"

@@ -107,8 +107,8 @@ def test_imgedit_official_prompts_parse_and_round_as_its_step_scripts(tmp_path):
         "PROMPT-style": "Style Fidelity: 5\nContent Preservation: 3\nRendering Quality: 4",
         "PROMPT-add: grade this add edit of Change the square to red.": "Prompt Compliance: 2\nVisual Seamlessness: 2\nPhysical & Detail Fidelity: 3",
     }
-    run = run_compare(config(tmp_path, {"kind": "imgedit", "root": str(root)}, answers, scheme="official", prompts=str(checkout)))
-    rows = {r.case_id: r.scores for r in run.rows}
+    run = run_compare(config(tmp_path, {"kind": "imgedit", "root": str(root)}, answers, scheme="official", prompts=str(checkout), repeats=3))
+    rows = {r.case_id: r.scores for r in run.rows}  # the scripted judge repeats its answers: repeats change nothing here
     assert rows["100"]["overall"] == round(13 / 3, 2) == 4.33  # step1: mean of the "Name: n" lines, 2 decimals
     assert rows["102"]["overall"] is None
     assert rows["103"]["overall"] == 4.0 and rows["103"]["compliance"] == 5.0  # style's three criteria, in order
@@ -134,6 +134,7 @@ def test_judge_repeats_average_per_case_and_report_the_spread_over_repeats(tmp_p
     assert spread["values"] == [3.0, 2.0, 4.0]  # per repeat: mean of the two type means
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n); sd of (3, 2, 4) is 1
     assert spread["low"] == pytest.approx(3.0 - half) and spread["high"] == pytest.approx(3.0 + half)
+    assert "- base: 3 [" in (run.out_dir / "summary.md").read_text()
 
 
 def test_labels_say_when_the_judge_is_not_the_pinned_one(tmp_path):
@@ -144,6 +145,12 @@ def test_labels_say_when_the_judge_is_not_the_pinned_one(tmp_path):
     assert label(scheme="official", prompts=checkout, model="Qwen2.5-VL-72B") == "official-prompts (judge Qwen2.5-VL-72B, not the pinned gpt-4.1)"
     assert label(scheme="official", prompts=checkout, temperature=0.7).startswith("official-prompts (temperature 0.7")
     assert label() == "refine-judge"  # our prompts never carry the official name, whatever the model
+    imgedit = write_imgedit_folder(tmp_path / "i", cases=1)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"add": "<edit_prompt>"}))
+    pinned = {"backend": {"kind": SCRIPTED, "model": "gpt-4.1"}, "scheme": "official", "prompts": str(prompts)}
+    assert ImgEditBench(str(imgedit), {**pinned, "repeats": 3}).protocol_label == "official"
+    assert ImgEditBench(str(imgedit), pinned).protocol_label == "official-prompts (1 judge repeat(s), fewer than the pinned 3)"
 
 
 def test_official_schemes_refuse_what_they_cannot_honour(tmp_path):

@@ -73,7 +73,9 @@ class FolderBenchmark:
     def protocol_label(self) -> str:
         """``refine-judge``, ``official`` or ``official-prompts (...)`` (see `protocols.protocol_label`)."""
         spec = self.judge_spec
-        return protocol_label(self.name, scheme=spec.scheme, model=spec.backend.get("model"), temperature=spec.temperature)
+        return protocol_label(
+            self.name, scheme=spec.scheme, model=spec.backend.get("model"), temperature=spec.temperature, repeats=spec.repeats
+        )
 
     def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         """`score_once` `judge.repeats` times; each metric is the mean over repeats (None if any repeat is None)."""

@@ -41,7 +41,7 @@ message saying so. EdiVal's official metrics are detector-based (Grounding DINO)
 rubric, and are not implemented.
 
 Pinned judges (what the papers report with): GPT-4.1 for GEdit-Bench, ImgEdit and RISEBench,
-GPT-4o for KRIS-Bench. Temperature is pinned to 0 (greedy) so that reruns differ only by the
+GPT-4o for KRIS-Bench; ImgEdit also pins 3 judge repeats. Temperature is pinned to 0 (greedy) so that reruns differ only by the
 service; ImgEdit's basic_bench.py sends no temperature (the API default), so its published numbers
 carry sampling noise: the Inline Critic paper warns that ImgEdit's run-to-run variance can exceed
 method gaps, which is why `judge.repeats` re-judges every case and the report gives the spread of
@@ -86,8 +86,11 @@ _SCORE_LIST = re.compile(r'"?score"?\s*:\s*\[([^\]]*)\]', re.IGNORECASE)
 _NAMED_SCORE = re.compile(r"^\s*([^:\n]+?)\s*:\s*(\d+)\s*$", re.MULTILINE)
 
 
-def protocol_label(benchmark: str, *, scheme: str, model: str | None, temperature: float) -> str:
-    """How a result is labelled: ``official``, ``official-prompts (...)`` or ``refine-judge`` (see the module docstring)."""
+def protocol_label(benchmark: str, *, scheme: str, model: str | None, temperature: float, repeats: int = 1) -> str:
+    """How a result is labelled: ``official``, ``official-prompts (...)`` or ``refine-judge`` (see the module docstring).
+
+    Official needs the pinned judge, temperature and at least the pinned number of repeats.
+    """
     if scheme != "official":
         return "refine-judge"
     pinned = PINNED.get(benchmark)
@@ -98,6 +101,8 @@ def protocol_label(benchmark: str, *, scheme: str, model: str | None, temperatur
         gaps.append(f"judge {model}, not the pinned {pinned.judge}")
     if temperature != pinned.temperature:
         gaps.append(f"temperature {temperature:g}, not the pinned {pinned.temperature:g}")
+    if repeats < pinned.repeats:
+        gaps.append(f"{repeats} judge repeat(s), fewer than the pinned {pinned.repeats}")
     return "official" if not gaps else f"official-prompts ({'; '.join(gaps)})"
 
 
