@@ -26,12 +26,14 @@ class ScriptedVLM:
         self.default, self.model, self.name = default, model, f"scripted:{model}"
         self.asked: Counter = Counter()
         self.questions: list[str] = []
+        self.layouts: list[str] = []  # per question, its content parts in order, e.g. "text,image,image"
 
     def generate(self, conversations: Sequence[list[dict[str, Any]]], max_new_tokens: int = 64, temperature: float = 0.0) -> list[str]:
         out = []
         for messages in conversations:
             text = "\n".join(part["text"] for m in messages for part in m["content"] if part.get("type") == "text")
             self.questions.append(text)
+            self.layouts.append(",".join(part.get("type") for m in messages for part in m["content"]))
             key = next((k for k in self.answers if k in text), None)
             if key is None:
                 out.append(self.default)

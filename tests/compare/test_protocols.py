@@ -8,6 +8,7 @@ scripts do, on hand-computed tables.
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from refine.compare.benchmarks.imgedit import ImgEditBench
 from refine.compare.benchmarks.kris import KrisBench
 from refine.compare.stats import ALL
 from refine.errors import ConfigError, InputError
-from refine.testing.benchmark_folders import write_gedit_folder, write_imgedit_folder, write_kris_folder
+from refine.testing.benchmark_folders import write_gedit_folder, write_imgedit_folder, write_kris_folder, write_rise_folder
 
 SCRIPTED = "refine.testing.scripted_vlm:ScriptedVLM"
 PQ_MARK = "RATE-NATURALNESS-AND-ARTIFACTS"
@@ -163,6 +164,12 @@ def test_official_schemes_refuse_what_they_cannot_honour(tmp_path):
         GEditBench(str(gedit), {"backend": backend, "prompts": str(tmp_path)})
     with pytest.raises(ConfigError, match="scheme official is not available"):
         KrisBench(str(kris), {"backend": backend, "scheme": "official", "prompts": str(tmp_path)})
+    with pytest.raises(InputError, match="lacks the string constant"):
+        (tmp_path / "rise").mkdir()
+        (tmp_path / "rise" / "utils.py").write_text('prompt_consist = "x"\n')
+        from refine.compare.benchmarks.rise import RiseBench
+
+        RiseBench(str(write_rise_folder(tmp_path / "r")), {"backend": backend, "scheme": "official", "prompts": str(tmp_path / "rise")})
     with pytest.raises(InputError, match="vie_prompts.py"):
         GEditBench(str(gedit), {"backend": backend, "scheme": "official", "prompts": str(tmp_path / "empty")})
     (tmp_path / "bad.json").write_text(json.dumps({"add": "x"}))
@@ -223,3 +230,50 @@ def test_rewrite_flag_edits_from_the_mllm_instruction_and_judges_the_original(tm
     })
     edited = {r.case_id: r.turns[0]["instruction"] for r in run.rows}
     assert edited["chemistry/1"] == "Show flames and fizzing where the sodium meets the water."
+
+
+def rise_checkout(root):
+    """A RISEBench checkout's utils.py: the prompt_* constants gpt_eval.py uses, our texts with a marker each."""
+    texts = {
+        "prompt_consist": "CONSIST::{instruct}", "prompt_reasoning": "REASON-TXT::{instruct}::{reference}",
+        "prompt_reasoning_w_input": "REASON-IN::{instruct}::{reference}", "prompt_generation": "GENERATION",
+        "prompt_spatial_ref": "SPATIAL-REF::{instruct}::{reference}", "prompt_spatial_ref_img": "SPATIAL-IMG::{instruct}",
+        "prompt_spatial_ref_w_input": "SPATIAL-IN::{instruct}::{reference}", "prompt_spatial_cons": "SPATIAL-CONS::{instruct}",
+        "prompt_spatial_qual": "SPATIAL-QUAL", "prompt_logical_cons_ans": "LOGIC-CONS-ANS::{instruct}::{reference}",
+        "prompt_logical_txt": "LOGIC-TXT::{instruct}::{reference}", "prompt_logical_cons": "LOGIC-CONS::{instruct}",
+        "prompt_logical_img": "LOGIC-IMG::{instruct}", "prompt_logical_img_wo_q": "LOGIC-IMG-WO-Q",
+    }
+    root.mkdir(parents=True)
+    (root / "utils.py").write_text("import numpy as np\n\n" + "".join(f'{k} = """{v}"""\n\n' for k, v in texts.items()))
+    return root
+
+
+def test_rise_official_prompts_parsing_and_accuracy_match_the_hand_computed_table(tmp_path):
+    from refine.compare.benchmarks.rise import RiseBench
+    from refine.testing.scripted_vlm import ScriptedVLM
+    from refine.types import EditResult
+
+    items = json.loads((Path(__file__).parent / "data" / "rise" / "data_total.json").read_text())  # temporal, causal, spatial, logical x2
+    root = write_rise_folder(tmp_path / "RISEBench", items)
+    final = lambda n: f"The edit ... \n**Final Score:** **{n}**"  # noqa: E731
+    answers = {
+        "CONSIST::Draw what it will look like after being kept": final(5), "REASON-TXT::Draw what it will look like after being kept": final(5),
+        "CONSIST::Draw what it will look like after being bitten": final(5), "REASON-TXT::Draw what it will look like after being bitten": final(4),
+        "GENERATION": final(5),
+        "SPATIAL-REF::Draw the top view.": final(5), "SPATIAL-CONS::Draw the top view.": final(5), "SPATIAL-QUAL": final(3),
+        "LOGIC-CONS::This is an image of a maze": "Final Score: 1", "LOGIC-IMG::This is an image of a maze": "Final Score: 1",
+        "LOGIC-CONS-ANS::In the current graph": "Final Score: 1", "LOGIC-TXT::In the current graph": "I cannot decide",
+    }
+    bench = RiseBench(str(root), {"backend": {"kind": SCRIPTED}, "scheme": "official", "prompts": str(rise_checkout(tmp_path / "rise-code"))})
+    bench.judge._backend = vlm = ScriptedVLM(answers=answers, default="no answer")
+    cases = bench.cases()
+    scores = {c.id: s for c, s in zip(cases, bench.score([(c, [EditResult(c.source_image(), c.instructions[0])]) for c in cases]))}
+    assert [scores[c.id].scores["overall"] for c in cases] == [100.0, 0.0, 0.0, 100.0, 0.0]  # accuracy: complete at all-5
+    assert scores["causal_reasoning_1"].scores["reasoning"] == 75.0 and scores["causal_reasoning_1"].details["official"]["score"] == 4.5
+    assert scores["logical_reasoning_1"].details["official"]["consistency"] == 5  # logical answers 0/1, mapped to 1/5
+    assert scores["logical_reasoning_2"].details["official"] is None and scores["logical_reasoning_2"].scores["reasoning"] is None
+    assert "no answer" not in [answer for s in scores.values() for answer in s.details["answers"].values()]  # every question was scripted
+    layouts = dict(zip(vlm.questions, vlm.layouts))
+    assert layouts[next(q for q in layouts if q.startswith("LOGIC-IMG::"))] == "text,image,image"  # reference image, then the edit
+    assert layouts[next(q for q in layouts if q.startswith("REASON-TXT::"))] == "text,image"  # text reference: the edit alone
+    assert len(vlm.questions) == 3 + 3 + 3 + 2 + 2  # logical cases have no quality question

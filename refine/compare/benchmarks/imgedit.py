@@ -209,7 +209,8 @@ class ImgEditBench(FolderBenchmark):
     def _score_official(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         """ImgEdit's prompts and parsing rule (see the module docstring)."""
         texts = [self.official_prompts[case.category].replace("<edit_prompt>", case.instructions[0]) for case, _ in items]
-        answers = self.judge.ask([[case.source_image(), results[-1].image] for case, results in items], texts)
+        # basic_bench.py sends the prompt, then the original, then the edit
+        answers = self.judge.ask([[case.source_image(), results[-1].image] for case, results in items], texts, text_first=True)
         scores = []
         for answer in answers:
             named = parse_imgedit_scores(answer)

@@ -195,15 +195,16 @@ class RubricJudge:
             return None, {**detail, "error": "low_candidate_mass"}
         return float(value), detail
 
-    def ask(self, images: Sequence[Sequence[Image.Image]], texts: Sequence[str]) -> list[str]:
+    def ask(self, images: Sequence[Sequence[Image.Image]], texts: Sequence[str], text_first: bool = False) -> list[str]:
         """One generated answer per (images, full question), with no system message or format line added.
 
-        The official protocols send their authors' prompts as they are (`refine.compare.benchmarks.protocols`).
+        The official protocols send their authors' prompts as they are (`refine.compare.benchmarks.protocols`),
+        the question before the images where their scripts put it there (`text_first`).
         """
-        conversations = [
-            [{"role": "user", "content": [*({"type": "image", "image": i} for i in ims), {"type": "text", "text": t}]}]
-            for ims, t in zip(images, texts)
-        ]
+        conversations = []
+        for ims, t in zip(images, texts):
+            pictures, question = [{"type": "image", "image": i} for i in ims], [{"type": "text", "text": t}]
+            conversations.append([{"role": "user", "content": question + pictures if text_first else pictures + question}])
         return list(self.backend.generate(conversations, self.spec.max_new_tokens, self.spec.temperature)) if conversations else []
 
     def _sample(self, criterion: Criterion, conversations) -> list[tuple[float | None, dict[str, Any]]]:

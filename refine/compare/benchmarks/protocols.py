@@ -32,17 +32,18 @@ Where the prompts are read (official relative paths first; `judge.prompts` may a
 |---|---|---|
 | gedit | ``viescore/vie_prompts.py`` (VIEScore, as GEdit-Bench vendors it; also ``GEdit-Bench/viescore/``) | the string constants ``_context_no_delimit``, ``_prompts_0shot_two_image_edit_rule``, ``_prompts_0shot_tie_rule_SC``, ``_prompts_0shot_rule_PQ`` (read with `ast`, never executed) |
 | imgedit | the ``--prompts_json`` file of ``Benchmark/Basic/basic_bench.py`` (``prompts.json`` or ``Benchmark/Basic/prompts.json``) | ``{edit_type: prompt}`` with ``<edit_prompt>`` |
+| rise | ``utils.py`` of the RISEBench checkout (what its gpt_eval.py imports) | the ``prompt_*`` string constants in `RISE_NAMES` (read with `ast`) |
 
-KRIS-Bench, RISEBench and MSE-Bench keep their official *aggregation* under refine-judge prompts
-(KRIS: `exclude` drops Temporal as EditThinker does; RISE: Overall is the accuracy of fully solved
-cases; MSE: a turn passes when both ratings are > 6, scoring stops at the first failure); reading
-their authors' prompt files is not wired yet, so ``scheme: official`` is refused for them with a
-message saying so. EdiVal's official metrics are detector-based (Grounding DINO), not a VLM
-rubric, and are not implemented.
+KRIS-Bench and MSE-Bench keep their official *aggregation* under refine-judge prompts (KRIS:
+`exclude` drops Temporal as EditThinker does; MSE: a turn passes when both ratings are > 6, scoring
+stops at the first failure); reading their authors' prompt files is not wired yet, so
+``scheme: official`` is refused for them with a message saying so. EdiVal's official metrics are
+detector-based (Grounding DINO), not a VLM rubric, and are not implemented.
 
 Pinned judges (what the papers report with): GPT-4.1 for GEdit-Bench, ImgEdit and RISEBench,
-GPT-4o for KRIS-Bench; ImgEdit also pins 3 judge repeats. Temperature is pinned to 0 (greedy) so that reruns differ only by the
-service; ImgEdit's basic_bench.py sends no temperature (the API default), so its published numbers
+GPT-4o for KRIS-Bench; ImgEdit also pins 3 judge repeats. Temperature is pinned to 0 (greedy, as
+RISEBench's gpt_eval.py sends) so that reruns differ only by the service; ImgEdit's
+basic_bench.py sends no temperature (the API default), so its published numbers
 carry sampling noise: the Inline Critic paper warns that ImgEdit's run-to-run variance can exceed
 method gaps, which is why `judge.repeats` re-judges every case and the report gives the spread of
 the headline over repeats (`refine.compare.stats.repeat_interval`).
@@ -76,11 +77,17 @@ PINNED = {
     "rise": Pinned("gpt-4.1"),
     "kris": Pinned("gpt-4o"),
 }
-OFFICIAL_PROMPTS = ("gedit", "imgedit")  # benchmarks whose authors' prompt files refine reads
+OFFICIAL_PROMPTS = ("gedit", "imgedit", "rise")  # benchmarks whose authors' prompt files refine reads
 
 VIESCORE_FILES = ("viescore/vie_prompts.py", "GEdit-Bench/viescore/vie_prompts.py", "vie_prompts.py")
 VIESCORE_NAMES = ("_context_no_delimit", "_prompts_0shot_two_image_edit_rule", "_prompts_0shot_tie_rule_SC", "_prompts_0shot_rule_PQ")
 IMGEDIT_FILES = ("prompts.json", "Benchmark/Basic/prompts.json", "Basic/prompts.json")
+RISE_FILES = ("utils.py", "RISEBench/utils.py")
+RISE_NAMES = (
+    "prompt_consist", "prompt_reasoning", "prompt_reasoning_w_input", "prompt_generation", "prompt_spatial_ref",
+    "prompt_spatial_ref_img", "prompt_spatial_ref_w_input", "prompt_spatial_cons", "prompt_spatial_qual",
+    "prompt_logical_cons_ans", "prompt_logical_txt", "prompt_logical_cons", "prompt_logical_img", "prompt_logical_img_wo_q",
+)
 
 _SCORE_LIST = re.compile(r'"?score"?\s*:\s*\[([^\]]*)\]', re.IGNORECASE)
 _NAMED_SCORE = re.compile(r"^\s*([^:\n]+?)\s*:\s*(\d+)\s*$", re.MULTILINE)
@@ -133,23 +140,130 @@ def _find(root: Path, candidates: tuple[str, ...], benchmark: str) -> Path:
     raise InputError(f"{benchmark} judge prompts: none of {', '.join(candidates)} under {str(root)!r}; point prompts to your checkout or to the file")
 
 
-def read_viescore_prompts(path: str | Path) -> dict[str, str]:
-    """VIEScore's four prompt constants from `vie_prompts.py` (found under `path`), read with `ast` (not executed)."""
-    file = _find(Path(path).expanduser(), VIESCORE_FILES, "gedit")
+def read_constants(file: Path, names: tuple[str, ...], benchmark: str) -> dict[str, str]:
+    """The module-level string constants `names` of a Python file, read with `ast` (the file is never executed)."""
     try:
         tree = ast.parse(file.read_text(encoding="utf-8-sig"))
     except SyntaxError as err:
-        raise InputError(f"gedit judge prompts: {file} is not Python ({err.msg}, line {err.lineno})") from None
+        raise InputError(f"{benchmark} judge prompts: {file} is not Python ({err.msg}, line {err.lineno})") from None
     found: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             for target in node.targets:
-                if isinstance(target, ast.Name) and target.id in VIESCORE_NAMES:
+                if isinstance(target, ast.Name) and target.id in names:
                     found[target.id] = node.value.value
-    missing = [name for name in VIESCORE_NAMES if name not in found]
+    missing = [name for name in names if name not in found]
     if missing:
-        raise InputError(f"gedit judge prompts: {file} lacks the string constant(s) {', '.join(missing)} (VIEScore's vie_prompts.py)")
+        raise InputError(f"{benchmark} judge prompts: {file} lacks the string constant(s) {', '.join(missing)}")
     return found
+
+
+def read_viescore_prompts(path: str | Path) -> dict[str, str]:
+    """VIEScore's four prompt constants from `vie_prompts.py` (found under `path`)."""
+    return read_constants(_find(Path(path).expanduser(), VIESCORE_FILES, "gedit"), VIESCORE_NAMES, "gedit")
+
+
+def read_rise_prompts(path: str | Path) -> dict[str, str]:
+    """RISEBench's judge prompts from the checkout's `utils.py` (found under `path`)."""
+    return read_constants(_find(Path(path).expanduser(), RISE_FILES, "rise"), RISE_NAMES, "rise")
+
+
+def _format(prompt: str, **fields: str) -> str:
+    """`str.format` for the fields the prompts name, without failing on other braces."""
+    for name, value in fields.items():
+        prompt = prompt.replace("{" + name + "}", value)
+    return prompt.replace("{{", "{").replace("}}", "}")
+
+
+def rise_queries(prompts: dict[str, str], item: dict, instruction: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """RISEBench's questions for one case, as its gpt_eval.py picks them per category and reference kind.
+
+    Returns {dimension: (question, image roles)} for "consistency", "reasoning" and "quality" (the
+    ones the case is judged on); roles are "input" (the source), "reference" (`reference_img`) and
+    "output" (the edit), in the order they are sent, after the question.
+    """
+    category, reference = item.get("category"), str(item.get("reference") or item.get("reference_txt") or "")
+    with_reasoning_image = bool(item.get("reasoning_img"))
+    queries: dict[str, tuple[str, tuple[str, ...]]] = {}
+    if category in ("temporal_reasoning", "causal_reasoning"):
+        first = "input"
+        if "reference_img" in item and with_reasoning_image:
+            queries["reasoning"] = (_format(prompts["prompt_reasoning_w_input"], instruct=instruction, reference=reference), (first, "output"))
+        else:
+            queries["reasoning"] = (_format(prompts["prompt_reasoning"], instruct=instruction, reference=reference), ("output",))
+        consistency, quality = _format(prompts["prompt_consist"], instruct=instruction), prompts["prompt_generation"]
+    elif category == "spatial_reasoning":
+        first = "input"
+        if item.get("reference_img"):
+            first = "reference"  # the consistency question then compares with the reference too, as gpt_eval.py does
+            queries["reasoning"] = (_format(prompts["prompt_spatial_ref_img"], instruct=instruction), (first, "output"))
+        elif with_reasoning_image:
+            queries["reasoning"] = (_format(prompts["prompt_spatial_ref_w_input"], instruct=instruction, reference=reference), (first, "output"))
+        else:
+            queries["reasoning"] = (_format(prompts["prompt_spatial_ref"], instruct=instruction, reference=reference), ("output",))
+        consistency, quality = _format(prompts["prompt_spatial_cons"], instruct=instruction), prompts["prompt_spatial_qual"]
+    elif category == "logical_reasoning":
+        quality = None  # logical cases are judged on consistency and reasoning only
+        if item.get("reference_txt"):
+            first = "input"
+            consistency = _format(prompts["prompt_logical_cons_ans"], instruct=instruction, reference=reference)
+            queries["reasoning"] = (_format(prompts["prompt_logical_txt"], instruct=instruction, reference=reference), ("output",))
+        else:
+            first = "reference"
+            consistency = _format(prompts["prompt_logical_cons"], instruct=instruction)
+            text = prompts["prompt_logical_img_wo_q"] if "reasoning_wo_ins" in item else _format(prompts["prompt_logical_img"], instruct=instruction)
+            queries["reasoning"] = (text, (first, "output"))
+    else:
+        raise InputError(f"rise: official scoring knows the categories temporal/causal/spatial/logical_reasoning, not {category!r}")
+    if not item.get("consistency_free"):
+        queries["consistency"] = (consistency, (first, "output"))
+    if quality is not None:
+        queries["quality"] = (quality, ("output",))
+    return queries
+
+
+def parse_final_score(text: str) -> list[int] | None:
+    """The integers after the first ``Final Score(s):`` that has any (RISEBench's `extract`), or None.
+
+    >>> parse_final_score("steps...\\n**Final Score:** **4**"), parse_final_score("no verdict")
+    ([4], None)
+    """
+    for label in ("Final Score", "Final Scores"):
+        for match in re.findall(r"\*?\*?" + label + r"\*?\*?:?\s*([\d*\s,\n]*)", text or "", re.IGNORECASE):
+            numbers = [int(n) for n in re.findall(r"\d+", match)]
+            if numbers:
+                return numbers
+    return None
+
+
+def rise_aggregate(category: str, parsed: dict[str, list[int] | None]) -> dict[str, float | None] | None:
+    """One case's RISEBench ratings (1-5), weighted score and completion from its parsed answers, as gpt_eval.py.
+
+    Logical cases answer consistency and reasoning with 0/1, mapped to 1/5. A case whose answers do
+    not all parse gets None (gpt_eval.py then counts it as not complete).
+
+    >>> rise_aggregate("causal_reasoning", {"consistency": [5], "reasoning": [5], "quality": [4]})["complete"]
+    0
+    >>> rise_aggregate("logical_reasoning", {"consistency": [1], "reasoning": [1]})
+    {'consistency': 5, 'reasoning': 5, 'quality': None, 'score': 5.0, 'complete': 1}
+    """
+    if any(not v for v in parsed.values()):
+        return None
+    consistency = parsed["consistency"][0] if "consistency" in parsed else None
+    reasoning, quality = parsed["reasoning"][0], parsed["quality"][0] if "quality" in parsed else None
+    if category == "logical_reasoning":
+        consistency, reasoning = 4 * min(consistency, 1) + 1, 4 * min(reasoning, 1) + 1
+        score = 0.3 * consistency + 0.7 * reasoning
+        complete = int(consistency == 5 and reasoning == 5)
+    else:
+        if consistency is None:  # consistency_free
+            score = 0.2 * quality + 0.8 * reasoning
+        else:
+            score = 0.3 * consistency + 0.5 * reasoning + 0.2 * quality
+        complete = int(consistency == 5 and reasoning == 5 and quality == 5)
+    if reasoning == 1:
+        score = max(1.0, score * 0.5)
+    return {"consistency": consistency, "reasoning": reasoning, "quality": quality, "score": float(score), "complete": complete}
 
 
 def viescore_queries(prompts: dict[str, str], instruction: str) -> tuple[str, str]:
@@ -191,6 +305,7 @@ def parse_imgedit_scores(text: str) -> dict[str, int]:
 
 
 __all__ = [
-    "OFFICIAL_PROMPTS", "PINNED", "Pinned", "SCHEMES", "check_scheme", "parse_imgedit_scores", "parse_score_list",
-    "protocol_label", "read_imgedit_prompts", "read_viescore_prompts", "viescore_queries",
+    "OFFICIAL_PROMPTS", "PINNED", "Pinned", "SCHEMES", "check_scheme", "parse_final_score", "parse_imgedit_scores",
+    "parse_score_list", "protocol_label", "read_constants", "read_imgedit_prompts", "read_rise_prompts",
+    "read_viescore_prompts", "rise_aggregate", "rise_queries", "viescore_queries",
 ]
