@@ -61,6 +61,8 @@ class FolderBenchmark:
         if not self.root.is_dir():
             raise InputError(f"{self.name} root {str(self.root)!r} is not a folder; {self.layout}")
         self.official_prompts: dict[str, str] | None = None  # set by a benchmark that reads its authors' prompts
+        self.rewriter: InstructionRewriter | None = None  # set by `set_rewrite` (the rewrite protocol flag)
+        self._rewrites: dict[tuple[str, int], str] = {}
 
     @property
     def judge_key(self) -> str:
@@ -101,9 +103,11 @@ class FolderBenchmark:
         return self._judge
 
     def set_rewrite(self, rewrite: dict[str, Any] | None) -> None:
-        """Install the instruction-rewrite protocol flag (see `rewrite.py`), its backend checked now."""
-        self.rewriter: InstructionRewriter | None = None
-        self._rewrites: dict[tuple[str, int], str] = {}  # (case, turn) -> rewritten; seeds share it
+        """Install the instruction-rewrite protocol flag (see `rewrite.py`), its backend checked now.
+
+        For single-turn benchmarks (KRIS, RISE): a rewrite depends on the case's source only, so it
+        is made once per case and shared by every seed and entry.
+        """
         if rewrite is not None:
             spec = validate_config(RewriteSpec, dict(rewrite), source=f"{self.name} rewrite")
             check_judge({"backend": spec.backend}, f"{self.name} rewrite")
@@ -112,12 +116,11 @@ class FolderBenchmark:
     @property
     def rewrite_key(self) -> str:
         """'' or a suffix naming the rewrite settings, for the benchmark's cache `key` (edits depend on them)."""
-        rewriter = getattr(self, "rewriter", None)
-        return "" if rewriter is None else "-rw" + stable_hash(rewriter.spec.model_dump())
+        return "" if self.rewriter is None else "-rw" + stable_hash(self.rewriter.spec.model_dump())
 
     def request(self, case: Case, turn: int, image: Image.Image, seed: int) -> EditRequest:
         request = default_request(case, turn, image, seed, benchmark=self.name)
-        if getattr(self, "rewriter", None) is None:
+        if self.rewriter is None:
             return request
         if (case.id, turn) not in self._rewrites:
             self._rewrites[(case.id, turn)] = self.rewriter(image, request.instruction)
