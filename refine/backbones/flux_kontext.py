@@ -66,6 +66,7 @@ class FluxKontextBackbone:
     """
 
     name = "flux_kontext"
+    default_steps = 28  # the pipeline's num_inference_steps default
 
     def __init__(
         self,
@@ -131,11 +132,16 @@ class FluxKontextBackbone:
         path_or_id: str | Path,
         torch_dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str | None = None,
+        weights_variant: str | None = None,
         **kwargs,
     ) -> "FluxKontextBackbone":
-        """Load a FLUX.1 Kontext checkpoint (folder or hub id) through diffusers' `from_pretrained`."""
+        """Load a FLUX.1 Kontext checkpoint (folder or hub id) through diffusers' `from_pretrained`.
+
+        `weights_variant` is diffusers' ``variant=`` (e.g. ``"fp16"`` reads ``*.fp16.safetensors``).
+        """
+        loading = diffusers_dtype_kwargs(torch_dtype) | ({"variant": weights_variant} if weights_variant else {})
         try:
-            pipeline = FluxKontextPipeline.from_pretrained(str(path_or_id), **diffusers_dtype_kwargs(torch_dtype))
+            pipeline = FluxKontextPipeline.from_pretrained(str(path_or_id), **loading)
         except (OSError, ValueError) as err:
             raise ArtifactError(f"cannot load FLUX.1 Kontext from {path_or_id}: {str(err).splitlines()[0]}") from None
         if device is not None:

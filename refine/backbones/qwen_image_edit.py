@@ -21,13 +21,17 @@ gives the pipeline's image (see tests/backbones/test_qwen_image_edit.py for the 
 
 Variants (`variant`):
 * ``"edit"`` (Qwen-Image-Edit): the Qwen2.5-VL sees the prepared source image itself.
-* ``"plus"`` (2509, 2511): the VL sees the source resized to `vl_pixel_area` (384² by default)
+* ``"plus"`` (2509, 2511): the VL sees the original source resized to `vl_pixel_area` (384² by default)
   and its prompt names it "Picture 1"; 2511's transformer (``zero_cond_t``) needs nothing more.
 
 Image policy (`prepare_images`): each image is resized, aspect ratio kept, to about
 `pixel_area` pixels (1024² by default, as the pipelines) with both sides rounded to a multiple of
 32 (diffusers' `calculate_dimensions`), at least 32; the edit is generated at that size. Requests of one batch
 must end up with the same size (callers group them, as `refine.rollout` does).
+
+Output size: by default the edit has the prepared source's size. `height` / `width` set it apart
+from the source, as the pipelines' ``height=`` / ``width=`` do (rounded down to a multiple of 16,
+the source still conditions at `pixel_area`); the RoPE shapes then name both grids.
 
 Guidance is Qwen-Image's true CFG: the negative prompt (with the source image) is encoded too,
 both branches run in one batched pass, and the guided velocity is rescaled to the conditional
@@ -47,6 +51,7 @@ from refine.backbones import diffusers_dtype_kwargs, resolve_dtype
 from refine.backbones.base import Condition, concat_conditions
 from refine.backbones.diffusers_common import cfg_velocities, prepare_edit_batch, resize_images, shifted_sigmas
 from refine.errors import ArtifactError, ConfigError, InputError
+from refine.images import load_image
 
 ensure_torchvision_importable()  # transformers' image processors import torchvision
 
@@ -74,9 +79,12 @@ class QwenImageEditBackbone:
         vl_pixel_area: pixel count of the image the VL encoder sees (``"plus"`` only).
         negative_prompt: the CFG negative prompt (the pipeline needs one to enable true CFG).
         default_guidance: true-CFG scale used when callers pass none; <= 1 disables CFG.
+        height, width: size of the generated image (None: the prepared source's), as the
+            pipelines' arguments of the same names.
     """
 
     name = "qwen_image_edit"
+    default_steps = 50  # the pipelines' num_inference_steps default
 
     def __init__(
         self,
@@ -92,17 +100,23 @@ class QwenImageEditBackbone:
         vl_pixel_area: int = CONDITION_IMAGE_SIZE,
         negative_prompt: str = " ",
         default_guidance: float | None = 4.0,
+        height: int | None = None,
+        width: int | None = None,
     ) -> None:
         if variant not in PIPELINES:
             raise ConfigError(f"unknown Qwen-Image-Edit variant {variant!r}; use 'edit' (Qwen-Image-Edit) or 'plus' (2509, 2511)")
         pipeline = PIPELINES[variant](
             scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, processor=processor, transformer=transformer
         )
-        self._init(pipeline, variant, pixel_area, vl_pixel_area, negative_prompt, default_guidance)
+        self._init(pipeline, variant, pixel_area, vl_pixel_area, negative_prompt, default_guidance, height, width)
 
-    def _init(self, pipeline, variant, pixel_area, vl_pixel_area, negative_prompt, default_guidance) -> None:
+    def _init(self, pipeline, variant, pixel_area, vl_pixel_area, negative_prompt, default_guidance, height=None, width=None) -> None:
         if pixel_area < 32 * 32 or vl_pixel_area < 28 * 28:
             raise ConfigError(f"pixel_area={pixel_area} / vl_pixel_area={vl_pixel_area} are too small; use at least 32*32")
+        multiple = pipeline.vae_scale_factor * 2
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and value < multiple:
+                raise ConfigError(f"{name}={value} is below {multiple}; give at least {multiple} (it is rounded down to a multiple of {multiple})")
         pipeline.set_progress_bar_config(disable=True)
         self.pipeline = pipeline
         self.variant = variant
@@ -110,6 +124,7 @@ class QwenImageEditBackbone:
         self.vl_pixel_area = int(vl_pixel_area)
         self.negative_prompt = negative_prompt
         self.default_guidance = default_guidance
+        self.height, self.width = height, width
         self.transformer = pipeline.transformer
         self.vae = pipeline.vae
         self.vae_scale_factor = pipeline.vae_scale_factor
@@ -127,6 +142,8 @@ class QwenImageEditBackbone:
             kwargs.pop("vl_pixel_area", CONDITION_IMAGE_SIZE),
             kwargs.pop("negative_prompt", " "),
             kwargs.pop("default_guidance", 4.0),
+            kwargs.pop("height", None),
+            kwargs.pop("width", None),
         )
         if kwargs:
             raise ConfigError(f"unknown QwenImageEditBackbone options {sorted(kwargs)}")
@@ -139,17 +156,21 @@ class QwenImageEditBackbone:
         torch_dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str | None = None,
         variant: Variant | None = None,
+        weights_variant: str | None = None,
         **kwargs,
     ) -> "QwenImageEditBackbone":
         """Load a Qwen-Image-Edit checkpoint (folder or hub id) through diffusers' `from_pretrained`.
 
         `variant` defaults to what the checkpoint's `model_index.json` names (Plus pipeline ->
-        ``"plus"``). Other keyword arguments are the constructor's options (pixel_area...).
+        ``"plus"``). `weights_variant` is diffusers' own ``variant=`` (which weight files to read,
+        e.g. ``"fp16"`` for ``*.fp16.safetensors``). Other keyword arguments are the constructor's
+        options (pixel_area, height...).
         """
         class_name = _pipeline_class_name(path_or_id)
         variant = variant or _variant_of(class_name)
+        loading = diffusers_dtype_kwargs(torch_dtype) | ({"variant": weights_variant} if weights_variant else {})
         try:
-            pipeline = PIPELINES[variant].from_pretrained(str(path_or_id), **diffusers_dtype_kwargs(torch_dtype))
+            pipeline = PIPELINES[variant].from_pretrained(str(path_or_id), **loading)
         except (OSError, ValueError) as err:
             raise ArtifactError(f"cannot load Qwen-Image-Edit from {path_or_id}: {str(err).splitlines()[0]}") from None
         if device is not None:
@@ -183,9 +204,13 @@ class QwenImageEditBackbone:
         self, images: Sequence[Image.Image], instructions: Sequence[str], *, guidance: float | None = None
     ) -> Condition:
         # 1. Check inputs and prepare the images (one shared size per batch).
-        images, instructions = prepare_edit_batch(self.prepare_images, images, instructions)
-        width, height = images[0].size
-        vl_images = images if self.variant == "edit" else [self._vl_image(image) for image in images]
+        originals = [load_image(image) for image in images]  # Plus resizes the VL's picture from these
+        images, instructions = prepare_edit_batch(self.prepare_images, originals, instructions)
+        source_width, source_height = images[0].size
+        multiple = self.vae_scale_factor * 2  # the pipelines round a requested size down to this
+        height = (self.height or source_height) // multiple * multiple
+        width = (self.width or source_width) // multiple * multiple
+        vl_images = images if self.variant == "edit" else [self._vl_image(image) for image in originals]
 
         # 2. Encode the source images once: VAE latents, normalised and packed (B, N_src, C).
         image_latents = self._encode_packed(images)
@@ -193,12 +218,13 @@ class QwenImageEditBackbone:
         # 3. Encode prompts with the image (and the negative prompt when CFG is on).
         guidance = self.default_guidance if guidance is None else guidance
         text, mask = self._encode_prompts(instructions, vl_images)
-        grid = (1, height // self.vae_scale_factor // 2, width // self.vae_scale_factor // 2)
+        grid = (1, height // multiple, width // multiple)
+        source_grid = (1, source_height // multiple, source_width // multiple)
         common = dict(
             image_latents=image_latents,
             latent_shape=(grid[1] * grid[2], self.transformer.config.in_channels),
-            image_size=(height, width),
-            extras={"img_shapes": [[grid, grid] for _ in images]},  # RoPE: noise grid, then source grid
+            image_size=(height, width),  # of the edit (noise, decode); the source's may differ
+            extras={"img_shapes": [[grid, source_grid] for _ in images]},  # RoPE: noise grid, then source grid
         )
         negative = None
         if guidance is not None and guidance > 1:
@@ -329,7 +355,8 @@ def load_qwen_image_edit(
 ) -> QwenImageEditBackbone:
     """Registry/CLI loader: `QwenImageEditBackbone.from_pretrained` with a dtype name.
 
-    `dtype` None: bfloat16 on CUDA, float32 elsewhere. `options` go to the constructor
-    (variant, pixel_area, vl_pixel_area, negative_prompt, default_guidance).
+    `dtype` None: bfloat16 on CUDA, float32 elsewhere. `options` go to `from_pretrained`
+    (weights_variant) and the constructor (variant, pixel_area, vl_pixel_area, negative_prompt,
+    default_guidance, height, width).
     """
     return QwenImageEditBackbone.from_pretrained(path, torch_dtype=resolve_dtype(dtype, device), device=device, **options)

@@ -51,7 +51,7 @@ from rich.table import Table
 from refine.compare.charts import draw_charts, draw_turn_chart, turn_metrics
 from refine.compare.entries import source_hash
 from refine.compare.html import GridCell, GridRow, render_html
-from refine.compare.stats import ALL, SummaryRow, paired_deltas, summarize
+from refine.compare.stats import ALL, SummaryRow, paired_deltas, repeat_interval, summarize
 from refine.compare.store import safe_name
 from refine.images import load_image
 
@@ -176,7 +176,7 @@ def print_summary(run: "CompareRun", console: Console) -> None:
     n_cases = len(run.cases)
     names = [r.entry for r in run.summary if r.category == ALL]
     reference = next((r.entry for r in run.summary), "")
-    title = f"{run.benchmark.name}: {n_cases} cases x {len(run.config.seeds)} seed(s); {metrics[0]}: mean [95% CI]"
+    title = f"{_bench_title(run)}: {n_cases} cases x {len(run.config.seeds)} seed(s); {metrics[0]}: mean [95% CI]"
     for block_title, rows in _blocks([r for r in run.summary if r.category == ALL], title):
         table = Table(title=block_title)
         table.add_column("entry", no_wrap=True, min_width=max(len(n) for n in names) if names else 5)
@@ -210,7 +210,7 @@ def print_summary(run: "CompareRun", console: Console) -> None:
 
 def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
     lines = [
-        f"# {run.benchmark.name}: {len(run.cases)} cases x {len(run.config.seeds)} seed(s)",
+        f"# {_bench_title(run)}: {len(run.cases)} cases x {len(run.config.seeds)} seed(s)",
         "",
         f"Mean and bootstrap 95% interval; scale {run.benchmark.scale[0]:g}-{run.benchmark.scale[1]:g}.",
         "",
@@ -232,6 +232,12 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
                 f"| {row.entry} | {row.category} | {row.n} | " + " | ".join(_fmt(row.metrics[m]) for m in metrics)
                 + f" | {_delta(row)} | {_calls(row)} | {row.seconds:.3g} |"
             )
+    protocol = judge_protocol(run)
+    if protocol and protocol["repeat_interval"]:
+        lines += ["", f"Judge repeats ({protocol['repeats']}): {metrics[0]} of each repeat, mean and t 95% interval over repeats", ""]
+        for entry, spread in protocol["repeat_interval"].items():
+            values = ", ".join(f"{v:.3g}" for v in spread["values"])
+            lines.append(f"- {entry}: {spread['mean']:.3g} [{spread['low']:.3g}, {spread['high']:.3g}] ({values})")
     for item in run.skipped:
         lines += ["", f"Skipped {item.name}: {item.reason}"]
     return "\n".join(lines) + "\n"
@@ -257,9 +263,32 @@ def summary_csv(summary: Sequence[SummaryRow], metrics: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+def _bench_title(run: "CompareRun") -> str:
+    """The benchmark's name with its judge label (``gedit [refine-judge]``); our prompts never pass for official ones."""
+    label = getattr(run.benchmark, "protocol_label", None)
+    return run.benchmark.name if label is None else f"{run.benchmark.name} [{label}]"
+
+
+def judge_protocol(run: "CompareRun") -> dict | None:
+    """The judge scheme's label and settings, and the headline's spread over judge repeats (folder benchmarks)."""
+    bench = run.benchmark
+    label = getattr(bench, "protocol_label", None)
+    if label is None:
+        return None
+    spec = bench.judge_spec
+    rows = [{"entry": r.entry, "category": r.category, "repeats": r.details.get("repeats")} for r in run.rows]
+    by_category = getattr(bench, "aggregate", "cases") == "categories"
+    return {
+        "label": label, "scheme": spec.scheme, "judge": spec.backend.get("model"), "temperature": spec.temperature,
+        "repeats": spec.repeats,
+        "repeat_interval": repeat_interval(rows, bench.metrics[0], by_category) if spec.repeats > 1 else None,
+    }
+
+
 def summary_json(run: "CompareRun") -> dict:
     return {
         "benchmark": run.benchmark.name,
+        "judge_protocol": judge_protocol(run),
         "metrics": list(run.benchmark.metrics),
         "scale": list(run.benchmark.scale),
         "cases": len(run.cases),

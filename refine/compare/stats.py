@@ -136,6 +136,43 @@ def category_mean_ci(groups: Sequence[Sequence[float]], resamples: int = 1000, s
     return MeanCI(mean, float(low), float(high))
 
 
+def repeat_interval(
+    rows: Sequence[dict[str, Any]], metric: str, by_category: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Per entry, the benchmark-level `metric` of every judge repeat and a t-based 95% interval over repeats.
+
+    `rows` are {"entry", "category", "repeats": [per-repeat score dicts]} (`judge.repeats` > 1); each
+    repeat's benchmark score is aggregated as the report aggregates (mean over cases, or of category
+    means). This is the judge's run-to-run spread, apart from the case-level bootstrap interval.
+
+    >>> rows = [{"entry": "a", "category": c, "repeats": [{"o": x}, {"o": x + d}]} for c, x, d in [("add", 2.0, 1.0), ("add", 4.0, 1.0), ("move", 10.0, 0.0)]]
+    >>> r = repeat_interval(rows, "o", by_category=True)["a"]
+    >>> r["values"], r["mean"], r["low"] < 6.5 < r["high"]
+    ([6.5, 7.0], 6.75, True)
+    """
+    from scipy.stats import t as student
+
+    out: dict[str, dict[str, Any]] = {}
+    entries = sorted({r["entry"] for r in rows if r.get("repeats")}, key=[r["entry"] for r in rows].index)
+    for entry in entries:
+        mine = [r for r in rows if r["entry"] == entry and r.get("repeats")]
+        count = min(len(r["repeats"]) for r in mine)
+        values = []
+        for k in range(count):
+            by: dict[str, list[float]] = {}
+            for r in mine:
+                value = r["repeats"][k].get(metric)
+                if value is not None:
+                    by.setdefault(r["category"] if by_category else ALL, []).append(float(value))
+            groups = [np.mean(v) for v in by.values() if v]
+            values.append(float(np.mean(groups)) if groups else float("nan"))
+        arr = np.asarray(values)
+        mean = float(arr.mean())
+        half = float(student.ppf(0.975, count - 1) * arr.std(ddof=1) / np.sqrt(count)) if count > 1 else 0.0
+        out[entry] = {"values": values, "mean": mean, "low": mean - half, "high": mean + half, "repeats": count}
+    return out
+
+
 def summarize(
     rows: Iterable[dict[str, Any]], metrics: Sequence[str], resamples: int = 1000, by_category: bool = False
 ) -> list[SummaryRow]:

@@ -185,7 +185,9 @@ def run_items(
     """
     buckets: dict[tuple, list[int]] = {}
     for position, (c, _) in enumerate(items):
-        key = (tuple(conditions[c].latent_shape), tuple(conditions[c].image_size))
+        # Sources of another size cannot share a batch either (an edit size set apart from the source's).
+        source = conditions[c].image_latents
+        key = (tuple(conditions[c].latent_shape), tuple(conditions[c].image_size), None if source is None else tuple(source.shape[1:]))
         buckets.setdefault(key, []).append(position)
     results: list[dict[str, Any]] = [{} for _ in items]
     for positions in buckets.values():

@@ -1,11 +1,13 @@
 """`refine edit` end to end on a tiny ShapeEdit editor saved to a folder (`--backbone shapes:PATH`)."""
 
+from dataclasses import replace
+
 import pytest
 from PIL import Image
 
 from refine.backbones.shapes import ShapesBackbone
 from refine.cli import main
-from refine.rollout.group import sample_group
+from refine.rollout.flow_editor import FlowEditor
 from refine.types import EditRequest
 
 
@@ -43,7 +45,9 @@ def test_edit_writes_one_image(shapes_dir, source, tmp_path, capsys):
     # the picture is the editor's edit of this image, instruction and seed (not the source, not another seed)
     backbone = ShapesBackbone.from_pretrained(shapes_dir)
     request = EditRequest(source, "add a blue circle", seed=3)
-    expected = [sample_group(backbone, [request], 1, sampler="euler", steps=2, seed=seed).images[0][0].tobytes() for seed in (3, 4)]
+    # --seed is the request's own generator seed (the diffusers pipelines' convention), not a derived one
+    editor = FlowEditor(backbone, sampler="euler", steps=2)
+    expected = [editor.edit([replace(request, seed=seed)])[0].image.tobytes() for seed in (3, 4)]
     assert Image.open(out).convert("RGB").tobytes() == expected[0] != expected[1]
 
 

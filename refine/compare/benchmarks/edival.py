@@ -167,7 +167,7 @@ class EdiValBench(FolderBenchmark):
         # each turn's request names that turn's task type (the case's category is the last one's)
         return default_request(case, turn, image, seed, benchmark=self.name, task_type=case.meta["task_types"][turn])
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         follow_images, follow_texts, keep_images, keep_texts, owner = [], [], [], [], []
         for i, (case, results) in enumerate(items):
             previous = case.source_image()

@@ -28,6 +28,12 @@ semantic consistency SC = min(success, over-editing), each rated 0-10 from the s
 edited image; perceptual quality PQ = min(naturalness, artifacts), each rated 0-10 from the
 edited image alone; overall O = sqrt(SC * PQ). Metrics: `overall`, `semantics`, `quality`.
 Images are read from the parquet files only when a case is edited or shown.
+
+`judge.scheme: official` asks VIEScore's own prompts instead (read from `judge.prompts`, the user's
+checkout of GEdit-Bench/VIEScore: see `protocols.py`): one query for SC over [source, edit] and one
+for PQ over [edit], each answered ``{"score": [a, b], ...}``; the same min / min / sqrt rule, and the
+"all" row averages per task type, then across types (`aggregate`), on the intersection subset when
+`intersection_only` is set.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
 from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, minimum, missing_images, warn_unknown
 from refine.compare.benchmarks.hub import FORMS, find_tables, has_image, image_bytes
 from refine.compare.benchmarks.mllm import Criterion
+from refine.compare.benchmarks.protocols import parse_score_list, read_viescore_prompts, viescore_queries
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditResult
@@ -105,6 +112,8 @@ class GEditBench(FolderBenchmark):
         self._columns: dict[tuple[int, str], Any] = {}  # (table, image column) -> its cells
         self._rows = self._read_index()  # fails here, before any compute, on a wrong layout or a missing image
         self._by_id = {row["_id"]: row for row in self._rows}
+        if self.judge_spec.scheme == "official":
+            self.official_prompts = read_viescore_prompts(self.judge_spec.prompts)
 
     def _read_index(self) -> list[dict[str, Any]]:
         rows = []
@@ -191,7 +200,9 @@ class GEditBench(FolderBenchmark):
         except InputError:
             return case.source_image()
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        if self.official_prompts is not None:
+            return self._score_viescore(items)
         sources = [case.source_image() for case, _ in items]
         outputs = [results[-1].image for _, results in items]
         instructions = [case.instructions[0] for case, _ in items]
@@ -208,3 +219,28 @@ class GEditBench(FolderBenchmark):
             details = {"ratings": values, "judge": {name: rated[name][i][1] for name in rated}}
             scores.append(CaseScore({"overall": overall, "semantics": sc, "quality": pq}, None, details))
         return scores
+
+    def _score_viescore(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        """VIEScore with its authors' prompts: two generated answers per case, each a list of two 0-10 scores."""
+        queries = [viescore_queries(self.official_prompts, case.instructions[0]) for case, _ in items]
+        outputs = [results[-1].image for _, results in items]
+        sc_answers = self.judge.ask([[case.source_image(), out] for (case, _), out in zip(items, outputs)], [q[0] for q in queries])
+        pq_answers = self.judge.ask([[out] for out in outputs], [q[1] for q in queries])
+        scores = []
+        for sc_text, pq_text in zip(sc_answers, pq_answers):
+            sc_list, pq_list = _two_scores(sc_text), _two_scores(pq_text)
+            sc = min(sc_list) if sc_list else None
+            pq = min(pq_list) if pq_list else None
+            ratings = {
+                "success": sc_list[0] if sc_list else None, "overediting": sc_list[1] if sc_list else None,
+                "naturalness": pq_list[0] if pq_list else None, "artifacts": pq_list[1] if pq_list else None,
+            }
+            details = {"ratings": ratings, "answers": {"sc": sc_text, "pq": pq_text}}
+            scores.append(CaseScore({"overall": geometric_mean(sc, pq), "semantics": sc, "quality": pq}, None, details))
+        return scores
+
+
+def _two_scores(text: str) -> list[float] | None:
+    """Two scores in [0, 10] from a VIEScore answer, else None (unparseable: the case gets no score, never a guess)."""
+    values = parse_score_list(text)
+    return values[:2] if values and len(values) >= 2 and all(0 <= v <= 10 for v in values[:2]) else None

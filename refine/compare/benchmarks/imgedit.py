@@ -30,6 +30,13 @@ Scoring (ImgEdit's scheme: three criteria rated 1-5 by an MLLM, averaged per cas
 naturally) and `fidelity` (physical plausibility and preservation of everything not asked to
 change); `overall` is their mean. ImgEdit's official prompts word the three criteria per edit
 type; here one rubric names the edit type in the question (see `CRITERIA`).
+
+`judge.scheme: official` asks ImgEdit's own per-edit-type prompts instead (the ``--prompts_json``
+file of its basic_bench.py, read from `judge.prompts`: see `protocols.py`), with the original and
+the edited image, and scores as its step1/step2 scripts do: every ``Name: <integer>`` line of the
+answer counts, a case scores their mean rounded to 2 decimals (no score when there is none), the
+"all" row averages per edit type, then across types. Per-criterion metrics are kept when the
+answer has exactly three scores, in order.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from PIL import Image
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
 from refine.compare.benchmarks.folder import FolderBenchmark, mean, missing_images, warn_unknown
 from refine.compare.benchmarks.mllm import Criterion
+from refine.compare.benchmarks.protocols import parse_imgedit_scores, read_imgedit_prompts
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditResult
@@ -102,6 +110,11 @@ class ImgEditBench(FolderBenchmark):
         self._tar: tarfile.TarFile | None = None  # set when the sources are read from Benchmark.tar
         self._members: dict[str, tarfile.TarInfo] = {}
         self._entries = self._read_index()
+        if self.judge_spec.scheme == "official":
+            self.official_prompts = read_imgedit_prompts(self.judge_spec.prompts)
+            lacking = sorted({str(item["edit_type"]) for _, item, _ in self._entries} - set(self.official_prompts))
+            if lacking:
+                raise InputError(f"imgedit judge prompts have no prompt for edit_type(s) {', '.join(lacking)}; they cover {', '.join(sorted(self.official_prompts))}")
 
     def _find_index(self, index: str | None) -> Path:
         candidates = [index] if index else INDEX_PATHS
@@ -178,7 +191,9 @@ class ImgEditBench(FolderBenchmark):
             for key, item, loader in self._entries
         ]
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        if self.official_prompts is not None:
+            return self._score_official(items)
         images = [[case.source_image(), results[-1].image] for case, results in items]
         texts = [case.instructions[0] for case, _ in items]
         fields = [{"edit_type": case.category} for case, _ in items]
@@ -189,4 +204,19 @@ class ImgEditBench(FolderBenchmark):
             overall = mean(list(ratings.values()))
             details = {"ratings": ratings, "judge": {name: rated[name][i][1] for name in rated}}
             scores.append(CaseScore({"overall": overall, **ratings}, None, details))
+        return scores
+
+    def _score_official(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        """ImgEdit's prompts and parsing rule (see the module docstring)."""
+        texts = [self.official_prompts[case.category].replace("<edit_prompt>", case.instructions[0]) for case, _ in items]
+        # basic_bench.py sends the prompt, then the original, then the edit
+        answers = self.judge.ask([[case.source_image(), results[-1].image] for case, results in items], texts, text_first=True)
+        scores = []
+        for answer in answers:
+            named = parse_imgedit_scores(answer)
+            values = list(named.values())
+            overall = round(sum(values) / len(values), 2) if values else None
+            per = dict(zip(("compliance", "seamlessness", "fidelity"), map(float, values))) if len(values) == 3 else {}
+            metrics = {"overall": overall, **{m: per.get(m) for m in ("compliance", "seamlessness", "fidelity")}}
+            scores.append(CaseScore(metrics, None, {"ratings": named, "answer": answer}))
         return scores

@@ -22,6 +22,9 @@ target. Several `ori_img`s (multi-element composition, temporal prediction): the
 image edited, the others are listed in `meta["extra_images"]`, because refine's editors take one
 image. `categories` keeps a subset (e.g. without `temporal_prediction`, as EditThinker reports);
 a category outside `CATEGORIES` is kept with a warning, a missing image fails at build, named.
+`exclude` drops categories instead: ``exclude: [temporal_prediction]`` is the protocol flag of
+EditThinker's KRIS-Bench numbers (Temporal excluded); ``rewrite: {backend: ...}`` is the Inline
+Critic paper's (an MLLM rewrites each instruction before editing, see `rewrite.py`).
 
 Scoring ("refine-judge", our own wording of KRIS-Bench's three axes on the configured VLM, not
 its GPT-4o prompts): `consistency` (is everything not asked to change preserved), `instruction`
@@ -82,9 +85,17 @@ class KrisBench(FolderBenchmark):
     criteria = CRITERIA
     layout = LAYOUT
 
-    def __init__(self, root: str, judge: dict[str, Any] | None = None, categories: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        judge: dict[str, Any] | None = None,
+        categories: list[str] | None = None,
+        exclude: list[str] | None = None,
+        rewrite: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(root, judge)
-        self.categories = categories
+        self.set_rewrite(rewrite)
+        self.categories, self.exclude = categories, list(exclude or [])
         self.bench = self.root / "KRIS_Bench" if (self.root / "KRIS_Bench").is_dir() else self.root
         self._rows = self._read_index()
 
@@ -98,6 +109,12 @@ class KrisBench(FolderBenchmark):
             if unknown:
                 raise InputError(f"kris: categories {', '.join(unknown)} are not in {str(self.bench)!r}; it has {', '.join(found)}")
             files = [f for f in files if f.parent.name in self.categories]
+        unknown = sorted(set(self.exclude) - set(found))
+        if unknown:
+            raise InputError(f"kris: exclude names {', '.join(unknown)}, not in {str(self.bench)!r}; it has {', '.join(found)}")
+        files = [f for f in files if f.parent.name not in self.exclude]
+        if not files:
+            raise InputError(f"kris: categories/exclude leave no category of {', '.join(found)}; keep at least one")
         warn_unknown("kris", "category", [f.parent.name for f in files], CATEGORIES)
         rows, missing = [], []
         for path in files:
@@ -122,7 +139,7 @@ class KrisBench(FolderBenchmark):
 
     @property
     def key(self) -> str:
-        return f"kris-{stable_hash([str(self.root.resolve()), [(r['id'], r['item']['ins_en']) for r in self._rows]])}"
+        return f"kris-{stable_hash([str(self.root.resolve()), [(r['id'], r['item']['ins_en']) for r in self._rows]])}{self.rewrite_key}"
 
     def cases(self) -> list[Case]:
         return [
@@ -140,7 +157,7 @@ class KrisBench(FolderBenchmark):
             for row in self._rows
         ]
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         pairs = [[case.source_image(), results[-1].image] for case, results in items]
         texts = [case.instructions[0] for case, _ in items]
         fields = [

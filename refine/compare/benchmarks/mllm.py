@@ -61,6 +61,17 @@ class JudgeSpec(RefineConfig):
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature in sample mode (0: greedy).")
     min_mass: float = Field(0.0, ge=0.0, le=1.0, description="Logit mode: None when the score tokens held less probability.")
     system: str | None = Field(SYSTEM_PROMPT, description="System message of every judge query (null: none).")
+    scheme: Literal["refine-judge", "official"] = Field(
+        "refine-judge",
+        description="refine-judge: our own prompts for the benchmark's criteria; official: the authors' prompts read "
+        "from `prompts`, asked and parsed as their scripts do (see refine.compare.benchmarks.protocols).",
+    )
+    prompts: str | None = Field(
+        None, description="scheme official: your checkout of the benchmark's repository (or its prompt file)."
+    )
+    repeats: int = Field(
+        1, ge=1, description="Judge every case this many times; a case scores the mean, the report the spread over repeats."
+    )
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,18 @@ class RubricJudge:
         if value is None or result.mass <= 0.0 or result.mass < self.spec.min_mass:
             return None, {**detail, "error": "low_candidate_mass"}
         return float(value), detail
+
+    def ask(self, images: Sequence[Sequence[Image.Image]], texts: Sequence[str], text_first: bool = False) -> list[str]:
+        """One generated answer per (images, full question), with no system message or format line added.
+
+        The official protocols send their authors' prompts as they are (`refine.compare.benchmarks.protocols`),
+        the question before the images where their scripts put it there (`text_first`).
+        """
+        conversations = []
+        for ims, t in zip(images, texts):
+            pictures, question = [{"type": "image", "image": i} for i in ims], [{"type": "text", "text": t}]
+            conversations.append([{"role": "user", "content": question + pictures if text_first else pictures + question}])
+        return list(self.backend.generate(conversations, self.spec.max_new_tokens, self.spec.temperature)) if conversations else []
 
     def _sample(self, criterion: Criterion, conversations) -> list[tuple[float | None, dict[str, Any]]]:
         from refine.rewards.mllm import parse_score, parse_yesno

@@ -124,7 +124,7 @@ class MSEBench(FolderBenchmark):
         task_types = case.meta["task_types"]
         return default_request(case, turn, image, seed, benchmark=self.name, task_type=task_types[min(turn, len(task_types) - 1)])
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
         images, texts, owner = [], [], []
         for i, (case, results) in enumerate(items):
             previous = case.source_image()

@@ -21,7 +21,8 @@ RISEBench-360 on the hub, `PhoenixZ/RISEBench`, has the same files)::
 The case id is `index`, the category `category` (one of `CATEGORIES`; others are kept with a
 warning); a reference image is the case's target, a reference text (`reference` or
 `reference_txt`) goes to `meta["reference"]` and into the judge's question. A missing image
-fails when the benchmark is built, named in one line.
+fails when the benchmark is built, named in one line. ``rewrite: {backend: ...}`` has an MLLM
+rewrite each instruction before editing, the Inline Critic paper's protocol (see `rewrite.py`).
 
 Scoring ("refine-judge", our own wording of RISEBench's axes, not its GPT-4.1 prompts):
 `reasoning` (is the result what the instruction implies; the reference is shown), `consistency`
@@ -29,6 +30,14 @@ Scoring ("refine-judge", our own wording of RISEBench's axes, not its GPT-4.1 pr
 each rated 1-5 and reported as percentages ((r - 1) / 4 * 100). As in RISEBench, a case counts as
 solved only when every axis is at full marks (a rating of at least 4.5 here, since logit mode
 reads expected values), and `overall` is the percentage of solved cases.
+
+`judge.scheme: official` asks RISEBench's own prompts instead (the `prompt_*` constants of the
+checkout's `utils.py`, chosen per category and reference kind as its gpt_eval.py does, see
+`protocols.rise_queries`), parses each answer's "Final Score", and applies its rules: logical
+cases answer 0/1 (mapped to 1/5) and have no plausibility question, a case is complete when every
+rating it has is 5 (an unparseable answer makes it incomplete, as in gpt_eval.py), `overall` is
+the completion accuracy, the ratings are reported as 25 * (r - 1), and the weighted score
+(0.3 / 0.5 / 0.2, halved when reasoning is 1) is kept in the case details.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Any, Sequence
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
 from refine.compare.benchmarks.folder import FolderBenchmark, missing_images, warn_unknown
 from refine.compare.benchmarks.mllm import Criterion
+from refine.compare.benchmarks.protocols import parse_final_score, read_rise_prompts, rise_aggregate, rise_queries
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditResult
@@ -80,14 +90,19 @@ class RiseBench(FolderBenchmark):
     criteria = CRITERIA
     layout = LAYOUT
 
-    def __init__(self, root: str, judge: dict[str, Any] | None = None, index: str | None = None) -> None:
+    def __init__(
+        self, root: str, judge: dict[str, Any] | None = None, index: str | None = None, rewrite: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(root, judge)
+        self.set_rewrite(rewrite)
         candidates = [index] if index else INDEX_PATHS
         path = next((self.root / c for c in candidates if (self.root / c).is_file()), None)
         if path is None:
             raise InputError(f"rise: none of {', '.join(candidates)} in {str(self.root)!r}; {LAYOUT}")
         self.index = path
         self._rows = self._read_index()
+        if self.judge_spec.scheme == "official":
+            self.official_prompts = read_rise_prompts(self.judge_spec.prompts)
 
     def _read_index(self) -> list[dict[str, Any]]:
         try:
@@ -112,7 +127,7 @@ class RiseBench(FolderBenchmark):
 
     @property
     def key(self) -> str:
-        return f"rise-{stable_hash([str(self.root.resolve()), [(r['index'], r['instruction']) for r in self._rows]])}"
+        return f"rise-{stable_hash([str(self.root.resolve()), [(r['index'], r['instruction']) for r in self._rows]])}{self.rewrite_key}"
 
     def cases(self) -> list[Case]:
         folder = self.index.parent
@@ -131,7 +146,9 @@ class RiseBench(FolderBenchmark):
             for item in self._rows
         ]
 
-    def score(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+    def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        if self.official_prompts is not None:
+            return self._score_official(items)
         pairs = [[case.source_image(), results[-1].image] for case, results in items]
         texts = [case.instructions[0] for case, _ in items]
         fields = [
@@ -150,4 +167,33 @@ class RiseBench(FolderBenchmark):
             percent = {name: None if r is None else (r - 1.0) / 4.0 * 100.0 for name, r in ratings.items()}
             details = {"ratings": ratings, "judge": {name: rated[name][i][1] for name in rated}}
             scores.append(CaseScore({"overall": solved, **percent}, None, details))
+        return scores
+
+    def _score_official(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        """RISEBench's gpt_eval.py: its questions per category, "Final Score" parsing, completion and weighted score."""
+        asked: list[tuple[int, str]] = []  # (case, dimension) of each question
+        images, texts = [], []
+        for i, (case, results) in enumerate(items):
+            roles = {"input": case.source_image, "reference": case.target_image, "output": lambda r=results: r[-1].image}
+            for dimension, (text, order) in rise_queries(self.official_prompts, case.meta["item"], case.instructions[0]).items():
+                asked.append((i, dimension))
+                images.append([roles[role]() for role in order])
+                texts.append(text)
+        answers = self.judge.ask(images, texts, text_first=True)  # gpt_eval.py sends the prompt, then the images
+        parsed: list[dict] = [{} for _ in items]
+        raw: list[dict] = [{} for _ in items]
+        for (i, dimension), answer in zip(asked, answers):
+            parsed[i][dimension], raw[i][dimension] = parse_final_score(answer), answer
+        scores = []
+        for (case, _), found, answer in zip(items, parsed, raw):
+            result = rise_aggregate(case.category, found)
+            percent = lambda r: None if r is None else 25.0 * (r - 1)  # noqa: E731  (gpt_eval.py's trans_to_percent)
+            if result is None:  # an answer without a final score: no ratings, and not complete (gpt_eval.py's rule)
+                metrics = {"overall": 0.0, "reasoning": None, "consistency": None, "plausibility": None}
+            else:
+                metrics = {
+                    "overall": 100.0 * result["complete"], "reasoning": percent(result["reasoning"]),
+                    "consistency": percent(result["consistency"]), "plausibility": percent(result["quality"]),
+                }
+            scores.append(CaseScore(metrics, None, {"official": result, "parsed": found, "answers": answer}))
         return scores
