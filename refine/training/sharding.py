@@ -97,5 +97,12 @@ def save_full_transformer(model: torch.nn.Module, state: dict[str, torch.Tensor]
     folder.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
     config["_class_name"] = cls.__name__
+    config["_diffusers_version"] = getattr(model.config, "_diffusers_version", None) or _diffusers_version()
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n")
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
