@@ -65,10 +65,22 @@ def optimizer_state(model: torch.nn.Module, optimizer) -> dict[str, Any]:
 
 def load_optimizer_state(model: torch.nn.Module, optimizer, folder, name: str = "optimizer") -> None:
     """Load the state `optimizer_state` saved under `folder/name/` into the (sharded) optimizer."""
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    state = read_distributed(folder, name, optimizer_state(model, optimizer))
-    set_optimizer_state_dict(model, _bare(optimizer), optim_state_dict=state)
+    from pathlib import Path
+
+    from torch.distributed.checkpoint import FileSystemReader
+
+    # The template has a state for every parameter (torch fills it with a zero-gradient step), but
+    # parameters that never had a gradient (the last block's unused text projection) have none
+    # in the checkpoint: they are left out, so they resume without state, as they were saved.
+    saved = set(FileSystemReader(str(Path(folder) / name)).read_metadata().state_dict_metadata)
+    template = optimizer_state(model, optimizer)
+    template["state"] = {
+        param: values for param, values in template["state"].items() if any(f"state.{param}.{key}" in saved for key in values)
+    }
+    state = read_distributed(folder, name, template)
+    set_optimizer_state_dict(model, _bare(optimizer), optim_state_dict=state, options=StateDictOptions(strict=False))
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
