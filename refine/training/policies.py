@@ -168,13 +168,13 @@ def make_trainable(
 def build_policies(transformer: torch.nn.Module, *, finetune: Literal["lora", "full"] = "lora", kl: bool = True) -> PolicyState:
     """The policy state over `transformer`'s trainable parameters as they are now (after `prepare` when sharded)."""
     names, params = trainable_parameters(transformer)
-    reference = ShadowWeights(params) if (kl and finetune == "full") else None
+    reference = ShadowWeights(params, transformer) if (kl and finetune == "full") else None
     kind = "none" if not kl else ("adapters_disabled" if finetune == "lora" else "initial_weights")
     return PolicyState(
         names=names,
         params=params,
-        old=ShadowWeights(params),
-        ema=ShadowWeights(params),
+        old=ShadowWeights(params, transformer),
+        ema=ShadowWeights(params, transformer),
         reference=reference,
         reference_kind=kind,
         transformer=transformer,

@@ -28,8 +28,10 @@ process's shard): a shadow holds only the local shard, built after `accelerator.
 sharded parameters, so every process keeps 1/N of each policy and updates and swaps touch only
 local memory, with no collective. A swap there copies the shard in and back (FSDP2 all-gathers
 from the storage it allocated, so a storage pointer swap would go unseen); the copy costs one
-shard-sized buffer, which is what the pointer swap saves on replicated weights. `sharded_state`
-wraps the shards back into DTensors for torch's distributed checkpoint.
+shard-sized buffer, which is what the pointer swap saves on replicated weights. Around a swap the
+FSDP2 modules of `owner` are resharded: FSDP2 keeps the root module's parameters gathered after a
+forward, and a later forward would run those gathered (stale) values instead of the swapped
+shards. `sharded_state` wraps the shards back into DTensors for torch's distributed checkpoint.
 
 Schedules (`decay_at`): the old policy follows the trained one with a decay that ramps up,
 ``decay(k) = min(rate * max(k - flat, 0), max)``: 0 means "old = trained after every update"
@@ -75,10 +77,11 @@ class ShadowWeights:
     round away its small updates.
     """
 
-    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], owner: torch.nn.Module | None = None) -> None:
         self.tensors = [local_shard(p).detach().float().clone() for p in params]
         # (mesh, placements, global shape, stride) of each sharded parameter, to rebuild its DTensor
         self.specs = [(p.device_mesh, p.placements, p.shape, p.stride()) if isinstance(p, DTensor) else None for p in params]
+        self.owner = owner  # the (FSDP2-sharded) module the parameters belong to: resharded around swaps
 
     @property
     def sharded(self) -> bool:
@@ -121,6 +124,7 @@ class ShadowWeights:
     @contextmanager
     def _copied_into(self, params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
         """`swapped_into` for sharded parameters: copy each local shard in, and the saved one back after."""
+        _reshard(self.owner)
         with torch.no_grad():
             shards = [local_shard(p) for p in params]  # under no_grad: the local tensor itself, not an autograd view
             saved = [shard.detach().clone() for shard in shards]
@@ -129,6 +133,7 @@ class ShadowWeights:
         try:
             yield
         finally:
+            _reshard(self.owner)
             with torch.no_grad():
                 for shard, kept in zip(shards, saved):
                     shard.copy_(kept)
@@ -163,6 +168,17 @@ class ShadowWeights:
     def _check(self, params: Sequence[torch.nn.Parameter]) -> None:
         if len(params) != len(self.tensors):
             raise ValueError(f"{len(params)} parameters for {len(self.tensors)} shadow tensors")
+
+
+def _reshard(module: torch.nn.Module | None) -> None:
+    """Free the gathered parameters of every FSDP2 module in `module`: the next forward gathers the shards anew."""
+    if module is None:
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    for child in module.modules():
+        if isinstance(child, FSDPModule):
+            child.reshard()
 
 
 def local_shard(tensor: torch.Tensor) -> torch.Tensor:
