@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune", default="lora", choices=["lora", "full"])
     parser.add_argument("--frozen", default="replicate", choices=["replicate", "shard"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--eval-cases", type=int, default=0, help="held-out cases evaluated at iterations 0 and last (0: none)")
+    parser.add_argument("--old-decay-rate", type=float, default=None, help="policy.old_decay_rate (default: the config's)")
     args = parser.parse_args(argv)
 
     import torch
@@ -157,8 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     reward = brightness_reward if args.hang_after is None else HangingReward(brightness_reward, args.hang_after)
     config = tiny_config(
         args.output, args.iterations, log__checkpoint_every=args.checkpoint_every, rollout__groups_per_iteration=args.groups,
-        eval__benchmark=None, train__finetune=args.finetune, train__frozen=args.frozen,
+        train__finetune=args.finetune, train__frozen=args.frozen,
         train__gradient_checkpointing=args.gradient_checkpointing,
+        **({} if args.old_decay_rate is None else {"policy__old_decay_rate": args.old_decay_rate}),
+        **({"eval__cases": args.eval_cases} if args.eval_cases else {"eval__benchmark": None}),
     )
     result = train(config, backbone=tiny_backbone(), reward=reward)
     from accelerate import PartialState
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     trained = read_checkpoint_policies(Path(args.output) / f"checkpoint-{args.iterations:06d}")["trained"]
     moved = float(sum(v.abs().sum() for k, v in trained.items() if "lora_B" in k))
     (Path(args.output) / f"result-rank{rank}.json").write_text(
-        json.dumps({"digest": result.weights_digest, "requests": [r["requests"] for r in rows], "iterations": result.iterations,
+        json.dumps({"digest": result.weights_digest, "eval_history": result.eval_history, "requests": [r["requests"] for r in rows], "iterations": result.iterations,
                     "lora_b_abs_sum": moved})
     )
 

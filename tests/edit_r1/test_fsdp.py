@@ -1,8 +1,12 @@
 """Edit-R1 under accelerate FSDP2 (`fully_shard`) on CPU: two torchrun processes over gloo.
 
-Each run is the tiny ShapeEdit editor for 3 iterations (checkpoints at 2 and 3), launched the
-way a user launches it, with accelerate's FSDP variables in the environment (what `accelerate
-launch --config_file examples/accelerate/edit_r1_fsdp2.yaml` sets). The unsharded reference is
+Each run is the tiny ShapeEdit editor for 3 iterations (checkpoints at 2 and 3; the old policy
+lags the trained one from iteration 2 on, old_decay 0.3 then 0.5, so that a swap that did not
+reach the weights a forward uses would show), launched the way a user launches it, with
+accelerate's FSDP variables in the environment (what `accelerate launch --config_file
+examples/accelerate/edit_r1_fsdp2.yaml` sets). The EMA is evaluated on one held-out case before
+and after training: one process has none, and evaluates a padding request in lockstep (every
+FSDP2 forward is a collective). The unsharded reference is
 the same two-process run under DDP: same seeds, same data split, same per-process noise, so
 the only difference is where the gradients are reduced and the weights are kept.
 
@@ -40,7 +44,8 @@ FSDP_ENV = {
 def _command(out, *args):
     torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
     return [*torchrun.split(), "--standalone", "--nproc_per_node", "2", "-m", "refine.testing.edit_r1",
-            "--output", str(out), "--iterations", "3", "--checkpoint-every", "2", *args]
+            "--output", str(out), "--iterations", "3", "--checkpoint-every", "2", "--old-decay-rate", "0.3",
+            "--eval-cases", "1", *args]
 
 
 def _env(sharded):
@@ -58,7 +63,7 @@ def _run(out, sharded, *args):
 
 def _max_difference(a, b):
     assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float((a[k] - b[k]).detach().abs().max()) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +82,10 @@ def test_sharded_lora_run_equals_the_unsharded_run(lora_runs):
     sharded, replicated = read_checkpoint_policies(final), read_checkpoint_policies(latest_checkpoint(ddp))
     for policy in ("trained", "old", "ema"):
         assert _max_difference(sharded[policy], replicated[policy]) < TOLERANCE, policy
+    # The held-out evaluation (before and after training) agrees too.
+    (ddp_ranks, fsdp_ranks) = lora_runs["ddp"][1], ranks
+    assert [i for i, _ in fsdp_ranks[0]["eval_history"]] == [0, 3]
+    assert all(abs(a[1] - b[1]) < TOLERANCE for a, b in zip(fsdp_ranks[0]["eval_history"], ddp_ranks[0]["eval_history"]))
     # Training moved the weights (LoRA B starts at 0), and both processes hold the same full weights.
     assert ranks[0]["lora_b_abs_sum"] > 0
     assert ranks[0]["digest"] == ranks[1]["digest"]
