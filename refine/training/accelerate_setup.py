@@ -38,7 +38,7 @@ import os
 from typing import Iterator
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 
 from refine.errors import ConfigError
@@ -62,6 +62,8 @@ def make_accelerator(mixed_precision: str = "no", *, find_unused_parameters: boo
             plugin.set_mixed_precision(mixed_precision)
         state.fsdp_plugin = plugin
         state.distributed_type = DistributedType.FSDP
+        # every later AcceleratorState() re-reads the type from PartialState's shared state (as on GPU)
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     return accelerator
 
 
