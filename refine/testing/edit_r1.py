@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune", default="lora", choices=["lora", "full"])
     parser.add_argument("--frozen", default="replicate", choices=["replicate", "shard"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--micro-batch", type=int, default=4, help="train.micro_batch (below 4: gradient accumulation)")
     parser.add_argument("--eval-cases", type=int, default=0, help="held-out cases evaluated at iterations 0 and last (0: none)")
     parser.add_argument("--old-decay-rate", type=float, default=None, help="policy.old_decay_rate (default: the config's)")
     args = parser.parse_args(argv)
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     reward = brightness_reward if args.hang_after is None else HangingReward(brightness_reward, args.hang_after)
     config = tiny_config(
         args.output, args.iterations, log__checkpoint_every=args.checkpoint_every, rollout__groups_per_iteration=args.groups,
-        train__finetune=args.finetune, train__frozen=args.frozen,
+        train__finetune=args.finetune, train__micro_batch=args.micro_batch, train__frozen=args.frozen,
         train__gradient_checkpointing=args.gradient_checkpointing,
         **({} if args.old_decay_rate is None else {"policy__old_decay_rate": args.old_decay_rate}),
         **({"eval__cases": args.eval_cases} if args.eval_cases else {"eval__benchmark": None}),

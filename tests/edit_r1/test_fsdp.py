@@ -15,6 +15,7 @@ DDP runs were 2e-9 (LoRA) and 1.2e-7 (full fine-tuning): the reduce-scatter sums
 order than DDP's all-reduce, which moves the last bits, and AdamW carries them on.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -112,18 +114,26 @@ def test_sharded_lora_export_loads_in_diffusers_and_equals_the_unsharded_export(
 def test_sigkill_and_resume_under_sharding_is_exact(lora_runs, tmp_path):
     straight, straight_ranks = lora_runs["fsdp"]
     killed = tmp_path / "killed"
-    # Each process's reward blocks on its 3rd call: both are stuck in iteration 3, after checkpoint 2.
-    process = subprocess.Popen(_command(killed, "--hang-after", "2"), env=_env(True), stdout=subprocess.DEVNULL,
+    # Rank 0 also scores the held-out case before training: its reward blocks on its 4th call, in
+    # iteration 3 after checkpoint 2; rank 1 then waits for it in the next collective.
+    process = subprocess.Popen(_command(killed, "--hang-after", "3"), env=_env(True), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, start_new_session=True)
+    workers = []
     try:
         deadline = time.monotonic() + 600
         while latest_checkpoint(killed) is None:
             assert process.poll() is None, process.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no checkpoint within 600 s"
             time.sleep(0.2)
-        time.sleep(1.0)  # both processes past the checkpoint's last barrier, blocked in the reward
+        time.sleep(1.0)  # both processes past the checkpoint's last barrier
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers, at once
+        # torchrun starts each worker in a session of its own: kill the workers by pid, then torchrun
+        with contextlib.suppress(psutil.NoSuchProcess):
+            workers = psutil.Process(process.pid).children(recursive=True)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.send_signal(signal.SIGKILL)
+        process.kill()
         process.wait()
     assert latest_checkpoint(killed).name == "checkpoint-000002"
 
@@ -139,11 +149,13 @@ def test_sigkill_and_resume_under_sharding_is_exact(lora_runs, tmp_path):
 
 
 @pytest.mark.slow(minutes=1.5)
-def test_sharded_full_finetune_with_sharded_text_encoder_and_checkpointing_equals_ddp(tmp_path):
+def test_sharded_full_finetune_with_sharded_text_encoder_checkpointing_and_accumulation_equals_ddp(tmp_path):
     from diffusers import QwenImageTransformer2DModel
 
-    _run(tmp_path / "ddp", False, "--finetune", "full")
-    _run(tmp_path / "fsdp", True, "--finetune", "full", "--frozen", "shard", "--gradient-checkpointing")
+    # micro-batch 2 of a process's 4 samples: two backward passes per optimizer step (FSDP2 defers
+    # the reduce-scatter to the second, as DDP defers its all-reduce)
+    _run(tmp_path / "ddp", False, "--finetune", "full", "--micro-batch", "2")
+    _run(tmp_path / "fsdp", True, "--finetune", "full", "--micro-batch", "2", "--frozen", "shard", "--gradient-checkpointing")
     sharded = read_checkpoint_policies(latest_checkpoint(tmp_path / "fsdp"))
     replicated = read_checkpoint_policies(latest_checkpoint(tmp_path / "ddp"))
     for policy in ("trained", "old", "ema"):
