@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune", default="lora", choices=["lora", "full"])
     parser.add_argument("--frozen", default="replicate", choices=["replicate", "shard"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--objective", default="nft", choices=["nft", "grpo"], help="grpo: Flow-GRPO on 3 SDE steps")
     parser.add_argument("--micro-batch", type=int, default=4, help="train.micro_batch (below 4: gradient accumulation)")
     parser.add_argument("--eval-cases", type=int, default=0, help="held-out cases evaluated at iterations 0 and last (0: none)")
     parser.add_argument("--old-decay-rate", type=float, default=None, help="policy.old_decay_rate (default: the config's)")
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         train__gradient_checkpointing=args.gradient_checkpointing,
         **({} if args.old_decay_rate is None else {"policy__old_decay_rate": args.old_decay_rate}),
         **({"eval__cases": args.eval_cases} if args.eval_cases else {"eval__benchmark": None}),
+        **({"objective": "grpo", "rollout__sampler": "sde", "rollout__steps": 3} if args.objective == "grpo" else {}),
     )
     result = train(config, backbone=tiny_backbone(), reward=reward)
     from accelerate import PartialState
