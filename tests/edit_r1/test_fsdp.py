@@ -167,3 +167,16 @@ def test_sharded_full_finetune_with_sharded_text_encoder_checkpointing_and_accum
     exported = QwenImageTransformer2DModel.from_pretrained(tmp_path / "fsdp" / "transformer").state_dict()
     reference = QwenImageTransformer2DModel.from_pretrained(tmp_path / "ddp" / "transformer").state_dict()
     assert _max_difference(exported, reference) < TOLERANCE
+
+
+@pytest.mark.slow(minutes=1)
+def test_sharded_flow_grpo_run_equals_ddp(tmp_path):
+    # Flow-GRPO replays recorded SDE steps under dropout_off and swaps the old policy in for them.
+    ddp = _run(tmp_path / "ddp", False, "--objective", "grpo")
+    fsdp = _run(tmp_path / "fsdp", True, "--objective", "grpo")
+    sharded = read_checkpoint_policies(latest_checkpoint(tmp_path / "fsdp"))
+    replicated = read_checkpoint_policies(latest_checkpoint(tmp_path / "ddp"))
+    for policy in ("trained", "old", "ema"):
+        assert _max_difference(sharded[policy], replicated[policy]) < TOLERANCE, policy
+    assert fsdp[0]["lora_b_abs_sum"] > 0 and fsdp[0]["digest"] == fsdp[1]["digest"]
+    assert [r[1] for r in fsdp[0]["eval_history"]] == pytest.approx([r[1] for r in ddp[0]["eval_history"]], abs=TOLERANCE)
