@@ -80,7 +80,7 @@ class TrainResult:
         metrics: the per-iteration metric rows of this process's run (main process: also on disk).
         eval_history: (iteration, mean held-out judge score of the EMA weights) pairs.
         lora_path: the exported EMA LoRA folder (finetune=lora), else the exported transformer folder.
-        weights_digest: SHA-256 of the trained parameters at the end (equal on every process under DDP).
+        weights_digest: SHA-256 of the full trained parameters at the end (equal on every process; gathered under FSDP2).
     """
 
     output_dir: Path
