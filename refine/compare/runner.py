@@ -20,11 +20,22 @@ fails (a served thinker or judge down) fails its entry, not the run: the other e
 written, and then a `BackendError` naming the entry and the server ends the run. The report
 (`refine.compare.report`) is written from the cache, so it is the same whether the results were
 computed now or earlier.
+
+Several processes (`accelerate launch -m refine compare CONFIG`, or `torchrun ... -m refine
+compare CONFIG`): every process plans the same (case, seed) list, the batches of `batch_size` are
+dealt round-robin (process r edits batches r, r + N, ...), each process saves its cases to the
+shared cache as they finish, scoring is dealt the same way, and the main process writes the report
+from the cache. Whole batches are dealt, so every output comes from the very batch a single
+process would have edited it in: the report equals the one-process report exactly. A process that
+dies loses only its in-flight batch (torchrun then stops the others); rerunning the same command,
+with any number of processes, computes just what is missing. The output and cache folders must be
+on a filesystem every process sees.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,6 +177,44 @@ def build_benchmark(spec: dict[str, Any]) -> Benchmark:
     return benchmark
 
 
+@dataclass
+class Ranks:
+    """This process's place among the compare processes (one process: rank 0 of 1, no collectives)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def first_error(self, error: str | None) -> str | None:
+        """The first process's error message, if any process has one (every process learns it)."""
+        if self.world == 1:
+            return error
+        import torch.distributed as dist
+
+        errors: list[str | None] = [None] * self.world
+        dist.all_gather_object(errors, error)
+        return next((e for e in errors if e is not None), None)
+
+
+def current_ranks() -> Ranks:
+    """The `Ranks` of this process: from torchrun's / accelerate's environment, one process without it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Ranks()
+    from accelerate import PartialState  # joins the process group (gloo on CPU, NCCL on GPUs)
+
+    state = PartialState()
+    return Ranks(state.process_index, state.num_processes)
+
+
 def run_compare(
     config: CompareConfig | dict | str | Path | None = None,
     overrides: Iterable[str] = (),
@@ -177,6 +226,7 @@ def run_compare(
     start = time.perf_counter()
     console = console or Console()
     cfg = load_compare_config(config, overrides)
+    ranks = current_ranks()
     plan = prepare(cfg, console)
     edited: dict[str, int] = {}
     scored: dict[str, int] = {}
@@ -184,7 +234,7 @@ def run_compare(
     with _threads(cfg.threads), _progress(console, cfg.progress) as progress:
         for entry in plan.entries:
             try:
-                edited[entry.name], scored[entry.name] = _run_entry(plan, entry, progress)
+                edited[entry.name], scored[entry.name] = _run_entry(plan, entry, progress, ranks)
             except EntryFailed as err:
                 failed.append(Skipped(entry.name, f"failed {err.cause}"))
                 console.print(f"[red]entry {entry.name!r} failed[/red] {err.cause}", highlight=False, soft_wrap=True)
@@ -200,7 +250,7 @@ def run_compare(
     run = CompareRun(
         cfg, plan.benchmark, plan.cases, rows, summary, {}, plan.skipped + failed, edited, scored, time.perf_counter() - start
     )
-    if write_report:
+    if write_report and ranks.main:
         run.files = write(run, console=console)
     if failed:  # after the report: what finished is written and cached, the error still ends the run
         names = ", ".join(repr(item.name) for item in failed)
@@ -212,36 +262,48 @@ def run_compare(
     return run
 
 
-def _run_entry(plan: Plan, entry: Entry, progress) -> tuple[int, int]:
+def _run_entry(plan: Plan, entry: Entry, progress, ranks: Ranks = Ranks()) -> tuple[int, int]:
+    """Edit, then score, what the cache lacks for `entry`; this process takes its share of the batches."""
     cfg, store, bench = plan.config, plan.store, plan.benchmark
     items = [(case, seed) for case in plan.cases for seed in cfg.seeds]
     todo = [(c, s) for c, s in items if store.load_edit(entry.key, c.id, s) is None]
+    ranks.barrier()  # every process has listed the same `todo` before any of them writes
+    mine = list(_chunks(todo, cfg.batch_size))[ranks.rank :: ranks.world]
     task = progress.add_task(f"{entry.name} [edit]", total=len(items), completed=len(items) - len(todo))
-    if todo:
+    error = None
+    if mine:
         try:
             editor = entry.build()
-            for batch in _chunks(todo, cfg.batch_size):
+            for batch in mine:
                 _edit_batch(plan, entry, editor, batch)
                 progress.advance(task, len(batch))
         except BackendError as err:  # finished batches are cached; the entry is reported as failed
-            raise EntryFailed(err, judge=False) from err
+            error = str(err)
         finally:
             editor = None
             gc.collect()  # free the entry's weights before the judge (or the next entry) loads its own
+    error = ranks.first_error(error)  # also the barrier after editing: every output is in the cache
+    if error is not None:
+        raise EntryFailed(BackendError(error), judge=False)
     judge_key = safe_key(bench.judge_key)
     unscored = [(c, s) for c, s in items if store.load_score(entry.key, c.id, s, judge_key) is None]
+    ranks.barrier()
     progress.reset(task, total=len(items), completed=len(items) - len(unscored), description=f"{entry.name} [judge]")
-    for batch in _chunks(unscored, cfg.batch_size):
+    for batch in list(_chunks(unscored, cfg.batch_size))[ranks.rank :: ranks.world]:
         records = [store.load_edit(entry.key, c.id, s) for c, s in batch]
         try:
             scores = bench.score([(c, store.load_results(entry.key, r)) for (c, _), r in zip(batch, records)])
         except BackendError as err:
-            raise EntryFailed(err, judge=True) from err
+            error = str(err)
+            break
         if len(scores) != len(batch):
             raise BackendError(f"benchmark {bench.name!r} returned {len(scores)} scores for {len(batch)} cases")
         for (case, seed), score in zip(batch, scores):
             store.save_score(entry.key, case.id, seed, judge_key, score)
         progress.advance(task, len(batch))
+    error = ranks.first_error(error)  # every score is in the cache
+    if error is not None:
+        raise EntryFailed(BackendError(error), judge=True)
     progress.update(task, description=f"{entry.name} [done]")
     return len(todo), len(unscored)
 

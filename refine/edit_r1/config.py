@@ -152,7 +152,14 @@ class TrainConfig(RefineConfig):
     )
     inner_epochs: int = Field(1, ge=1, description="Passes over each iteration's rollouts.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision (bf16 on GPUs).")
-    gradient_checkpointing: bool = Field(False, description="Recompute transformer activations in backward (big models).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute transformer activations in backward (big models; works under DDP and FSDP2)."
+    )
+    frozen: Literal["replicate", "shard"] = Field(
+        "replicate",
+        description="Under FSDP2: keep the frozen text encoder/VAE whole on every process (replicate) or fully_shard them "
+        "too (shard: 1/N of their memory each, gathered layer by layer in their forward). Ignored without FSDP2.",
+    )
     seed: int = Field(0, description="Seed of everything: rollouts, training noise and times, LoRA init.")
     max_reward_failures: int = Field(
         3, ge=0, description="Consecutive iterations whose reward call failed before the run stops (after its last checkpoint)."

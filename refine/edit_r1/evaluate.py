@@ -15,7 +15,9 @@ Example:
 
 Each request carries its own seed, so its edit does not depend on which process evaluates it or
 on its batch neighbours: the same weights give the same score with 1 or 8 processes. Process p
-evaluates requests p, p + P, ...; scores are gathered on every process.
+evaluates requests p, p + P, ...; scores are gathered on every process. Under FSDP2 every
+forward is a collective (the shards are gathered layer by layer), so each process edits the same
+number of requests: a shorter share is padded with repeats of a request, whose outputs are dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from PIL import Image
 
 from refine.errors import BackendError
 from refine.rollout.flow_editor import FlowEditor
+from refine.training.accelerate_setup import is_sharded
 from refine.types import EditRequest
 
 
@@ -57,9 +60,11 @@ def evaluate(
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     positions = list(range(rank, len(requests), world))
     shard = [requests[i] for i in positions]
+    lockstep = accelerator is not None and world > 1 and is_sharded(accelerator)
+    padding = [requests[0]] * (math.ceil(len(requests) / world) - len(shard)) if lockstep else []
     editor = FlowEditor(backbone, sampler=sampler, steps=steps, guidance=guidance, batch_size=batch_size)
     with torch.no_grad():
-        results = editor.edit(shard) if shard else []
+        results = editor.edit(shard + padding)[: len(shard)] if shard or padding else []
     scores: list[float | None] = [None] * len(shard)
     if shard:
         try:

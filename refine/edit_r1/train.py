@@ -32,6 +32,13 @@ One iteration of the loop in `train` (numbered as in the code):
 7. log metrics (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
 8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters;
    `refine.training`). A resume first compares the config with the saved one (`RESUME_SAFE`).
+
+Sharded (accelerate FSDP2, `examples/accelerate/edit_r1_fsdp2.yaml`): the transformer is made
+trainable, then `accelerator.prepare` shards it (a `fully_shard` per block), and only then are
+the old policy and EMA built, from the shards: each process keeps 1/N of every policy and swaps
+and updates them locally. Checkpoints hold the policies and the optimizer as torch distributed
+checkpoints (each process writes its shards); the LoRA export gathers the whole adapter on every
+process before the main one writes it. `train.frozen=shard` shards the frozen text encoder/VAE too.
 All randomness is derived from (seed, iteration, request, sample) for rollouts and (seed,
 iteration, process) for training noise, so a resumed run repeats exactly what the uninterrupted
 run would have done.
@@ -73,7 +80,7 @@ class TrainResult:
         metrics: the per-iteration metric rows of this process's run (main process: also on disk).
         eval_history: (iteration, mean held-out judge score of the EMA weights) pairs.
         lora_path: the exported EMA LoRA folder (finetune=lora), else the exported transformer folder.
-        weights_digest: SHA-256 of the trained parameters at the end (equal on every process under DDP).
+        weights_digest: SHA-256 of the full trained parameters at the end (equal on every process; gathered under FSDP2).
     """
 
     output_dir: Path
@@ -101,7 +108,8 @@ def train(
     from tqdm.auto import tqdm
 
     from refine.training import checkpoint as ckpt
-    from refine.training.accelerate_setup import make_accelerator, require_replicated
+    from refine.training.accelerate_setup import is_sharded, make_accelerator, require_supported
+    from refine.training.sharding import load_optimizer_state, shard_frozen
     from refine.training.resume import SAVED, check_resume_config
     from refine.edit_r1.collect import process_items, rollout, score
     from refine.edit_r1.data import RequestSource, evaluation_requests
@@ -109,7 +117,7 @@ def train(
     from refine.training.metrics import MetricsLogger
     from refine.training.shadows import decay_at
     from refine.edit_r1.samples import save_sample_grid
-    from refine.training.policies import setup_policies
+    from refine.training.policies import build_policies, frozen_modules, make_trainable
     from refine.edit_r1.update import GRPOBatch, TrainingBatch, grpo_update, nft_update
     from refine.training.timesteps import training_times
     from refine.registry import registry
@@ -126,9 +134,8 @@ def train(
         # the processes' weights would drift apart.
         accelerator = make_accelerator(config.train.mixed_precision, find_unused_parameters=True)
     rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    # The old policy / EMA are swapped into the trainable parameters' storage, which a sharding
-    # wrapper owns: only replicated (DDP) parameters are supported so far.
-    require_replicated(accelerator, "Edit-R1", "launch with a DDP config (examples/accelerate/edit_r1_ddp.yaml) and train.gradient_checkpointing=true")
+    require_supported(accelerator, "Edit-R1")  # single process, DDP or FSDP2
+    sharded = is_sharded(accelerator)
     try:
         config.check_processes(processes)
     except ValueError as err:
@@ -151,20 +158,19 @@ def train(
     if eval_reward is None:
         eval_reward = registry.build("reward", config.eval.reward) if config.eval.reward else reward
     backbone.to(accelerator.device)
-    state = setup_policies(
+    trainable = make_trainable(
         backbone,
         finetune=config.train.finetune,
         lora_rank=config.lora.rank,
         lora_alpha=config.lora.alpha,
         lora_targets=config.lora.targets,
         lora_dropout=config.lora.dropout,
-        kl=(config.grpo.kl_weight if config.objective == "grpo" else config.nft.kl_weight) > 0,
         seed=seed,
     )
     if config.train.gradient_checkpointing:
-        state.transformer.enable_gradient_checkpointing()
+        backbone.transformer.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(
-        state.params, lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay, eps=config.optim.eps
+        trainable, lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay, eps=config.optim.eps
     )
     accumulation = config.accumulation_steps(processes)
     steps_per_iteration = config.train.inner_epochs * math.ceil(config.micro_batches_per_iteration(processes) / accumulation)
@@ -172,7 +178,16 @@ def train(
     # Only the transformer and the optimizer go through accelerate (DDP wrapper, mixed precision,
     # gradient scaling); the scheduler is stepped once per optimizer step by us (accelerate's
     # wrapper would step it once per process).
-    model, optimizer = accelerator.prepare(state.transformer, optimizer)
+    model, optimizer = accelerator.prepare(backbone.transformer, optimizer)
+    if sharded:
+        # fully_shard works in place: the backbone's transformer is the sharded module
+        if model is not backbone.transformer:
+            raise ConfigError("accelerate's FSDP2 prepare returned a new module; Edit-R1 needs fully_shard in place (check the accelerate version)")
+        if config.train.frozen == "shard":
+            shard_frozen(frozen_modules(backbone), mesh=getattr(accelerator, "torch_device_mesh", None))
+    # The shadows come from the prepared parameters: under FSDP2, this process's shards.
+    kl = (config.grpo.kl_weight if config.objective == "grpo" else config.nft.kl_weight) > 0
+    state = build_policies(backbone.transformer, finetune=config.train.finetune, kl=kl)
 
     source = RequestSource(config.data)
     eval_set = (
@@ -188,7 +203,10 @@ def train(
     start, counters, eval_history = 0, {"consecutive_reward_failures": 0, "filtered_groups_total": 0, "failed_groups_total": 0}, []
     if resume_from is not None:
         state.load(resume_from)
-        optimizer.load_state_dict(ckpt.read_torch(resume_from, "optimizer"))
+        if sharded:
+            load_optimizer_state(model, optimizer, resume_from)
+        else:
+            optimizer.load_state_dict(ckpt.read_torch(resume_from, "optimizer"))
         scheduler.load_state_dict(ckpt.read_torch(resume_from, "scheduler"))
         ckpt.set_rng_state(ckpt.read_torch(resume_from, f"rng-rank{rank}"))
         saved = ckpt.read_json(resume_from, "state")
@@ -367,7 +385,7 @@ def train(
         # 8. Checkpoint.
         every = config.log.checkpoint_every
         if (every and iteration % every == 0) or iteration == config.train.iterations:
-            _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config)
+            _save_checkpoint(out, iteration, state, model, optimizer, scheduler, counters, eval_history, accelerator, config)
         k = iteration
         progress.update(1)
 
@@ -375,7 +393,7 @@ def train(
     export = _export(out, state, backbone, config, main)
     accelerator.wait_for_everyone()
     logger.close()
-    digest = hashlib.sha256(b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in state.params)).hexdigest()
+    digest = weights_digest(state.params)
     return TrainResult(out, config.train.iterations, metrics, eval_history, export, digest)
 
 
@@ -393,34 +411,54 @@ def _make_scheduler(config: EditR1Config, optimizer, total_steps: int):
     )
 
 
-def _save_checkpoint(out, iteration, state, optimizer, scheduler, counters, eval_history, accelerator, config) -> None:
+def weights_digest(params) -> str:
+    """SHA-256 of the full trained parameters (gathered first when sharded; a collective then)."""
+    from refine.training.sharding import full_tensors
+
+    full = full_tensors({str(i): p for i, p in enumerate(params)})
+    return hashlib.sha256(b"".join(full[str(i)].numpy().tobytes() for i in range(len(params)))).hexdigest()
+
+
+def _save_checkpoint(out, iteration, state, model, optimizer, scheduler, counters, eval_history, accelerator, config) -> None:
     from refine.training.checkpoint import CheckpointWriter, rng_state
     from refine.training.lora import save_lora
+    from refine.training.sharding import optimizer_state
 
     main = accelerator.is_main_process
     with CheckpointWriter(out, iteration, is_main=main, barrier=accelerator.wait_for_everyone, keep_last=config.log.keep_last) as writer:
         writer.save_torch(f"rng-rank{accelerator.process_index}", rng_state(), every_rank=True)
         state.save(writer)
-        writer.save_torch("optimizer", optimizer.state_dict())
+        if state.sharded:
+            writer.save_distributed("optimizer", optimizer_state(model, optimizer))
+        else:
+            writer.save_torch("optimizer", optimizer.state_dict())
         writer.save_torch("scheduler", scheduler.state_dict())
         writer.save_json("state", {"iteration": iteration, "counters": counters, "eval_history": eval_history,
                                    "processes": accelerator.num_processes})
-        if main and config.train.finetune == "lora":
-            with state.ema.swapped_into(state.params):  # the EMA adapter, ready for the Refiner
-                save_lora(state.transformer, writer.path / "lora")
+        if config.train.finetune == "lora" and (main or state.sharded):
+            with state.ema.swapped_into(state.params):  # the EMA adapter, ready for the Refiner (gathered when sharded)
+                save_lora(state.transformer, writer.path / "lora", write=main)
 
 
 def _export(out: Path, state, backbone, config: EditR1Config, main: bool) -> Path:
     """The EMA weights as a diffusers LoRA folder (or, for full fine-tuning, a transformer folder)."""
     from refine.training.lora import save_lora
 
+    from refine.training.sharding import full_model_state, save_full_transformer
+
     target = out / ("lora" if config.train.finetune == "lora" else "transformer")
-    if main:
-        with state.ema.swapped_into(state.params):
-            if config.train.finetune == "lora":
-                save_lora(state.transformer, target)
-            else:
-                state.transformer.save_pretrained(target, safe_serialization=True)
+    if not (main or state.sharded):
+        return target
+    # Sharded: every process takes part in the gather, the main one writes.
+    with state.ema.swapped_into(state.params):
+        if config.train.finetune == "lora":
+            save_lora(state.transformer, target, write=main)
+        elif state.sharded:
+            full = full_model_state(state.transformer)
+            if main:
+                save_full_transformer(state.transformer, full, target)
+        else:
+            state.transformer.save_pretrained(target, safe_serialization=True)
     return target
 
 

@@ -21,13 +21,16 @@ file read at build time), for artifact checks and fingerprints. `PeekAnswer` is 
 an oracle reward (the benchmark's own `overall` against the wanted colour); both say so with
 `reads_ground_truth = True` (`refine.oracle`).
 
-For interruption tests, `PaintEditor.interrupt_after` (a class attribute, so the entry's spec and
+For a process dying mid-run under torchrun, `REFINE_TOY_DIE=RANK:N` in the environment makes the
+process of that rank SIGKILL itself at its N+1-th `edit` call. For interruption tests, `PaintEditor.interrupt_after` (a class attribute, so the entry's spec and
 cache key do not change) makes the N+1-th `edit` call raise `KeyboardInterrupt`; `PaintEditor.calls`
 counts calls across instances and `PaintEditor.seen` records (case id, turn, input square colour).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -125,6 +128,9 @@ class PaintEditor:
     def edit(self, requests: Sequence[EditRequest]) -> list[EditResult]:
         if PaintEditor.interrupt_after is not None and PaintEditor.calls >= PaintEditor.interrupt_after:
             raise KeyboardInterrupt
+        die = os.environ.get("REFINE_TOY_DIE")  # "RANK:N": that process SIGKILLs itself at its N+1-th call
+        if die and die.split(":")[0] == os.environ.get("RANK", "0") and PaintEditor.calls >= int(die.split(":")[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
         PaintEditor.calls += 1
         results = []
         for request in requests:

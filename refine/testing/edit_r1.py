@@ -12,6 +12,8 @@ The subprocess entry (`python -m refine.testing.edit_r1 --output DIR [...]`, als
 `torchrun`) trains the tiny editor with the brightness reward and writes `result-rank{r}.json`
 (weights digest, the requests each process rolled out). `--hang-after N` makes the reward block
 forever after N calls, so a test can SIGKILL the process at a known point (after a checkpoint).
+Under torchrun with `ACCELERATE_USE_FSDP=true FSDP_VERSION=2` in the environment the run is
+sharded (FSDP2 on gloo); `read_checkpoint_policies` reads a checkpoint's policies either way.
 """
 
 from __future__ import annotations
@@ -113,6 +115,27 @@ def tiny_config(output_dir: str | Path, iterations: int = 2, **overrides: Any):
     return load_config(EditR1Config, overrides=[f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings.items()])
 
 
+def read_checkpoint_policies(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """{"trained"|"old"|"ema": {name: tensor}} of a checkpoint, replicated (safetensors) or sharded (distributed checkpoint).
+
+    A sharded checkpoint is read whole in this one process (torch's `dcp_to_torch_save`), which is
+    also the proof that its shards add up to full tensors.
+    """
+    import tempfile
+
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from refine.training.checkpoint import read_tensors
+
+    folder = Path(folder)
+    if not (folder / "policies").is_dir():
+        return {group: read_tensors(folder, group) for group in ("trained", "old", "ema")}
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(str(folder / "policies"), f"{tmp}/policies.pt")
+        return torch.load(f"{tmp}/policies.pt", weights_only=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the tiny ShapeEdit editor with Edit-R1 (test helper).")
     parser.add_argument("--output", required=True)
@@ -121,6 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0)
     parser.add_argument("--hang-after", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--finetune", default="lora", choices=["lora", "full"])
+    parser.add_argument("--frozen", default="replicate", choices=["replicate", "shard"])
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--objective", default="nft", choices=["nft", "grpo"], help="grpo: Flow-GRPO on 3 SDE steps")
+    parser.add_argument("--micro-batch", type=int, default=4, help="train.micro_batch (below 4: gradient accumulation)")
+    parser.add_argument("--eval-cases", type=int, default=0, help="held-out cases evaluated at iterations 0 and last (0: none)")
+    parser.add_argument("--old-decay-rate", type=float, default=None, help="policy.old_decay_rate (default: the config's)")
     args = parser.parse_args(argv)
 
     import torch
@@ -131,20 +161,22 @@ def main(argv: list[str] | None = None) -> None:
     reward = brightness_reward if args.hang_after is None else HangingReward(brightness_reward, args.hang_after)
     config = tiny_config(
         args.output, args.iterations, log__checkpoint_every=args.checkpoint_every, rollout__groups_per_iteration=args.groups,
-        eval__benchmark=None,
+        train__finetune=args.finetune, train__micro_batch=args.micro_batch, train__frozen=args.frozen,
+        train__gradient_checkpointing=args.gradient_checkpointing,
+        **({} if args.old_decay_rate is None else {"policy__old_decay_rate": args.old_decay_rate}),
+        **({"eval__cases": args.eval_cases} if args.eval_cases else {"eval__benchmark": None}),
+        **({"objective": "grpo", "rollout__sampler": "sde", "rollout__steps": 3} if args.objective == "grpo" else {}),
     )
     result = train(config, backbone=tiny_backbone(), reward=reward)
     from accelerate import PartialState
 
     rank = PartialState().process_index
     rows = [json.loads(line) for line in (Path(args.output) / "rollouts" / f"rank{rank}.jsonl").read_text().splitlines()]
-    from refine.training.checkpoint import read_tensors
-
     # LoRA B matrices start at zero: a positive sum shows the update really moved the weights.
-    trained = read_tensors(Path(args.output) / f"checkpoint-{args.iterations:06d}", "trained")
+    trained = read_checkpoint_policies(Path(args.output) / f"checkpoint-{args.iterations:06d}")["trained"]
     moved = float(sum(v.abs().sum() for k, v in trained.items() if "lora_B" in k))
     (Path(args.output) / f"result-rank{rank}.json").write_text(
-        json.dumps({"digest": result.weights_digest, "requests": [r["requests"] for r in rows], "iterations": result.iterations,
+        json.dumps({"digest": result.weights_digest, "eval_history": result.eval_history, "requests": [r["requests"] for r in rows], "iterations": result.iterations,
                     "lora_b_abs_sum": moved})
     )
 

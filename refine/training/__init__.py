@@ -13,7 +13,8 @@ Example:
 | `shadows.py` | `ShadowWeights` (old policy, EMA), decay schedules, the adapters-off reference |
 | `policies.py` | `PolicyState`: trainable parameters + old/EMA/reference shadows, checkpointed together |
 | `lora.py` | peft LoRA on MM-DiT attention, saved and loaded in diffusers' format; `load_lora_into_editor` for LoRA refiners |
-| `accelerate_setup.py` | the `Accelerator` a trainer runs under, seeding |
+| `accelerate_setup.py` | the `Accelerator` a trainer runs under (DDP, FSDP2 also on CPU/gloo), what the RL trainers refuse, seeding |
+| `sharding.py` | FSDP2 extras: frozen parts sharded, sharded optimizer state, gathered full weights and transformer export |
 | `timesteps.py` | training-time draws of flow-matching losses; the schedule times RL updates train on |
 | `configs.py` | `PolicyConfig`, `LoRAConfig`, `OptimConfig` shared by the RL configs (torch-free) |
 | `nft_samples.py` | `NFTSamples`: what an NFT update phase trains on |
@@ -45,10 +46,13 @@ _EXPORTS = {
     "decay_at": "refine.training.shadows",
     "PolicyState": "refine.training.policies",
     "setup_policies": "refine.training.policies",
+    "make_trainable": "refine.training.policies",
+    "build_policies": "refine.training.policies",
     "add_lora": "refine.training.lora",
     "load_lora": "refine.training.lora",
     "save_lora": "refine.training.lora",
     "make_accelerator": "refine.training.accelerate_setup",
+    "is_sharded": "refine.training.accelerate_setup",
     "seeded": "refine.training.accelerate_setup",
     "sample_timesteps": "refine.training.timesteps",
 }

@@ -18,6 +18,12 @@ Layout of a checkpoint root (each trainer picks the root and the files; Edit-R1'
                             EMA adapter in diffusers' format, usable as is), COMPLETE (written last)
     latest                  text file with the name of the newest complete checkpoint
 
+Sharded training (FSDP2): the policies and the optimizer state are written by every process
+with torch's distributed checkpoint (`save_distributed` / `read_distributed`: a folder per name,
+one file per process plus `.metadata`), each process writing its own shards; nothing is
+gathered. They load back in place into tensors of the same sharding (any process count that
+torch's resharding supports).
+
 Every trainer (base editor, Edit-R1, inline critic) writes its checkpoints through
 `CheckpointWriter` and resumes from `latest_checkpoint`; `rng_state` / `set_rng_state` carry the
 Python, NumPy, torch (and CUDA) generators plus any named `torch.Generator` a loop draws from, so
@@ -123,6 +129,12 @@ class CheckpointWriter:
         if every_rank or self.is_main:
             torch.save(obj, self.path / f"{name}.pt")
 
+    def save_distributed(self, name: str, state: dict[str, Any]) -> None:
+        """Every process writes its shards of `state` (DTensors, nested dicts) to `name/` (collective)."""
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(state, checkpoint_id=str(self.path / name))
+
     def save_json(self, name: str, data: dict[str, Any]) -> None:
         if self.is_main:
             (self.path / f"{name}.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -166,6 +178,17 @@ def read_torch(folder: str | Path, name: str) -> Any:
     if not file.is_file():
         raise ArtifactError(f"checkpoint {folder} has no {file.name}; it was written by another version or is damaged")
     return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def read_distributed(folder: str | Path, name: str, into: dict[str, Any]) -> dict[str, Any]:
+    """Load `name/` written by `CheckpointWriter.save_distributed` in place into `into` (collective); returns it."""
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(folder) / name
+    if not (path / ".metadata").is_file():
+        raise ArtifactError(f"{path}: no distributed checkpoint there (was the run saved without sharding? resume it the same way)")
+    dcp.load(into, checkpoint_id=str(path))
+    return into
 
 
 def read_json(folder: str | Path, name: str) -> dict[str, Any]:

@@ -26,6 +26,13 @@ config in the safetensors metadata, written by diffusers' own `save_lora_weights
 loader mixin; FLUX's writes the same layout). `pipeline.load_lora_weights(folder)` of
 `QwenImageEditPlusPipeline` / `FluxKontextPipeline` accepts it, and so does
 `transformer.load_lora_adapter(folder, prefix="transformer")` for a bare transformer.
+
+Sharded transformers (FSDP2): `lora_state_dict` all-gathers every adapter tensor (each is a DTensor
+holding one shard per process) before anything is written, so every process must call it, and
+`save_lora(..., write=is_main)` has the main process alone write the file. Saving what
+`state_dict()` returns on the main process without that gather writes only its own slice of
+each matrix (the accelerate FSDP2 + peft pitfall); the round-trip test in
+tests/edit_r1/test_fsdp.py reloads the export and compares it with the unsharded run's.
 """
 
 from __future__ import annotations
@@ -95,25 +102,39 @@ def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default")
     """The adapter's weights with peft's adapter-free key names (`...to_q.lora_A.weight`)."""
     from peft.utils import get_peft_model_state_dict
 
+    from torch.distributed.tensor import DTensor
+
     state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    # full_tensor() is a collective: every process gathers every tensor, in the same (key) order
+    state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 def save_lora(
-    transformer: torch.nn.Module, folder: str | Path, *, adapter_name: str = "default", dtype: torch.dtype | None = None
+    transformer: torch.nn.Module,
+    folder: str | Path,
+    *,
+    adapter_name: str = "default",
+    dtype: torch.dtype | None = None,
+    write: bool = True,
 ) -> Path:
-    """Write the adapter as `folder/pytorch_lora_weights.safetensors` (diffusers' format); returns the file."""
+    """Write the adapter as `folder/pytorch_lora_weights.safetensors` (diffusers' format); returns the file.
+
+    Sharded transformers: every process calls this (the adapter is gathered), `write` only on the main one.
+    """
     from diffusers.loaders.lora_pipeline import QwenImageLoraLoaderMixin
 
     peft_config = getattr(transformer, "peft_config", {}).get(adapter_name)
     if peft_config is None:
         raise ArtifactError(f"the transformer has no LoRA adapter {adapter_name!r} to save")
     state = lora_state_dict(transformer, adapter_name)
+    folder = Path(folder)
+    if not write:
+        return folder / LORA_WEIGHT_NAME
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     metadata = peft_config.to_dict()
     metadata = {k: sorted(v) if isinstance(v, set) else v for k, v in metadata.items()}
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     QwenImageLoraLoaderMixin.save_lora_weights(
         folder, transformer_lora_layers=state, weight_name=LORA_WEIGHT_NAME, transformer_lora_adapter_metadata=metadata

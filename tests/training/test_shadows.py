@@ -88,3 +88,44 @@ def _white():
     from PIL import Image
 
     return Image.new("RGB", (32, 32), "white")
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo process group of one process, so that `fully_shard` (FSDP2) can run in the test process."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_shadows_of_fsdp2_shards_run_the_sharded_model_and_restore_it_exactly(one_process_group):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    reference.load_state_dict(model.state_dict())
+    fully_shard(model[0])
+    fully_shard(model)
+    params = list(model.parameters())
+    assert all(isinstance(p, DTensor) for p in params)
+    old = ShadowWeights(params, owner=model)  # built after sharding: shards, not DTensors
+    assert old.sharded and not any(isinstance(t, DTensor) for t in old.tensors)
+    with torch.no_grad():
+        for p in params:
+            p.to_local().add_(1.0)  # the trained policy moves on
+    x = torch.randn(5, 3)
+    trained = model(x).detach()
+    with old.swapped_into(params):  # the forward all-gathers the old values: the storage FSDP2 owns was updated
+        assert torch.allclose(model(x), reference(x))
+    assert torch.equal(model(x).detach(), trained)
+    # The checkpoint view wraps the shards back into DTensors that share their storage.
+    state = old.sharded_state([str(i) for i in range(len(params))])
+    assert all(isinstance(v, DTensor) and v.shape == p.shape for v, p in zip(state.values(), params))
+    state["0"].to_local().zero_()
+    assert float(old.tensors[0].abs().sum()) == 0.0
