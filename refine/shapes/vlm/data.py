@@ -4,7 +4,7 @@ Example:
     >>> from refine.shapes.vlm.data import VLMDataConfig, build_dataset
     >>> dataset = build_dataset(VLMDataConfig(cases=2, seeing_per_case=1, judge_per_case=1, editor=False))
     >>> len(dataset), sorted(dataset.column_names)
-    (4, ['completion', 'images', 'overall', 'prompt', 'task'])
+    (4, ['case_id', 'completion', 'images', 'overall', 'prompt', 'task'])
 
 Cases come from `refine.shapes.data.training_stream(seed)`, which never yields a case (source and
 target) of any split, so nothing here is a shapes-val or shapes-bench case. Per case: seeing
@@ -48,7 +48,7 @@ class VLMDataConfig(RefineConfig):
 
 
 def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
-    """All examples of `config` as one `datasets.Dataset` (columns prompt, completion, images, task, overall)."""
+    """All examples of `config` as one `datasets.Dataset` (columns of `tasks` examples)."""
     unknown = set(config.judge_kinds) - set(JUDGE_KINDS)
     if unknown:
         raise ValueError(f"unknown judge kinds {sorted(unknown)}; use {', '.join(JUDGE_KINDS)}")

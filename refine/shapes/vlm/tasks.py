@@ -7,12 +7,13 @@ Example:
     >>> case = load_split("shapes-val")[0]          # (a doctest only: training data come from the stream)
     >>> example = seeing_examples(case, random.Random(0), per_case=1)[0]
     >>> sorted(example), example["prompt"][-1]["role"], example["completion"][0]["role"]
-    (['completion', 'images', 'prompt', 'task'], 'user', 'assistant')
+    (['case_id', 'completion', 'images', 'overall', 'prompt', 'task'], 'user', 'assistant')
 
 Every example is one row of a TRL conversational prompt-completion dataset with images: `prompt`
 (system + user messages whose image parts are placeholders `{"type": "image"}`), `completion`
 (one assistant message), `images` (PIL images, in placeholder order) and `task` (its name, for
-logs). TRL's collator puts the images into the placeholders, renders the chat template and puts
+logs), `overall` (the exact judge's O of a judge example's output, else None) and `case_id`
+(the stream case it came from). TRL's collator puts the images into the placeholders, renders the chat template and puts
 the loss on the completion only.
 
 Judge examples are the exact conversation `refine.rewards.mllm.MLLMJudge` sends in each mode (built
@@ -88,12 +89,13 @@ def _name(obj) -> str:
     return "nothing" if obj is None else f"{obj.size} {obj.color} {obj.shape}"
 
 
-def _example(task: str, images: Sequence[Image.Image], user_text: str, answer: str, system: str | None = SYSTEM_PROMPT) -> dict[str, Any]:
+def _example(case: ShapeCase, task: str, images: Sequence[Image.Image], user_text: str, answer: str,
+             system: str | None = SYSTEM_PROMPT) -> dict[str, Any]:
     prompt = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
     content = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": user_text}]
     prompt.append({"role": "user", "content": content})
     return {"task": task, "prompt": prompt, "completion": [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
-            "images": list(images), "overall": None}
+            "images": list(images), "overall": None, "case_id": case.id}
 
 
 def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3) -> list[dict[str, Any]]:
@@ -107,24 +109,24 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3) -> l
         task = rng.choice(tuple(QUESTIONS))
         position = rng.choice(POSITIONS)
         if task == "describe":
-            out.append(_example(task, [image], QUESTIONS[task], describe_scene(scene)))
+            out.append(_example(case, task, [image], QUESTIONS[task], describe_scene(scene)))
         elif task == "at_position":
             obj = scene.at(position)
-            out.append(_example(task, [image], QUESTIONS[task].format(position=POSITION_NAMES[position]), _name(obj)))
+            out.append(_example(case, task, [image], QUESTIONS[task].format(position=POSITION_NAMES[position]), _name(obj)))
         elif task == "color":
             if scene.objects:
                 position = rng.choice(scene.objects).position
             obj = scene.at(position)
             answer = obj.color if obj is not None else "there is no object there"
-            out.append(_example(task, [image], QUESTIONS[task].format(position=POSITION_NAMES[position]), answer))
+            out.append(_example(case, task, [image], QUESTIONS[task].format(position=POSITION_NAMES[position]), answer))
         elif task == "background":
-            out.append(_example(task, [image], QUESTIONS[task], scene.background))
+            out.append(_example(case, task, [image], QUESTIONS[task], scene.background))
         elif task == "count":
-            out.append(_example(task, [image], QUESTIONS[task], str(len(scene.objects))))
+            out.append(_example(case, task, [image], QUESTIONS[task], str(len(scene.objects))))
         else:
             before, after = (case.source, case.target) if rng.random() < 0.8 else (case.source, case.source)
             images = [render(before, case.size), render(after, case.size)]
-            out.append(_example(task, images, QUESTIONS[task], describe_difference(before, after)))
+            out.append(_example(case, task, images, QUESTIONS[task], describe_difference(before, after)))
     return out
 
 
@@ -179,7 +181,7 @@ def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.R
             checks = [line.strip() for line in score.breakdown if "[ok]" not in line and not line.startswith("PQ")]
             answer = '"Reasoning": "' + "; ".join(checks) + '",\n' + answer
     system = messages[0]["content"][0]["text"] if messages[0]["role"] == "system" else None
-    example = _example(f"judge_{kind}", [case.source_image, output], text, answer, system=system)
+    example = _example(case, f"judge_{kind}", [case.source_image, output], text, answer, system=system)
     example["task"] = f"judge_{kind}:{source}"
     example["overall"] = overall
     return example

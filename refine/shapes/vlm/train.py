@@ -55,6 +55,20 @@ class _JsonlLogger(TrainerCallback):
             handle.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
 
 
+class _SFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose resume reads the checkpoint's weights through `from_pretrained`.
+
+    Why: `save_pretrained` writes Qwen2.5-VL in its original key layout (`visual.*`, `model.layers.*`)
+    and `from_pretrained` maps the keys back, but the Trainer's own resume loads the raw file into
+    the model (transformers 5.24), finds none of the keys and silently keeps the current weights.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model if model is not None else self.model
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
+
 def train(config: VLMTrainConfig) -> dict[str, Any]:
     """Run one SFT stage (see the module docstring); returns a summary (global_step, final loss, final/ path)."""
     torch.set_num_threads(config.num_threads)
@@ -98,7 +112,7 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
         disable_tqdm=not config.progress,
         save_only_model=False,  # optimizer, scheduler and RNG too: exact resume
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+    trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          callbacks=[_JsonlLogger(output_dir / "metrics.jsonl")])
     # 4. train (resume: the newest checkpoint, or the one named)
     resume: bool | str | None = None
