@@ -14,6 +14,7 @@ ensure_torchvision_importable()  # transformers' processors import torchvision; 
 from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # noqa: E402
 
+from refine.cli import main  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.shapes.data import load_split, stream_case  # noqa: E402
@@ -121,3 +122,24 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed[name], tensor, msg=name)
     init = load_file(tmp_path / "init" / "model.safetensors")
     assert any(not torch.equal(init[name], straight[name]) for name in init)   # training changed the weights
+
+
+def _cli(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_refine_train_vlm_runs_the_preset_and_writes_a_loadable_model(tmp_path, capsys):
+    overrides = [f"output_dir={tmp_path}", "model.tiny=true", "max_steps=2", "batch_size=2", "save_steps=1", "progress=false",
+                 "data.cases=2", "data.seeing_per_case=1", "data.judge_per_case=1", "data.editor=false"]
+    code, out, _ = _cli(["train", "vlm", "--config", "examples/configs/vlm/shapes.yaml", *overrides], capsys)
+    assert code == 0
+    assert json.loads(out)["global_step"] == 2
+    assert AutoProcessor.from_pretrained(tmp_path / "final").image_processor.patch_size == 4
+    code, _, err = _cli(["train", "vlm", "--config", "examples/configs/vlm/shapes.yaml", "--resume", *overrides, "resume_from=latest"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "resume_from" in err

@@ -35,7 +35,7 @@ from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback  # noqa: E402
+from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback, TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from refine.errors import ConfigError  # noqa: E402
@@ -114,6 +114,8 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
     )
     trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          callbacks=[_JsonlLogger(output_dir / "metrics.jsonl")])
+    if not config.progress:
+        trainer.remove_callback(PrinterCallback)  # quiet means quiet: the logs are in metrics.jsonl
     # 4. train (resume: the newest checkpoint, or the one named)
     resume: bool | str | None = None
     if config.resume_from == "latest":
