@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import pickle
 import random
 import time
 from pathlib import Path
@@ -138,11 +139,19 @@ def main() -> None:
     parser.add_argument("--cot-cases", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     cases = bench_subset(direct=args.cases, indirect=args.cases, split="shapes-val")
-    rows = editor_edits(cases, args.seeds)
+    if args.edits_cache is not None and args.edits_cache.is_file():
+        rows = pickle.loads(args.edits_cache.read_bytes())
+        if len(rows) != len(cases) * args.seeds:
+            raise SystemExit(f"{args.edits_cache} holds {len(rows)} edits, not {len(cases)} x {args.seeds}; remove it or match --cases/--seeds")
+    else:
+        rows = editor_edits(cases, args.seeds)
+        if args.edits_cache is not None:
+            args.edits_cache.write_bytes(pickle.dumps(rows))
     labels = [r["overall"] for r in rows]
     report = {"cases": len(cases), "edits": len(rows), "mean_O": float(np.mean(labels)), "models": {}}
     print(f"{len(rows)} edits of {len(cases)} shapes-val cases, mean O {np.mean(labels):.3f}")
