@@ -14,7 +14,8 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    judge orders as O does (a tie in the judge's score counts one half) -- Edit-R1's measure for its
    score-logit judge; unlike rho it is not driven by how hard each case is. `--control` models (e.g.
    the untrained init/) run the same way, as the floor.
-5. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
+5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
+6. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
 Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
@@ -128,6 +129,20 @@ def prefill_decode_costs(backend: TransformersVLM, rows: list[dict], tokens: int
             "prompt_tokens": int(inputs["input_ids"].shape[1]), "batch": len(rows)}
 
 
+def image_dependence(backend: TransformersVLM, rows: list[dict], images: int = 8) -> float:
+    """How much the vision tower's output tokens vary across images: mean over token positions of
+    (std across `images` sources) / (norm of their mean). ~1-2 for a fresh model; near 0 means the
+    features no longer depend on the image (the language model then cannot see)."""
+    sources = [r["source"] for r in rows[:: max(1, len(rows) // images)]][:images]
+    inputs = backend.processor.image_processor(sources, return_tensors="pt")
+    with torch.inference_mode():
+        features = backend.model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+    tokens = features.pooler_output if hasattr(features, "pooler_output") else features
+    tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens  # (images * 16, hidden)
+    stacked = tokens.reshape(len(sources), -1, tokens.shape[-1])  # (images, 16, hidden)
+    return float((stacked.std(0).norm(dim=-1) / stacked.mean(0).norm(dim=-1)).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -160,12 +175,13 @@ def main() -> None:
         backend = TransformersVLM(model, batch_size=16)
         results = [score_mode(backend, mode, rows) for mode in args.modes]
         results += [score_mode(backend, mode, cot_rows) for mode in args.cot_modes]
-        report["models"][model] = {"modes": results, "cost": prefill_decode_costs(backend, rows[:16])}
+        report["models"][model] = {"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
+                                   "image_dependence": image_dependence(backend, rows)}
         for r in results:
             print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] "
                   f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) scored {r['scored']}/{r['items']} "
                   f"{r['cpu_s_per_item'] * 1000:.1f} ms/item")
-        print(json.dumps(report["models"][model]["cost"]))
+        print(json.dumps(report["models"][model]["cost"]), "image dependence", round(report["models"][model]["image_dependence"], 4))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
