@@ -15,7 +15,9 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    score-logit judge; unlike rho it is not driven by how hard each case is. `--control` models (e.g.
    the untrained init/) run the same way, as the floor.
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
-6. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
+6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
+   is in a cell, the full description) on `--seeing-cases` shapes-val sources.
+7. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
 Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
@@ -45,6 +47,8 @@ from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_edit  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, _name, describe_scene  # noqa: E402
+from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 
 MIN_GAP = 0.05
 
@@ -143,6 +147,27 @@ def image_dependence(backend: TransformersVLM, rows: list[dict], images: int = 8
     return float((stacked.std(0).norm(dim=-1) / stacked.mean(0).norm(dim=-1)).mean())
 
 
+def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers to the seeing questions on the cases' source scenes."""
+    rng = random.Random(0)
+    asks = []
+    for case in cases:
+        scene = case.source
+        position = rng.choice(POSITIONS)
+        asks += [("background", case, QUESTIONS["background"], scene.background),
+                 ("count", case, QUESTIONS["count"], str(len(scene.objects))),
+                 ("at_position", case, QUESTIONS["at_position"].format(position=POSITION_NAMES[position]), _name(scene.at(position))),
+                 ("describe", case, QUESTIONS["describe"], describe_scene(scene))]
+    chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+              {"role": "user", "content": [{"type": "image", "image": case.source_image}, {"type": "text", "text": question}]}]
+             for _, case, question, _ in asks]
+    answers = backend.generate(chats, max_new_tokens=64)
+    hits: dict[str, list[float]] = {}
+    for (task, _, _, truth), answer in zip(asks, answers):
+        hits.setdefault(task, []).append(float(answer.strip() == truth))
+    return {task: float(np.mean(values)) for task, values in hits.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -153,6 +178,8 @@ def main() -> None:
     parser.add_argument("--cot-modes", nargs="*", default=["score_sample_cot"])
     parser.add_argument("--cot-cases", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
+    parser.add_argument("--seeing-only", action="store_true", help="only the seeing questions (a model trained on no judge task)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
     args = parser.parse_args()
@@ -173,10 +200,17 @@ def main() -> None:
     cot_rows = [r for r in rows if r["case"] < args.cot_cases]
     for model in [args.model, *args.control]:
         backend = TransformersVLM(model, batch_size=16)
+        if args.seeing_cases:
+            seeing = seeing_accuracy(backend, cases[: args.seeing_cases])
+            report["models"].setdefault(model, {})["seeing"] = seeing
+            print(model, "seeing accuracy", json.dumps({k: round(v, 3) for k, v in seeing.items()}),
+                  "image dependence", round(image_dependence(backend, rows), 4))
+        if args.seeing_only:
+            continue
         results = [score_mode(backend, mode, rows) for mode in args.modes]
         results += [score_mode(backend, mode, cot_rows) for mode in args.cot_modes]
-        report["models"][model] = {"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
-                                   "image_dependence": image_dependence(backend, rows)}
+        report["models"].setdefault(model, {}).update({"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
+                                   "image_dependence": image_dependence(backend, rows)})
         for r in results:
             print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] "
                   f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) scored {r['scored']}/{r['items']} "
