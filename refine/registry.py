@@ -83,6 +83,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "inline_critic": "refine.inline_critic.config:InlineCriticConfig",
         "multiturn": "refine.multiturn.config:MultiTurnConfig",
         "thinker": "refine.thinker.config:ThinkerConfig",
+        "vlm": "refine.shapes.vlm.config:VLMTrainConfig",
     },
 }
 

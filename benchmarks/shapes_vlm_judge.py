@@ -1,0 +1,224 @@
+"""The ShapeEdit VLM as a judge: agreement with the exact judge on shapes-val edits of the bundled editor, by mode.
+
+Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--control runs/vlm-shapes/init]
+          [--cases 45] [--seeds 4] [--modes score_logit yesno_logit] [--cot-cases 12] [--out judge.json]
+
+1. Edits: `--cases` direct and `--cases` indirect shapes-val cases (`bench_subset`, every category),
+   each edited `--seeds` times by the bundled editor (`load_shapes_backbone`, Euler, its default
+   steps and guidance; seed `1000 * case + k`). Tuning split only: nothing here reads shapes-bench.
+2. Labels: the exact judge's O = sqrt(IF x CC) of every edit.
+3. The VLM scores every (source, edit, instruction) through `MLLMJudge(TransformersVLM(model), mode)`,
+   the rewards layer's unchanged code path, with the case's category as task requirement.
+4. Per mode: Spearman's rho with O over all edits (95% bootstrap interval over cases), and pairwise
+   accuracy between edits of the same case: over pairs whose O differ by >= 0.05, the fraction the
+   judge orders as O does (a tie in the judge's score counts one half) -- Edit-R1's measure for its
+   score-logit judge; unlike rho it is not driven by how hard each case is. `--control` models (e.g.
+   the untrained init/) run the same way, as the floor.
+5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
+6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
+   is in a cell, the full description) on `--seeing-cases` shapes-val sources.
+7. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
+   (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
+
+Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import pickle
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from refine._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+
+from refine.backbones.shapes import load_shapes_backbone  # noqa: E402
+from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
+from refine.rewards.mllm import MLLMJudge  # noqa: E402
+from refine.rollout.flow_editor import FlowEditor  # noqa: E402
+from refine.shapes.evaluate import bench_subset  # noqa: E402
+from refine.shapes.judge import judge_edit  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, _name, describe_scene  # noqa: E402
+from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
+
+MIN_GAP = 0.05
+
+
+def editor_edits(cases, seeds: int) -> list[dict]:
+    backbone = load_shapes_backbone()
+    editor = FlowEditor(backbone, steps=backbone.default_steps, batch_size=32)
+    requests = [(i, k, case.to_request(seed=1000 * i + k)) for i, case in enumerate(cases) for k in range(seeds)]
+    with torch.no_grad():
+        results = editor.edit([r for _, _, r in requests])
+    rows = []
+    for (i, k, request), result in zip(requests, results):
+        case = cases[i]
+        rows.append({"case": i, "seed": k, "source": case.source_image, "output": result.image, "instruction": case.instruction,
+                     "meta": request.meta, "overall": judge_edit(case.source_image, result.image, case).overall})
+    return rows
+
+
+def pairwise_accuracy(rows: list[dict], scores: list[float]) -> tuple[float, int]:
+    right, pairs = 0.0, 0
+    by_case: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_case.setdefault(row["case"], []).append(index)
+    for indices in by_case.values():
+        for a, b in itertools.combinations(indices, 2):
+            gap = rows[a]["overall"] - rows[b]["overall"]
+            if abs(gap) < MIN_GAP:
+                continue
+            pairs += 1
+            diff = scores[a] - scores[b]
+            right += 0.5 if diff == 0 else float((diff > 0) == (gap > 0))
+    return (right / pairs if pairs else float("nan")), pairs
+
+
+def spearman_ci(rows: list[dict], scores: list[float], draws: int = 1000) -> tuple[float, float, float]:
+    labels = np.array([r["overall"] for r in rows])
+    values = np.array(scores)
+    rho = float(spearmanr(values, labels).statistic)
+    cases = sorted({r["case"] for r in rows})
+    members = {c: [i for i, r in enumerate(rows) if r["case"] == c] for c in cases}
+    rng = random.Random(0)
+    boot = []
+    for _ in range(draws):
+        picked = [i for c in rng.choices(cases, k=len(cases)) for i in members[c]]
+        boot.append(spearmanr(values[picked], labels[picked]).statistic)
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    return rho, float(low), float(high)
+
+
+def score_mode(backend: TransformersVLM, mode: str, rows: list[dict]) -> dict:
+    judge = MLLMJudge(backend, mode=mode, cache=False)
+    cpu = time.process_time()
+    out = judge([r["source"] for r in rows], [r["output"] for r in rows], [r["instruction"] for r in rows], [r["meta"] for r in rows])
+    cpu = time.process_time() - cpu
+    kept = [(r, s) for r, s in zip(rows, out.scores) if s is not None]
+    kept_rows, scores = [r for r, _ in kept], [s for _, s in kept]
+    rho, low, high = spearman_ci(kept_rows, scores) if len(kept) > 2 else (float("nan"),) * 3
+    accuracy, pairs = pairwise_accuracy(kept_rows, scores)
+    result = {"mode": mode, "items": len(rows), "scored": len(kept), "spearman": rho, "spearman_ci95": [low, high],
+              "pairwise_accuracy": accuracy, "pairs": pairs, "cpu_s_per_item": cpu / len(rows),
+              "mean_score": float(np.mean(scores)) if scores else None, "failures": dict(judge.failures)}
+    if mode.endswith("_cot"):
+        lengths = [len(backend.tokenizer.encode(d.get("raw", d.get("reasoning", "")))) for d in out.details]
+        result["mean_generated_tokens"] = float(np.mean(lengths))
+    return result
+
+
+def prefill_decode_costs(backend: TransformersVLM, rows: list[dict], tokens: int = 32) -> dict:
+    """CPU seconds per item of one prefill (score_logit's whole cost) and of one decode step."""
+    judge = MLLMJudge(backend, mode="score_sample_cot", cache=False)
+    conversations = [judge.conversation(r["source"], r["output"], judge.user_text(r["instruction"], r["meta"])) for r in rows]
+    inputs = backend._encode(conversations, None)
+    with torch.inference_mode():
+        start = time.process_time()
+        backend.model(**inputs, logits_to_keep=1)
+        prefill = time.process_time() - start
+        start = time.process_time()
+        backend.model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        generate = time.process_time() - start
+    per_item_prefill = prefill / len(rows)
+    return {"prefill_s_per_item": per_item_prefill, "decode_s_per_token_per_item": (generate - prefill) / tokens / len(rows),
+            "prompt_tokens": int(inputs["input_ids"].shape[1]), "batch": len(rows)}
+
+
+def image_dependence(backend: TransformersVLM, rows: list[dict], images: int = 8) -> float:
+    """How much the vision tower's output tokens vary across images: mean over token positions of
+    (std across `images` sources) / (norm of their mean). ~1-2 for a fresh model; near 0 means the
+    features no longer depend on the image (the language model then cannot see)."""
+    sources = [r["source"] for r in rows[:: max(1, len(rows) // images)]][:images]
+    inputs = backend.processor.image_processor(sources, return_tensors="pt")
+    with torch.inference_mode():
+        features = backend.model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+    tokens = features.pooler_output if hasattr(features, "pooler_output") else features
+    tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens  # (images * 16, hidden)
+    stacked = tokens.reshape(len(sources), -1, tokens.shape[-1])  # (images, 16, hidden)
+    return float((stacked.std(0).norm(dim=-1) / stacked.mean(0).norm(dim=-1)).mean())
+
+
+def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers to the seeing questions on the cases' source scenes."""
+    rng = random.Random(0)
+    asks = []
+    for case in cases:
+        scene = case.source
+        position = rng.choice(POSITIONS)
+        asks += [("background", case, QUESTIONS["background"], scene.background),
+                 ("count", case, QUESTIONS["count"], str(len(scene.objects))),
+                 ("at_position", case, QUESTIONS["at_position"].format(position=POSITION_NAMES[position]), _name(scene.at(position))),
+                 ("describe", case, QUESTIONS["describe"], describe_scene(scene))]
+    chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+              {"role": "user", "content": [{"type": "image", "image": case.source_image}, {"type": "text", "text": question}]}]
+             for _, case, question, _ in asks]
+    answers = backend.generate(chats, max_new_tokens=64)
+    hits: dict[str, list[float]] = {}
+    for (task, _, _, truth), answer in zip(asks, answers):
+        hits.setdefault(task, []).append(float(answer.strip() == truth))
+    return {task: float(np.mean(values)) for task, values in hits.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--control", nargs="*", default=[])
+    parser.add_argument("--cases", type=int, default=45, help="direct and indirect shapes-val cases each")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--modes", nargs="+", default=["score_logit", "yesno_logit", "score_sample"])
+    parser.add_argument("--cot-modes", nargs="*", default=["score_sample_cot"])
+    parser.add_argument("--cot-cases", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
+    parser.add_argument("--seeing-only", action="store_true", help="only the seeing questions (a model trained on no judge task)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cases = bench_subset(direct=args.cases, indirect=args.cases, split="shapes-val")
+    if args.edits_cache is not None and args.edits_cache.is_file():
+        rows = pickle.loads(args.edits_cache.read_bytes())
+        if len(rows) != len(cases) * args.seeds:
+            raise SystemExit(f"{args.edits_cache} holds {len(rows)} edits, not {len(cases)} x {args.seeds}; remove it or match --cases/--seeds")
+    else:
+        rows = editor_edits(cases, args.seeds)
+        if args.edits_cache is not None:
+            args.edits_cache.write_bytes(pickle.dumps(rows))
+    labels = [r["overall"] for r in rows]
+    report = {"cases": len(cases), "edits": len(rows), "mean_O": float(np.mean(labels)), "models": {}}
+    print(f"{len(rows)} edits of {len(cases)} shapes-val cases, mean O {np.mean(labels):.3f}")
+    cot_rows = [r for r in rows if r["case"] < args.cot_cases]
+    for model in [args.model, *args.control]:
+        backend = TransformersVLM(model, batch_size=16)
+        if args.seeing_cases:
+            seeing = seeing_accuracy(backend, cases[: args.seeing_cases])
+            report["models"].setdefault(model, {})["seeing"] = seeing
+            print(model, "seeing accuracy", json.dumps({k: round(v, 3) for k, v in seeing.items()}),
+                  "image dependence", round(image_dependence(backend, rows), 4))
+        if args.seeing_only:
+            continue
+        results = [score_mode(backend, mode, rows) for mode in args.modes]
+        results += [score_mode(backend, mode, cot_rows) for mode in args.cot_modes]
+        report["models"].setdefault(model, {}).update({"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
+                                   "image_dependence": image_dependence(backend, rows)})
+        for r in results:
+            print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] "
+                  f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) scored {r['scored']}/{r['items']} "
+                  f"{r['cpu_s_per_item'] * 1000:.1f} ms/item")
+        print(json.dumps(report["models"][model]["cost"]), "image dependence", round(report["models"][model]["image_dependence"], 4))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

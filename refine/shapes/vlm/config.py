@@ -1,0 +1,55 @@
+"""Config of one SFT stage of the ShapeEdit VLM (`refine train vlm`; presets in examples/configs/vlm/).
+
+Example:
+    >>> from refine.shapes.vlm.config import VLMTrainConfig
+    >>> VLMTrainConfig(max_steps=10).model.size().hidden_size
+    256
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from refine.config import RefineConfig
+from refine.shapes.vlm.data import VLMDataConfig
+from refine.shapes.vlm.model import VLMSize
+
+
+class VLMModelConfig(RefineConfig):
+    """Sizes of a fresh model (ignored with `init_from`)."""
+
+    tiny: bool = Field(False, description="the test size (VLMSize.tiny()); the fields below are then ignored")
+    hidden_size: int = Field(256, ge=8, description="language model width")
+    num_layers: int = Field(4, ge=1, description="language model layers")
+    vision_hidden_size: int = Field(128, ge=8, description="vision tower width")
+    vision_depth: int = Field(4, ge=1, description="vision tower blocks")
+    vocab_size: int = Field(1024, ge=400, description="BPE vocabulary trained in code")
+
+    def size(self) -> VLMSize:
+        if self.tiny:
+            return VLMSize.tiny()
+        return VLMSize(hidden_size=self.hidden_size, num_layers=self.num_layers, vision_hidden_size=self.vision_hidden_size,
+                       vision_depth=self.vision_depth, vocab_size=self.vocab_size)
+
+
+class VLMTrainConfig(RefineConfig):
+    """One SFT stage of the ShapeEdit VLM."""
+
+    output_dir: str = Field("runs/vlm-shapes", description="where init/, dataset/, checkpoints/, final/ and metrics.jsonl go")
+    init_from: Optional[str] = Field(None, description="model folder to start from (a previous stage's final/); None: a fresh model")
+    seed: int = Field(0, description="weights and data order seed")
+    model: VLMModelConfig = Field(default_factory=VLMModelConfig)
+    data: VLMDataConfig = Field(default_factory=VLMDataConfig)
+    max_steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="examples per step")
+    learning_rate: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up, then cosine decay to 0 at max_steps")
+    save_steps: int = Field(100, ge=1, description="checkpoint every this many steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
+    logging_steps: int = Field(10, ge=1, description="log loss every this many steps")
+    num_threads: int = Field(1, ge=1, description="torch threads (1: the machine is shared)")
+    progress: bool = Field(True, description="show progress bars")
+    resume_from: Optional[str] = Field(None, description="'latest' or a checkpoint folder to resume from")

@@ -1,0 +1,81 @@
+"""HF `datasets` of seeing and judge examples for the ShapeEdit VLM, drawn from the training stream only.
+
+Example:
+    >>> from refine.shapes.vlm.data import VLMDataConfig, build_dataset
+    >>> dataset = build_dataset(VLMDataConfig(cases=2, seeing_per_case=1, judge_per_case=1, editor=False))
+    >>> len(dataset), sorted(dataset.column_names)
+    (4, ['case_id', 'completion', 'images', 'overall', 'prompt', 'task'])
+
+Cases come from `refine.shapes.data.training_stream(seed)`, which never yields a case (source and
+target) of any split, so nothing here is a shapes-val or shapes-bench case. Per case: seeing
+examples (`tasks.seeing_examples`) and judge examples on the outputs of the bundled editor
+(`refine.backbones.shapes.load_shapes_backbone`, sampled by a `FlowEditor` with the case's own seed)
+and on other outputs (`tasks.candidate_outputs`: target, degraded target, source, a wrong edit,
+noise), so the exact judge's O spreads over [0, 1].
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import torch
+from datasets import Dataset
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from refine.backbones.shapes import load_shapes_backbone
+from refine.config import RefineConfig
+from refine.rollout.flow_editor import FlowEditor
+from refine.shapes.data import training_stream
+from refine.shapes.vlm.tasks import JUDGE_KINDS, candidate_outputs, judge_example, seeing_examples
+
+
+class VLMDataConfig(RefineConfig):
+    """Which examples to generate (all from `training_stream(seed)`)."""
+
+    seed: int = Field(23, description="training stream seed (cases train-{seed}-{n})")
+    cases: int = Field(1000, ge=1, description="stream cases to draw")
+    seeing_per_case: int = Field(2, ge=0, description="seeing examples per case (describe, position, colour, count, difference)")
+    judge_per_case: int = Field(2, ge=0, description="judge examples per case on outputs other than the editor's")
+    editor: bool = Field(True, description="also judge the bundled editor's output of every case (one example per case)")
+    editor_steps: int | None = Field(None, ge=1, description="editor sampling steps (None: the editor's default)")
+    judge_kinds: dict[str, float] = Field(
+        default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
+        description="weights of the judge prompt kinds (score, yesno, score_cot) among judge examples",
+    )
+
+
+def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
+    """All examples of `config` as one `datasets.Dataset` (columns of `tasks` examples)."""
+    unknown = set(config.judge_kinds) - set(JUDGE_KINDS)
+    if unknown:
+        raise ValueError(f"unknown judge kinds {sorted(unknown)}; use {', '.join(JUDGE_KINDS)}")
+    rng = random.Random(config.seed)
+    kinds, weights = list(config.judge_kinds), list(config.judge_kinds.values())
+    cases = list(itertools.islice(training_stream(config.seed), config.cases))
+    outputs = _editor_outputs(cases, config, progress) if config.editor else [None] * len(cases)
+    rows: list[dict[str, Any]] = []
+    for case, edited in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
+        rows += seeing_examples(case, rng, config.seeing_per_case)
+        candidates = candidate_outputs(case, rng)[: config.judge_per_case]
+        if edited is not None:
+            candidates.append(("editor", edited))
+        for source, image in candidates:
+            rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
+    rng.shuffle(rows)
+    return Dataset.from_list(rows)
+
+
+def _editor_outputs(cases, config: VLMDataConfig, progress: bool) -> list:
+    backbone = load_shapes_backbone()
+    editor = FlowEditor(backbone, steps=config.editor_steps or backbone.default_steps, batch_size=32)
+    images = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(cases), 32), desc="bundled editor", disable=not progress):
+            chunk = cases[start : start + 32]
+            # seed per case (its stream index), so an output does not depend on the chunking
+            requests = [case.to_request(seed=config.seed * 1_000_003 + start + i) for i, case in enumerate(chunk)]
+            images += [result.image for result in editor.edit(requests)]
+    return images

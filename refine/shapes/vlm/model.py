@@ -1,0 +1,136 @@
+"""Build the ShapeEdit VLM: a Qwen2.5-VL-architecture model and processor sized for 32x32 scenes.
+
+Example:
+    >>> import tempfile
+    >>> from transformers import AutoModelForImageTextToText, AutoProcessor
+    >>> from refine.shapes.vlm.model import VLMSize, build_shapes_vlm
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = build_shapes_vlm(folder, VLMSize.tiny())
+    ...     model = AutoModelForImageTextToText.from_pretrained(folder)      # plain transformers
+    ...     processor = AutoProcessor.from_pretrained(folder)
+    >>> type(model).__name__, processor.image_processor.patch_size
+    ('Qwen2_5_VLForConditionalGeneration', 4)
+
+Vision geometry (the choice the issue asks for): a ShapeEdit scene is 32x32 pixels on a 3x3 grid
+of 10-pixel cells. The Qwen processor's defaults (14-pixel patches, min_pixels 56x56) would turn it
+into 4 tokens after upscaling. Here patches are 4 pixels and `min_pixels = max_pixels = 32 x 32`:
+the image is not resampled (no interpolation smears the 1-pixel gaps between shapes), the vision
+tower sees 8 x 8 patches, and the 2 x 2 merger hands the language model 4 x 4 = 16 tokens per image,
+more than one per grid cell. A larger image is resized to 32 x 32 first (`max_pixels`), so a 64x64
+ShapeEdit render also gives 16 tokens.
+
+Everything is saved in the standard layout (config.json, model.safetensors, generation_config.json,
+tokenizer and processor files with a chat template), so `AutoModelForImageTextToText` /
+`AutoProcessor`, `transformers serve` and vLLM load it without this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from refine._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # before transformers' vision classes import torchvision (see refine._compat)
+
+from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor  # noqa: E402
+from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor  # noqa: E402
+
+from refine.shapes.vlm.tokenizer import build_shapes_tokenizer
+from refine.testing.tiny_vlm import QWEN2_5_VL_CHAT_TEMPLATE
+
+PATCH_SIZE = 4
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2  # Qwen2.5-VL's images are two identical frames
+SCENE_PIXELS = 32 * 32
+TOKENS_PER_SCENE = (32 // PATCH_SIZE // MERGE_SIZE) ** 2  # 16
+
+
+@dataclass(frozen=True)
+class VLMSize:
+    """Widths and depths of the language model and the vision tower."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_hidden_size: int = 128
+    vision_depth: int = 4
+    vision_heads: int = 4
+    vocab_size: int = 1024
+
+    @classmethod
+    def tiny(cls) -> "VLMSize":
+        """Test size: builds and trains a step in well under a second."""
+        return cls(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, vision_hidden_size=32, vision_depth=2,
+                   vision_heads=2, vocab_size=600)
+
+
+def _mrope(head_dim: int) -> list[int]:
+    """Split head_dim / 2 rotary frequencies into (time, height, width) sections, time largest."""
+    half = head_dim // 2
+    spatial = half // 4
+    return [half - 2 * spatial, spatial, spatial]
+
+
+def build_shapes_vlm(path: str | Path, size: VLMSize = VLMSize(), seed: int = 0) -> Path:
+    """Build a random-weight ShapeEdit VLM of `size` and its processor (tokenizer trained now); save to `path`."""
+    path = Path(path)
+    tokenizer = build_shapes_tokenizer(vocab_size=size.vocab_size)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
+    pixels = {"min_pixels": SCENE_PIXELS, "max_pixels": SCENE_PIXELS}
+    geometry = {"patch_size": PATCH_SIZE, "merge_size": MERGE_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**geometry, **pixels),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**geometry, **pixels),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,  # Qwen's format, default system prompt included
+    )
+    head_dim = size.hidden_size // size.num_heads
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=size.hidden_size,
+            intermediate_size=4 * size.hidden_size,
+            num_hidden_layers=size.num_layers,
+            num_attention_heads=size.num_heads,
+            num_key_value_heads=size.num_kv_heads,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+            rope_parameters={"rope_type": "default", "rope_theta": 10_000.0, "mrope_section": _mrope(head_dim)},
+        ),
+        vision_config=dict(
+            depth=size.vision_depth,
+            hidden_size=size.vision_hidden_size,
+            intermediate_size=4 * size.vision_hidden_size,
+            num_heads=size.vision_heads,
+            patch_size=PATCH_SIZE,
+            spatial_merge_size=MERGE_SIZE,
+            temporal_patch_size=TEMPORAL_PATCH_SIZE,
+            out_hidden_size=size.hidden_size,
+            # Window attention over the whole 8x8 patch grid: every block sees the full scene.
+            window_size=32,
+            fullatt_block_indexes=[size.vision_depth - 1],
+        ),
+        tie_word_embeddings=True,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    # Stop on either end marker, as the real instruct checkpoints do; greedy unless asked otherwise.
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"], do_sample=False,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -1,0 +1,187 @@
+"""What the ShapeEdit VLM is trained on: seeing tasks (describe, what is where, colours, differences) and judge tasks.
+
+Example:
+    >>> from refine.shapes import load_split
+    >>> from refine.shapes.vlm.tasks import seeing_examples
+    >>> import random
+    >>> case = load_split("shapes-val")[0]          # (a doctest only: training data come from the stream)
+    >>> example = seeing_examples(case, random.Random(0), per_case=1)[0]
+    >>> sorted(example), example["prompt"][-1]["role"], example["completion"][0]["role"]
+    (['case_id', 'completion', 'images', 'overall', 'prompt', 'task'], 'user', 'assistant')
+
+Every example is one row of a TRL conversational prompt-completion dataset with images: `prompt`
+(system + user messages whose image parts are placeholders `{"type": "image"}`), `completion`
+(one assistant message), `images` (PIL images, in placeholder order) and `task` (its name, for
+logs), `overall` (the exact judge's O of a judge example's output, else None) and `case_id`
+(the stream case it came from). TRL's collator puts the images into the placeholders, renders the chat template and puts
+the loss on the completion only.
+
+Judge examples are the exact conversation `refine.rewards.mllm.MLLMJudge` sends in each mode (built
+by its own `user_text` and `conversation`, so the prompts cannot drift), answered from the exact
+judge's O = sqrt(IF x CC) of that output:
+
+| mode | completion |
+|---|---|
+| score (`score_logit`, `score_sample`) | ``"Score": [[n]]``, n = 5 O rounded stochastically (E[n] = 5 O, so the model's expected score estimates O) |
+| yesno (`yesno_logit`, `yesno_sample`) | ``"Judgement": [[Yes]]`` if O >= `YES_THRESHOLD`, else No |
+| score_cot (the `_cot` modes) | ``"Reasoning": "<the judge's failed checks>",`` then the score line |
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Sequence
+
+from PIL import Image
+
+from refine.rewards.backends.base import ProbResult
+from refine.rewards.mllm import MLLMJudge
+from refine.shapes.data import ShapeCase
+from refine.shapes.degrade import degrade, noise_image
+from refine.shapes.edits import apply_edit, random_edit
+from refine.shapes.judge import judge_edit
+from refine.shapes.world import POSITION_NAMES, POSITIONS, Scene, render
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+QUESTIONS: dict[str, str] = {
+    "describe": "Describe the scene.",
+    "at_position": "What is in the {position}?",
+    "color": "What colour is the object in the {position}?",
+    "background": "What colour is the background?",
+    "count": "How many objects are there?",
+    "difference": "Here are two images. What differs between them?",
+}
+# O at or above which the yes/no label is "Yes" (the exact judge's success needs IF = 1).
+YES_THRESHOLD = 0.75
+SCORE_HIGH = 5  # the rewards layer's default scale is 0-5 (`MLLMJudge(score_range=(0, 5))`)
+JUDGE_KINDS = ("score", "yesno", "score_cot")
+_KIND_MODE = {"score": "score_logit", "yesno": "yesno_logit", "score_cot": "score_sample_cot"}
+
+
+def describe_scene(scene: Scene) -> str:
+    """The answer to "Describe the scene.": background, then each object in reading order.
+
+    >>> from refine.shapes.world import Obj
+    >>> describe_scene(Scene("white", (Obj("circle", "red", "large", (1, 1)),)))
+    'white background: large red circle in the center'
+    """
+    return scene.describe()
+
+
+def describe_difference(before: Scene, after: Scene) -> str:
+    """Cell by cell what changed from `before` to `after` ("nothing" when the scenes are equal).
+
+    >>> from refine.shapes.world import Obj
+    >>> a = Scene("white", (Obj("circle", "red", "large", (0, 0)),))
+    >>> describe_difference(a, Scene("black", (Obj("circle", "blue", "large", (0, 0)),)))
+    'background: white -> black; top left corner: large red circle -> large blue circle'
+    """
+    parts = [f"background: {before.background} -> {after.background}"] if before.background != after.background else []
+    for position in POSITIONS:
+        was, now = before.at(position), after.at(position)
+        if was != now:
+            parts.append(f"{POSITION_NAMES[position]}: {_name(was)} -> {_name(now)}")
+    return "; ".join(parts) or "nothing"
+
+
+def _name(obj) -> str:
+    return "nothing" if obj is None else f"{obj.size} {obj.color} {obj.shape}"
+
+
+def _example(case: ShapeCase, task: str, images: Sequence[Image.Image], user_text: str, answer: str,
+             system: str | None = SYSTEM_PROMPT) -> dict[str, Any]:
+    prompt = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    content = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": user_text}]
+    prompt.append({"role": "user", "content": content})
+    return {"task": task, "prompt": prompt, "completion": [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
+            "images": list(images), "overall": None, "case_id": case.id}
+
+
+def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3) -> list[dict[str, Any]]:
+    """`per_case` image-understanding examples about the case's source or target (one is sometimes degraded)."""
+    out = []
+    for _ in range(per_case):
+        scene = rng.choice((case.source, case.target))
+        image = render(scene, case.size)
+        if rng.random() < 0.3:  # editors' outputs are blurred and noisy: see through it
+            image = degrade(image, noise=rng.uniform(0, 12) / 255, blur=rng.choice((0.0, 0.6, 1.0)), seed=rng.randrange(1 << 30))
+        task = rng.choice(tuple(QUESTIONS))
+        position = rng.choice(POSITIONS)
+        if task == "describe":
+            out.append(_example(case, task, [image], QUESTIONS[task], describe_scene(scene)))
+        elif task == "at_position":
+            obj = scene.at(position)
+            out.append(_example(case, task, [image], QUESTIONS[task].format(position=POSITION_NAMES[position]), _name(obj)))
+        elif task == "color":
+            if scene.objects:
+                position = rng.choice(scene.objects).position
+            obj = scene.at(position)
+            answer = obj.color if obj is not None else "there is no object there"
+            out.append(_example(case, task, [image], QUESTIONS[task].format(position=POSITION_NAMES[position]), answer))
+        elif task == "background":
+            out.append(_example(case, task, [image], QUESTIONS[task], scene.background))
+        elif task == "count":
+            out.append(_example(case, task, [image], QUESTIONS[task], str(len(scene.objects))))
+        else:
+            before, after = (case.source, case.target) if rng.random() < 0.8 else (case.source, case.source)
+            images = [render(before, case.size), render(after, case.size)]
+            out.append(_example(case, task, images, QUESTIONS[task], describe_difference(before, after)))
+    return out
+
+
+def candidate_outputs(case: ShapeCase, rng: random.Random) -> list[tuple[str, Image.Image]]:
+    """Outputs to judge besides an editor's: the target (clean or degraded), the source, a wrong edit, noise.
+
+    They spread the exact judge's O over [0, 1] so the score labels are not all one value.
+    """
+    target = case.target_image
+    wrong = apply_edit(case.source, random_edit(case.source, rng))
+    kinds = [
+        ("target", target),
+        ("target_degraded", degrade(target, noise=rng.uniform(2, 16) / 255, blur=rng.choice((0.6, 1.0, 1.5)), seed=rng.randrange(1 << 30))),
+        ("source", case.source_image),
+        ("wrong_edit", render(wrong, case.size)),
+        ("noise", noise_image(case.size, seed=rng.randrange(1 << 30))),
+    ]
+    weights = (3, 3, 2, 3, 1)
+    return rng.choices(kinds, weights=weights, k=2)
+
+
+class _DatasetBackend:
+    """Stands in for a VLM so `MLLMJudge` builds its prompts for a dataset; it is never asked to score."""
+
+    name = "dataset"
+
+    def next_token_probs(self, conversations, candidates, prefill="") -> list[ProbResult]:
+        raise NotImplementedError("the dataset backend builds prompts only")
+
+    def generate(self, conversations, max_new_tokens=128, temperature=0.0) -> list[str]:
+        raise NotImplementedError("the dataset backend builds prompts only")
+
+
+_JUDGES = {kind: MLLMJudge(_DatasetBackend(), mode=mode, cache=False) for kind, mode in _KIND_MODE.items()}
+
+
+def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.Random, source: str = "editor") -> dict[str, Any]:
+    """One judge example: the conversation `MLLMJudge` sends in mode `kind`, answered from the exact judge's O."""
+    judge = _JUDGES[kind]
+    request = case.to_request()
+    text = judge.user_text(request.instruction, request.meta)
+    messages = judge.conversation(case.source_image, output, text)
+    score = judge_edit(case.source_image, output, case)
+    overall = score.overall
+    if kind == "yesno":
+        answer = '"Judgement": [[' + ("Yes" if overall >= YES_THRESHOLD else "No") + "]]"
+    else:
+        scaled = SCORE_HIGH * overall
+        rating = math.floor(scaled) + (1 if rng.random() < scaled - math.floor(scaled) else 0)
+        answer = '"Score": [[' + str(rating) + "]]"
+        if kind == "score_cot":
+            checks = [line.strip() for line in score.breakdown if "[ok]" not in line and not line.startswith("PQ")]
+            answer = '"Reasoning": "' + "; ".join(checks) + '",\n' + answer
+    system = messages[0]["content"][0]["text"] if messages[0]["role"] == "system" else None
+    example = _example(case, f"judge_{kind}", [case.source_image, output], text, answer, system=system)
+    example["task"] = f"judge_{kind}:{source}"
+    example["overall"] = overall
+    return example

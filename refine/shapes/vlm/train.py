@@ -1,0 +1,153 @@
+"""Train the ShapeEdit VLM with TRL's `SFTTrainer`: `refine train vlm --config examples/configs/vlm/shapes.yaml`.
+
+Example (tiny sizes, two steps):
+    >>> import tempfile
+    >>> from refine.shapes.vlm.train import VLMTrainConfig, train
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     config = VLMTrainConfig(output_dir=folder, model={"tiny": True}, max_steps=2, batch_size=2, progress=False,
+    ...                             data={"cases": 2, "seeing_per_case": 1, "judge_per_case": 1, "editor": False})
+    ...     summary = train(config)
+    >>> summary["global_step"]
+    2
+
+The recipe, top to bottom:
+1. the model: `init_from` (a previous stage's `final/`), else a fresh `build_shapes_vlm` in `init/`;
+2. the data: `output_dir/dataset` (built once from the training stream by `data.build_dataset`,
+   then read back, so a resumed run trains on the same rows);
+3. `SFTTrainer` on the conversational prompt-completion dataset with images: TRL's vision collator
+   renders the chat template, fills the image placeholders, and puts the loss on the completion;
+4. checkpoints every `save_steps` in `output_dir/checkpoints` (model, optimizer, scheduler, RNG,
+   step: `--resume` continues exactly there), metrics in `output_dir/metrics.jsonl`;
+5. the trained model and its processor in `output_dir/final`, a standard transformers folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import typer
+from datasets import load_from_disk
+
+from refine._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
+
+from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback, TrainerCallback  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from refine.errors import ConfigError  # noqa: E402
+from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
+from refine.shapes.vlm.data import build_dataset  # noqa: E402
+from refine.shapes.vlm.model import build_shapes_vlm  # noqa: E402
+
+
+class _JsonlLogger(TrainerCallback):
+    """Append every `Trainer` log (loss, learning rate, grad norm) to a JSONL file, one line per log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
+
+
+class _SFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose resume reads the checkpoint's weights through `from_pretrained`.
+
+    Why: `save_pretrained` writes Qwen2.5-VL in its original key layout (`visual.*`, `model.layers.*`)
+    and `from_pretrained` maps the keys back, but the Trainer's own resume loads the raw file into
+    the model (transformers 5.24), finds none of the keys and silently keeps the current weights.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model if model is not None else self.model
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def train(config: VLMTrainConfig) -> dict[str, Any]:
+    """Run one SFT stage (see the module docstring); returns a summary (global_step, final loss, final/ path)."""
+    torch.set_num_threads(config.num_threads)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # 1. the model
+    if config.init_from is not None:
+        model_dir = Path(config.init_from)
+        if not (model_dir / "config.json").is_file():
+            raise ConfigError(f"init_from={config.init_from!r} has no config.json; give a previous stage's final/ folder")
+    else:
+        model_dir = output_dir / "init"
+        if not (model_dir / "config.json").is_file():
+            build_shapes_vlm(model_dir, config.model.size(), seed=config.seed)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    # 2. the data (built once: a resumed run must see the same rows)
+    data_dir = output_dir / "dataset"
+    if not (data_dir / "dataset_info.json").is_file():
+        build_dataset(config.data, progress=config.progress).save_to_disk(str(data_dir))
+    dataset = load_from_disk(str(data_dir))
+    # 3. TRL
+    checkpoints = output_dir / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(checkpoints),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_steps,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=True,
+        report_to=[],
+        max_length=None,  # prompts are ~220 tokens; never truncate the answer away
+        dataloader_num_workers=0,
+        disable_tqdm=not config.progress,
+        save_only_model=False,  # optimizer, scheduler and RNG too: exact resume
+    )
+    trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                         callbacks=[_JsonlLogger(output_dir / "metrics.jsonl")])
+    if not config.progress:
+        trainer.remove_callback(PrinterCallback)  # quiet means quiet: the logs are in metrics.jsonl
+    # 4. train (resume: the newest checkpoint, or the one named)
+    resume: bool | str | None = None
+    if config.resume_from == "latest":
+        resume = any(checkpoints.glob("checkpoint-*"))
+    elif config.resume_from is not None:
+        resume = config.resume_from
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    # 5. the final model, loadable with plain transformers
+    final = output_dir / "final"
+    trainer.save_model(str(final))
+    processor.save_pretrained(str(final))
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None, "final": str(final)}
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def cli(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. examples/configs/vlm/shapes.yaml."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. max_steps=100 data.cases=200."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir/checkpoints."),
+) -> None:
+    """Train the ShapeEdit VLM with TRL's SFTTrainer (writes init/, dataset/, checkpoints/, final/, metrics.jsonl)."""
+    from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+
+    cfg = load_config(VLMTrainConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")  # before any compute
+    if resume:
+        if cfg.resume_from is not None:
+            raise ConfigError(f"--resume given with resume_from={cfg.resume_from!r}; use one of the two")
+        cfg.resume_from = "latest"
+    typer.echo(json.dumps(train(cfg), indent=2))

@@ -1,0 +1,145 @@
+"""The ShapeEdit VLM: tokenizer, vision geometry, plain-transformers loading, datasets, SFT training and resume."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from refine._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # transformers' processors import torchvision; see refine/_compat.py
+
+from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
+from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # noqa: E402
+
+from refine.cli import main  # noqa: E402
+from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
+from refine.rewards.mllm import MLLMJudge  # noqa: E402
+from refine.shapes.data import load_split, stream_case  # noqa: E402
+from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
+from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm  # noqa: E402
+from refine.shapes.vlm.tasks import judge_example  # noqa: E402
+from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
+from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
+from refine.shapes.vlm.train import train  # noqa: E402
+from refine.shapes.world import render  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_shapes_vlm(tmp_path_factory.mktemp("vlm"), VLMSize.tiny())
+
+
+def test_every_score_and_verdict_is_one_token_where_the_judge_reads_it():
+    tok = build_shapes_tokenizer(vocab_size=600)
+    prefill = tok.encode('"Score": [[')
+    for score in [str(d) for d in range(11)]:
+        ids = tok.encode('"Score": [[' + score)
+        assert ids[: len(prefill)] == prefill and len(ids) == len(prefill) + 1, score
+        assert tok.decode(ids[-1:]) == score
+    verdict_prefill = tok.encode('"Judgement": [[')
+    for verdict in ("Yes", "No"):
+        assert tok.encode('"Judgement": [[' + verdict) == verdict_prefill + tok.encode(verdict)
+        assert len(tok.encode(verdict)) == 1
+
+
+def test_a_32x32_scene_becomes_16_visual_tokens_through_the_saved_processor(tiny_dir):
+    processor = AutoProcessor.from_pretrained(tiny_dir)
+    image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    case = load_split("shapes-val")[0]
+    for size in (32, 64):  # a 64x64 render is brought to the same 32x32 pixel budget
+        messages = [{"role": "user", "content": [{"type": "image", "image": render(case.source, size)}, {"type": "text", "text": "Describe the scene."}]}]
+        inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True)
+        assert inputs["image_grid_thw"].tolist() == [[1, 8, 8]]          # 8x8 patches of 4 pixels
+        assert int((inputs["input_ids"] == image_token).sum()) == TOKENS_PER_SCENE == 16
+
+
+def test_it_loads_with_plain_transformers_and_scores_through_the_rewards_layer(tiny_dir):
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    case = load_split("shapes-val")[0]
+    out = MLLMJudge(TransformersVLM(tiny_dir), mode="score_logit")([case.source_image], [case.target_image], [case.instruction], [case.to_request().meta])
+    assert out.scores[0] is not None and 0.0 <= out.scores[0] <= 1.0
+    assert out.details[0]["mass"] > 0
+
+
+def test_a_judge_example_is_the_text_score_logit_reads_followed_by_the_exact_judges_score(tiny_dir):
+    processor = AutoProcessor.from_pretrained(tiny_dir)
+    case = next(c for c in load_split("shapes-val") if c.category == "recolor")
+    judge = MLLMJudge(TransformersVLM(tiny_dir), mode="score_logit")
+    for output, label in ((case.target_image, "5"), (case.source_image, "0")):     # O = 1 and O = 0
+        example = judge_example(case, output, "score", random.Random(0))
+        assert example["completion"][0]["content"][0]["text"] == '"Score": [[' + label + "]]"
+        example["prompt"] = prepare_multimodal_messages(example["prompt"], images=example["images"])
+        example["completion"] = prepare_multimodal_messages(example["completion"])
+        rendered = apply_chat_template(example, processor)       # what TRL trains on
+        sent = judge.conversation(case.source_image, output, judge.user_text(case.instruction, case.to_request().meta))
+        sent.append({"role": "assistant", "content": [{"type": "text", "text": judge.prompts.score_prefill}]})
+        read = processor.apply_chat_template(sent, tokenize=False, continue_final_message=True)  # what score_logit reads
+        assert (rendered["prompt"] + rendered["completion"]).startswith(read + label)
+
+
+def test_the_dataset_comes_from_the_training_stream_with_spread_judge_labels():
+    dataset = build_dataset(VLMDataConfig(cases=12, seeing_per_case=1, judge_per_case=2, editor=False))
+    assert all(case_id.startswith("train-23-") for case_id in dataset["case_id"])
+    assert {row["case_id"] for row in dataset} == {stream_case(23, i).id for i in range(12)}
+    judged = [o for o in dataset["overall"] if o is not None]
+    assert len(judged) == 24 and min(judged) < 0.3 and max(judged) > 0.9
+    seeing = [t for t in dataset["task"] if not t.startswith("judge")]
+    assert len(seeing) == 12
+
+
+def _tiny_config(folder, **changes):
+    config = dict(output_dir=str(folder), model={"tiny": True}, batch_size=4, learning_rate=3e-3, warmup_steps=0,
+                  logging_steps=1, save_steps=2, progress=False,
+                  data={"cases": 6, "seeing_per_case": 2, "judge_per_case": 1, "editor": False})
+    return VLMTrainConfig(**{**config, **changes})
+
+
+@pytest.mark.slow(minutes=0.5)
+def test_sft_training_lowers_the_loss(tmp_path):
+    train(_tiny_config(tmp_path, max_steps=30, save_steps=100))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "final") is not None
+
+
+def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
+    summary = train(_tiny_config(tmp_path, max_steps=6))
+    straight = load_file(tmp_path / "final" / "model.safetensors")
+    # interrupt after step 4: drop what came later, then resume
+    for later in ("checkpoint-6", ):
+        for path in sorted((tmp_path / "checkpoints" / later).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (tmp_path / "checkpoints" / later).rmdir()
+    resumed_summary = train(_tiny_config(tmp_path, max_steps=6, resume_from="latest"))
+    resumed = load_file(tmp_path / "final" / "model.safetensors")
+    assert summary["global_step"] == resumed_summary["global_step"] == 6
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, msg=name)
+    init = load_file(tmp_path / "init" / "model.safetensors")
+    assert any(not torch.equal(init[name], straight[name]) for name in init)   # training changed the weights
+
+
+def _cli(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_refine_train_vlm_runs_the_preset_and_writes_a_loadable_model(tmp_path, capsys):
+    overrides = [f"output_dir={tmp_path}", "model.tiny=true", "max_steps=2", "batch_size=2", "save_steps=1", "progress=false",
+                 "data.cases=2", "data.seeing_per_case=1", "data.judge_per_case=1", "data.editor=false"]
+    code, out, _ = _cli(["train", "vlm", "--config", "examples/configs/vlm/shapes.yaml", *overrides], capsys)
+    assert code == 0
+    assert json.loads(out)["global_step"] == 2
+    assert AutoProcessor.from_pretrained(tmp_path / "final").image_processor.patch_size == 4
+    code, _, err = _cli(["train", "vlm", "--config", "examples/configs/vlm/shapes.yaml", "--resume", *overrides, "resume_from=latest"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "resume_from" in err
