@@ -25,6 +25,7 @@ from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
 from refine.shapes.world import render  # noqa: E402
+from refine.training.accelerate_setup import make_accelerator
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,9 @@ def test_sft_training_lowers_the_loss(tmp_path):
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "final") is not None
+    # TRL's SFTConfig defaults to bf16, which would pin accelerate's process-wide state to bf16 and
+    # make every later trainer in this process (make_accelerator("no")) fail: the VLM trains in fp32
+    assert make_accelerator("no").mixed_precision == "no"
 
 
 def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path):

@@ -106,6 +106,10 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=True,
+        # fp32: TRL's SFTConfig defaults to bf16, which sets accelerate's process-wide state to bf16
+        # autocast; every later Accelerator in the process (the RL trainers' make_accelerator("no"))
+        # would then be refused, and a tiny CPU model gains nothing from bf16
+        bf16=False,
         report_to=[],
         max_length=None,  # prompts are ~220 tokens; never truncate the answer away
         dataloader_num_workers=0,
