@@ -25,7 +25,7 @@ from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
 from refine.shapes.world import render  # noqa: E402
-from refine.training.accelerate_setup import make_accelerator
+from refine.training.accelerate_setup import make_accelerator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
