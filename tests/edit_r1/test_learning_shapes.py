@@ -1,8 +1,9 @@
 """Edit-R1 follows its reward's sign on ShapeEdit: from the bundled editor, NFT with the reward
 flipped lowers held-out O, and the run as trained ends above the flipped one.
 
-The preset examples/configs/edit_r1/shapes.yaml (NFT, CFG-free rollouts and loss, reward
-O = sqrt(IF x CC), 8 groups x 8 edits per iteration, lr 3e-3) shortened to 16 iterations per run.
+The preset examples/configs/edit_r1/shapes.yaml with its earlier recipe pinned (NFT, CFG-free
+rollouts and loss, all 6 schedule times, lr 3e-3; reward O = sqrt(IF x CC), 8 groups x 8 edits
+per iteration) shortened to 16 iterations per run.
 The held-out evaluation (108 shapes-val cases, the tuning split; fixed sampling seed; EMA LoRA;
 DPM-Solver 6 steps) always scores the true, unflipped reward.
 
@@ -31,7 +32,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "examples" / "configs" / "edit_r1" / "shapes.yaml"
 COMMON = ["train.seed=0", "log.checkpoint_every=0", "log.sample_every=0", "eval.benchmark=shapes-val", "eval.cases=108",
-          "eval.sampler=dpm", "eval.steps=6", "log.progress=false"]
+          "eval.sampler=dpm", "eval.steps=6", "log.progress=false",
+          # the recipe the figures below were measured with (the preset has since moved to CFG-consistent
+          # NFT at lr 1e-3, which rises too slowly to test in 16 iterations; benchmarks/RESULTS.md)
+          "nft.cfg=free", "rollout.guidance=null", "eval.guidance=null", "optim.lr=3e-3", "nft.timesteps_per_sample=null"]
 ITERATIONS, EVAL_EVERY = 16, 8
 FALL = 0.005  # the flipped run's held-out fall; measured -0.029
 GAP = 0.01  # as trained minus flipped at the end; measured +0.033
