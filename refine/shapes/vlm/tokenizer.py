@@ -20,7 +20,6 @@ ShapeEdit's instruction vocabulary, scene descriptions and the pretraining quest
 from __future__ import annotations
 
 import itertools
-import json
 
 from tokenizers import AddedToken
 from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
@@ -29,7 +28,7 @@ from refine.rewards.prompts import DEFAULT_REQUIREMENTS, JudgePrompts, MultiTurn
 from refine.shapes.data import training_stream
 from refine.shapes.instructions import VOCABULARY
 from refine.shapes.vlm.tasks import QUESTIONS, describe_scene
-from refine.testing.tokenizer import QWEN_SPECIAL_TOKENS, train_byte_level_bpe
+from refine.testing.tokenizer import build_qwen_tokenizer
 
 # EditThinker's output tags (refine.thinker.format.TAGS); written out here because the shapes
 # package must not import a strategy.
@@ -60,16 +59,7 @@ def shapes_corpus(cases: int = 400) -> list[str]:
 
 def build_shapes_tokenizer(vocab_size: int = VOCAB_SIZE, cases: int = 400) -> Qwen2Tokenizer:
     """A `Qwen2Tokenizer` (eos `<|im_end|>`, pad `<|endoftext|>`) trained on `shapes_corpus(cases)`; deterministic."""
-    trained = train_byte_level_bpe(shapes_corpus(cases), vocab_size=vocab_size)
-    model = json.loads(trained.to_str())["model"]
-    tokenizer = Qwen2Tokenizer(
-        vocab=model["vocab"],
-        merges=[tuple(pair) for pair in model["merges"]],
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        extra_special_tokens=list(QWEN_SPECIAL_TOKENS),
-    )
+    tokenizer = build_qwen_tokenizer(shapes_corpus(cases), vocab_size=vocab_size)  # Qwen's specials, as the tiny VLMs
     # Not special: decoded text keeps it, and the chat template may contain it.
     tokenizer.add_tokens([AddedToken("10", normalized=False, special=False)])
     return tokenizer
