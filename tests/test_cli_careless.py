@@ -159,7 +159,7 @@ def test_train_accepts_a_preset_name(command, module, function, tmp_path, capsys
     out = config.log.output_dir if logged else config.output_dir
     assert out == str(tmp_path / "run")
     if command[1] == "edit-r1":
-        assert config.train.iterations == 30 and config.optim.lr == 3e-3  # the preset's numbers, not the defaults
+        assert config.train.iterations == 70 and config.optim.lr == 1e-3  # the preset's numbers, not the defaults
 
 
 # -- a config file that sets nothing -------------------------------------------------------------

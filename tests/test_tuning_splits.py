@@ -25,7 +25,7 @@ def test_edit_r1_evaluates_on_shapes_val_by_default_and_in_the_preset():
     preset = load_config(EditR1Config, CONFIGS / "edit_r1" / "shapes.yaml", [])
     assert preset.eval.benchmark == "shapes-val"
     requests = evaluation_requests(preset.eval.benchmark, preset.eval.cases)
-    assert len(requests) == 108 and all(r.meta["case_id"].startswith("val-") for r in requests)
+    assert len(requests) == 216 and all(r.meta["case_id"].startswith("val-") for r in requests)
 
 
 def test_base_training_evaluates_on_shapes_val():
