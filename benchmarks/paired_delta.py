@@ -10,7 +10,7 @@ judged on O at the last turn (MT-EditFlow's O_3) with turn 1 not falling, so thi
 - per item: bootstrap over (case, seed) pairs, as compare's Δ column;
 - per case: the seeds of a case averaged first, bootstrap over cases (the stricter one when seeds
   of one case are correlated, since they share the source scene and instructions).
-Both use the percentile bootstrap with a fixed generator (numpy, seed 0).
+Both are `refine.compare.stats.mean_ci` (the percentile bootstrap compare's own intervals use, seed 0).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from refine.compare.stats import mean_ci
 
 
 def paired(rows: list[dict], entry: str, reference: str, metric: str) -> dict[tuple[str, int], float]:
@@ -32,11 +34,6 @@ def paired(rows: list[dict], entry: str, reference: str, metric: str) -> dict[tu
     if entry not in values or reference not in values:
         raise SystemExit(f"error: the run has no {metric!r} for {entry!r} and {reference!r} (entries: {sorted(values)})")
     return {key: v - values[reference][key] for key, v in values[entry].items() if key in values[reference]}
-
-
-def bootstrap(diffs: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
-    return float(diffs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def main() -> None:
@@ -56,9 +53,9 @@ def main() -> None:
         for (case, _seed), d in diffs.items():
             by_case.setdefault(case, []).append(d)
         cases = np.array([np.mean(v) for v in by_case.values()])
-        m, lo, hi = bootstrap(items, args.resamples, np.random.default_rng(0))
-        _, clo, chi = bootstrap(cases, args.resamples, np.random.default_rng(0))
-        print(f"  {metric:10s} {m:+.4f}  per item [{lo:+.4f}, {hi:+.4f}] (n={len(items)})  per case [{clo:+.4f}, {chi:+.4f}] (n={len(cases)})")
+        item, case = mean_ci(items, resamples=args.resamples), mean_ci(cases, resamples=args.resamples)
+        print(f"  {metric:10s} {item.mean:+.4f}  per item [{item.low:+.4f}, {item.high:+.4f}] (n={len(items)})"
+              f"  per case [{case.low:+.4f}, {case.high:+.4f}] (n={len(cases)})")
 
 
 if __name__ == "__main__":

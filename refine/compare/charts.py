@@ -41,9 +41,7 @@ def draw_charts(summary: Sequence[SummaryRow], metrics: Sequence[str], scale: tu
 
     out_dir.mkdir(parents=True, exist_ok=True)
     overall = {row.entry: row for row in summary if row.category == ALL}
-    order = list(dict.fromkeys(row.entry for row in summary))
-    oracles = {row.entry for row in summary if row.oracle}
-    entries = [e for e in order if e not in oracles] + [e for e in order if e in oracles]  # upper bounds last
+    entries, oracles = _entries(summary)
     categories = sorted({row.category for row in summary if row.category != ALL})
     by_cat = {(row.entry, row.category): row for row in summary}
 
@@ -97,8 +95,7 @@ def draw_turn_chart(summary: Sequence[SummaryRow], metrics: Sequence[str], scale
     if not families:
         raise ValueError("draw_turn_chart needs per-turn metrics (o_t1, o_t2, ...)")
     overall = {row.entry: row for row in summary if row.category == ALL}
-    oracles = {row.entry for row in summary if row.oracle}
-    entries = [e for e in overall if e not in oracles] + [e for e in overall if e in oracles]
+    entries, oracles = _entries(summary)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families) + 1, 3.2), dpi=110, squeeze=False)
     for ax, (family, names) in zip(axes[0], families.items()):
@@ -122,6 +119,13 @@ def draw_turn_chart(summary: Sequence[SummaryRow], metrics: Sequence[str], scale
 def bar_label(entry: str, oracles: set[str]) -> str:
     """The legend label of an entry: upper bounds say so."""
     return f"{entry} (oracle)" if entry in oracles else entry
+
+
+def _entries(summary: Sequence[SummaryRow]) -> tuple[list[str], set[str]]:
+    """The entries in summary order with the upper bounds (oracles) last, and the set of oracles."""
+    order = list(dict.fromkeys(row.entry for row in summary))
+    oracles = {row.entry for row in summary if row.oracle}
+    return [e for e in order if e not in oracles] + [e for e in order if e in oracles], oracles
 
 
 def _grouped_bars(ax, groups: list[str], entries: list[str], value, oracles: set[str] = frozenset()) -> None:
