@@ -177,6 +177,10 @@ class EvalConfig(RefineConfig):
     sequences: int = Field(16, ge=1, description="Sequences spread evenly over the split.")
     every: int = Field(10, ge=0, description="Evaluate every N iterations (and at the start and end); 0: start and end only.")
     seed: int = Field(1234, description="Sampling seed of the evaluation trajectories (fixed across the run).")
+    turns: int | None = Field(
+        None, ge=1, description="Turns evaluated per sequence; None: rollout.turns. Set it to compare runs trained on fewer turns "
+        "(the paper's K ablation) at the same turn 3."
+    )
 
 
 class LogConfig(RefineConfig):

@@ -155,6 +155,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
                               num_training_steps=max(config.train.iterations * config.train.inner_epochs * _steps_per_pass(config), 1))
     source = SequenceSource(config.data.kind, seed=config.data.seed, path=config.data.path, turns=K)
     eval_set = evaluation_sequences(config.eval.benchmark, config.eval.sequences) if config.eval.benchmark else []
+    eval_turns = config.eval.turns or K  # the K ablation trains on fewer turns and is judged at the same turn
     logger = MetricsLogger(out, tensorboard=config.log.tensorboard)
 
     # ---- resume ----------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         if not eval_set:
             return
         with state.ema.swapped_into(state.params):
-            summary, _ = evaluate(policy_view, eval_set, eval_rewards, turns=K, sampler=eval_sampler, steps=config.rollout.steps,
+            summary, _ = evaluate(policy_view, eval_set, eval_rewards, turns=eval_turns, sampler=eval_sampler, steps=config.rollout.steps,
                                   guidance=config.rollout.guidance, seed=config.eval.seed, max_batch=config.rollout.max_batch)
         row.update(summary)
         eval_history.append((iteration, summary["eval_o_last"]))
