@@ -41,9 +41,8 @@ masked, not removed): DDP would hang if one process skipped a backward the other
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
 
@@ -51,6 +50,7 @@ from refine.backbones.base import Condition, FlowBackbone
 from refine.rollout.objectives import Weighting, grpo_loss, nft_loss
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.rollout.trajectory import Trajectory
+from refine.training.ddp import forward_through, maybe_no_sync
 from refine.training.dropout import dropout_off
 from refine.training.nft_samples import NFTSamples
 from refine.training.shadows import ShadowWeights
@@ -135,44 +135,6 @@ class UpdateStats:
         }
 
 
-@contextlib.contextmanager
-def forward_through(backbone: FlowBackbone, module: torch.nn.Module) -> Iterator[None]:
-    """Route calls of `backbone.transformer` through `module`, its DDP/FSDP wrapper, for a while.
-
-    Gradients are synchronised only when the forward runs through the wrapper, but backbones call
-    their bare `self.transformer(...)` and read attributes from it (`.dtype`, `.config`) that a
-    wrapper does not have. So the bare model stays in place and its `forward` is redirected once:
-    the call enters the wrapper, whose own call of the bare model then runs the real forward.
-    Rollouts and the frozen (old/reference) passes run outside this block, on the bare model.
-    """
-    bare = backbone.transformer
-    if module is bare:
-        yield
-        return
-    own = "forward" in bare.__dict__  # accelerate's mixed precision installs an instance-level forward
-    saved = bare.__dict__.get("forward")
-    real_forward = bare.forward
-    inside = [False]
-
-    def routed(*args, **kwargs):
-        if inside[0]:  # the wrapper calling the bare model: run the real forward
-            return real_forward(*args, **kwargs)
-        inside[0] = True
-        try:
-            return module(*args, **kwargs)
-        finally:
-            inside[0] = False
-
-    bare.forward = routed
-    try:
-        yield
-    finally:
-        if own:
-            bare.forward = saved
-        else:
-            del bare.forward
-
-
 def nft_update(
     backbone: FlowBackbone,
     model: torch.nn.Module,
@@ -232,7 +194,7 @@ def nft_update(
                         with reference():
                             v_ref = policy_velocity(backbone, x_t, t, cond, guidance).float()
                 sync = last_of_step and k == times.shape[0] - 1
-                with _maybe_no_sync(accelerator, model, sync), forward_through(backbone, model), accelerator.autocast():
+                with maybe_no_sync(accelerator, model, sync), forward_through(backbone, model), accelerator.autocast():
                     v_theta = policy_velocity(backbone, x_t, t, cond, guidance).float()
                     out = nft_loss(
                         v_theta, v_old, target, r, beta=beta, keep=keep, v_ref=v_ref, kl_weight=kl_weight,
@@ -326,7 +288,7 @@ def grpo_update(
                             v_ref = policy_velocity(backbone, x, t, cond, batch.guidance)
                             mean_ref, _ = sde_mean_std(x, v_ref, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
                     sync = last_of_step and k == len(steps) - 1
-                    with _maybe_no_sync(accelerator, model, sync), forward_through(backbone, model), accelerator.autocast():
+                    with maybe_no_sync(accelerator, model, sync), forward_through(backbone, model), accelerator.autocast():
                         velocity = policy_velocity(backbone, x, t, cond, batch.guidance)
                         mean, std = sde_mean_std(x, velocity, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
                         log_prob = gaussian_log_prob(x_next, mean, std, sampler.log_prob_reduce)  # (b,) fp32
@@ -354,10 +316,3 @@ def grpo_update(
                     optimizer.zero_grad(set_to_none=True)
                     stats.optimizer_steps += 1
     return stats
-
-
-def _maybe_no_sync(accelerator, model: torch.nn.Module, sync: bool) -> ContextManager:
-    """Skip DDP's gradient all-reduce on all but the last backward of an optimizer step."""
-    if sync or accelerator.num_processes == 1:
-        return contextlib.nullcontext()
-    return accelerator.no_sync(model)

@@ -12,6 +12,7 @@ imports torch and diffusers (seconds), which every other `refine` command would 
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 import typer
@@ -32,9 +33,11 @@ def cli(
     settings = load_config(MultiTurnConfig, find_preset(config), overrides or [])
     check_output_dir(settings.log.output_dir, "log.output_dir")  # before any compute
     result = train(settings)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch the main process reports
+        return
     if result.eval_history:
         first, last = result.eval_history[0], result.eval_history[-1]
-        typer.echo(f"held-out O at turn {settings.rollout.turns}: {first[1]:.4f} (iteration {first[0]}) -> {last[1]:.4f} (iteration {last[0]})")
+        typer.echo(f"held-out O at turn {settings.eval.turns or settings.rollout.turns}: {first[1]:.4f} (iteration {first[0]}) -> {last[1]:.4f} (iteration {last[0]})")
     if result.stopped_early:
         typer.echo(f"stopped at iteration {result.iterations} (train.max_cpu_seconds); rerun the same command to resume")
     else:

@@ -31,8 +31,13 @@ One iteration of the loop in `train` (numbered as in the code):
    early, after a checkpoint, when `train.max_cpu_seconds` is spent (rerun to resume).
 A resumed run repeats exactly what the uninterrupted run would have done (tested bitwise).
 
-One process for now: several processes (DDP) need the update's forward to run through the
-wrapper, which Edit-R1's update does and this one does not yet; `train` refuses them.
+Several processes (accelerate DDP: `accelerate launch --multi_gpu ...`, or `torchrun`): each
+process rolls out the trajectories of its S / P sequences (whole groups, seeded by their global
+sequence index, so the noise does not depend on P), the per-turn rewards of all processes are
+gathered and the advantages computed over the whole iteration exactly as on one process, and each
+process trains on its own samples with the forward through the DDP wrapper (gradients averaged
+once per optimizer step). The main process evaluates, logs, checkpoints and exports. Sharded
+training (FSDP2) is Edit-R1's only; MT-EditFlow refuses it.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from refine.rollout.group import sample_seed
 from refine.rollout.multiturn import rollout_turns
 from refine.rollout.trajectory import Trajectory
 from refine.rollout.objectives import optimality
-from refine.training.accelerate_setup import make_accelerator
+from refine.training.accelerate_setup import make_accelerator, require_replicated
 from refine.training.checkpoint import CheckpointWriter, latest_checkpoint, read_json, read_torch, rng_state, set_rng_state
 from refine.training.lora import ATTENTION_TARGETS, save_lora
 from refine.training.metrics import MetricsLogger
@@ -116,21 +121,31 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     # ---- setup ---------------------------------------------------------------------------------
     cpu_started = time.process_time()
     accelerator = accelerator or make_accelerator(config.train.mixed_precision, find_unused_parameters=True)
-    if accelerator.num_processes > 1:
+    rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    require_replicated(accelerator, "refine train multiturn", hint="launch with DDP (accelerate launch --multi_gpu, or torchrun)")
+    if config.rollout.sequences_per_iteration % processes:
         raise ConfigError(
-            f"refine train multiturn runs on one process so far ({accelerator.num_processes} were launched); launch it without accelerate/torchrun"
+            f"rollout.sequences_per_iteration={config.rollout.sequences_per_iteration} does not split over {processes} processes "
+            "(each process rolls out whole groups); make it a multiple of the process count"
         )
     out = Path(config.log.output_dir)
     resume_from = latest_checkpoint(out) if config.log.resume else None
     if resume_from is not None:
-        check_resume_config(out, config.to_yaml(), safe=RESUME_SAFE, progress=("train.iterations", read_json(resume_from, "state")["iteration"]))
-    out.mkdir(parents=True, exist_ok=True)
-    if resume_from is None:
-        (out / "config.yaml").write_text(config.to_yaml())
+        check_resume_config(out, config.to_yaml(), safe=RESUME_SAFE, progress=("train.iterations", read_json(resume_from, "state")["iteration"]),
+                            write=main)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            (out / "config.yaml").write_text(config.to_yaml())
+    accelerator.wait_for_everyone()
     grpo = config.objective.kind == "grpo"
     sampler = config.rollout.sampler_config()
     eval_sampler = "euler" if config.rollout.sampler == "sde" else config.rollout.sampler  # evaluate deterministically
     seed, S, G, K = config.train.seed, config.rollout.sequences_per_iteration, config.rollout.group_size, config.rollout.turns
+    share = S // processes
+    items = [(s, g) for s in range(rank * share, (rank + 1) * share) for g in range(G)]  # this process's whole groups
+    mine = slice(rank * len(items), (rank + 1) * len(items))  # its rows among the gathered trajectories
+    group_ids = torch.arange(S).repeat_interleave(G)  # (S * G,) the gathered trajectories' groups
 
     backbone = backbone if backbone is not None else registry.build("backbone", config.backbone)
     rewards = rewards if rewards is not None else build_rewards(config)
@@ -152,11 +167,14 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         state.transformer.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(state.params, lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay, eps=config.optim.eps)
     scheduler = get_scheduler(config.optim.scheduler, optimizer, num_warmup_steps=config.optim.warmup_steps,
-                              num_training_steps=max(config.train.iterations * config.train.inner_epochs * _steps_per_pass(config), 1))
+                              num_training_steps=max(config.train.iterations * config.train.inner_epochs * _steps_per_pass(config, processes), 1))
+    # Only the transformer and the optimizer go through accelerate (the DDP wrapper); the scheduler
+    # is stepped by the update, once per optimizer step (accelerate's wrapper would step it per process).
+    model, optimizer = accelerator.prepare(state.transformer, optimizer)
     source = SequenceSource(config.data.kind, seed=config.data.seed, path=config.data.path, turns=K)
     eval_set = evaluation_sequences(config.eval.benchmark, config.eval.sequences) if config.eval.benchmark else []
     eval_turns = config.eval.turns or K  # the K ablation trains on fewer turns and is judged at the same turn
-    logger = MetricsLogger(out, tensorboard=config.log.tensorboard)
+    logger = MetricsLogger(out, tensorboard=config.log.tensorboard, enabled=main)
 
     # ---- resume ----------------------------------------------------------------------------------
     start, counters, eval_history = 0, {"consecutive_reward_failures": 0}, []
@@ -164,13 +182,13 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         state.load(resume_from)
         optimizer.load_state_dict(read_torch(resume_from, "optimizer"))
         scheduler.load_state_dict(read_torch(resume_from, "scheduler"))
-        set_rng_state(read_torch(resume_from, "rng-rank0"))
+        set_rng_state(read_torch(resume_from, f"rng-rank{rank}"))
         saved = read_json(resume_from, "state")
         start, counters, eval_history = saved["iteration"], saved["counters"], [tuple(e) for e in saved["eval_history"]]
     logger.resume_at(start if resume_from is not None else None)
 
     def run_eval(iteration: int, row: dict[str, Any]) -> None:
-        if not eval_set:
+        if not eval_set or not main:  # the main process evaluates; the others wait at the next collective
             return
         with state.ema.swapped_into(state.params):
             summary, _ = evaluate(policy_view, eval_set, eval_rewards, turns=eval_turns, sampler=eval_sampler, steps=config.rollout.steps,
@@ -179,14 +197,15 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         eval_history.append((iteration, summary["eval_o_last"]))
 
     def checkpoint(iteration: int) -> None:
-        with CheckpointWriter(out, iteration, keep_last=config.log.keep_last) as writer:
-            writer.save_torch("rng-rank0", rng_state(), every_rank=True)
+        with CheckpointWriter(out, iteration, is_main=main, barrier=accelerator.wait_for_everyone, keep_last=config.log.keep_last) as writer:
+            writer.save_torch(f"rng-rank{rank}", rng_state(), every_rank=True)
             state.save(writer)
             writer.save_torch("optimizer", optimizer.state_dict())
             writer.save_torch("scheduler", scheduler.state_dict())
             writer.save_json("state", {"iteration": iteration, "counters": counters, "eval_history": eval_history})
-            with state.ema.swapped_into(state.params):
-                save_lora(state.transformer, writer.path / "lora")
+            if main:
+                with state.ema.swapped_into(state.params):
+                    save_lora(state.transformer, writer.path / "lora")
 
     metrics: list[dict[str, Any]] = []
     if start == 0 and eval_set:
@@ -198,33 +217,36 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     # ---- the loop --------------------------------------------------------------------------------
     stopped = False
     progress = tqdm(range(start, config.train.iterations), initial=start, total=config.train.iterations,
-                    disable=not config.log.progress, desc="multiturn")
+                    disable=not (config.log.progress and main), desc="multiturn")
     for k in progress:
         started = time.perf_counter()
         # 1. The iteration's sequences.
-        sequences = source.take(k * S, S)
+        sequences = source.take(k * S, S)  # every process sees all S; it rolls out its own groups
 
         # 2. G trajectories of K turns per sequence: NFT rolls out the old policy, Flow-GRPO the trained
         #    one (its ratio compares the trained policy with the one that sampled, recorded per SDE step).
         with contextlib.nullcontext() if grpo else state.old.swapped_into(state.params):
-            batch = rollout_turns(policy_view, sequences, group_size=G, sampler=sampler, seed=sample_seed(seed, k, 0),
+            batch = rollout_turns(policy_view, sequences, items=items, sampler=sampler, seed=sample_seed(seed, k, 0),
                                   max_batch=config.rollout.max_batch, turns=K, record=grpo)
 
-        # 3. Per-turn rewards.
-        scored = score_batch(rewards, batch)  # name -> (n, K)
+        # 3. Per-turn rewards, this process's trajectories, then all processes' (in sequence order).
+        scored = score_batch(rewards, batch)  # name -> (n_local, K)
+        gathered = {name: _gather(accelerator, values) for name, values in scored.rewards.items()}  # name -> (S * G, K)
+        success = _gather(accelerator, scored.success)
+        failed = int(_gather(accelerator, torch.tensor([float(scored.failed)])).sum()) if processes > 1 else scored.failed
 
         # 4. Aggregate -> normalise in the group -> fuse -> broadcast (or per turn).
         advantages = multiturn_advantages(
-            scored.rewards, batch.group_ids, weights, aggregate=config.advantage.aggregate, level=config.advantage.level,
+            gathered, group_ids, weights, aggregate=config.advantage.aggregate, level=config.advantage.level,
             credit=config.advantage.credit, std=config.advantage.std, clip=config.advantage.clip,
             success_threshold=config.reward.binary_threshold,
-        )  # (n, K)
-        scored_any = torch.stack([~torch.isnan(r) for r in scored.rewards.values()]).any(0)  # (n, K)
-        keep = scored_any.any(dim=1, keepdim=True).expand(-1, K)  # a trajectory that was scored at all trains every turn
+        )[mine]  # (n_local, K): this process's trajectories
+        scored_any = torch.stack([~torch.isnan(r) for r in gathered.values()]).any(0)  # (S * G, K)
+        keep = scored_any[mine].any(dim=1, keepdim=True).expand(-1, K)  # a trajectory that was scored at all trains every turn
         # 5. Update on every (trajectory, turn) sample.
         update_started = time.perf_counter()
-        generator = torch.Generator().manual_seed(sample_seed(seed + 1, k, 0))
-        common = dict(accelerator=accelerator, optimizer=optimizer, scheduler=scheduler, generator=generator,
+        generator = torch.Generator().manual_seed(sample_seed(seed + 1, k, rank))
+        common = dict(accelerator=accelerator, optimizer=optimizer, scheduler=scheduler, generator=generator, model=model,
                       micro_batch=config.train.micro_batch, accumulation=config.train.gradient_accumulation,
                       epochs=config.train.inner_epochs, grad_clip=config.optim.grad_clip)
         if grpo:
@@ -255,9 +277,9 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         counters["consecutive_reward_failures"] = counters["consecutive_reward_failures"] + 1 if all_failed else 0
         row = {
             "iteration": iteration,
-            **turn_summary(scored.rewards, scored.success, prefix="train_"),
+            **turn_summary(gathered, success, prefix="train_"),
             "advantage_abs": float(advantages.abs().mean()),
-            "failed_scores": scored.failed,
+            "failed_scores": failed,
             **stats,
             "lr": scheduler.get_last_lr()[0],
             "old_decay": decay,
@@ -281,6 +303,8 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
             )
         cap = config.train.max_cpu_seconds
         stopped = cap is not None and time.process_time() - cpu_started >= cap and iteration < config.train.iterations
+        if processes > 1:  # one process over its cap stops them all, at the same iteration
+            stopped = bool(_gather(accelerator, torch.tensor([float(stopped)])).any())
         every = config.log.checkpoint_every
         if (every and iteration % every == 0) or iteration == config.train.iterations or stopped:
             checkpoint(iteration)
@@ -291,8 +315,10 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
     lora_path = None
     if not stopped:
         lora_path = out / "lora"
-        with state.ema.swapped_into(state.params):
-            save_lora(state.transformer, lora_path)
+        if main:
+            with state.ema.swapped_into(state.params):
+                save_lora(state.transformer, lora_path)
+        accelerator.wait_for_everyone()
     logger.close()
     digest = hashlib.sha256(b"".join(p.detach().cpu().contiguous().numpy().tobytes() for p in state.params)).hexdigest()
     done = metrics[-1]["iteration"] if metrics else start
@@ -309,8 +335,15 @@ def _turn_steps(batch, advantages: torch.Tensor, keep: torch.Tensor, config: Mul
     return TurnSteps(trajectory, cond, flatten_turns(advantages.clamp(-clip, clip)), flatten_turns(keep.contiguous()), batch.guidance)
 
 
-def _steps_per_pass(config: MultiTurnConfig) -> int:
-    """Optimizer steps per pass over an iteration's S * G * K samples."""
-    samples = config.rollout.sequences_per_iteration * config.rollout.group_size * config.rollout.turns
+def _gather(accelerator, values: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's rows, in process order (one process: the tensor itself)."""
+    if accelerator.num_processes == 1:
+        return values
+    return accelerator.gather(values.to(accelerator.device)).cpu()
+
+
+def _steps_per_pass(config: MultiTurnConfig, processes: int = 1) -> int:
+    """Optimizer steps per pass over a process's share of an iteration's S * G * K samples."""
+    samples = config.rollout.sequences_per_iteration // processes * config.rollout.group_size * config.rollout.turns
     chunks = math.ceil(samples / config.train.micro_batch)
     return math.ceil(chunks / (config.train.gradient_accumulation or chunks))

@@ -36,6 +36,7 @@ from refine.backbones.base import Condition, FlowBackbone
 from refine.rollout.objectives import grpo_loss, nft_loss
 from refine.rollout.samplers import SamplerConfig, gaussian_log_prob, sde_mean_std
 from refine.rollout.trajectory import Trajectory
+from refine.training.ddp import forward_through, maybe_no_sync
 from refine.training.dropout import dropout_off
 from refine.training.nft_samples import NFTSamples
 from refine.training.shadows import ShadowWeights
@@ -69,14 +70,19 @@ def nft_update(
     beta: float = 1.0,
     kl_weight: float = 0.0,
     grad_clip: float | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """One update phase (see the module docstring); returns mean loss parts and optimizer steps.
 
     `accumulation` micro-batches make one optimizer step (0: all of a pass, one step per epoch).
+    `model` is the transformer as `accelerator.prepare` returned it (the DDP wrapper under several
+    processes): the trained forward runs through it so that gradients are all-reduced, once per
+    optimizer step. Every process must run the same number of micro-batches.
     """
     totals = {"loss": 0.0, "loss_policy": 0.0, "kl": 0.0, "grad_norm": 0.0}
     points, steps = 0, 0
-    if not bool(samples.keep.any()):
+    model = model if model is not None else backbone.transformer
+    if not bool(samples.keep.any()) and accelerator.num_processes == 1:  # several: every process must step together
         return {**totals, "optimizer_steps": 0}
     size, device = len(samples), backbone.device
     count = min(times_per_sample or samples.times.numel(), samples.times.numel())
@@ -102,11 +108,13 @@ def nft_update(
                     if reference is not None and kl_weight > 0:
                         with reference():
                             v_ref = backbone.velocity(x_t, t, cond).float()
-                with accelerator.autocast():
-                    v_theta = backbone.velocity(x_t, t, cond).float()
-                    out = nft_loss(v_theta, v_old, target, r, beta=beta, keep=keep, v_ref=v_ref, kl_weight=kl_weight)
                 in_step = min(per_step, len(chunks) - (position // per_step) * per_step)  # micro-batches of this step
-                accelerator.backward(out.loss / (count * in_step))
+                sync = j == count - 1 and ((position + 1) % per_step == 0 or position == len(chunks) - 1)
+                with maybe_no_sync(accelerator, model, sync), forward_through(backbone, model):
+                    with accelerator.autocast():
+                        v_theta = backbone.velocity(x_t, t, cond).float()
+                        out = nft_loss(v_theta, v_old, target, r, beta=beta, keep=keep, v_ref=v_ref, kl_weight=kl_weight)
+                    accelerator.backward(out.loss / (count * in_step))
                 totals["loss"] += float(out.loss.detach()) * len(rows)
                 totals["loss_policy"] += float(out.policy.detach()) * len(rows)
                 totals["kl"] += float(out.kl.detach()) * len(rows)
@@ -166,14 +174,19 @@ def grpo_update(
     kl_weight: float = 0.0,
     timestep_fraction: float = 1.0,
     grad_clip: float | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """One Flow-GRPO update phase (see the module docstring); returns mean loss parts and ratio statistics."""
+    """One Flow-GRPO update phase (see the module docstring); returns mean loss parts and ratio statistics.
+
+    `model`: as in `nft_update` (the DDP wrapper under several processes).
+    """
     totals = {"loss": 0.0, "loss_policy": 0.0, "kl": 0.0, "grad_norm": 0.0}
     points, steps, clipped, deviation = 0, 0, 0, 0.0
+    model = model if model is not None else backbone.transformer
     stochastic = samples.trajectory.stochastic_indices
     if not stochastic:
         raise ValueError("the rollout has no stochastic step: Flow-GRPO needs rollout.sampler=sde with noise_level > 0")
-    if not bool(samples.keep.any()):
+    if not bool(samples.keep.any()) and accelerator.num_processes == 1:  # several: every process must step together
         return {**totals, "optimizer_steps": 0, "clipped_fraction": 0.0, "ratio_deviation": 0.0}
     sampler = SamplerConfig.model_validate(samples.trajectory.info["sampler"])
     size, device = len(samples), backbone.device
@@ -190,6 +203,7 @@ def grpo_update(
                 count = max(1, round(timestep_fraction * len(stochastic)))
                 chosen = sorted(stochastic[int(i)] for i in torch.randperm(len(stochastic), generator=generator)[:count])
                 in_step = min(per_step, len(chunks) - (position // per_step) * per_step)
+                last_of_step = (position + 1) % per_step == 0 or position == len(chunks) - 1
                 for i in chosen:
                     x, t, x_next, t_next = trajectory.step(i)  # (b, N, C), (b,), (b, N, C), (b,)
                     mean_ref = None
@@ -197,16 +211,18 @@ def grpo_update(
                         with torch.no_grad(), accelerator.autocast(), reference():
                             v_ref = backbone.predict_velocity(x, t, cond, samples.guidance)
                             mean_ref, _ = sde_mean_std(x, v_ref, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
-                    with accelerator.autocast():
-                        velocity = backbone.predict_velocity(x, t, cond, samples.guidance)  # the rollout's (guided) velocity
-                        mean, std = sde_mean_std(x, velocity, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
-                        log_prob = gaussian_log_prob(x_next, mean, std, sampler.log_prob_reduce)  # (b,) fp32
-                        out = grpo_loss(
-                            log_prob, trajectory.log_probs[:, i], advantages, clip_range=clip_range, keep=keep,
-                            mean=mean if mean_ref is not None else None, mean_ref=mean_ref,
-                            std=std if mean_ref is not None else None, kl_weight=kl_weight,
-                        )
-                    accelerator.backward(out.loss / (len(chosen) * in_step))
+                    sync = last_of_step and i == chosen[-1]
+                    with maybe_no_sync(accelerator, model, sync), forward_through(backbone, model):
+                        with accelerator.autocast():
+                            velocity = backbone.predict_velocity(x, t, cond, samples.guidance)  # the rollout's (guided) velocity
+                            mean, std = sde_mean_std(x, velocity, t[0], t_next[0], sampler.noise_level, sampler.coefficient_preserving)
+                            log_prob = gaussian_log_prob(x_next, mean, std, sampler.log_prob_reduce)  # (b,) fp32
+                            out = grpo_loss(
+                                log_prob, trajectory.log_probs[:, i], advantages, clip_range=clip_range, keep=keep,
+                                mean=mean if mean_ref is not None else None, mean_ref=mean_ref,
+                                std=std if mean_ref is not None else None, kl_weight=kl_weight,
+                            )
+                        accelerator.backward(out.loss / (len(chosen) * in_step))
                     kept = keep.bool()
                     totals["loss"] += float(out.loss.detach()) * len(rows)
                     totals["loss_policy"] += float(out.policy.detach()) * len(rows)
