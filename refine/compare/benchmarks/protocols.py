@@ -76,8 +76,10 @@ PINNED = {
     "imgedit": Pinned("gpt-4.1", repeats=3),  # run-to-run variance can exceed method gaps (Inline Critic paper)
     "rise": Pinned("gpt-4.1"),
     "kris": Pinned("gpt-4o"),
+    # VINCIE's compute_score.py: --api_model defaults to gpt-5-nano and no temperature is sent (the API default, 1)
+    "mse-bench": Pinned("gpt-5-nano", temperature=1.0),
 }
-OFFICIAL_PROMPTS = ("gedit", "imgedit", "rise")  # benchmarks whose authors' prompt files refine reads
+OFFICIAL_PROMPTS = ("gedit", "imgedit", "rise", "kris", "mse-bench")  # benchmarks whose authors' prompt files refine reads
 
 VIESCORE_FILES = ("viescore/vie_prompts.py", "GEdit-Bench/viescore/vie_prompts.py", "vie_prompts.py")
 VIESCORE_NAMES = ("_context_no_delimit", "_prompts_0shot_two_image_edit_rule", "_prompts_0shot_tie_rule_SC", "_prompts_0shot_rule_PQ")
