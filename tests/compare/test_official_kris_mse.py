@@ -65,7 +65,8 @@ def config(tmp_path, benchmark, answers, *, model, default="no verdict", **judge
 
 def vendored_kris() -> dict:
     """The vendored annotation slice (tests/compare/data/kris/<category>/annotation.json), by category."""
-    return {d.name: json.loads((d / "annotation.json").read_text()) for d in sorted((DATA / "kris").iterdir()) if (d / "annotation.json").is_file()}
+    folders = [d for d in sorted((DATA / "kris").iterdir()) if (d / "annotation.json").is_file()]
+    return {d.name: json.loads((d / "annotation.json").read_text()) for d in folders}
 
 
 def test_kris_official_asks_parses_and_summarizes_as_its_scripts(tmp_path):

@@ -201,7 +201,8 @@ class KrisBench(FolderBenchmark):
             originals = [case.source_image, *[lambda p=p: load_image(p) for p in case.meta["extra_images"]]]
             slots = {"ori": lambda n: originals[n](), "gt": lambda n: case.target_image() if case.target is not None else None,
                      "edit": lambda n, r=results: r[-1].image}
-            for name, (text, parts) in kris_queries(self.official_prompts, case.category, case.meta["annotation"], case.instructions[0]).items():
+            asks = kris_queries(self.official_prompts, case.category, case.meta["annotation"], case.instructions[0])
+            for name, (text, parts) in asks.items():
                 content = [text, *[part if isinstance(part, str) else slots[part[0]](part[1]) for part in parts]]
                 if any(part is None for part in content):
                     continue  # viewpoint_change without its ground truth: the script scores nothing for it

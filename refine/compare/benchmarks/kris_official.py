@@ -27,7 +27,9 @@ the images after it with the label texts the scripts put before each image):
 | ``temporal_prediction`` | ``prompt_consist_temporal`` [frames in order, the generated one at its place] | ``prompt_instruction_temporal`` (same frames) | ``prompt_quality`` |
 | the other (attribute, spatial, decomposition) ones | ``prompt_consist`` | ``prompt_instruction_following`` | ``prompt_quality`` |
 
-The instruction and explanation are the annotation's ``ins_en`` and ``explain_en`` (the scripts at
+The scripts ask gpt-4o with ``max_tokens=1000`` and no temperature; refine pins temperature 0 (see
+`protocols`) and sends the images in its backend's format (the scripts send the files' bytes as
+JPEG data URLs). The instruction and explanation are the annotation's ``ins_en`` and ``explain_en`` (the scripts at
 some commits read ``instruction``/``explain``, keys the released annotations do not have; BAGEL's
 copy of the scripts reads ``ins_en``/``explain_en``). The anomaly category is asked with the
 explanation prompt, which the scripts meant by their ``"abnormality_correction" in category`` test
@@ -147,7 +149,8 @@ def kris_queries(
         missing = {1, 2, 3, 4} - set(known)
         generated = missing.pop() if len(missing) == 1 else (max(known) + 1 if known else 1)
         # the frames in time order, the generated one at its place (metrics_temporal_prediction.py)
-        frames = sorted([(n, ("ori", i), "Reference") for i, n in enumerate(numbers) if n is not None] + [(generated, ("edit", 0), "Generated")])
+        frames = [(n, ("ori", i), "Reference") for i, n in enumerate(numbers) if n is not None]
+        frames = sorted([*frames, (generated, ("edit", 0), "Generated")])
         parts = []
         for number, slot, kind in frames:
             parts += [f"Frame {number} ({kind}):", slot]
@@ -166,7 +169,8 @@ def kris_queries(
         queries["instruction"] = (fill(prompts[name], "kris", name, instruct=instruction, explanation=explanation), original + edited)
     elif category == VIEWPOINT:
         name = "prompt_view_instruction_following"
-        queries["instruction"] = (fill(prompts[name], "kris", name, instruct=instruction), original + edited + ["This is the ground truth image:", ("gt", 0)])
+        truth = ["This is the ground truth image:", ("gt", 0)]
+        queries["instruction"] = (fill(prompts[name], "kris", name, instruct=instruction), original + edited + truth)
     else:
         name = "prompt_instruction_following"
         queries["instruction"] = (fill(prompts[name], "kris", name, instruct=instruction), original + edited)
