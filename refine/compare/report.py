@@ -238,9 +238,24 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
         for entry, spread in protocol["repeat_interval"].items():
             values = ", ".join(f"{v:.3g}" for v in spread["values"])
             lines.append(f"- {entry}: {spread['mean']:.3g} [{spread['low']:.3g}, {spread['high']:.3g}] ({values})")
+    if protocol and protocol.get("official_summary"):
+        lines += ["", "Official summary (the benchmark's own table, its scripts' rules):", ""]
+        for entry, table in protocol["official_summary"].items():
+            lines.append(f"- {entry}: {json.dumps(_rounded(table))}")
     for item in run.skipped:
         lines += ["", f"Skipped {item.name}: {item.reason}"]
     return "\n".join(lines) + "\n"
+
+
+def _rounded(value):
+    """`value` with every float rounded to 4 digits (nested dicts and lists), for the markdown summary."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def summary_csv(summary: Sequence[SummaryRow], metrics: Sequence[str]) -> str:
@@ -278,10 +293,16 @@ def judge_protocol(run: "CompareRun") -> dict | None:
     spec = bench.judge_spec
     rows = [{"entry": r.entry, "category": r.category, "repeats": r.details.get("repeats")} for r in run.rows]
     by_category = getattr(bench, "aggregate", "cases") == "categories"
+    official = None
+    if spec.scheme == "official" and callable(getattr(bench, "official_summary", None)):
+        # the authors' own summary table (KRIS-Bench's groups, MSE-Bench's per-turn rates), per entry
+        entries = list(dict.fromkeys(r.entry for r in run.rows))
+        official = {entry: bench.official_summary([r for r in run.rows if r.entry == entry]) for entry in entries}
     return {
         "label": label, "scheme": spec.scheme, "judge": spec.backend.get("model"), "temperature": spec.temperature,
         "repeats": spec.repeats,
         "repeat_interval": repeat_interval(rows, bench.metrics[0], by_category) if spec.repeats > 1 else None,
+        "official_summary": official,
     }
 
 

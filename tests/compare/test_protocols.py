@@ -162,8 +162,8 @@ def test_official_schemes_refuse_what_they_cannot_honour(tmp_path):
         GEditBench(str(gedit), {"backend": backend, "scheme": "official"})
     with pytest.raises(ConfigError, match="only with scheme: official"):
         GEditBench(str(gedit), {"backend": backend, "prompts": str(tmp_path)})
-    with pytest.raises(ConfigError, match="scheme official is not available"):
-        KrisBench(str(kris), {"backend": backend, "scheme": "official", "prompts": str(tmp_path)})
+    with pytest.raises(InputError, match="utils/prompts.py"):  # KRIS-Bench's prompts are read from its checkout
+        KrisBench(str(kris), {"backend": backend, "scheme": "official", "prompts": str(tmp_path / "no-checkout")})
     with pytest.raises(InputError, match="lacks the string constant"):
         (tmp_path / "rise").mkdir()
         (tmp_path / "rise" / "utils.py").write_text('prompt_consist = "x"\n')

@@ -30,6 +30,15 @@ Scoring ("refine-judge", our own wording of KRIS-Bench's three axes on the confi
 its GPT-4o prompts): `consistency` (is everything not asked to change preserved), `instruction`
 (is the instruction carried out correctly, with the expected outcome `explain_en` when given)
 and `quality` (is the result natural and free of artifacts), each 1-5; `overall` is their mean.
+
+`judge.scheme: official` asks KRIS-Bench's own prompts instead (the checkout's ``utils/prompts.py``,
+chosen per category as its metrics_*.py scripts do, see `kris_official`): visual consistency,
+instruction following and visual quality for every case, knowledge plausibility for the ten
+knowledge categories (one dual question gives it with instruction following). Answers are parsed
+by the scripts' rules; every 1-5 score is reported on KRIS-Bench's 100-point scale ((s - 1) * 25)
+as `consistency`, `instruction`, `quality`, `knowledge`, with `overall` their mean per case. The
+report's summary.json adds the paper's table (`official_summary`: the seven dimension groups,
+Factual / Conceptual / Procedural knowledge and Overall, scores pooled as summarize.py pools them).
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ from typing import Any, Sequence
 
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
 from refine.compare.benchmarks.folder import FolderBenchmark, mean, missing_images, warn_unknown
+from refine.compare.benchmarks.kris_official import (
+    KNOWLEDGE, kris_colon, kris_queries, kris_summary, normalize, parse_kris_dual, parse_kris_score, read_kris_prompts,
+)
 from refine.compare.benchmarks.mllm import Criterion
 from refine.errors import InputError
 from refine.images import load_image
@@ -98,6 +110,10 @@ class KrisBench(FolderBenchmark):
         self.categories, self.exclude = categories, list(exclude or [])
         self.bench = self.root / "KRIS_Bench" if (self.root / "KRIS_Bench").is_dir() else self.root
         self._rows = self._read_index()
+        if self.judge_spec.scheme == "official":
+            self.official_prompts = read_kris_prompts(self.judge_spec.prompts, {row["category"] for row in self._rows})
+            self.metrics = (*self.metrics, "knowledge")  # knowledge plausibility: the ten knowledge categories
+            self.scale = (0.0, 100.0)  # KRIS-Bench reports (s - 1) * 25
 
     def _read_index(self) -> list[dict[str, Any]]:
         files = sorted(self.bench.glob("*/annotation.json"))
@@ -158,6 +174,8 @@ class KrisBench(FolderBenchmark):
         ]
 
     def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        if self.official_prompts is not None:
+            return self._score_official(items)
         pairs = [[case.source_image(), results[-1].image] for case, results in items]
         texts = [case.instructions[0] for case, _ in items]
         fields = [
@@ -174,3 +192,43 @@ class KrisBench(FolderBenchmark):
             details = {"ratings": ratings, "judge": {name: rated[name][i][1] for name in rated}}
             scores.append(CaseScore({"overall": mean(list(ratings.values())), **ratings}, None, details))
         return scores
+
+    def _score_official(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        """KRIS-Bench's metrics_*.py: their questions per category, one answer each, their parsing and scale."""
+        asked: list[tuple[int, str]] = []  # (case, question) of each query
+        queries: list[list] = []
+        for i, (case, results) in enumerate(items):
+            originals = [case.source_image, *[lambda p=p: load_image(p) for p in case.meta["extra_images"]]]
+            slots = {"ori": lambda n: originals[n](), "gt": lambda n: case.target_image() if case.target is not None else None,
+                     "edit": lambda n, r=results: r[-1].image}
+            asks = kris_queries(self.official_prompts, case.category, case.meta["annotation"], case.instructions[0])
+            for name, (text, parts) in asks.items():
+                content = [text, *[part if isinstance(part, str) else slots[part[0]](part[1]) for part in parts]]
+                if any(part is None for part in content):
+                    continue  # viewpoint_change without its ground truth: the script scores nothing for it
+                asked.append((i, name))
+                queries.append(content)
+        answers = self.judge.ask_parts(queries)
+        raw: list[dict[str, str]] = [{} for _ in items]
+        for (i, name), answer in zip(asked, answers):
+            raw[i][name] = answer
+        scores = []
+        for (case, _), answer in zip(items, raw):
+            colon = kris_colon(case.category)
+            ratings = {
+                "consistency": parse_kris_score(answer.get("consistency"), "consistency_score", colon),
+                "instruction": parse_kris_score(answer.get("instruction"), "instruction_score", colon) if "dual" not in answer else None,
+                "quality": parse_kris_score(answer.get("quality"), "quality_score", colon),
+                "knowledge": None,
+            }
+            if "dual" in answer:
+                ratings["instruction"], ratings["knowledge"] = parse_kris_dual(answer["dual"])
+            metrics = {name: normalize(value) for name, value in ratings.items()}
+            needed = ["consistency", "instruction", "quality", *(["knowledge"] if case.category in KNOWLEDGE else [])]
+            metrics["overall"] = mean([metrics[name] for name in needed])
+            scores.append(CaseScore({"overall": metrics.pop("overall"), **metrics}, None, {"official": ratings, "answers": answer}))
+        return scores
+
+    def official_summary(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """KRIS-Bench's table for one entry's rows (objects with `category` and `scores`), see `kris_official.kris_summary`."""
+        return kris_summary([(row.category, row.scores) for row in rows])

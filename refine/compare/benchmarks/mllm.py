@@ -207,6 +207,19 @@ class RubricJudge:
             conversations.append([{"role": "user", "content": question + pictures if text_first else pictures + question}])
         return list(self.backend.generate(conversations, self.spec.max_new_tokens, self.spec.temperature)) if conversations else []
 
+    def ask_parts(self, queries: Sequence[Sequence[str | Image.Image]]) -> list[str]:
+        """One generated answer per query given as its content parts in order (texts and images interleaved).
+
+        For official protocols whose scripts label each image with a text before it (KRIS-Bench).
+        """
+        conversations = [
+            [{"role": "user", "content": [
+                {"type": "text", "text": part} if isinstance(part, str) else {"type": "image", "image": part} for part in parts
+            ]}]
+            for parts in queries
+        ]
+        return list(self.backend.generate(conversations, self.spec.max_new_tokens, self.spec.temperature)) if conversations else []
+
     def _sample(self, criterion: Criterion, conversations) -> list[tuple[float | None, dict[str, Any]]]:
         from refine.rewards.mllm import parse_score, parse_yesno
 

@@ -25,6 +25,13 @@ image) and consistency `cc` (are the parts instruction k does not touch unchange
 VINCIE's compute_score.py); scoring stops at the first failing turn, so later turns count as
 failed. `overall` is the percentage of the session's turns passed; `pf` and `cc` are the means
 over the turns judged.
+
+`judge.scheme: official` asks VINCIE's own question instead (``prompt_template`` of the checkout's
+``evaluation/compute_score.py``, see `mse_official`): turn k is judged from the first k instructions
+and the source plus the outputs of turns 1..k, in one generated answer parsed by the script's rules;
+the same pass rule and first-failure stop. The report's summary.json adds the script's per-turn
+table (`official_summary`: success rate, prompt following, consistency and their geometric mean
+at each turn, over all sessions).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from refine.compare.benchmarks.base import Case, CaseScore, default_request, sta
 from refine.compare.benchmarks.folder import FolderBenchmark, mean, missing_images
 from refine.compare.benchmarks.hub import FORMS, find_tables, has_image, image_bytes
 from refine.compare.benchmarks.mllm import Criterion
+from refine.compare.benchmarks.mse_official import NUM_TRY, mse_question, mse_summary, parse_mse, read_mse_prompts
 from refine.errors import InputError
 from refine.images import load_image
 from refine.types import EditRequest, EditResult
@@ -75,6 +83,8 @@ class MSEBench(FolderBenchmark):
         self._tables = find_tables(self.root, "mse-bench", split)
         self._columns: dict[int, Any] = {}
         self._rows = self._read_index()
+        if self.judge_spec.scheme == "official":
+            self.official_prompts = read_mse_prompts(self.judge_spec.prompts)
 
     def _read_index(self) -> list[dict[str, Any]]:
         rows, empty = [], []
@@ -125,6 +135,8 @@ class MSEBench(FolderBenchmark):
         return default_request(case, turn, image, seed, benchmark=self.name, task_type=task_types[min(turn, len(task_types) - 1)])
 
     def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        if self.official_prompts is not None:
+            return self._score_official(items)
         images, texts, owner = [], [], []
         for i, (case, results) in enumerate(items):
             previous = case.source_image()
@@ -135,31 +147,67 @@ class MSEBench(FolderBenchmark):
                 previous = result.image
         # every turn is judged in one batch; the stop-at-first-failure rule is applied afterwards
         pf, cc = (self.judge.rate(c, images, texts) for c in CRITERIA)
-        turns: list[list[dict[str, Any]]] = [[] for _ in items]
+        turns: list[list[tuple[float, float] | None]] = [[] for _ in items]
         for i, (p, _), (c, _) in zip(owner, pf, cc):
-            turns[i].append({"pf": p, "cc": c})
-        scores = []
-        for (case, _), judged in zip(items, turns):
-            turn_scores, passed_turns, state = [], 0, "running"  # running -> failed | unknown
-            for turn in judged:
-                if state != "running":
-                    # after a failure the session counts as failed at every later turn (VINCIE's
-                    # success rate at turn k); after an unreadable rating nothing more is known
-                    turn_scores.append({"overall": 0.0 if state == "failed" else None, "pf": None, "cc": None})
-                    continue
-                if turn["pf"] is None or turn["cc"] is None:
-                    state = "unknown"
-                    turn_scores.append({"overall": None, "pf": None, "cc": None})
-                    continue
-                passed = turn["pf"] > self.threshold and turn["cc"] > self.threshold
-                turn_scores.append({"overall": 100.0 if passed else 0.0, "pf": 10.0 * turn["pf"], "cc": 10.0 * turn["cc"]})
-                passed_turns += passed
-                state = "running" if passed else "failed"
-            judged_rows = [t for t in turn_scores if t["pf"] is not None]
-            summary = {
-                "overall": None if state == "unknown" else 100.0 * passed_turns / case.turns,
-                "pf": mean([t["pf"] for t in judged_rows]) if judged_rows else None,
-                "cc": mean([t["cc"] for t in judged_rows]) if judged_rows else None,
-            }
-            scores.append(CaseScore(summary, turn_scores, {"threshold": self.threshold, "passed_turns": passed_turns}))
-        return scores
+            turns[i].append(None if p is None or c is None else (p, c))
+        return [self._session(case, judged, {}) for (case, _), judged in zip(items, turns)]
+
+    def _score_official(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        """VINCIE's compute_score.py: its question per turn over all images so far, asked until the first failure."""
+        template = self.official_prompts["prompt_template"]
+        sessions = []
+        for case, results in items:
+            outputs = [r.image for r in results]
+            sessions.append([case.source_image().resize(outputs[0].size), *outputs])  # the script resizes the source
+        judged: list[list[tuple[float, float] | None]] = [[] for _ in items]
+        answers: list[list[str]] = [[] for _ in items]
+        running = set(range(len(items)))
+        tries = NUM_TRY if self.judge_spec.temperature > 0 else 1  # a greedy judge would repeat an unreadable answer
+        for k in range(max((len(results) for _, results in items), default=0)):
+            pending = sorted(i for i in running if k < len(items[i][1]))
+            parsed: dict[int, tuple[float, float]] = {}
+            for _ in range(tries):
+                if not pending:
+                    break
+                texts = [mse_question(template, items[i][0].instructions[: k + 1]) for i in pending]
+                replies = self.judge.ask([sessions[i][: k + 2] for i in pending], texts, text_first=True)
+                for i, reply in zip(pending, replies):
+                    answers[i].append(reply)
+                    if (found := parse_mse(reply)) is not None:
+                        parsed[i] = found
+                pending = [i for i in pending if i not in parsed]
+            for i in sorted(i for i in running if k < len(items[i][1])):
+                judged[i].append(parsed.get(i))
+                if i not in parsed or not (parsed[i][0] > self.threshold and parsed[i][1] > self.threshold):
+                    running.discard(i)  # failed (stop) or unreadable (nothing more is known)
+        return [self._session(case, turns, {"answers": said}) for (case, _), turns, said in zip(items, judged, answers)]
+
+    def _session(self, case: Case, judged: list[tuple[float, float] | None], details: dict[str, Any]) -> CaseScore:
+        """A session's scores from its judged turns ((pf, cc) on 0-10, None unreadable), the stop rule applied."""
+        turn_scores, passed_turns, state = [], 0, "running"  # running -> failed | unknown
+        for k in range(case.turns):
+            if state != "running":
+                # after a failure the session counts as failed at every later turn (VINCIE's success
+                # rate at turn k); after an unreadable rating nothing more is known
+                turn_scores.append({"overall": 0.0 if state == "failed" else None, "pf": None, "cc": None})
+                continue
+            rating = judged[k] if k < len(judged) else None
+            if rating is None:
+                state = "unknown"
+                turn_scores.append({"overall": None, "pf": None, "cc": None})
+                continue
+            passed = rating[0] > self.threshold and rating[1] > self.threshold
+            turn_scores.append({"overall": 100.0 if passed else 0.0, "pf": 10.0 * rating[0], "cc": 10.0 * rating[1]})
+            passed_turns += passed
+            state = "running" if passed else "failed"
+        judged_rows = [t for t in turn_scores if t["pf"] is not None]
+        summary = {
+            "overall": None if state == "unknown" else 100.0 * passed_turns / case.turns,
+            "pf": mean([t["pf"] for t in judged_rows]) if judged_rows else None,
+            "cc": mean([t["cc"] for t in judged_rows]) if judged_rows else None,
+        }
+        return CaseScore(summary, turn_scores, {"threshold": self.threshold, "passed_turns": passed_turns, **details})
+
+    def official_summary(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """compute_score.py's per-turn table for one entry's rows, see `mse_official.mse_summary`."""
+        return mse_summary(rows)

@@ -33,15 +33,23 @@ Where the prompts are read (official relative paths first; `judge.prompts` may a
 | gedit | ``viescore/vie_prompts.py`` (VIEScore, as GEdit-Bench vendors it; also ``GEdit-Bench/viescore/``) | the string constants ``_context_no_delimit``, ``_prompts_0shot_two_image_edit_rule``, ``_prompts_0shot_tie_rule_SC``, ``_prompts_0shot_rule_PQ`` (read with `ast`, never executed) |
 | imgedit | the ``--prompts_json`` file of ``Benchmark/Basic/basic_bench.py`` (``prompts.json`` or ``Benchmark/Basic/prompts.json``) | ``{edit_type: prompt}`` with ``<edit_prompt>`` |
 | rise | ``utils.py`` of the RISEBench checkout (what its gpt_eval.py imports) | the ``prompt_*`` string constants in `RISE_NAMES` (read with `ast`) |
+| kris | ``utils/prompts.py`` of the Kris_Bench checkout (what its metrics_*.py import; also the older ``ReasonEdit/prompts.py``) | the ``prompt_*`` string constants its categories need (`kris_official.kris_prompt_names`, read with `ast`) |
+| mse-bench | ``evaluation/compute_score.py`` of the VINCIE checkout | its ``prompt_template`` string constant (read with `ast`, never executed) |
 
-KRIS-Bench and MSE-Bench keep their official *aggregation* under refine-judge prompts (KRIS:
-`exclude` drops Temporal as EditThinker does; MSE: a turn passes when both ratings are > 6, scoring
-stops at the first failure); reading their authors' prompt files is not wired yet, so
-``scheme: official`` is refused for them with a message saying so. EdiVal's official metrics are
-detector-based (Grounding DINO), not a VLM rubric, and are not implemented.
+KRIS-Bench (`kris_official`): consistency, instruction following and quality questions per case,
+knowledge plausibility with instruction following in one dual question for the ten knowledge
+categories, each answer parsed by metrics_*.py's rules, scores put on the 100-point scale and
+summarized per dimension and per group as the paper reports (summarize.py); `exclude` keeps
+dropping Temporal as EditThinker does. MSE-Bench (`mse_official`): one question per turn over the
+source and all outputs so far, a turn passes when both scores are > 6, scoring stops at the first
+failure, and the per-turn success rates are compute_score.py's. Those tables go to the report's
+``official_summary``. EdiVal's official metrics are detector-based (Grounding DINO), not a VLM
+rubric, and are not implemented.
 
-Pinned judges (what the papers report with): GPT-4.1 for GEdit-Bench, ImgEdit and RISEBench,
-GPT-4o for KRIS-Bench; ImgEdit also pins 3 judge repeats. Temperature is pinned to 0 (greedy, as
+Pinned judges (what the papers and scripts use): GPT-4.1 for GEdit-Bench, ImgEdit and RISEBench,
+GPT-4o for KRIS-Bench, gpt-5-nano for MSE-Bench (the default `--api_model` of VINCIE's
+compute_score.py, which sends no temperature: 1, the API default and the only one that model takes,
+is pinned); ImgEdit also pins 3 judge repeats. Temperature is otherwise pinned to 0 (greedy, as
 RISEBench's gpt_eval.py sends) so that reruns differ only by the service; ImgEdit's
 basic_bench.py sends no temperature (the API default), so its published numbers
 carry sampling noise: the Inline Critic paper warns that ImgEdit's run-to-run variance can exceed
@@ -76,8 +84,10 @@ PINNED = {
     "imgedit": Pinned("gpt-4.1", repeats=3),  # run-to-run variance can exceed method gaps (Inline Critic paper)
     "rise": Pinned("gpt-4.1"),
     "kris": Pinned("gpt-4o"),
+    # VINCIE's compute_score.py: --api_model defaults to gpt-5-nano and no temperature is sent (the API default, 1)
+    "mse-bench": Pinned("gpt-5-nano", temperature=1.0),
 }
-OFFICIAL_PROMPTS = ("gedit", "imgedit", "rise")  # benchmarks whose authors' prompt files refine reads
+OFFICIAL_PROMPTS = ("gedit", "imgedit", "rise", "kris", "mse-bench")  # benchmarks whose authors' prompt files refine reads
 
 VIESCORE_FILES = ("viescore/vie_prompts.py", "GEdit-Bench/viescore/vie_prompts.py", "vie_prompts.py")
 VIESCORE_NAMES = ("_context_no_delimit", "_prompts_0shot_two_image_edit_rule", "_prompts_0shot_tie_rule_SC", "_prompts_0shot_rule_PQ")
