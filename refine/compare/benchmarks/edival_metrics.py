@@ -307,6 +307,29 @@ def turn_table(cases: Sequence[Sequence[dict[str, float | None]]]) -> list[dict[
     return table
 
 
+EDIVAL_MODELS = {"features": "dinov3-vitb16", "vlm": "Qwen2-VL-7B-Instruct"}  # what EdiVal runs
+
+
+def metrics_label(spec: DetectorSpec, vlm: str | None, prompts_read: bool) -> str:
+    """The report label of EdiVal's metrics: the models used, where they differ from EdiVal's, whose VLM wording.
+
+    >>> metrics_label(DetectorSpec(), "Qwen2-VL-7B-Instruct", prompts_read=True)
+    "official-metrics (detector grounding-dino-tiny; features dinov2-base, not EdiVal's dinov3-vitb16; VLM Qwen2-VL-7B-Instruct, EdiVal's VLM prompts)"
+    """
+    def short(name: str | None) -> str:
+        return str(name).rstrip("/").split("/")[-1] if name else "unnamed"
+
+    parts = [f"detector {short(spec.model)}"]  # always a Grounding DINO (the class loaded), as EdiVal's
+    parts.append(f"features {short(spec.features)}")
+    if EDIVAL_MODELS["features"] not in short(spec.features):
+        parts[-1] += f", not EdiVal's {EDIVAL_MODELS['features']}"
+    parts.append(f"VLM {short(vlm)}")
+    if EDIVAL_MODELS["vlm"] not in short(vlm):
+        parts[-1] += f", not EdiVal's {EDIVAL_MODELS['vlm']}"
+    parts[-1] += ", EdiVal's VLM prompts" if prompts_read else ", refine's wording of EdiVal's VLM questions"
+    return f"official-metrics ({'; '.join(parts)})"
+
+
 # -- image helpers ----------------------------------------------------------------------------------------------
 
 
@@ -347,7 +370,7 @@ def detection_prompt(names: Sequence[str]) -> str:
 
 __all__ = [
     "DetectorSpec", "Detections", "FORMATS", "POSITIONS", "VLM_QUESTIONS", "Verdict", "background_kept", "box_iou", "contains",
-    "count_change", "count_objects", "parse_instruction", "position_change", "says_yes", "singular", "subject_add",
+    "count_change", "count_objects", "metrics_label", "parse_instruction", "position_change", "says_yes", "singular", "subject_add",
     "subject_remove", "subject_replace", "turn_table",
 ]
 
