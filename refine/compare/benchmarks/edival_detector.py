@@ -82,7 +82,7 @@ class GroundingDetector:
                 item, inputs["input_ids"][i : i + 1], threshold=threshold, text_threshold=threshold, target_sizes=[(1, 1)]
             )[0]
             boxes = [tuple(float(v) for v in box) for box in found["boxes"].tolist()]  # target size 1x1: normalised
-            labels = found.get("text_labels", found.get("labels", []))
+            labels = found["text_labels"] if "text_labels" in found else found.get("labels", [])
             results.append(Detections(boxes, [float(s) for s in found["scores"].tolist()], [str(label) for label in labels]))
         return results
 
