@@ -17,7 +17,7 @@ from refine.compare import run_compare
 from refine.compare.benchmarks.edival import EdiValBench
 from refine.compare.benchmarks.edival_metrics import (
     Detections, DetectorSpec, Verdict, background_kept, count_change, metrics_label, parse_instruction, position_change,
-    subject_add, subject_remove, subject_replace, turn_table,
+    run_turn_table, subject_add, subject_remove, subject_replace, turn_table,
 )
 from refine.errors import ConfigError, InputError
 from refine.testing.benchmark_folders import write_edival_folder
@@ -232,3 +232,7 @@ def test_refine_compare_runs_edival_official_metrics_with_tiny_models(tmp_path, 
     assert summary["judge_protocol"]["label"].startswith("official-metrics (detector refine-tiny-grounding-dino")
     assert summary["judge_protocol"]["label"].endswith("VLM Qwen2-VL-7B-Instruct, EdiVal's VLM prompts)")
     assert "cc_t2" in summary["metrics"]
+    table = run_turn_table(run.out_dir, "base")  # EdiVal's per-turn table from the run's cases.jsonl
+    assert [row["n"] for row in table] == [2, 2, 2] and table[2]["cc"] is None and table[2]["o"] is None
+    assert table[0]["if"] == pytest.approx((first.scores["if_t1"] + second.scores["if_t1"]) / 2)
+    assert table[0]["o"] == pytest.approx(math.sqrt(table[0]["if"] * table[0]["cc"]))

@@ -39,7 +39,7 @@ facebook/dinov2-base, device: cuda}); `judge.prompts` may point to an EdiVal che
 own VLM questions. IF_t is 0 or 100; a case's `if` is the mean over turns, `cc` the mean over the
 turns that have one (EdiVal skips CC after a background change), `overall` sqrt(if * cc), and
 `if_t<k>` / `cc_t<k>` are kept per turn, so the report's means at turn k are EdiVal's IF_k and
-CC_k; EdiVal-O at turn k is sqrt(IF_k * CC_k) of those means (`edival_metrics.turn_table`). The
+CC_k; EdiVal-O at turn k is sqrt(IF_k * CC_k) of those means (`edival_metrics.run_turn_table`). The
 report labels this ``official-metrics (...)``, naming the models and what differs from EdiVal's.
 """
 
@@ -267,7 +267,6 @@ class EdiValBench(FolderBenchmark):
             overall = geometric_mean(mean_if, mean_cc)
             scores.append(CaseScore({"overall": overall, "if": mean_if, "cc": mean_cc}, turns, {"turns": detail}))
         return scores
-
 
     # -- scheme official: EdiVal's detector metrics ---------------------------------------------
 

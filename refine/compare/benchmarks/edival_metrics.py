@@ -48,9 +48,11 @@ exist); IF_t is 0 or 100; per turn O_t = sqrt(IF_t x CC_t) over the benchmark's 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -58,6 +60,7 @@ from PIL import Image, ImageDraw
 from pydantic import Field
 
 from refine.config import RefineConfig
+from refine.errors import InputError
 
 Box = tuple[float, float, float, float]  # normalised x1, y1, x2, y2
 
@@ -307,6 +310,19 @@ def turn_table(cases: Sequence[Sequence[dict[str, float | None]]]) -> list[dict[
     return table
 
 
+def run_turn_table(run_dir: str | Path, entry: str) -> list[dict[str, float | None]]:
+    """`turn_table` of one entry of a finished `refine compare` run (read from its ``cases.jsonl``)."""
+    path = Path(run_dir) / "cases.jsonl"
+    if not path.is_file():
+        raise InputError(f"no cases.jsonl in {str(run_dir)!r}; give the results folder of a refine compare run")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    chosen = [row["turn_scores"] for row in rows if row.get("entry") == entry and row.get("turn_scores")]
+    if not chosen:
+        entries = sorted({str(row.get("entry")) for row in rows})
+        raise InputError(f"{path} has no per-turn scores for entry {entry!r}; entries: {', '.join(entries)}")
+    return turn_table(chosen)
+
+
 EDIVAL_MODELS = {"features": "dinov3-vitb16", "vlm": "Qwen2-VL-7B-Instruct"}  # what EdiVal runs
 
 
@@ -370,7 +386,7 @@ def detection_prompt(names: Sequence[str]) -> str:
 
 __all__ = [
     "DetectorSpec", "Detections", "FORMATS", "POSITIONS", "VLM_QUESTIONS", "Verdict", "background_kept", "box_iou", "contains",
-    "count_change", "count_objects", "metrics_label", "parse_instruction", "position_change", "says_yes", "singular", "subject_add",
+    "count_change", "count_objects", "metrics_label", "parse_instruction", "position_change", "run_turn_table", "says_yes", "singular", "subject_add",
     "subject_remove", "subject_replace", "turn_table",
 ]
 
