@@ -191,20 +191,77 @@ def tiny_models():
     return {"model": str(tiny_grounding_dino_dir()), "features": str(tiny_dinov2_dir()), "image_size": 64}
 
 
-@pytest.mark.slow(minutes=0.5)
-def test_consistency_from_tiny_dino_features_drops_when_the_input_changes(tiny_models):
+class RecordingVLM:
+    """Answers every question with `answer` and keeps (number of images, question) per call."""
+
+    def __init__(self, answer):
+        self.answer, self.asked = answer, []
+
+    def __call__(self, images, texts):
+        self.asked += [(len(i), t) for i, t in zip(images, texts)]
+        return [self.answer] * len(texts)
+
+
+@pytest.fixture(scope="module")
+def tiny_scorer(tiny_models):
     from refine.compare.benchmarks.edival_detector import EdiValScorer
 
-    scorer = EdiValScorer(DetectorSpec(**tiny_models), ask=lambda images, texts: ["no"] * len(texts))
+    vlm = RecordingVLM("yes, it reads OPEN")
+    return EdiValScorer(DetectorSpec(**tiny_models), ask=vlm), vlm
+
+
+def drawn():
     base = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(base).rectangle([8, 8, 40, 40], fill=(200, 40, 40))
     changed = base.copy()
     ImageDraw.Draw(changed).ellipse([0, 30, 63, 63], fill=(20, 160, 240))
+    return base, changed
+
+
+@pytest.mark.slow(minutes=0.5)
+def test_consistency_from_tiny_dino_features_drops_when_the_input_changes(tiny_scorer):
+    scorer, _ = tiny_scorer
+    base, changed = drawn()
     same = scorer.consistency(base, base, ["bench"], ["bench", "tree"])
     moved = scorer.consistency(base, changed, ["bench"], ["bench", "tree"])
     assert same["cc"] == pytest.approx(100.0, abs=1e-3) and same["background_pixel"] == pytest.approx(1.0)
     assert moved["cc"] < same["cc"] - 1.0  # the random tiny DINOv2 still sees the change
     assert scorer.consistency(base, changed, [], [])["cc"] is None  # nothing to compare: no CC, as EdiVal
+    # the detector's threshold is applied per query; boxes come back normalised x1 <= x2, y1 <= y2
+    everything, nothing = scorer.detector([(base, ["bench"], 0.0), (base, ["painted white leaf pattern", "tree"], 1.0)])  # padded batch
+    assert len(everything) == 10 and len(nothing) == 0  # the tiny model's 10 queries
+    assert all(-0.5 <= b[0] <= b[2] <= 1.5 and -0.5 <= b[1] <= b[3] <= 1.5 for b in everything.boxes)
+
+
+FORMATTED = {  # one formatted instruction per EdiVal task type, in the released CSV's form
+    "subject_add": "Add [bench] on the [left] of [tree]", "subject_remove": "Remove [bench]",
+    "subject_replace": "Replace [benches] with [trees]", "color_alter": "Change the color of [bench] to [red]",
+    "material_alter": "Change the material of [bench] to [glass]", "text_change": "Add text '[OPEN]' on the image",
+    "count_change": "Change the count of [bench] to [2]", "position_change": "Change the position of [bench] to [left] of [tree]",
+    "background_change": "Change the background to [forest]",
+}
+
+
+@pytest.mark.slow(minutes=0.5)
+def test_every_task_type_runs_through_the_tiny_detector_and_asks_the_vlm_where_edival_does(tiny_scorer):
+    scorer, vlm = tiny_scorer
+    base, changed = drawn()
+    asked = {}
+    for kind, text in FORMATTED.items():
+        start = len(vlm.asked)
+        instruction = "Change the background to forest, remain the bench unchanged" if kind == "background_change" else text
+        verdict = scorer.instruction_following(base, changed, {"task_type": kind, "instruction": instruction, "format_instruction": text})
+        assert isinstance(verdict, Verdict) and verdict.reason, kind
+        asked[kind] = vlm.asked[start:]
+        if kind in ("color_alter", "material_alter"):  # decided by the VLM alone: its "yes" passes
+            assert verdict.passed and asked[kind] == [(2, asked[kind][0][1])] and text in asked[kind][0][1]
+        if kind == "text_change":  # the whole output is read (no object named); the answer holds the new text
+            assert verdict.passed and asked[kind][0][0] == 1 and "text" in asked[kind][0][1].lower()
+    assert [n for n, _ in asked["subject_add"]] == [2] and "bench" in asked["subject_add"][0][1]  # the pre-check
+    assert "benches" in asked["subject_replace"][0][1] and "trees" in asked["subject_replace"][0][1]
+    assert asked["subject_remove"] == asked["count_change"] == asked["position_change"] == []  # detector only
+    if asked["background_change"]:  # asked only once the kept bench is found
+        assert asked["background_change"][0][0] == 1 and "forest" in asked["background_change"][0][1]
 
 
 @pytest.mark.slow(minutes=1)
