@@ -3,7 +3,7 @@
 The rules are checked on hand-built detections against hand-computed verdicts; the aggregation on
 hand-computed tables; the models (a tiny random-weight Grounding DINO and DINOv2, saved and loaded
 back with `from_pretrained`) through `refine compare` on a folder holding the vendored slice of
-EdiVal's released CSV (tests/compare/data/edival).
+EdiVal's released CSV (tests/compare/data/edival), through the `refine compare` command.
 """
 
 import json
@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image, ImageDraw
 
-from refine.compare import run_compare
+from refine.cli import main
 from refine.compare.benchmarks.edival import EdiValBench
 from refine.compare.benchmarks.edival_metrics import (
     Detections, DetectorSpec, Verdict, background_kept, count_change, metrics_label, parse_instruction, position_change,
@@ -265,31 +266,34 @@ def test_every_task_type_runs_through_the_tiny_detector_and_asks_the_vlm_where_e
 
 
 @pytest.mark.slow(minutes=1)
-def test_refine_compare_runs_edival_official_metrics_with_tiny_models(tmp_path, tiny_models):
+def test_refine_compare_runs_edival_official_metrics_with_tiny_models(tmp_path, tiny_models, capsys):
     root = write_edival_folder(tmp_path / "EdiVal", csv_text=SLICE.read_text())
     answers = {"MATERIAL-MARK Change the material of [fish] to [glass]": "Yes (asked from the checkout)", "ADD-MARK": "NO"}
     judge = {"backend": {"kind": SCRIPTED, "answers": answers, "default": "no", "model": "Qwen2-VL-7B-Instruct"},
              "scheme": "official", "prompts": str(edival_checkout(tmp_path / "EdiVal-code"))}
-    run = run_compare({
+    config = tmp_path / "edival.yaml"
+    config.write_text(yaml.safe_dump({
         "benchmark": {"kind": "edival", "root": str(root), "judge": judge, "detector": tiny_models},
         "editor": {"kind": "refine.testing.compare_fakes:paint_editor"},  # no colour words: every turn keeps the input
-        "entries": {"base": {}}, "out_dir": str(tmp_path / "out"), "progress": False, "bootstrap": 200,
-    })
-    rows = {r.case_id: r for r in run.rows}
+        "entries": {"base": {}}, "progress": False, "bootstrap": 200,
+    }))
+    out = tmp_path / "out"
+    main(["compare", str(config), "--out", str(out)])  # `refine compare edival.yaml --out out`
+    assert "edival : 2 cases" in capsys.readouterr().out
+    assert (out / "summary.md").read_text().startswith("# edival [official-metrics (detector refine-tiny-grounding-dino")
+    rows = {r["case_id"]: r for r in map(json.loads, (out / "cases.jsonl").read_text().splitlines())}
     first, second = rows["0"], rows["1"]
     # unchanged outputs are fully consistent where EdiVal measures CC (turns 1-2 of image 0; never for image 1)
-    assert first.scores["cc_t1"] == pytest.approx(100.0, abs=1e-3) and first.scores["cc_t2"] == pytest.approx(100.0, abs=1e-3)
-    assert first.scores["cc_t3"] is None and second.scores["cc"] is None and second.scores["overall"] is None
+    assert first["scores"]["cc_t1"] == pytest.approx(100.0, abs=1e-3) and first["scores"]["cc_t2"] == pytest.approx(100.0, abs=1e-3)
+    assert first["scores"]["cc_t3"] is None and second["scores"]["cc"] is None and second["scores"]["overall"] is None
     # the add pre-check asked the checkout's question and got NO; the material turn (a VLM check) its YES
-    reasons = [t["if_reason"] for t in first.details["turns"]]
-    assert reasons[0].startswith("VLM pre-check") and first.scores["if_t1"] == 0.0
-    assert second.scores["if_t3"] == 100.0 and "checkout" in second.details["turns"][2]["if_reason"]
-    assert all(v in (0.0, 100.0) for r in run.rows for k, v in r.scores.items() if k.startswith("if_t"))
-    summary = json.loads((run.out_dir / "summary.json").read_text())
-    assert summary["judge_protocol"]["label"].startswith("official-metrics (detector refine-tiny-grounding-dino")
+    assert first["details"]["turns"][0]["if_reason"].startswith("VLM pre-check") and first["scores"]["if_t1"] == 0.0
+    assert second["scores"]["if_t3"] == 100.0 and "checkout" in second["details"]["turns"][2]["if_reason"]
+    assert all(v in (0.0, 100.0) for r in rows.values() for k, v in r["scores"].items() if k.startswith("if_t"))
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["judge_protocol"]["label"].endswith("VLM Qwen2-VL-7B-Instruct, EdiVal's VLM prompts)")
     assert "cc_t2" in summary["metrics"]
-    table = run_turn_table(run.out_dir, "base")  # EdiVal's per-turn table from the run's cases.jsonl
+    table = run_turn_table(out, "base")  # EdiVal's per-turn table from the run's cases.jsonl
     assert [row["n"] for row in table] == [2, 2, 2] and table[2]["cc"] is None and table[2]["o"] is None
-    assert table[0]["if"] == pytest.approx((first.scores["if_t1"] + second.scores["if_t1"]) / 2)
+    assert table[0]["if"] == pytest.approx((first["scores"]["if_t1"] + second["scores"]["if_t1"]) / 2)
     assert table[0]["o"] == pytest.approx(math.sqrt(table[0]["if"] * table[0]["cc"]))

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from refine._compat import ensure_torchvision_importable
@@ -43,7 +44,6 @@ from refine.rewards.consistency import ConsistencyReward
 
 ensure_torchvision_importable()  # transformers' Grounding DINO modules import torchvision (see refine._compat)
 
-import torch  # noqa: E402
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor  # noqa: E402
 from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoObjectDetectionOutput  # noqa: E402
 
