@@ -293,7 +293,8 @@ def test_refine_compare_runs_edival_official_metrics_with_tiny_models(tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge_protocol"]["label"].endswith("VLM Qwen2-VL-7B-Instruct, EdiVal's VLM prompts)")
     assert "cc_t2" in summary["metrics"]
-    table = run_turn_table(out, "base")  # EdiVal's per-turn table from the run's cases.jsonl
+    table = run_turn_table(out, "base")  # EdiVal's per-turn table from the run's cases.jsonl, as the report gives it
+    assert summary["turn_tables"]["base"] == table and "Per turn, base" in (out / "summary.md").read_text()
     assert [row["n"] for row in table] == [2, 2, 2] and table[2]["cc"] is None and table[2]["o"] is None
     assert table[0]["if"] == pytest.approx((first["scores"]["if_t1"] + second["scores"]["if_t1"]) / 2)
     assert table[0]["o"] == pytest.approx(math.sqrt(table[0]["if"] * table[0]["cc"]))

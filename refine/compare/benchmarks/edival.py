@@ -39,7 +39,8 @@ facebook/dinov2-base, device: cuda}); `judge.prompts` may point to an EdiVal che
 own VLM questions. IF_t is 0 or 100; a case's `if` is the mean over turns, `cc` the mean over the
 turns that have one (EdiVal skips CC after a background change), `overall` sqrt(if * cc), and
 `if_t<k>` / `cc_t<k>` are kept per turn, so the report's means at turn k are EdiVal's IF_k and
-CC_k; EdiVal-O at turn k is sqrt(IF_k * CC_k) of those means (`edival_metrics.run_turn_table`). The
+CC_k; EdiVal-O at turn k is sqrt(IF_k * CC_k) of those means, which the report adds per entry
+(`turn_table`; `edival_metrics.run_turn_table` recomputes it from a run's cases.jsonl). The
 report labels this ``official-metrics (...)``, naming the models and what differs from EdiVal's.
 """
 
@@ -54,7 +55,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
-from refine.compare.benchmarks.edival_metrics import VLM_FILE, VLM_QUESTIONS, DetectorSpec, metrics_label
+from refine.compare.benchmarks.edival_metrics import VLM_FILE, VLM_QUESTIONS, DetectorSpec, metrics_label, turn_table
 from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, mean, missing_images, warn_unknown
 from refine.compare.benchmarks.mllm import Criterion
 from refine.compare.benchmarks.protocols import read_constants
@@ -269,6 +270,10 @@ class EdiValBench(FolderBenchmark):
         return scores
 
     # -- scheme official: EdiVal's detector metrics ---------------------------------------------
+
+    def turn_table(self, cases: Sequence[Sequence[dict[str, float | None]]]) -> list[dict[str, float | None]] | None:
+        """EdiVal's per-turn IF, CC and O = sqrt(IF x CC) over the cases' means (scheme official; None otherwise)."""
+        return turn_table(cases) if self.official else None
 
     @property
     def scorer(self):

@@ -43,7 +43,8 @@ object box, where EdiVal pools patches at least half background); object names a
 by a VLM before the position-change counts; EdiVal's special cases for "hat" and "bird" removals
 are left out. CC_t = 100 x the mean of the object and background DINO similarities (the two that
 exist); IF_t is 0 or 100; per turn O_t = sqrt(IF_t x CC_t) over the benchmark's means at turn t
-(`turn_table`).
+(`turn_table`, which the report adds per entry). A case's `overall` (sqrt of its mean IF and mean
+CC over turns) is refine's per-case summary for intervals and paired deltas, not an EdiVal number.
 """
 
 from __future__ import annotations
