@@ -2,9 +2,9 @@
 
 Example:
     >>> from PIL import Image
-    >>> from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
     >>> from refine.testing.tiny_detector import tiny_grounding_dino_dir
     >>> path = tiny_grounding_dino_dir()                               # built once per process
+    >>> from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
     >>> processor = GroundingDinoProcessor.from_pretrained(path)
     >>> model = GroundingDinoForObjectDetection.from_pretrained(path)
     >>> inputs = processor(images=Image.new("RGB", (64, 64)), text="bench .", return_tensors="pt")

@@ -38,8 +38,10 @@ checkout when `judge.prompts` is given, else refine words the same questions; th
 transformers' `GroundingDinoForObjectDetection` (EdiVal runs the original SwinT-OGC code;
 IDEA-Research/grounding-dino-tiny is its port); features default to DINOv2 (EdiVal uses DINOv3
 ViT-B/16, which the `features` key accepts); the DINO terms come from the rewards layer's
-`ConsistencyReward` (patch term: mean of per-patch cosines, masked patches are those touching an
-object box, where EdiVal pools patches at least half background); object names are not shortened
+`ConsistencyReward` (patch term: mean of per-patch cosines where EdiVal takes the cosine of pooled
+patches; for the background, the output's boxes are filled from the input before the forward pass
+and the patches touching a box are left out, where EdiVal pools the patches at least half
+background of the two untouched images); object names are not shortened
 by a VLM before the position-change counts; EdiVal's special cases for "hat" and "bird" removals
 are left out. CC_t = 100 x the mean of the object and background DINO similarities (the two that
 exist); IF_t is 0 or 100; per turn O_t = sqrt(IF_t x CC_t) over the benchmark's means at turn t
