@@ -35,7 +35,7 @@ from refine.registry import registry, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "gpu-guide.md"
-PRESETS = ["gedit", "imgedit", "kris", "rise", "mse-bench"]
+PRESETS = ["gedit", "imgedit", "edival", "kris", "rise", "mse-bench"]
 VLLM_FLAGS = {
     "--port", "--host", "--tensor-parallel-size", "--limit-mm-per-prompt", "--max-logprobs", "--mm-processor-kwargs",
     "--served-model-name", "--max-model-len", "--gpu-memory-utilization",

@@ -242,6 +242,9 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
         lines += ["", "Official summary (the benchmark's own table, its scripts' rules):", ""]
         for entry, table in protocol["official_summary"].items():
             lines.append(f"- {entry}: {json.dumps(_rounded(table))}")
+    for entry, table in (benchmark_turn_tables(run) or {}).items():  # e.g. EdiVal-O per turn
+        lines += ["", f"Per turn, {entry} (the benchmark's own aggregation over cases): "
+                  + "; ".join(f"t{k + 1} " + ", ".join(f"{name} {_num(row.get(name))}" for name in ("if", "cc", "o")) for k, row in enumerate(table))]
     for item in run.skipped:
         lines += ["", f"Skipped {item.name}: {item.reason}"]
     return "\n".join(lines) + "\n"
@@ -256,6 +259,23 @@ def _rounded(value):
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def benchmark_turn_tables(run: "CompareRun") -> dict[str, list[dict]] | None:
+    """{entry: per-turn rows} when the benchmark aggregates turns itself (`turn_table`, e.g. EdiVal's O_t = sqrt(IF_t x CC_t))."""
+    aggregate = getattr(run.benchmark, "turn_table", None)
+    if aggregate is None:
+        return None
+    per_entry: dict[str, list] = {}
+    for row in run.rows:
+        if row.turn_scores:
+            per_entry.setdefault(row.entry, []).append(row.turn_scores)
+    tables = {entry: aggregate(cases) for entry, cases in per_entry.items()}
+    return {entry: table for entry, table in tables.items() if table} or None
 
 
 def summary_csv(summary: Sequence[SummaryRow], metrics: Sequence[str]) -> str:
@@ -320,6 +340,7 @@ def summary_json(run: "CompareRun") -> dict:
         "cache": cache_counts(run),
         "skipped": [{"entry": s.name, "reason": s.reason} for s in run.skipped],
         "summary": [row.to_json() for row in run.summary],
+        "turn_tables": benchmark_turn_tables(run),
     }
 
 

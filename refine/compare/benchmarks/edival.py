@@ -28,6 +28,20 @@ carried out?" from the images before and after turn k, and content consistency C
 0-10 rating of how well everything the instructions so far did not ask to change is preserved,
 from the original and the turn-k image. Per sequence `if` and `cc` are the means over turns and
 `overall` = sqrt(if * cc) (EdiVal-O is the geometric mean of IF and CC).
+
+`judge.scheme: official` computes EdiVal's own metrics instead (`edival_metrics.py`, models in
+`edival_detector.py`): IF_t by Grounding DINO detections and EdiVal's rules per task type (with
+the judge backend as EdiVal's VLM for its colour, material, text and background checks), CC_t from
+DINO features of the unchanged objects and of the background, per turn from the CSV's prefix rows
+(`format_instructions`, `unchanged_objects`, `all_objects`, `bg_consistency`). The models are the
+benchmark's `detector` key ({model: IDEA-Research/grounding-dino-tiny, features:
+facebook/dinov2-base, device: cuda}); `judge.prompts` may point to an EdiVal checkout to ask its
+own VLM questions. IF_t is 0 or 100; a case's `if` is the mean over turns, `cc` the mean over the
+turns that have one (EdiVal skips CC after a background change), `overall` sqrt(if * cc), and
+`if_t<k>` / `cc_t<k>` are kept per turn, so the report's means at turn k are EdiVal's IF_k and
+CC_k; EdiVal-O at turn k is sqrt(IF_k * CC_k) of those means, which the report adds per entry
+(`turn_table`; `edival_metrics.run_turn_table` recomputes it from a run's cases.jsonl). The
+report labels this ``official-metrics (...)``, naming the models and what differs from EdiVal's.
 """
 
 from __future__ import annotations
@@ -41,9 +55,12 @@ from typing import Any, Sequence
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, default_request, stable_hash
+from refine.compare.benchmarks.edival_metrics import VLM_FILE, VLM_QUESTIONS, DetectorSpec, metrics_label, turn_table
 from refine.compare.benchmarks.folder import FolderBenchmark, geometric_mean, mean, missing_images, warn_unknown
 from refine.compare.benchmarks.mllm import Criterion
-from refine.errors import InputError
+from refine.compare.benchmarks.protocols import read_constants
+from refine.config import validate_config
+from refine.errors import ConfigError, InputError
 from refine.images import load_image
 from refine.types import EditRequest, EditResult
 
@@ -52,6 +69,7 @@ LAYOUT = (
     "<root>/input_images_resize_512/<image_index>_input_raw.png|jpg (or that folder as a .zip)"
 )
 COLUMNS = ("image_index", "turns", "task_type", "instructions")
+METRIC_COLUMNS = ("format_instructions", "unchanged_objects", "all_objects", "bg_consistency")  # read by scheme official
 TASK_TYPES = (
     "subject_add", "subject_remove", "subject_replace", "color_alter", "material_alter", "text_change",
     "count_change", "position_change", "background_change",
@@ -91,9 +109,25 @@ class EdiValBench(FolderBenchmark):
         csv_file: str = "oai_instruction_generation_output.csv",
         images: str = "input_images_resize_512",
         turns: int = 3,
+        detector: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(root, judge)
         self.csv_file, self.images, self.n_turns = csv_file, images, turns
+        self.official = self.judge_spec.scheme == "official"
+        if detector is not None and not self.official:
+            raise ConfigError("edival: `detector` is used only with judge.scheme: official (EdiVal's detector metrics); drop it or set the scheme")
+        self.detector = validate_config(DetectorSpec, dict(detector or {}), source="edival detector") if self.official else None
+        self.questions: dict[str, str] | None = None  # EdiVal's VLM questions, when read from judge.prompts
+        if self.official and self.judge_spec.prompts is not None:
+            checkout = Path(self.judge_spec.prompts).expanduser()
+            file = checkout if checkout.is_file() else checkout / VLM_FILE
+            if not file.is_file():
+                raise InputError(f"edival judge prompts: no {VLM_FILE} under {str(checkout)!r}; point prompts to your EdiVal checkout or that file")
+            self.questions = read_constants(file, tuple(VLM_QUESTIONS), "edival")
+            self.official_prompts = self.questions
+        if self.official:
+            self.metrics = (*type(self).metrics, *[f"{m}_t{k}" for m in ("if", "cc") for k in range(1, turns + 1)])
+        self._scorer = None
         self._zip: zipfile.ZipFile | None = None
         self._rows = self._read_index()
 
@@ -106,10 +140,14 @@ class EdiValBench(FolderBenchmark):
         # utf-8-sig: a CSV saved by Excel starts with a BOM, which pandas (the official scripts' reader) skips too
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            needed = COLUMNS + (METRIC_COLUMNS if self.official else ())
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
             if missing:
-                raise InputError(f"edival: {self.csv_file} lacks the column(s) {', '.join(missing)}; {LAYOUT}")
-            rows = [row for row in reader if row["turns"].strip() == str(self.n_turns)]
+                why = " (EdiVal's metrics read them: use the released CSV)" if set(missing) <= set(METRIC_COLUMNS) else ""
+                raise InputError(f"edival: {self.csv_file} lacks the column(s) {', '.join(missing)}{why}; {LAYOUT}")
+            every = list(reader)
+        rows = [row for row in every if row["turns"].strip() == str(self.n_turns)]
+        prefixes = {(row["image_index"].strip(), row["turns"].strip()): row for row in every}
         if not rows:
             raise InputError(f"edival: {self.csv_file} has no rows with turns == {self.n_turns}; set `turns` to its sequence length")
         names = self._image_names()
@@ -123,11 +161,28 @@ class EdiValBench(FolderBenchmark):
             image = next((n for n in (f"{index}_input_raw.png", f"{index}_input_raw.jpg") if n in names), None)
             if image is None:
                 missing.append(index)
-            out.append({"id": index, "instructions": instructions, "task_types": task_types, "image": image})
+            entry = {"id": index, "instructions": instructions, "task_types": task_types, "image": image}
+            if self.official:
+                entry["turn_info"] = [self._turn_info(prefixes, index, t) for t in range(1, self.n_turns + 1)]
+            out.append(entry)
         if missing:
             raise missing_images("edival", missing, f"<image_index>_input_raw.png|jpg in {self.images!r}")
         warn_unknown("edival", "task_type", [t for row in out for t in row["task_types"]], TASK_TYPES)
         return out
+
+    def _turn_info(self, prefixes: dict[tuple[str, str], dict[str, str]], index: str, turn: int) -> dict[str, Any]:
+        """What EdiVal's metrics read for turn `turn` (1-based): the last entries of the row with turns == turn."""
+        row = prefixes.get((index, str(turn)))
+        if row is None:
+            raise InputError(f"edival: image {index} has no row with turns == {turn}; EdiVal's metrics read each turn's prefix row")
+        return {
+            "task_type": str(_literal_list(row["task_type"], index, "task_type")[-1]),
+            "instruction": _clean(_literal_list(row["instructions"], index, "instructions")[-1]),
+            "format_instruction": _clean(_literal_list(row["format_instructions"], index, "format_instructions")[-1]),
+            "unchanged_objects": [str(o) for o in _literal_list(row["unchanged_objects"], index, "unchanged_objects")],
+            "all_objects": [str(o) for o in _literal_list(row["all_objects"], index, "all_objects")],
+            "bg_consistency": row["bg_consistency"].strip().lower() == "true",
+        }
 
     def _image_names(self) -> set[str]:
         folder = self.root / self.images
@@ -158,7 +213,8 @@ class EdiValBench(FolderBenchmark):
         return [
             Case(
                 id=row["id"], category=row["task_types"][-1], source=lambda name=row["image"]: self._image(name),
-                instructions=row["instructions"], meta={"task_types": row["task_types"], "image_index": row["id"]},
+                instructions=row["instructions"],
+                meta={"task_types": row["task_types"], "image_index": row["id"], **({"turn_info": row["turn_info"]} if "turn_info" in row else {})},
             )
             for row in self._rows
         ]
@@ -167,7 +223,25 @@ class EdiValBench(FolderBenchmark):
         # each turn's request names that turn's task type (the case's category is the last one's)
         return default_request(case, turn, image, seed, benchmark=self.name, task_type=case.meta["task_types"][turn])
 
+    @property
+    def protocol_label(self) -> str:
+        if not self.official:
+            return "refine-judge"
+        return metrics_label(self.detector, self.judge_spec.backend.get("model"), self.questions is not None)
+
+    @property
+    def judge_key(self) -> str:
+        key = super().judge_key
+        if self.official:  # the detector and feature models are part of the scheme
+            from refine.compare.entries import fingerprint, resolve_path
+
+            models = [(name, fingerprint(found) if (found := resolve_path(name)) else None) for name in (self.detector.model, self.detector.features)]
+            key += "-det" + stable_hash([self.detector.model_dump(), models])
+        return key
+
     def score_once(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        if self.official:
+            return self._score_metrics(items)
         follow_images, follow_texts, keep_images, keep_texts, owner = [], [], [], [], []
         for i, (case, results) in enumerate(items):
             previous = case.source_image()
@@ -193,6 +267,42 @@ class EdiValBench(FolderBenchmark):
             mean_if, mean_cc = mean([t["if"] for t in turns]), mean([t["cc"] for t in turns])
             overall = geometric_mean(mean_if, mean_cc)
             scores.append(CaseScore({"overall": overall, "if": mean_if, "cc": mean_cc}, turns, {"turns": detail}))
+        return scores
+
+    # -- scheme official: EdiVal's detector metrics ---------------------------------------------
+
+    def turn_table(self, cases: Sequence[Sequence[dict[str, float | None]]]) -> list[dict[str, float | None]] | None:
+        """EdiVal's per-turn IF, CC and O = sqrt(IF x CC) over the cases' means (scheme official; None otherwise)."""
+        return turn_table(cases) if self.official else None
+
+    @property
+    def scorer(self):
+        """The detector + feature models, loaded on first use (never when only listing cases)."""
+        if self._scorer is None:
+            # imported here: it loads torch and transformers' Grounding DINO, which only this scheme needs
+            from refine.compare.benchmarks.edival_detector import EdiValScorer
+
+            self._scorer = EdiValScorer(self.detector, ask=lambda images, texts: self.judge.ask(images, texts), questions=self.questions)
+        return self._scorer
+
+    def _score_metrics(self, items: Sequence[tuple[Case, list[EditResult]]]) -> list[CaseScore]:
+        scores = []
+        for case, results in items:
+            base = previous = case.source_image()
+            turns, details = [], []
+            for info, result in zip(case.meta["turn_info"], results):
+                verdict = self.scorer.instruction_following(previous, result.image, info)
+                parts = self.scorer.consistency(base, result.image, info["unchanged_objects"], info["all_objects"]) if info["bg_consistency"] else None
+                value_if, value_cc = (100.0 if verdict.passed else 0.0), (None if parts is None else parts["cc"])
+                turns.append({"overall": geometric_mean(value_if, value_cc), "if": value_if, "cc": value_cc})
+                details.append({"task_type": info["task_type"], "if_reason": verdict.reason, "consistency": parts})
+                previous = result.image
+            mean_if = mean([t["if"] for t in turns])
+            present = [t["cc"] for t in turns if t["cc"] is not None]
+            mean_cc = sum(present) / len(present) if present else None  # EdiVal averages CC over the turns that have one
+            per_turn = {f"{m}_t{k + 1}": t[m] for m in ("if", "cc") for k, t in enumerate(turns)}
+            metrics = {"overall": geometric_mean(mean_if, mean_cc), "if": mean_if, "cc": mean_cc, **per_turn}
+            scores.append(CaseScore(metrics, turns, {"turns": details}))
         return scores
 
 

@@ -31,6 +31,7 @@ Where the prompts are read (official relative paths first; `judge.prompts` may a
 | benchmark | file in the checkout | what is read |
 |---|---|---|
 | gedit | ``viescore/vie_prompts.py`` (VIEScore, as GEdit-Bench vendors it; also ``GEdit-Bench/viescore/``) | the string constants ``_context_no_delimit``, ``_prompts_0shot_two_image_edit_rule``, ``_prompts_0shot_tie_rule_SC``, ``_prompts_0shot_rule_PQ`` (read with `ast`, never executed) |
+| edival (optional) | ``detector/instruction_detector.py`` of EdiVal | the VLM question constants in `edival_metrics.VLM_QUESTIONS` (read with `ast`); the metrics themselves are computed (`edival_metrics.py`) |
 | imgedit | the ``--prompts_json`` file of ``Benchmark/Basic/basic_bench.py`` (``prompts.json`` or ``Benchmark/Basic/prompts.json``) | ``{edit_type: prompt}`` with ``<edit_prompt>`` |
 | rise | ``utils.py`` of the RISEBench checkout (what its gpt_eval.py imports) | the ``prompt_*`` string constants in `RISE_NAMES` (read with `ast`) |
 | kris | ``utils/prompts.py`` of the Kris_Bench checkout (what its metrics_*.py import; also the older ``ReasonEdit/prompts.py``) | the ``prompt_*`` string constants its categories need (`kris_official.kris_prompt_names`, read with `ast`) |
@@ -43,8 +44,13 @@ summarized per dimension and per group as the paper reports (summarize.py); `exc
 dropping Temporal as EditThinker does. MSE-Bench (`mse_official`): one question per turn over the
 source and all outputs so far, a turn passes when both scores are > 6, scoring stops at the first
 failure, and the per-turn success rates are compute_score.py's. Those tables go to the report's
-``official_summary``. EdiVal's official metrics are detector-based (Grounding DINO), not a VLM
-rubric, and are not implemented.
+``official_summary``. EdiVal's official metrics are
+detector-based, not a VLM rubric: for ``edival``, ``scheme: official`` computes them
+(`edival_metrics.py`: Grounding DINO detections and EdiVal's rules per edit type for IF, DINO
+features of the unchanged objects and the background for CC, O = sqrt(IF x CC) per turn), with the
+benchmark's `detector` models and the judge backend as EdiVal's VLM; `judge.prompts` is optional
+there (an EdiVal checkout: its ``detector/instruction_detector.py`` VLM question constants, read
+with `ast`). It is labelled ``official-metrics (...)``, naming the models and what differs from EdiVal.
 
 Pinned judges (what the papers and scripts use): GPT-4.1 for GEdit-Bench, ImgEdit and RISEBench,
 GPT-4o for KRIS-Bench, gpt-5-nano for MSE-Bench (the default `--api_model` of VINCIE's
@@ -88,6 +94,7 @@ PINNED = {
     "mse-bench": Pinned("gpt-5-nano", temperature=1.0),
 }
 OFFICIAL_PROMPTS = ("gedit", "imgedit", "rise", "kris", "mse-bench")  # benchmarks whose authors' prompt files refine reads
+OFFICIAL_METRICS = ("edival",)  # benchmarks whose official scheme is a computed metric (prompts optional)
 
 VIESCORE_FILES = ("viescore/vie_prompts.py", "GEdit-Bench/viescore/vie_prompts.py", "vie_prompts.py")
 VIESCORE_NAMES = ("_context_no_delimit", "_prompts_0shot_two_image_edit_rule", "_prompts_0shot_tie_rule_SC", "_prompts_0shot_rule_PQ")
@@ -128,6 +135,8 @@ def check_scheme(benchmark: str, scheme: str, prompts: str | None) -> None:
     if scheme != "official":
         if prompts is not None:
             raise ConfigError(f"{benchmark} judge: prompts={prompts!r} is read only with scheme: official; set scheme: official or drop prompts")
+        return
+    if benchmark in OFFICIAL_METRICS:
         return
     if benchmark not in OFFICIAL_PROMPTS:
         raise ConfigError(
@@ -315,7 +324,7 @@ def parse_imgedit_scores(text: str) -> dict[str, int]:
 
 
 __all__ = [
-    "OFFICIAL_PROMPTS", "PINNED", "Pinned", "SCHEMES", "check_scheme", "parse_final_score", "parse_imgedit_scores",
+    "OFFICIAL_METRICS", "OFFICIAL_PROMPTS", "PINNED", "Pinned", "SCHEMES", "check_scheme", "parse_final_score", "parse_imgedit_scores",
     "parse_score_list", "protocol_label", "read_constants", "read_imgedit_prompts", "read_rise_prompts",
     "read_viescore_prompts", "rise_aggregate", "rise_queries", "viescore_queries",
 ]
