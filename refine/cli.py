@@ -42,6 +42,7 @@ app.add_typer(config_app, name="config")
 GROUPS: dict[str, str] = {
     "critic": "refine.inline_critic.cli:critic_app",
     "shapes": "refine.shapes.cli:app",
+    "thinker": "refine.thinker.cli:app",
 }
 # name -> "module:function" added as a top-level command (refine NAME ...).
 COMMANDS: dict[str, str] = {

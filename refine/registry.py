@@ -83,6 +83,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "inline_critic": "refine.inline_critic.config:InlineCriticConfig",
         "multiturn": "refine.multiturn.config:MultiTurnConfig",
         "thinker": "refine.thinker.config:ThinkerConfig",
+        "thinker_data": "refine.thinker.data:ThinkerDataConfig",
         "vlm": "refine.shapes.vlm.config:VLMTrainConfig",
     },
 }

@@ -1,0 +1,47 @@
+"""`refine thinker ...`: EditThinker's training data (torch and datasets are imported inside the commands).
+
+Example:
+    >>> from typer.testing import CliRunner
+    >>> from refine.thinker.cli import app
+    >>> "--stage" in CliRunner().invoke(app, ["data", "--help"]).output
+    True
+
+    refine thinker data --config thinker_data/shapes                  # generate, then build
+    refine thinker data --config thinker_data/shapes --stage build variance_threshold=2.0
+"""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="EditThinker: build its SFT/RL data from expert trajectories.", no_args_is_help=True)
+
+
+@app.command("data")
+def data(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_data/shapes."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. cases=50 variance_threshold=2.0."),
+    stage: str = typer.Option("all", "--stage", help="generate (expert trajectories), build (scores, filters, dataset) or all."),
+) -> None:
+    """Expert trajectories with several editors -> judge scores -> filter, truncate, split, unroll, balance -> TRL datasets."""
+    from refine.config import load_config
+    from refine.errors import ConfigError
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+    from refine.thinker.data import ThinkerDataConfig, build, generate
+
+    if stage not in ("all", "generate", "build"):
+        raise ConfigError(f"--stage {stage!r}: use generate, build or all")
+    cfg = load_config(ThinkerDataConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")
+    if stage in ("all", "generate"):
+        written = generate(cfg)
+        typer.echo(f"trajectories: {json.dumps(written)}")
+    if stage in ("all", "build"):
+        summary = build(cfg)
+        typer.echo(json.dumps({k: summary[k] for k in ("trajectories", "kept", "discarded", "variance_threshold")}
+                              | {name: part["samples"] for name, part in summary["splits"].items()}))
+        typer.echo(f"wrote {cfg.output_dir}/dataset (splits sft, rl) and {cfg.output_dir}/summary.json")
