@@ -25,7 +25,7 @@ Two stages, each one function and one CLI stage:
    the rules of `refine.thinker.filters` run in order: filter, truncate at the best edit, SFT/RL
    split by score variance, unroll into samples (terminal samples per `terminal`), balance by
    task and score bin. The result is `output_dir/dataset` (a `datasets.DatasetDict` with splits
-   `sft` and `rl` in TRL's conversational format, `refine.thinker.trl_rows`) and
+   `sft` and `rl` (an empty one left out) in TRL's conversational format, `refine.thinker.trl_rows`) and
    `output_dir/summary.json` (every count, the threshold, the score distributions).
 
 Editors (`EditorSpec`): the bundled ShapeEdit editor (`backbone: shapes`, or `shapes:PATH` for
@@ -115,12 +115,21 @@ class ThinkerDataConfig(RefineConfig):
     variance_threshold: float = Field(
         4.0, ge=0, description="Trajectories with Var(S_1..S_k*) above this go to RL (scores 0-10; 4.0 = a 2-point std)."
     )
-    balance_cap: int | Literal["median", "off"] = Field("median", description="Most samples per (task, score bin) cell.")
+    balance_cap: int | Literal["median", "none"] = Field(
+        "median", description="Most samples per (task, score bin) cell: a number, 'median' (of the cell sizes) or 'none' (no cap)."
+    )
     score_bins: list[float] = Field(list(DEFAULT_SCORE_BINS), description="Semantic score bin edges for balancing.")
     score_decimals: int = Field(1, ge=0, le=4, description="Decimals of the scores in the targets.")
     seed: int = Field(0, description="Seed of the balancing draw.")
     num_threads: int = Field(1, ge=1, description="torch threads for the editors.")
     progress: bool = Field(True, description="Print one line per finished batch.")
+
+    @field_validator("balance_cap", mode="before")
+    @classmethod
+    def _check_cap(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML reads `off` / `no` as false: say what to write instead
+            raise ValueError(f"balance_cap={value!r} (YAML reads off/no/yes as a boolean): write a number, median or none")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "ThinkerDataConfig":
@@ -230,7 +239,8 @@ def build(config: ThinkerDataConfig) -> dict[str, Any]:
     chosen = select(trajectories, config)
     datasets = {name: samples_to_dataset(part["samples"], decimals=config.score_decimals) for name, part in chosen["splits"].items()}
     output = Path(config.output_dir)
-    DatasetDict(datasets).save_to_disk(str(output / "dataset"))
+    # An empty split is left out: datasets (5.2) writes an empty dataset that it cannot read back.
+    DatasetDict({name: d for name, d in datasets.items() if len(d)}).save_to_disk(str(output / "dataset"))
     summary = summarize(trajectories, chosen, config)
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -206,7 +206,7 @@ def score_bin(score: float, edges: Sequence[float] = DEFAULT_SCORE_BINS) -> int:
     return sum(score >= edge for edge in edges)
 
 
-def balance(samples: Sequence[Sample], cap: int | Literal["median", "off"] = "median",
+def balance(samples: Sequence[Sample], cap: int | Literal["median", "none"] = "median",
             edges: Sequence[float] = DEFAULT_SCORE_BINS, seed: int = 0) -> list[Sample]:
     """At most `cap` samples per (task, score bin) cell, downsampled at random (seeded); order kept.
 
@@ -224,11 +224,11 @@ def balance(samples: Sequence[Sample], cap: int | Literal["median", "off"] = "me
     cells: dict[tuple[str, int], list[int]] = {}
     for index, sample in enumerate(samples):
         cells.setdefault((sample.task, score_bin(sample.semantic, edges)), []).append(index)
-    if cap == "off" or not cells:
+    if cap == "none" or not cells:
         return list(samples)
     limit = int(statistics.median(len(v) for v in cells.values())) if cap == "median" else int(cap)
     if limit < 1:
-        raise InputError(f"balance cap={cap!r} keeps nothing; use a positive number, 'median' or 'off'")
+        raise InputError(f"balance cap={cap!r} keeps nothing; use a positive number, 'median' or 'none'")
     rng = random.Random(seed)
     kept: list[int] = []
     for key in sorted(cells):

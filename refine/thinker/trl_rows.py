@@ -36,6 +36,7 @@ import math
 from typing import Any, Sequence
 
 from datasets import Dataset
+from PIL import Image
 
 from refine.thinker.filters import Sample
 from refine.thinker.prompts import PromptSet, get_prompts
@@ -98,11 +99,10 @@ def load_sample_image(sample: Sample, ref: Any):
 
 def samples_to_dataset(samples: Sequence[Sample], prompts: PromptSet | None = None, decimals: int = 1) -> Dataset:
     """A `datasets.Dataset` of `sample_row`s (images stored in the dataset, not as paths)."""
-    rows = [sample_row(s, prompts, decimals, load=load_sample_image) for s in samples]
-    if not rows:
-        return Dataset.from_dict({name: [] for name in _COLUMNS})
-    return Dataset.from_list(rows)
-
-
-_COLUMNS = ("prompt", "completion", "images", "instruction", "previous_instruction", "answer", "semantic", "quality", "task",
-            "trajectory_id", "step", "terminal", "editor", "seed", "next_semantic", "meta")
+    if not samples:
+        # An empty split keeps the schema of a full one (a trainer reading it fails on its length,
+        # not on a missing column): one placeholder row, then none.
+        blank = Image.new("RGB", (1, 1))
+        placeholder = Sample("", 1, "", blank, blank, "", "", "", 0.0, 0.0, "", next_scores={"semantic": 0.0})
+        return Dataset.from_list([sample_row(placeholder, prompts, decimals)]).select([])
+    return Dataset.from_list([sample_row(s, prompts, decimals, load=load_sample_image) for s in samples])

@@ -113,6 +113,6 @@ def test_balance_caps_task_by_score_bin_cells():
     assert cells == {("add", False): 3, ("add", True): 1, ("move", False): 3}
     assert kept == sorted(kept, key=pool.index)  # original order kept
     assert balance(pool, cap="median", seed=0) == kept  # seeded
-    assert len(balance(pool, cap="off")) == 9 and len(balance(pool, cap=1)) == 3
+    assert len(balance(pool, cap="none")) == 9 and len(balance(pool, cap=1)) == 3
     with pytest.raises(InputError, match="keeps nothing"):
         balance(pool, cap=0)
