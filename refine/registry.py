@@ -84,6 +84,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "multiturn": "refine.multiturn.config:MultiTurnConfig",
         "thinker": "refine.thinker.config:ThinkerConfig",
         "thinker_data": "refine.thinker.data:ThinkerDataConfig",
+        "thinker_train": "refine.thinker.train:ThinkerTrainConfig",
         "vlm": "refine.shapes.vlm.config:VLMTrainConfig",
     },
 }
