@@ -55,7 +55,7 @@ TRAIN_COMMANDS: dict[str, str] = {
     "edit-r1": "refine.edit_r1.train:cli",
     "inline-critic": "refine.inline_critic.train:cli",
     "multiturn": "refine.multiturn.cli:cli",
-    "thinker": "refine.thinker.train:cli",
+    "thinker": "refine.thinker.cli:train",
     "vlm": "refine.shapes.vlm.train:cli",
 }
 

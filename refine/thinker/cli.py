@@ -1,4 +1,4 @@
-"""`refine thinker ...`: EditThinker's training data (torch and datasets are imported inside the commands).
+"""`refine thinker data` and `refine train thinker` (torch, datasets and TRL are imported inside the commands).
 
 Example:
     >>> from typer.testing import CliRunner
@@ -8,6 +8,7 @@ Example:
 
     refine thinker data --config thinker_data/shapes                  # generate, then build
     refine thinker data --config thinker_data/shapes --stage build variance_threshold=2.0
+    refine train thinker --config thinker_train/shapes-sft --stage sft
 """
 
 from __future__ import annotations
@@ -45,3 +46,21 @@ def data(
         typer.echo(json.dumps({k: summary[k] for k in ("trajectories", "kept", "discarded", "variance_threshold")}
                               | {name: part["samples"] for name, part in summary["splits"].items()}))
         typer.echo(f"wrote {cfg.output_dir}/dataset (splits sft, rl) and {cfg.output_dir}/summary.json")
+
+
+def train(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_train/shapes-sft."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. max_steps=100 learning_rate=1e-4."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="sft (the config's stage when omitted); grpo is not implemented yet."),
+) -> None:
+    """Train EditThinker with TRL (SFT: writes checkpoints/, final/, metrics.jsonl, summary.json)."""
+    from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+    from refine.thinker.train import ThinkerTrainConfig
+    from refine.thinker.train import train as run_training
+
+    extra = [f"stage={stage}"] if stage is not None else []
+    cfg = load_config(ThinkerTrainConfig, find_preset(config), (overrides or []) + extra)
+    check_output_dir(cfg.output_dir, "output_dir")
+    typer.echo(json.dumps(run_training(cfg), indent=2))

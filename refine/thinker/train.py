@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
-import typer
 from datasets import Dataset, DatasetDict, load_from_disk
 from pydantic import Field
 
@@ -70,14 +69,14 @@ class ThinkerTrainConfig(RefineConfig):
     batch_size: int = Field(32, ge=1, description="Global batch: per_device_batch_size x processes x accumulation (paper: 32).")
     per_device_batch_size: int = Field(4, ge=1, description="Rows per forward pass on one device.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warm-up, then cosine decay.")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     bf16: bool = Field(False, description="bf16 mixed precision (GPUs). False on CPU: fp32, and no process-wide bf16 autocast.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (real models).")
     max_length: Optional[int] = Field(None, ge=16, description="Truncate rows to this many tokens (None: never cut a target).")
-    logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(500, ge=1)
-    save_total_limit: int = Field(2, ge=1)
-    seed: int = Field(0)
+    logging_steps: int = Field(10, ge=1, description="Log the loss every this many steps (metrics.jsonl).")
+    save_steps: int = Field(500, ge=1, description="Checkpoint every this many steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    seed: int = Field(0, description="Data order and initialisation seed.")
     num_threads: int = Field(1, ge=1, description="torch threads on CPU.")
     progress: bool = Field(True, description="Progress bars and log lines.")
 
@@ -178,18 +177,3 @@ def train(config: ThinkerTrainConfig) -> dict[str, Any]:
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
-
-def cli(
-    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_train/shapes-sft."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. max_steps=100 learning_rate=1e-4."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="sft (the config's stage when omitted); grpo is not implemented yet."),
-) -> None:
-    """Train EditThinker with TRL (SFT: writes checkpoints/, final/, metrics.jsonl, summary.json)."""
-    from refine.config import load_config
-    from refine.paths import check_output_dir
-    from refine.presets import find_preset
-
-    extra = [f"stage={stage}"] if stage is not None else []
-    cfg = load_config(ThinkerTrainConfig, find_preset(config), (overrides or []) + extra)
-    check_output_dir(cfg.output_dir, "output_dir")
-    typer.echo(json.dumps(train(cfg), indent=2))
