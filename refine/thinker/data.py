@@ -20,7 +20,8 @@ Two stages, each one function and one CLI stage:
    per seed of the editor. Only the expert's stop flag or `max_turns` ends a trajectory (no score
    threshold: the expert's scores are not used), and `vary_seed` re-samples the editor each turn.
    Each editor's trajectories go to `output_dir/traces/<editor name>/` (`TraceWriter` layout); an
-   editor whose trace is complete is skipped, so an interrupted run continues.
+   editor whose trace is complete is skipped, an interrupted run continues, and a run with other
+   cases, seeds or editor settings in the same folder is refused (`plan.json` beside the trace).
 2. `build(config)`: the scorer (`ShapesJudgeScorer`, the exact judge) scores every edit, then
    the rules of `refine.thinker.filters` run in order: filter, truncate at the best edit, SFT/RL
    split by score variance, unroll into samples (terminal samples per `terminal`), balance by
@@ -185,6 +186,7 @@ def generate(config: ThinkerDataConfig) -> dict[str, int]:
     for spec in config.editors:
         root = Path(config.output_dir) / "traces" / spec.name
         requests = [case.to_request(seed=seed * SEED_STRIDE + i) for seed in spec.seeds for i, case in enumerate(cases)]
+        _check_plan(root, spec, [(r.meta["case_id"], r.seed) for r in requests])
         done = len(read_requests(root)) if (root / "requests.jsonl").is_file() else 0
         if done >= len(requests):
             written[spec.name] = done
@@ -198,6 +200,23 @@ def generate(config: ThinkerDataConfig) -> dict[str, int]:
                     print(f"{spec.name}: {min(start + config.requests_per_call, len(requests))}/{len(requests)} trajectories", flush=True)
         written[spec.name] = len(requests)
     return written
+
+
+def _check_plan(root: Path, spec: EditorSpec, plan: list[tuple[str, int]]) -> None:
+    """Write (or check) the editor's plan: which (case, seed) trajectory i is, and the editor's settings.
+
+    A trace continues only under the plan that began it: request i of a longer or reordered plan
+    would be another case, and the trace would silently mix two datasets.
+    """
+    wanted = {"editor": spec.model_dump(), "requests": [list(item) for item in plan]}
+    path = root / "plan.json"
+    if path.is_file():
+        if json.loads(path.read_text()) != wanted:
+            raise ConfigError(f"{root} was generated with other cases, seeds or editor settings; "
+                              "use a new output_dir (or remove that editor's trace folder)")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted) + "\n")
 
 
 def build_scorer(spec: str):

@@ -150,3 +150,17 @@ def test_end_to_end_small_dataset_from_stream_cases(tmp_path):
 def test_an_empty_split_keeps_the_schema():
     empty = samples_to_dataset([])
     assert len(empty) == 0 and empty.features == samples_to_dataset([_sample()]).features
+
+
+def test_generate_continues_a_trace_only_under_the_same_plan(tmp_path):
+    from refine.errors import ConfigError
+    from refine.thinker.data import generate
+
+    editors = [{"name": "target", "factory": "refine.thinker.data:TargetEditor"}]
+    config = ThinkerDataConfig(output_dir=str(tmp_path), cases=2, progress=False, editors=editors)
+    assert generate(config) == {"target": 2}
+    lines = (tmp_path / "traces" / "target" / "requests.jsonl").read_text()
+    assert generate(config) == {"target": 2}  # complete: nothing is run again
+    assert (tmp_path / "traces" / "target" / "requests.jsonl").read_text() == lines
+    with pytest.raises(ConfigError, match="other cases, seeds or editor settings"):
+        generate(config.model_copy(update={"cases": 3}))
