@@ -164,3 +164,51 @@ def test_generate_continues_a_trace_only_under_the_same_plan(tmp_path):
     assert (tmp_path / "traces" / "target" / "requests.jsonl").read_text() == lines
     with pytest.raises(ConfigError, match="other cases, seeds or editor settings"):
         generate(config.model_copy(update={"cases": 3}))
+
+
+class RedoEditor:
+    """Leaves the source unchanged unless the instruction starts with "redo:", then returns the exact target."""
+
+    name = "redo"
+
+    def edit(self, requests):
+        from refine.shapes.data import ShapeCase
+        from refine.types import EditResult
+
+        out = []
+        for r in requests:
+            case = ShapeCase.from_dict(r.meta["shapes_case"])
+            out.append(EditResult(case.target_image if r.instruction.startswith("redo:") else case.source_image, r.instruction))
+        return out
+
+
+def _stop_style_expert(body):
+    """An OpenAI-compatible expert in the paper's stop-flag format: asks for a redo once, then says stop."""
+    text = body["messages"][-1]["content"][-1]["text"]
+    original = text.split("Original instruction (what the user wants): ")[1].split("\n")[0]
+    previous = text.split("Instruction used in the last round (what produced Image 2): ")[1].split("\n")[0]
+    reply = (f"<think>nothing changed</think><stop>no</stop><answer>redo: {original}</answer>" if previous == original
+             else "<think>the edit is right</think><stop>yes</stop><answer></answer>")
+    return 200, {"object": "chat.completion", "model": "expert",
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}
+
+
+def test_an_openai_compatible_expert_with_a_stop_flag_makes_the_data(tmp_path, monkeypatch):
+    from refine.testing.stub_openai import FakeServer
+    from refine.thinker import data as data_module
+
+    monkeypatch.setattr(data_module, "build_editor", lambda spec: RedoEditor())
+    server = FakeServer(_stop_style_expert)
+    try:
+        config = ThinkerDataConfig(output_dir=str(tmp_path), cases=2, progress=False, thinker=f"vlm:{server.base_url}#expert",
+                                   api_key_env=None, editors=[{"name": "redo"}], variance_threshold=30.0, balance_cap="none")
+        assert data_module.generate(config) == {"redo": 2}
+        summary = data_module.build(config)
+    finally:
+        server.close()
+    # per trajectory: S = [0 (the source back), 10 (the target)], kept, best edit 2 where the expert stopped
+    assert (summary["trajectories"], summary["kept"], summary["splits"]["sft"]["samples"], summary["splits"]["sft"]["terminal"]) == (2, 2, 4, 2)
+    rows = load_from_disk(str(tmp_path / "dataset"))["sft"]
+    assert [(r["step"], r["semantic"], r["terminal"]) for r in rows] == [(1, 0.0, False), (2, 10.0, True)] * 2
+    assert all(r["answer"] == "redo: " + r["instruction"] for r in rows)  # a bare stop keeps the instruction that made the edit
+    assert [parse_thinker_output(r["completion"][0]["content"][0]["text"]).output.semantic for r in rows] == [0.0, 10.0] * 2
