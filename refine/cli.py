@@ -42,6 +42,7 @@ app.add_typer(config_app, name="config")
 GROUPS: dict[str, str] = {
     "critic": "refine.inline_critic.cli:critic_app",
     "shapes": "refine.shapes.cli:app",
+    "thinker": "refine.thinker.cli:app",
 }
 # name -> "module:function" added as a top-level command (refine NAME ...).
 COMMANDS: dict[str, str] = {
@@ -54,6 +55,7 @@ TRAIN_COMMANDS: dict[str, str] = {
     "edit-r1": "refine.edit_r1.train:cli",
     "inline-critic": "refine.inline_critic.train:cli",
     "multiturn": "refine.multiturn.cli:cli",
+    "thinker": "refine.thinker.cli:train",
     "vlm": "refine.shapes.vlm.train:cli",
 }
 

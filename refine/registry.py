@@ -83,6 +83,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "inline_critic": "refine.inline_critic.config:InlineCriticConfig",
         "multiturn": "refine.multiturn.config:MultiTurnConfig",
         "thinker": "refine.thinker.config:ThinkerConfig",
+        "thinker_data": "refine.thinker.data:ThinkerDataConfig",
+        "thinker_train": "refine.thinker.train:ThinkerTrainConfig",
         "vlm": "refine.shapes.vlm.config:VLMTrainConfig",
     },
 }

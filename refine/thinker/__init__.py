@@ -25,6 +25,9 @@ Pieces (one concept per module):
 * `traces`: `TraceWriter` / `read_turns` / `read_requests`, loop traces as training data.
 * `config`: `ThinkerConfig` and `build_thinker_refiner` (the registry's `thinker` refiner).
 * `cli_support`: what `refine edit --thinker ... --max-turns N` calls.
+* `trajectories`, `filters`, `trl_rows`, `data`: the training-data pipeline (paper Sec. 4,
+  `refine thinker data`); `train`: SFT with TRL (`refine train thinker --stage sft`). Imported
+  from their modules (they pull in `datasets` / TRL, which `import refine.thinker` does not).
 """
 
 from refine.thinker.config import ThinkerConfig, build_thinker, build_thinker_refiner

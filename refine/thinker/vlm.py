@@ -95,17 +95,34 @@ class VLMThinker:
 
     def conversation(self, request: ThinkRequest) -> list[dict[str, Any]]:
         """The chat sent for one request (transformers format, PIL images in content parts)."""
-        if request.edited is None:
-            images = [request.source]
-            text = render(self.prompts.rewrite, instruction=request.instruction, previous_instruction=request.previous_instruction)
-        else:
-            images = [request.source, request.edited]
-            text = render(self.prompts.critique, instruction=request.instruction, previous_instruction=request.previous_instruction)
-        content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": text}]
-        return [{"role": "system", "content": self.prompts.system}, {"role": "user", "content": content}]
+        return thinker_conversation(self.prompts, request)
 
     def think(self, requests: Sequence[ThinkRequest]) -> list[Thought]:
         if not requests:
             return []
         replies = self.backend.generate([self.conversation(r) for r in requests], self.max_new_tokens, self.temperature)
         return [thought_from_text(reply) for reply in replies]
+
+
+def thinker_conversation(prompts: PromptSet, request: ThinkRequest) -> list[dict[str, Any]]:
+    """The chat a thinker gets for `request`: system, then [source, edited, prompt text] as the user.
+
+    The one place the thinker's input is laid out: `VLMThinker` sends it, and the training data
+    (`refine.thinker.trl_rows`) stores it with its images as placeholders, so training and inference
+    render the same text. Before any edit (`edited is None`) the user turn has the source only.
+
+    Example:
+        >>> from PIL import Image
+        >>> image = Image.new("RGB", (8, 8))
+        >>> chat = thinker_conversation(get_prompts("thinker"), ThinkRequest(image, image, "add a cat", "add a cat"))
+        >>> [m["role"] for m in chat], [part["type"] for part in chat[1]["content"]]
+        (['system', 'user'], ['image', 'image', 'text'])
+    """
+    if request.edited is None:
+        images = [request.source]
+        text = render(prompts.rewrite, instruction=request.instruction, previous_instruction=request.previous_instruction)
+    else:
+        images = [request.source, request.edited]
+        text = render(prompts.critique, instruction=request.instruction, previous_instruction=request.previous_instruction)
+    content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": text}]
+    return [{"role": "system", "content": prompts.system}, {"role": "user", "content": content}]

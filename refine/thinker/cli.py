@@ -1,0 +1,66 @@
+"""`refine thinker data` and `refine train thinker` (torch, datasets and TRL are imported inside the commands).
+
+Example:
+    >>> from typer.testing import CliRunner
+    >>> from refine.thinker.cli import app
+    >>> "--stage" in CliRunner().invoke(app, ["data", "--help"]).output
+    True
+
+    refine thinker data --config thinker_data/shapes                  # generate, then build
+    refine thinker data --config thinker_data/shapes --stage build variance_threshold=2.0
+    refine train thinker --config thinker_train/shapes-sft --stage sft
+"""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="EditThinker: build its SFT/RL data from expert trajectories.", no_args_is_help=True)
+
+
+@app.command("data")
+def data(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_data/shapes."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. cases=50 variance_threshold=2.0."),
+    stage: str = typer.Option("all", "--stage", help="generate (expert trajectories), build (scores, filters, dataset) or all."),
+) -> None:
+    """Expert trajectories with several editors -> judge scores -> filter, truncate, split, unroll, balance -> TRL datasets."""
+    from refine.config import load_config
+    from refine.errors import ConfigError
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+    from refine.thinker.data import ThinkerDataConfig, build, generate
+
+    if stage not in ("all", "generate", "build"):
+        raise ConfigError(f"--stage {stage!r}: use generate, build or all")
+    cfg = load_config(ThinkerDataConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")
+    if stage in ("all", "generate"):
+        written = generate(cfg)
+        typer.echo(f"trajectories: {json.dumps(written)}")
+    if stage in ("all", "build"):
+        summary = build(cfg)
+        typer.echo(json.dumps({k: summary[k] for k in ("trajectories", "kept", "discarded", "variance_threshold")}
+                              | {name: part["samples"] for name, part in summary["splits"].items()}))
+        typer.echo(f"wrote {cfg.output_dir}/dataset (splits sft, rl) and {cfg.output_dir}/summary.json")
+
+
+def train(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_train/shapes-sft."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. max_steps=100 learning_rate=1e-4."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="sft (the config's stage when omitted); grpo is not implemented yet."),
+) -> None:
+    """Train EditThinker with TRL (SFT: writes checkpoints/, final/, metrics.jsonl, summary.json)."""
+    from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+    from refine.thinker.train import ThinkerTrainConfig
+    from refine.thinker.train import train as run_training
+
+    extra = [f"stage={stage}"] if stage is not None else []
+    cfg = load_config(ThinkerTrainConfig, find_preset(config), (overrides or []) + extra)
+    check_output_dir(cfg.output_dir, "output_dir")
+    typer.echo(json.dumps(run_training(cfg), indent=2))

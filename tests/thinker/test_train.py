@@ -1,0 +1,77 @@
+"""`refine train thinker --stage sft`: presets, refusals, and SFT on the tiny Qwen2.5-VL learning the format."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from refine.cli import main
+from refine.config import load_config
+from refine.errors import ConfigError
+from refine.presets import find_preset
+from refine.shapes.data import stream_case
+from refine.thinker.filters import Sample
+from refine.thinker.format import parse_thinker_output
+from refine.thinker.protocol import ThinkRequest
+from refine.thinker.train import ThinkerTrainConfig, accumulation_steps, train
+from refine.thinker.trl_rows import samples_to_dataset
+from refine.thinker.vlm import VLMThinker
+
+
+def test_presets_hold_the_papers_settings_for_the_real_model():
+    real = load_config(ThinkerTrainConfig, find_preset("thinker_train/qwen3-vl-8b-sft"), [])
+    assert (real.stage, real.epochs, real.learning_rate, real.batch_size, real.bf16, real.freeze_vision) == ("sft", 1.0, 2e-5, 32, True, True)
+    assert accumulation_steps(real, processes=8) == 1 and accumulation_steps(real, processes=2) == 4
+    shapes = load_config(ThinkerTrainConfig, find_preset("thinker_train/shapes-sft"), [])
+    assert shapes.bf16 is False and shapes.split == "sft"
+    with pytest.raises(ConfigError, match="not a multiple"):
+        accumulation_steps(real, processes=3)
+
+
+def test_grpo_and_a_missing_split_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="grpo is not implemented yet"):
+        train(ThinkerTrainConfig(model="unused", dataset="unused", stage="grpo"))
+    samples_to_dataset([]).save_to_disk(str(tmp_path / "flat"))  # a plain Dataset asked for a split
+    from datasets import DatasetDict
+
+    DatasetDict({"rl": samples_to_dataset([_samples()[0]])}).save_to_disk(str(tmp_path / "dict"))
+    with pytest.raises(ConfigError, match="holds the splits"):
+        train(ThinkerTrainConfig(model="unused", dataset=str(tmp_path / "dict"), output_dir=str(tmp_path / "run")))
+
+
+def _samples():
+    """Per stream case: the unchanged source scored 0 with the direct rewrite; the target scored 10, kept."""
+    samples = []
+    for i in range(4):
+        case = stream_case(5, i)
+        samples.append(Sample(f"t{i}", 1, case.category, case.source_image, case.source_image, case.instruction, case.instruction,
+                              "nothing changed", 0.0, 10.0, case.direct_instruction))
+        samples.append(Sample(f"t{i}", 2, case.category, case.source_image, case.target_image, case.instruction, case.direct_instruction,
+                              "done", 10.0, 10.0, case.direct_instruction, terminal=True))
+    return samples
+
+
+@pytest.mark.slow(minutes=3)
+def test_sft_loss_falls_and_the_saved_thinker_speaks_the_format(tmp_path, tiny_vlm_path, capsys):
+    samples = _samples()
+    samples_to_dataset(samples).save_to_disk(str(tmp_path / "data"))
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\nmodel: {tiny_vlm_path}\ndataset: {tmp_path / 'data'}\nsplit: null\n"
+                      "max_steps: 80\nbatch_size: 8\nper_device_batch_size: 8\nlearning_rate: 1.0e-2\nwarmup_ratio: 0.0\n"
+                      "logging_steps: 5\nprogress: false\n")
+    main(["train", "thinker", "--config", str(config), "--stage", "sft"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 80 and summary["frozen"] == "model.visual"
+    assert summary["last_loss"] < summary["first_loss"] / 4
+    # the vision tower is frozen by default: its weights are the initial ones, the language model's moved
+    before = AutoModelForImageTextToText.from_pretrained(tiny_vlm_path).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(summary["final"]).state_dict()
+    visual = [k for k in before if ".visual." in f".{k}"]
+    language = [k for k in before if "language_model" in k and k.endswith("weight")]
+    assert visual and all(torch.equal(before[k], after[k]) for k in visual)
+    assert any(not torch.equal(before[k], after[k]) for k in language)
+    # the saved folder is a thinker whose replies the parser reads
+    thinker = VLMThinker.from_spec(summary["final"], max_new_tokens=60)
+    thoughts = thinker.think([ThinkRequest(s.source, s.image, s.instruction, s.previous_instruction) for s in samples])
+    assert all(t.ok and parse_thinker_output(t.raw).ok for t in thoughts)
