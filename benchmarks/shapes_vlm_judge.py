@@ -47,6 +47,7 @@ from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_edit  # noqa: E402
+from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
 from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, _name, describe_scene  # noqa: E402
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 
@@ -134,17 +135,9 @@ def prefill_decode_costs(backend: TransformersVLM, rows: list[dict], tokens: int
 
 
 def image_dependence(backend: TransformersVLM, rows: list[dict], images: int = 8) -> float:
-    """How much the vision tower's output tokens vary across images: mean over token positions of
-    (std across `images` sources) / (norm of their mean). ~1-2 for a fresh model; near 0 means the
-    features no longer depend on the image (the language model then cannot see)."""
+    """`refine.shapes.vlm.probes.image_dependence` on `images` of the edits' sources (near 0: a collapsed tower)."""
     sources = [r["source"] for r in rows[:: max(1, len(rows) // images)]][:images]
-    inputs = backend.processor.image_processor(sources, return_tensors="pt")
-    with torch.inference_mode():
-        features = backend.model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
-    tokens = features.pooler_output if hasattr(features, "pooler_output") else features
-    tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens  # (images * 16, hidden)
-    stacked = tokens.reshape(len(sources), -1, tokens.shape[-1])  # (images, 16, hidden)
-    return float((stacked.std(0).norm(dim=-1) / stacked.mean(0).norm(dim=-1)).mean())
+    return probe_image_dependence(backend.model, backend.processor, sources)
 
 
 def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """The ShapeEdit VLM: tokenizer, vision geometry, plain-transformers loading, datasets, SFT training and resume."""
 
+import itertools
 import json
 import random
 
@@ -17,7 +18,7 @@ from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # n
 from refine.cli import main  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
-from refine.shapes.data import load_split, stream_case  # noqa: E402
+from refine.shapes.data import load_split, stream_case, training_stream  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
 from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm  # noqa: E402
 from refine.shapes.vlm.tasks import judge_example  # noqa: E402
@@ -147,3 +148,58 @@ def test_refine_train_vlm_runs_the_preset_and_writes_a_loadable_model(tmp_path, 
     assert AutoProcessor.from_pretrained(tmp_path / "final").image_processor.patch_size == 4
     code, _, err = _cli(["train", "vlm", "--config", "examples/configs/vlm/shapes.yaml", "--resume", *overrides, "resume_from=latest"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "resume_from" in err
+
+
+def _weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def _changed(before, after, keep) -> dict[str, float]:
+    """Largest absolute change of each tensor whose saved name passes `keep`."""
+    return {name: float((after[name] - before[name]).abs().max()) for name in before if keep(name)}
+
+
+@pytest.mark.parametrize("freeze", ["tower", "tower_and_merger"])
+def test_a_frozen_vision_tower_does_not_change_while_the_language_model_learns(tmp_path, tiny_dir, freeze):
+    train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=2, save_steps=100, freeze_vision=True,
+                       freeze_merger=freeze == "tower_and_merger"))
+    before, after = _weights(tiny_dir), _weights(tmp_path / "final")
+    tower = _changed(before, after, lambda n: "visual." in n and "merger." not in n)
+    merger = _changed(before, after, lambda n: "merger." in n)
+    text = _changed(before, after, lambda n: "visual." not in n)
+    assert tower and max(tower.values()) == 0.0
+    assert max(merger.values()) == 0.0 if freeze == "tower_and_merger" else max(merger.values()) > 0.0
+    assert max(text.values()) > 0.0
+
+
+def test_vision_lr_scale_slows_the_vision_parameters_only(tmp_path, tiny_dir):
+    # one AdamW step moves every parameter by about its learning rate (Adam normalises the gradient)
+    train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=1, save_steps=100, vision_lr_scale=0.01))
+    before, after = _weights(tiny_dir), _weights(tmp_path / "final")
+    vision = max(_changed(before, after, lambda n: "visual." in n).values())
+    text = max(_changed(before, after, lambda n: "visual." not in n).values())
+    assert 0.0 < vision < 0.05 * text
+
+
+def test_image_dependence_is_logged_while_training(tmp_path, tiny_dir):
+    train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=2, save_steps=100, probe_every=2))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in records if "image_dependence" in r]
+    assert [r["step"] for r in probed] == [2] and probed[0]["image_dependence"] > 0.0
+
+
+def test_near_misses_are_other_labels_under_the_cases_own_prompt():
+    config = dict(cases=10, seeing_per_case=0, judge_per_case=4, editor=False, judge_kinds={"score": 1.0})
+    plain = build_dataset(VLMDataConfig(**config))
+    assert not any(t.endswith((":same_category", ":collateral", ":half_edit")) for t in plain["task"])
+    dataset = build_dataset(VLMDataConfig(**config, near_misses=True))
+    misses = [row for row in dataset if row["task"].endswith((":same_category", ":collateral", ":half_edit"))]
+    assert len(misses) >= 8
+    # a near miss is scored below a perfect edit (mostly in between: part of the edit or the rest of the scene is right)
+    assert sum(row["overall"] < 1.0 for row in misses) >= 0.8 * len(misses)
+    assert any(0.0 < row["overall"] < 1.0 for row in misses)
+    # ... under the same prompt as the case's perfect edit, so the text alone cannot tell them apart
+    for row in misses[:3]:
+        case = next(c for c in itertools.islice(training_stream(23), 10) if c.id == row["case_id"])
+        perfect = judge_example(case, case.target_image, "score", random.Random(0))
+        assert perfect["prompt"] == row["prompt"] and perfect["overall"] == 1.0

@@ -53,3 +53,15 @@ class VLMTrainConfig(RefineConfig):
     num_threads: int = Field(1, ge=1, description="torch threads (1: the machine is shared)")
     progress: bool = Field(True, description="show progress bars")
     resume_from: Optional[str] = Field(None, description="'latest' or a checkpoint folder to resume from")
+    freeze_vision: bool = Field(
+        False, description="freeze the vision tower (patch embedding and blocks): a judge stage from a seeing model then "
+        "cannot collapse the tower's output to an image-independent constant; only the merger (unless freeze_merger) "
+        "and the language model learn")
+    freeze_merger: bool = Field(
+        False, description="freeze the 2x2 patch merger too (the projection of the tower's output into the language model)")
+    vision_lr_scale: float = Field(
+        1.0, ge=0, description="learning-rate multiplier of the trainable vision parameters (tower and merger, those not "
+        "frozen): e.g. 0.1 lets them adapt slowly while the language model learns at learning_rate; 0 freezes them")
+    probe_every: int = Field(
+        50, ge=0, description="every this many steps log `image_dependence` (how much the vision output varies across "
+        "held-out stream scenes; near 0: collapsed, the model no longer sees) to metrics.jsonl; 0: never")

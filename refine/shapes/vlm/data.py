@@ -41,6 +41,10 @@ class VLMDataConfig(RefineConfig):
     judge_per_case: int = Field(2, ge=0, description="judge examples per case on outputs other than the editor's")
     editor: bool = Field(True, description="also judge the bundled editor's output of every case (one example per case)")
     editor_steps: int | None = Field(None, ge=1, description="editor sampling steps (None: the editor's default)")
+    near_misses: bool = Field(
+        False, description="also judge near misses of the target (an edit of the case's category with other arguments, "
+        "the edit plus an unwanted change, half a hybrid edit): outputs that only the image tells apart from the target "
+        "under the same prompt, so the judge cannot score them from the instruction")
     judge_kinds: dict[str, float] = Field(
         default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
         description="weights of the judge prompt kinds (score, yesno, score_cot) among judge examples",
@@ -59,7 +63,8 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     rows: list[dict[str, Any]] = []
     for case, edited in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
         rows += seeing_examples(case, rng, config.seeing_per_case)
-        candidates = candidate_outputs(case, rng)[: config.judge_per_case]
+        # at least two drawn, as before the near misses, so the presets' datasets stay the same row for row
+        candidates = candidate_outputs(case, rng, config.near_misses, k=max(2, config.judge_per_case))[: config.judge_per_case]
         if edited is not None:
             candidates.append(("editor", edited))
         for source, image in candidates:

@@ -35,11 +35,12 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from refine.errors import InputError
 from refine.rewards.backends.base import ProbResult
 from refine.rewards.mllm import MLLMJudge
 from refine.shapes.data import ShapeCase
 from refine.shapes.degrade import degrade, noise_image
-from refine.shapes.edits import apply_edit, random_edit
+from refine.shapes.edits import Hybrid, apply_edit, random_edit
 from refine.shapes.judge import judge_edit
 from refine.shapes.world import POSITION_NAMES, POSITIONS, Scene, render
 
@@ -130,10 +131,14 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3) -> l
     return out
 
 
-def candidate_outputs(case: ShapeCase, rng: random.Random) -> list[tuple[str, Image.Image]]:
-    """Outputs to judge besides an editor's: the target (clean or degraded), the source, a wrong edit, noise.
+def candidate_outputs(case: ShapeCase, rng: random.Random, near_misses: bool = False, k: int = 2) -> list[tuple[str, Image.Image]]:
+    """`k` outputs to judge besides an editor's: the target (clean or degraded), the source, a wrong edit, noise.
 
-    They spread the exact judge's O over [0, 1] so the score labels are not all one value.
+    They spread the exact judge's O over [0, 1] so the score labels are not all one value. With
+    `near_misses`, also outputs that differ from the target in one cell, as an editor's failures do:
+    an edit of the case's own category with other arguments (wrong colour, cell, shape...), the
+    right edit plus an unwanted change elsewhere, and for a hybrid edit only its first half. Their
+    prompt is the case's own, so only the image tells them apart from the target.
     """
     target = case.target_image
     wrong = apply_edit(case.source, random_edit(case.source, rng))
@@ -144,8 +149,33 @@ def candidate_outputs(case: ShapeCase, rng: random.Random) -> list[tuple[str, Im
         ("wrong_edit", render(wrong, case.size)),
         ("noise", noise_image(case.size, seed=rng.randrange(1 << 30))),
     ]
-    weights = (3, 3, 2, 3, 1)
-    return rng.choices(kinds, weights=weights, k=2)
+    weights = [3, 3, 2, 3, 1]
+    if near_misses:
+        misses = [("same_category", _same_category_miss(case, rng)), ("collateral", _collateral(case, rng))]
+        if isinstance(case.edit, Hybrid):
+            misses.append(("half_edit", render(apply_edit(case.source, case.edit.first), case.size)))
+        kinds += [(name, image) for name, image in misses if image is not None]
+        weights += [4] * (len(kinds) - len(weights))
+    return rng.choices(kinds, weights=weights, k=k)
+
+
+def _same_category_miss(case: ShapeCase, rng: random.Random) -> Image.Image | None:
+    """The source edited by another edit of the case's category (the editor did the right kind of thing wrongly)."""
+    if isinstance(case.edit, Hybrid):
+        return None
+    try:
+        edit = random_edit(case.source, rng, category=case.category)
+    except InputError:  # no other edit of this category fits the scene
+        return None
+    return render(apply_edit(case.source, edit), case.size)
+
+
+def _collateral(case: ShapeCase, rng: random.Random) -> Image.Image | None:
+    """The target with one more random edit (the edit is done, but something else changed too)."""
+    try:
+        return render(apply_edit(case.target, random_edit(case.target, rng)), case.size)
+    except InputError:
+        return None
 
 
 class _DatasetBackend:
