@@ -233,7 +233,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
         scored = score_batch(rewards, batch)  # name -> (n_local, K)
         gathered = {name: _gather(accelerator, values) for name, values in scored.rewards.items()}  # name -> (S * G, K)
         success = _gather(accelerator, scored.success)
-        failed = int(_gather(accelerator, torch.tensor([float(scored.failed)])).sum()) if processes > 1 else scored.failed
+        failed = int(_gather(accelerator, torch.tensor([float(scored.failed)])).sum())
 
         # 4. Aggregate -> normalise in the group -> fuse -> broadcast (or per turn).
         advantages = multiturn_advantages(
@@ -303,8 +303,7 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
             )
         cap = config.train.max_cpu_seconds
         stopped = cap is not None and time.process_time() - cpu_started >= cap and iteration < config.train.iterations
-        if processes > 1:  # one process over its cap stops them all, at the same iteration
-            stopped = bool(_gather(accelerator, torch.tensor([float(stopped)])).any())
+        stopped = bool(_gather(accelerator, torch.tensor([float(stopped)])).any())  # one process over its cap stops them all
         every = config.log.checkpoint_every
         if (every and iteration % every == 0) or iteration == config.train.iterations or stopped:
             checkpoint(iteration)

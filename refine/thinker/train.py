@@ -48,8 +48,11 @@ from refine.errors import ConfigError
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
-from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback, TrainerCallback  # noqa: E402
+from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from refine.training.metrics import MetricsLogger  # noqa: E402
+from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 VISION_MODULES = ("visual", "vision_tower", "vision_model")  # Qwen-VL, LLaVA-style, Idefics-style names
 
@@ -79,17 +82,6 @@ class ThinkerTrainConfig(RefineConfig):
     seed: int = Field(0, description="Data order and initialisation seed.")
     num_threads: int = Field(1, ge=1, description="torch threads on CPU.")
     progress: bool = Field(True, description="Progress bars and log lines.")
-
-
-class _JsonlLogger(TrainerCallback):
-    """Append every `Trainer` log (loss, learning rate, grad norm) to a JSONL file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"step": state.global_step, **(logs or {})}) + "\n")
 
 
 def freeze_vision_tower(model) -> str:
@@ -163,7 +155,7 @@ def train(config: ThinkerTrainConfig) -> dict[str, Any]:
         completion_only_loss=True,  # the loss is on the EditThinker target, never on the prompt
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         callbacks=[_JsonlLogger(output_dir / "metrics.jsonl")])
+                         callbacks=[MetricsCallback(MetricsLogger(output_dir, step_key="step"))])
     if not config.progress:
         trainer.remove_callback(PrinterCallback)
     result = trainer.train()

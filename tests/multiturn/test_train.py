@@ -16,9 +16,9 @@ from refine.multiturn.config import MultiTurnConfig
 from refine.multiturn.refiner import MultiTurnRefiner
 from refine.multiturn.rewards import TurnRewards
 from refine.multiturn.train import train
-from refine.rewards.base import RewardOutput
 from refine.rollout.flow_editor import FlowEditor
-from refine.testing.edit_r1 import tiny_backbone
+from refine.testing.edit_r1 import brightness_reward, tiny_backbone
+from refine.testing.multiturn import pixel_consistency, tiny_config
 from refine.training.metrics import read_metrics
 from refine.types import EditRequest
 
@@ -33,26 +33,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _brightness(sources, outputs, instructions, metas):
-    return RewardOutput([float(np.asarray(o.convert("L"), dtype=np.float64).mean() / 255.0) for o in outputs])
-
-
-def _pixel_consistency(sources, outputs, instructions, metas):
-    return RewardOutput([1.0 - float(np.abs(np.asarray(s, float) - np.asarray(o.resize(s.size), float)).mean() / 255.0)
-                         for s, o in zip(sources, outputs)])
-
-
 def _rewards():
     """Dense toy rewards (a random tiny editor scores 0 on ShapeEdit's judge, which would train nothing)."""
-    return TurnRewards(_brightness, _pixel_consistency)
+    return TurnRewards(brightness_reward, pixel_consistency)
 
 
 def _config(out, iterations=3, *overrides):
-    return load_config(MultiTurnConfig, overrides=[
-        "rollout.turns=2", "rollout.group_size=2", "rollout.sequences_per_iteration=2", "rollout.steps=2", "rollout.sampler=euler",
-        f"train.iterations={iterations}", "train.micro_batch=4", "train.gradient_accumulation=1", "lora.rank=2", "optim.lr=1e-2",
-        "eval.sequences=2", "eval.every=1", "log.checkpoint_every=1", "log.progress=false", f"log.output_dir={out}", *overrides,
-    ])
+    """The tiny run with a 2-sequence evaluation on shapes-mt-val every iteration."""
+    return tiny_config(out, iterations, "eval.benchmark=shapes-mt-val", "eval.sequences=2", "eval.every=1", *overrides)
 
 
 def _lora_file(path):

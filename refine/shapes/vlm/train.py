@@ -35,7 +35,7 @@ from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
-from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback, TrainerCallback  # noqa: E402
+from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from refine.errors import ConfigError  # noqa: E402
@@ -43,24 +43,20 @@ from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.data import build_dataset  # noqa: E402
 from refine.shapes.vlm.model import build_shapes_vlm  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence, probe_scenes  # noqa: E402
+from refine.training.metrics import MetricsLogger  # noqa: E402
+from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 
-class _JsonlLogger(TrainerCallback):
-    """Append every `Trainer` log (loss, learning rate, grad norm) to a JSONL file, one line per log;
-    every `probe_every` steps also the model's `image_dependence` on held-out stream scenes."""
+def _image_dependence_every(processor, probe_every: int):
+    """`MetricsCallback.extra`: the model's `image_dependence` on held-out stream scenes every `probe_every` steps."""
+    scenes = probe_scenes()
 
-    def __init__(self, path: Path, processor=None, probe_every: int = 0) -> None:
-        self.path = path
-        self.processor = processor
-        self.probe_every = probe_every
-        self.scenes = probe_scenes() if probe_every else []
+    def extra(state, model, row: dict) -> dict:
+        if model is not None and "loss" in row and state.global_step % probe_every == 0:
+            return {"image_dependence": image_dependence(model, processor, scenes)}
+        return {}
 
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
-        record = {"step": state.global_step, **(logs or {})}
-        if self.probe_every and model is not None and "loss" in record and state.global_step % self.probe_every == 0:
-            record["image_dependence"] = image_dependence(model, self.processor, self.scenes)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    return extra
 
 
 class _SFTTrainer(SFTTrainer):
@@ -170,7 +166,8 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
         save_only_model=False,  # optimizer, scheduler and RNG too: exact resume
     )
     trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         callbacks=[_JsonlLogger(output_dir / "metrics.jsonl", processor, config.probe_every)])
+                         callbacks=[MetricsCallback(MetricsLogger(output_dir, step_key="step"),
+                                                    extra=_image_dependence_every(processor, config.probe_every) if config.probe_every else None)])
     trainer.vision_lr_scale = config.vision_lr_scale
     if not config.progress:
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: the logs are in metrics.jsonl
