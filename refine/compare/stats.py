@@ -30,6 +30,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from refine.errors import InputError
+
 ALL = "all"
 
 
@@ -215,6 +217,54 @@ def summarize(
         calls = [r["editor_calls"] for r in members if r.get("editor_calls") is not None]
         summary.append(SummaryRow(entry, category, len(members), values, seconds, editor_calls=float(np.mean(calls)) if calls else None))
     return summary
+
+
+def item_scores(rows: Iterable[dict[str, Any]], metric: str) -> dict[str, dict[tuple[str, int], float]]:
+    """entry -> {(case_id, seed): `metric`} of `cases.jsonl` rows (rows without the metric left out).
+
+    >>> rows = [{"entry": "a", "case_id": "c1", "seed": 0, "scores": {"o": 0.5}},
+    ...         {"entry": "a", "case_id": "c1", "seed": 1, "scores": {"o": None}}]
+    >>> item_scores(rows, "o")
+    {'a': {('c1', 0): 0.5}}
+    """
+    values: dict[str, dict[tuple[str, int], float]] = {}
+    for row in rows:
+        value = row["scores"].get(metric)
+        if value is not None:
+            values.setdefault(row["entry"], {})[(row["case_id"], int(row["seed"]))] = float(value)
+    return values
+
+
+def paired_differences(rows: Iterable[dict[str, Any]], entry: str, reference: str, metric: str) -> dict[tuple[str, int], float]:
+    """(case_id, seed) -> `metric`(entry) - `metric`(reference), over the items both entries scored.
+
+    `rows` are `cases.jsonl` rows of a finished `refine compare` run (`benchmarks/paired_delta.py`
+    and `refine.compare.difficulty` read them through this).
+
+    >>> rows = [{"entry": e, "case_id": "c1", "seed": 0, "scores": {"o": v}} for e, v in [("base", 0.25), ("new", 0.75)]]
+    >>> paired_differences(rows, "new", "base", "o")
+    {('c1', 0): 0.5}
+    """
+    values = item_scores(rows, metric)
+    if entry not in values or reference not in values:
+        raise InputError(f"no {metric!r} scores for both {entry!r} and {reference!r}; entries with it: {sorted(values)}")
+    base = values[reference]
+    return {key: value - base[key] for key, value in values[entry].items() if key in base}
+
+
+def case_means(items: dict[tuple[str, int], float]) -> dict[str, float]:
+    """case_id -> the mean over its seeds of {(case_id, seed): value}: the unit of a per-case interval.
+
+    Seeds of one case share the source scene and the instruction, so they are correlated; averaging
+    them first and resampling cases gives the stricter interval.
+
+    >>> case_means({("c1", 0): 0.25, ("c1", 1): 0.75, ("c2", 0): 1.0})
+    {'c1': 0.5, 'c2': 1.0}
+    """
+    groups: dict[str, list[float]] = {}
+    for (case, _seed), value in items.items():
+        groups.setdefault(case, []).append(value)
+    return {case: float(np.mean(values)) for case, values in groups.items()}
 
 
 def paired_deltas(
