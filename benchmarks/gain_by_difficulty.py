@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="overall")
     parser.add_argument("--bins", type=int, default=5, help="quantile bins of the reference's score (3 terciles, 5 quintiles)")
     parser.add_argument("--unit", choices=["item", "case"], default="item",
-                        help="bootstrap unit: each (case, seed), or each case with its seeds averaged first (stricter)")
+                        help="bootstrap unit: each (case, seed) item, or each case with all its items (stricter); same mean")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--label", action="append", default=[], metavar="ENTRY=TEXT", help="legend/table label of an entry")
     parser.add_argument("--out", type=Path, default=None, help="folder for the .md, .json and .png (default: RUN/analysis)")

@@ -26,8 +26,11 @@ each bin reports the range of the difficulty it holds. Categories are ordered ha
 reference's mean), as the paper orders edit types.
 
 Intervals are `refine.compare.stats.mean_ci` (the percentile bootstrap of compare's Δ column and of
-`benchmarks/paired_delta.py`) over the paired differences in a group: per (case, seed) item by
-default, or per case (`unit="case"`: the seeds of a case in the group averaged first, stricter).
+`benchmarks/paired_delta.py`) over the paired differences in a group, each (case, seed) item a
+unit; or, with `unit="case"`, `cluster_mean_ci`, which resamples cases with all their items in the
+group (stricter, as the seeds of a case share its scene and instruction). Both keep the same mean,
+the plain mean over the group's items: averaging a case's seeds first would weight a case once
+whether one or both of its seeds fell in a bin, and change what is estimated.
 Bins are taken as given (the interval does not include the uncertainty of where a bin edge falls).
 `benchmarks/gain_by_difficulty.py` is the command line; it writes the Markdown tables and the PNG.
 """
@@ -41,7 +44,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
-from refine.compare.stats import ALL, MeanCI, case_means, item_scores, mean_ci, paired_differences
+from refine.compare.stats import ALL, MeanCI, cluster_mean_ci, item_scores, mean_ci, paired_differences
 from refine.errors import InputError
 
 Item = tuple[str, int]  # (case_id, seed)
@@ -138,9 +141,9 @@ def group_gain(
     entry: str, group: str, diffs: dict[Item, float], reference: dict[Item, float], unit: str, resamples: int,
     binned_on: tuple[float, float] | None = None,
 ) -> GroupGain:
-    """The mean paired gain on `diffs`'s items with its 95% interval (per item, or per case when `unit="case"`)."""
-    values = list(case_means(diffs).values()) if unit == "case" else list(diffs.values())
-    ci = mean_ci(values, resamples=resamples)
+    """The mean paired gain on `diffs`'s items with its 95% interval (items resampled, or cases when `unit="case"`)."""
+    values = list(diffs.values())
+    ci = cluster_mean_ci(values, [case for case, _ in diffs], resamples) if unit == "case" else mean_ci(values, resamples=resamples)
     return GroupGain(entry, group, len(diffs), len({case for case, _ in diffs}),
                      float(np.mean([reference[k] for k in diffs])), ci, binned_on)
 
@@ -209,7 +212,7 @@ def difficulty_markdown(report: DifficultyReport, labels: dict[str, str] | None 
     """The report as Markdown: overall, cross-seed bins, same-seed bins (naive), categories; one gain column per entry."""
     labels = labels or {}
     names = [labels.get(e, e) for e in report.entries]
-    unit = "per case (seeds averaged first)" if report.unit == "case" else "per (case, seed) item"
+    unit = "cases resampled" if report.unit == "case" else "(case, seed) items resampled"
     ref = report.reference
 
     def table(groups: list[GroupGain], first: str, binned: str | None) -> list[str]:
@@ -289,7 +292,7 @@ def draw_difficulty(report: DifficultyReport, path: str | Path, labels: dict[str
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel(f"paired gain in {report.metric} over {report.reference}")
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.22), frameon=False, ncols=min(3, len(report.entries)))
-    unit = "per case" if report.unit == "case" else "per (case, seed)"
+    unit = "cases resampled" if report.unit == "case" else "items resampled"
     fig.suptitle(f"gain by difficulty and category (bars: 95% bootstrap interval, {unit}; seeds {report.seeds})", fontsize=10)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -96,12 +96,18 @@ def test_categories_hardest_first_with_hand_computed_means():
     assert overall.gain.mean == pytest.approx(np.mean([np.mean(v) for v in gains.values()]) + 0.005)
 
 
-def test_per_case_unit_averages_seeds_first():
-    rows = [row("base", "a", s, 0.5) for s in (0, 1)] + [row("base", "b", s, 0.5) for s in (0, 1)]
-    rows += [row("new", "a", 0, 0.9), row("new", "a", 1, 0.9), row("new", "b", 0, 0.5)]  # b has one seed scored
+def test_per_case_unit_resamples_cases_and_keeps_the_item_mean():
+    # 40 cases whose two seeds gain alike: resampling cases sees 40 units, resampling items 80
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, g in enumerate(rng.normal(0.0, 0.1, 40)):
+        for s in (0, 1):
+            rows += [row("base", f"c{i}", s, 0.5 + 0.01 * s), row("new", f"c{i}", s, 0.5 + 0.01 * s + g)]
     item = by_group(gain_by_difficulty(rows, bins=1).overall, "new")["all"]
     case = by_group(gain_by_difficulty(rows, bins=1, unit="case").overall, "new")["all"]
-    assert item.gain.mean == pytest.approx(0.8 / 3) and case.gain.mean == pytest.approx(0.2)
+    assert case.gain.mean == pytest.approx(item.gain.mean)
+    assert case.gain.low <= case.gain.mean <= case.gain.high
+    assert (case.gain.high - case.gain.low) > 1.2 * (item.gain.high - item.gain.low)  # ~sqrt(2) wider
 
 
 def test_helpers_and_refusals():
