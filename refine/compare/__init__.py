@@ -15,6 +15,7 @@ Example:
 | `runner.py` | `run_compare`: batched, cached, resumable loop over entries x cases x seeds |
 | `store.py` | the atomic on-disk cache |
 | `stats.py` | means, bootstrap intervals, paired deltas |
+| `difficulty.py` | a finished run's paired gain by the reference's difficulty (binned on another seed) and by category: the Inline Critic paper's Fig. 3 (`benchmarks/gain_by_difficulty.py`) |
 | `report.py`, `charts.py`, `html.py` | the results folder: JSONL, MD/CSV/JSON, charts, HTML; oracle entries in an "upper bounds" block |
 | `benchmarks/` | ShapeEdit splits and GEdit-Bench / ImgEdit / EdiVal folders with their judges |
 | `cli.py` | `refine compare` |
@@ -41,6 +42,8 @@ _EXPORTS = {
     "load_compare_config": "refine.compare.runner",
     "prepare": "refine.compare.runner",
     "run_compare": "refine.compare.runner",
+    "DifficultyReport": "refine.compare.difficulty",
+    "gain_by_difficulty": "refine.compare.difficulty",
     "MeanCI": "refine.compare.stats",
     "SummaryRow": "refine.compare.stats",
 }
