@@ -21,6 +21,9 @@ Layout of `out_dir`:
   per entry over all cases and per entry and category;
 * `charts/overall.png`, `charts/categories.png` and `report.html` (self-contained page with the
   tables, charts and an image grid: source | target | each entry, half of it the worst cases);
+* `difficulty.md`, `charts/difficulty.png` with >= 2 seeds: each entry's paired gain over the first
+  by difficulty quantile (the first entry's score on the case's other seed) and by category, the
+  Inline Critic paper's Fig. 3 (`refine.compare.difficulty`, `difficulty_view`);
 * `config.yaml` the resolved config that produced it; `cache/` the reusable outputs.
 The same summary is printed as a rich table.
 
@@ -49,10 +52,12 @@ from rich.console import Console
 from rich.table import Table
 
 from refine.compare.charts import draw_charts, draw_turn_chart, turn_metrics
+from refine.compare.difficulty import DifficultyReport, difficulty_markdown, draw_difficulty, gain_by_difficulty
 from refine.compare.entries import source_hash
 from refine.compare.html import GridCell, GridRow, render_html
 from refine.compare.stats import ALL, SummaryRow, paired_deltas, repeat_interval, summarize
 from refine.compare.store import safe_name
+from refine.errors import InputError
 from refine.images import load_image
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,12 +167,40 @@ def write_report(run: "CompareRun", console: Console | None = None) -> dict[str,
     if turn_metrics(metrics):  # a multi-turn benchmark: the per-turn view (MT-EditFlow's figure)
         files["turns_chart"] = draw_turn_chart(run.summary, metrics, bench.scale, out / "charts" / "turns.png")
         charts.append(files["turns_chart"])
+    view = difficulty_view(run)  # the Inline Critic paper's Fig. 3, binned on another seed
+    if view is not None:
+        labels = {r.entry: f"{r.entry} (oracle)" for r in run.summary if r.oracle}
+        files["difficulty"] = _write(out / "difficulty.md", difficulty_markdown(view, labels) + "\n")
+        files["difficulty_chart"] = draw_difficulty(view, out / "charts" / "difficulty.png", labels)
+        charts.append(files["difficulty_chart"])
     files["html"] = _write(out / "report.html", _html(run, metrics, charts))
 
     console = console or Console()
     print_summary(run, console)
     console.print(f"report: [bold]{files['html']}[/bold]  (tables: {files['markdown'].name}, {files['csv'].name}, {files['json'].name}; cases: {files['cases'].name})", highlight=False, soft_wrap=True)
     return files
+
+
+DIFFICULTY_BINS = 5
+"""Quantile bins of the gain-by-difficulty view a run with several seeds gets (`difficulty_view`)."""
+
+
+def difficulty_view(run: "CompareRun") -> DifficultyReport | None:
+    """Every entry's gain over the first by difficulty and category (`refine.compare.difficulty`), or None.
+
+    Written as `difficulty.md` and `charts/difficulty.png` when the run can bin across seeds: >= 2
+    seeds, >= 2 entries, and >= 10 (case, seed) items per bin; with fewer the bins are noise.
+    `benchmarks/gain_by_difficulty.py` draws the same view with other bins, entries or labels.
+    """
+    seeds, entries = run.config.seeds, list(dict.fromkeys(r.entry for r in run.rows))
+    if len(seeds) < 2 or len(entries) < 2 or len(run.cases) * len(seeds) < 10 * DIFFICULTY_BINS or not run.summary:
+        return None
+    rows = [{"entry": r.entry, "case_id": r.case_id, "seed": r.seed, "category": r.category, "scores": r.scores} for r in run.rows]
+    try:
+        return gain_by_difficulty(rows, reference=run.summary[0].entry, metric=run.benchmark.metrics[0],
+                                  bins=DIFFICULTY_BINS, resamples=run.config.bootstrap)
+    except InputError:  # the reference scored no case on two seeds (failed judgements): an optional view, left out
+        return None
 
 
 def print_summary(run: "CompareRun", console: Console) -> None:

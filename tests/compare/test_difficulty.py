@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
+from refine.compare import run_compare
 from refine.compare.difficulty import difficulty_scores, gain_by_difficulty, quantile_bins
 from refine.errors import InputError
 
@@ -137,3 +139,12 @@ def test_command_line_writes_markdown_json_and_png(tmp_path, capsys):
     assert "the new arm" in markdown and markdown.count("| 1 of 3 |") == 2  # the cross-seed and the naive table
     assert (out / "gain_by_difficulty.png").read_bytes()[:4] == b"\x89PNG"
     assert "1 of 3" in capsys.readouterr().out
+
+
+def test_a_compare_run_with_two_seeds_writes_the_view(toy):
+    run = run_compare(toy("two", cases=25, seeds=[0, 1]), console=Console(quiet=True))
+    assert run.files["difficulty_chart"].read_bytes()[:4] == b"\x89PNG"
+    markdown = run.files["difficulty"].read_text()
+    assert "+spell" in markdown and markdown.count("| 1 of 5 |") == 2
+    one_seed = run_compare(toy("one", cases=25), console=Console(quiet=True))
+    assert "difficulty" not in one_seed.files and not (one_seed.out_dir / "difficulty.md").exists()
