@@ -22,7 +22,9 @@ The loop (`train_inline_critic`), top to bottom:
    (`compute_losses`: eq. 3, eq. 7 or eq. 8), clip, step; metrics.jsonl; checkpoints.
    A resume whose config differs outside `RESUME_SAFE` is refused first (`refine.training.resume`).
 4. Outputs: `stage{1,2,3}.safetensors` (training modules) after each stage, `critic.safetensors`
-   (inference weights: the token only) at the end; `lora.safetensors` for the LoRA baseline.
+   (inference weights: the token only) at the end; `lora.safetensors` for the LoRA baseline, and the
+   same adapter in diffusers' format as `lora/` (a compare entry `{kind: edit_r1, path: RUN/lora}`
+   evaluates it, e.g. beside the critic for `refine.compare.difficulty`'s bins).
 
 Stage table (paper Sec. 3.2; backbone frozen everywhere):
 | stage | critic token | masked (eq. 5) | trainable                      | loss                          |
@@ -510,6 +512,9 @@ def train_inline_critic(config: InlineCriticConfig, *, stage: str = "all", backb
     if is_main and stages[-1] == "lora":
         summary["weights"] = str(save_modules(output_dir / "lora.safetensors", _module_state(STAGES["lora"], modules, backbone),
                                               weights_metadata(config, backbone, modules, lora_rank=config.lora.rank)))
+        from refine.training.lora import save_lora
+
+        summary["lora_folder"] = str(save_lora(backbone.transformer, output_dir / "lora").parent)  # what LoRA refiners load
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n") if is_main else None
     accelerator.wait_for_everyone()
     summary["modules"] = modules

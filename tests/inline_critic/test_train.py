@@ -165,3 +165,19 @@ def test_baselines_train_their_own_parameters_only(tmp_path, method, tiny_shapes
         assert keys and all("lora" in k for k in keys)
     else:
         assert keys == ["critic_token"]
+
+
+def test_the_lora_baseline_is_also_written_in_diffusers_format(tmp_path, tiny_shapes_backbone):
+    """`lora/` is what compare's LoRA refiners load, so the control can sit in the same compare run as the critic."""
+    from refine.training.lora import load_lora, lora_state_dict
+
+    config = InlineCriticConfig(output_dir=str(tmp_path), method="lora", num_probes=1, batch_size=4, progress=False,
+                                stage3={"steps": 2, "lr": 1e-2, "warmup_steps": 0}, data={"validation_cases": 4})
+    backbone = tiny_shapes_backbone()
+    summary = train_inline_critic(config, backbone=backbone)
+    fresh = tiny_shapes_backbone()
+    load_lora(fresh.transformer, summary["lora_folder"], adapter_name="control")
+    trained, loaded = lora_state_dict(backbone.transformer), lora_state_dict(fresh.transformer, "control")
+    assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
+    loaded_config = fresh.transformer.peft_config["control"]
+    assert (loaded_config.r, loaded_config.lora_alpha) == (config.lora.rank, config.lora.alpha)  # the same LoRA scale
