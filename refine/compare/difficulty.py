@@ -163,7 +163,7 @@ def gain_by_difficulty(
     entry but the reference, in the run's order.
     """
     if unit not in ("item", "case"):
-        raise InputError(f"unit={unit!r}: use 'item' (each case and seed) or 'case' (a case's seeds averaged first)")
+        raise InputError(f"unit={unit!r}: use 'item' (resample (case, seed) items) or 'case' (resample cases with all their items)")
     rows = list(rows)
     scores = item_scores(rows, metric)
     if reference not in scores:
