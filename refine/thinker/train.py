@@ -1,4 +1,4 @@
-"""Train EditThinker with TRL: `refine train thinker --config thinker_train/shapes-sft --stage sft`.
+"""Train EditThinker with TRL: `refine train thinker --config thinker_train/shapes-sft --stage sft` (or `--stage grpo`).
 
 Example (the tiny random Qwen2.5-VL, two steps on two rows):
     >>> import tempfile
