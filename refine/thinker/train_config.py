@@ -14,8 +14,11 @@ Example:
 The paper's settings (Sec. 5.1) are the defaults of each stage: SFT 1 epoch, learning rate 2e-5,
 batch 32; GRPO 1 epoch, learning rate 2e-6, global batch 128, 8 rollouts per prompt, KL
 coefficient 1e-3, standard GRPO. `split`, `learning_rate` and `batch_size` left out of a config
-take the stage's value (the `sft` / `rl` split that `refine thinker data` writes). TRL's own GRPO
-defaults differ (beta 0, loss "dapo"), so `beta` and `loss_type` are always passed explicitly.
+take the stage's value (the `sft` / `rl` split that `refine thinker data` writes), and so does
+`output_dir` (`runs/thinker-sft` / `runs/thinker-grpo`); an `output_dir` that holds the starting
+model (GRPO from `runs/thinker-sft/final` into `runs/thinker-sft`) is refused, since final/ would
+be written over. TRL's own GRPO defaults differ (beta 0, loss "dapo"), so `beta` and `loss_type`
+are always passed explicitly.
 
 Batch units: SFT counts rows; GRPO counts completions, as TRL does (`batch_size` 128 with 8
 rollouts = 16 prompts per optimizer step). The paper does not say which unit its "global batch
@@ -26,6 +29,7 @@ size of 128" uses; in verl / EasyR1 the global batch counts prompts, which would
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from datasets import Dataset, DatasetDict, load_from_disk
@@ -39,8 +43,8 @@ VISION_MODULES = ("visual", "vision_tower", "vision_model")  # Qwen-VL, LLaVA-st
 
 # The paper's settings per stage (Sec. 5.1), used for the fields a config leaves out.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": {"split": "sft", "learning_rate": 2e-5, "batch_size": 32},
-    "grpo": {"split": "rl", "learning_rate": 2e-6, "batch_size": 128},
+    "sft": {"output_dir": "runs/thinker-sft", "split": "sft", "learning_rate": 2e-5, "batch_size": 32},
+    "grpo": {"output_dir": "runs/thinker-grpo", "split": "rl", "learning_rate": 2e-6, "batch_size": 128},
 }
 
 
@@ -71,7 +75,7 @@ class RewardWeights(RefineConfig):
 class ThinkerTrainConfig(RefineConfig):
     """Settings of `refine train thinker` (see the module docstring and `refine.thinker.train`)."""
 
-    output_dir: str = Field("runs/thinker-sft", description="Where checkpoints/, final/, metrics.jsonl and summary.json go.")
+    output_dir: str = Field(None, description="Where checkpoints/, final/, metrics.jsonl and summary.json go (default: runs/thinker-sft or runs/thinker-grpo).")
     stage: Literal["sft", "grpo"] = Field("sft", description="sft (SFTTrainer, the cold start) or grpo (GRPOTrainer, Sec. 3.3.2).")
     model: str = Field(..., description="The VLM to start from: a transformers folder or hub id (SFT: the ShapeEdit VLM; GRPO: the SFT run's final/).")
     dataset: str = Field(..., description="A `refine thinker data` dataset folder (output_dir/dataset) or any datasets.save_to_disk folder.")
@@ -131,7 +135,12 @@ class ThinkerTrainConfig(RefineConfig):
         return data
 
     @model_validator(mode="after")
-    def _check_grpo(self) -> "ThinkerTrainConfig":
+    def _check(self) -> "ThinkerTrainConfig":
+        out, start = Path(self.output_dir).resolve(), Path(self.model).resolve()
+        # (an output_dir of "." would "hold" every hub id: only a folder below the working directory counts)
+        if (start == out or out in start.parents) and out != Path.cwd().resolve():
+            raise ValueError(f"output_dir={self.output_dir!r} holds the starting model {self.model!r} (its final/ would be written over); "
+                             "use another output_dir, e.g. runs/thinker-grpo")
         if self.stage != "grpo":
             return self
         if self.batch_size % self.num_generations:

@@ -149,6 +149,8 @@ def test_config_rejects_typos_uneven_groups_and_weights_not_summing_to_one(tmp_p
         load_config(ThinkerTrainConfig, preset, ["reward_weights.edit=0.7"])
     with pytest.raises(ConfigError, match="did you mean"):
         load_config(ThinkerTrainConfig, preset, ["reward_weights.edt=0.6"])
+    with pytest.raises(ConfigError, match="holds the starting model"):  # GRPO from runs/thinker-sft/final into runs/thinker-sft
+        load_config(ThinkerTrainConfig, preset, ["output_dir=runs/thinker-sft"])
 
 
 def test_presets_hold_the_papers_grpo_settings_and_validate():
