@@ -26,12 +26,13 @@ Pieces (one concept per module):
 * `config`: `ThinkerConfig` and `build_thinker_refiner` (the registry's `thinker` refiner).
 * `cli_support`: what `refine edit --thinker ... --max-turns N` calls.
 * `trajectories`, `filters`, `trl_rows`, `data`: the training-data pipeline (paper Sec. 4,
-  `refine thinker data`); `train`: SFT with TRL (`refine train thinker --stage sft`). Imported
-  from their modules (they pull in `datasets` / TRL, which `import refine.thinker` does not).
+  `refine thinker data`); `train_config`, `train`, `grpo`, `grpo_rewards`: SFT and GRPO with TRL
+  (`refine train thinker --stage sft|grpo`). Imported from their modules (they pull in
+  `datasets` / TRL, which `import refine.thinker` does not).
 """
 
 from refine.thinker.config import ThinkerConfig, build_thinker, build_thinker_refiner
-from refine.thinker.format import ParseResult, ThinkerOutput, format_thinker_output, parse_thinker_output
+from refine.thinker.format import ParseResult, ThinkerOutput, format_thinker_output, parse_thinker_output, parse_thinker_output_strict
 from refine.thinker.loop import STOP_REASONS, LoopConfig, ThinkWhileEdit, ThinkWhileEditEditor, TurnEvent
 from refine.thinker.prompts import PromptSet, get_prompts
 from refine.thinker.protocol import Thinker, ThinkRequest, Thought, thought_from_text
@@ -61,6 +62,7 @@ __all__ = [
     "format_thinker_output",
     "get_prompts",
     "parse_thinker_output",
+    "parse_thinker_output_strict",
     "read_requests",
     "read_turns",
     "thought_from_text",

@@ -9,6 +9,7 @@ Example:
     refine thinker data --config thinker_data/shapes                  # generate, then build
     refine thinker data --config thinker_data/shapes --stage build variance_threshold=2.0
     refine train thinker --config thinker_train/shapes-sft --stage sft
+    refine train thinker --config thinker_train/shapes-grpo --stage grpo
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def data(
 def train(
     config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_train/shapes-sft."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. max_steps=100 learning_rate=1e-4."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="sft (the config's stage when omitted); grpo is not implemented yet."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="sft (SFTTrainer) or grpo (GRPOTrainer with the format, critic and edit rewards); the config's stage when omitted."),
 ) -> None:
-    """Train EditThinker with TRL (SFT: writes checkpoints/, final/, metrics.jsonl, summary.json)."""
+    """Train EditThinker with TRL, stage sft or grpo (writes checkpoints/, final/, metrics.jsonl, summary.json)."""
     from refine.config import load_config
     from refine.paths import check_output_dir
     from refine.presets import find_preset

@@ -36,6 +36,15 @@ It rejects (`ok` is False, `error` says why, nothing is raised) an output with n
 tag, one whose answer is missing or empty unless it says stop, and an answer longer than
 `max_answer_chars` (a runaway generation is not an instruction). A rejected result still carries
 whatever could be read (e.g. the reasoning) for the trace.
+
+`parse_thinker_output_strict` is the opposite: it accepts the scores style exactly as written
+above and nothing else (GRPO's format reward, `refine.thinker.grpo_rewards`, pays only for it, so
+the forgiving parser's repairs are never rewarded):
+
+    >>> parse_thinker_output_strict("<think>r</think><score>[3, 8]</score><answer>make it blue</answer>").ok
+    True
+    >>> parse_thinker_output_strict("<THINK>r</THINK><score>[3, 8]</score><answer>make it blue</answer>").error
+    'not the exact <think>R</think><score>[S_sem, S_qual]</score><answer>T</answer> format'
 """
 
 from __future__ import annotations
@@ -58,6 +67,14 @@ _NAMED = re.compile(
     re.IGNORECASE,
 )
 _LABEL = re.compile(r"^\s*(refined\s+)?(instruction|prompt|answer|edit)\s*:\s*", re.IGNORECASE)
+# The strict grammar: the three blocks once each, lowercase tags, in order, only whitespace between
+# and around them, two plain numbers in brackets.
+_STRICT_NUMBER = r"\s*(\d+(?:\.\d+)?)\s*"
+_STRICT = re.compile(
+    r"\s*<think>(?P<think>.*?)</think>\s*<score>\[" + _STRICT_NUMBER + "," + _STRICT_NUMBER
+    + r"\]</score>\s*<answer>(?P<answer>.*?)</answer>\s*",
+    re.DOTALL,
+)
 _YES = {"yes", "true", "1", "stop", "y"}
 _NO = {"no", "false", "0", "continue", "n"}
 
@@ -139,6 +156,45 @@ def parse_thinker_output(text: str, *, max_answer_chars: int = MAX_ANSWER_CHARS)
     elif answer is not None and len(answer) > max_answer_chars:
         error = f"<answer> is {len(answer)} characters long (limit {max_answer_chars}): a runaway generation, not an instruction"
     return ParseResult(output, repairs, error)
+
+
+def parse_thinker_output_strict(text: str, *, max_answer_chars: int = MAX_ANSWER_CHARS) -> ParseResult:
+    """Read `text` only if it is exactly `<think>R</think><score>[S_sem, S_qual]</score><answer>T</answer>`.
+
+    No repairs: tags in lowercase without spaces, each block once and in that order, nothing but
+    whitespace outside them, a non-empty reasoning and answer, two numbers in [0, 10] written as a
+    list, and nothing the forgiving parser would repair (a quoted or labelled answer, a tag inside
+    a block). Whitespace between blocks and line breaks inside the answer are allowed (the
+    forgiving parser does not count them as repairs either). Never raises; `error` says why not.
+
+    Example:
+        >>> parse_thinker_output_strict("<think>r</think><score>[3, 8]</score><answer>make it blue</answer>").output.scores
+        {'semantic': 3.0, 'quality': 8.0}
+        >>> [parse_thinker_output_strict(t).error is None for t in (
+        ...     "<think>r</think><score>[3]</score><answer>x</answer>",              # one score
+        ...     "<think>r</think><score>3, 8</score><answer>x</answer>",             # not a list
+        ...     "<think>r</think><score>[3, 12]</score><answer>x</answer>",          # out of range
+        ...     "Sure! <think>r</think><score>[3, 8]</score><answer>x</answer>",     # text outside
+        ...     '<think>r</think><score>[3, 8]</score><answer>"x"</answer>')]       # quoted answer
+        [False, False, False, False, False]
+    """
+    text = text if isinstance(text, str) else ""
+    match = _STRICT.fullmatch(text)
+    if match is None:
+        return ParseResult(ThinkerOutput(), [], "not the exact <think>R</think><score>[S_sem, S_qual]</score><answer>T</answer> format")
+    semantic, quality = float(match.group(2)), float(match.group(3))
+    reasoning, answer = match.group("think").strip(), match.group("answer").strip()
+    output = ThinkerOutput(reasoning=reasoning, semantic=semantic, quality=quality, answer=answer)
+    if _TAG.search(reasoning) or _TAG.search(answer):
+        return ParseResult(output, [], "a tag inside a block")
+    if not reasoning or not answer:
+        return ParseResult(output, [], "empty <think> or <answer> block")
+    if not (semantic <= 10.0 and quality <= 10.0):
+        return ParseResult(output, [], "a score outside 0-10")
+    forgiving = parse_thinker_output(text, max_answer_chars=max_answer_chars)
+    if not forgiving.ok or forgiving.repairs:
+        return ParseResult(output, [], forgiving.error or "the forgiving parser repairs it: " + "; ".join(forgiving.repairs))
+    return ParseResult(forgiving.output, [], None)
 
 
 def format_thinker_output(output: ThinkerOutput, style: Literal["scores", "stop"] | None = None) -> str:

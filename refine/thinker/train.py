@@ -1,4 +1,4 @@
-"""Train EditThinker with TRL: `refine train thinker --config thinker_train/shapes-sft --stage sft`.
+"""Train EditThinker with TRL: `refine train thinker --config thinker_train/shapes-sft --stage sft` (or `--stage grpo`).
 
 Example (the tiny random Qwen2.5-VL, two steps on two rows):
     >>> import tempfile
@@ -27,8 +27,11 @@ accumulation over `per_device_batch_size` x processes). The trained model and it
 `output_dir/final`, a standard transformers folder that `VLMThinker.from_spec(folder)`,
 `transformers serve` and vLLM load.
 
-Stage `grpo` (Sec. 3.3.2, the edit/critic/format rewards) is not implemented yet (issue 24,
-section 2); asking for it is a `ConfigError` that says so.
+Stage `grpo` (Sec. 3.3.2): TRL's `GRPOTrainer` on the `rl` split, starting from the SFT model,
+with the paper's rewards R = alpha R_format + beta R_critic + gamma R_edit
+(`refine.thinker.grpo_rewards`; the stage's setup, image handling and TRL's VLM limits in
+`refine.thinker.grpo`). The settings of both stages are one `ThinkerTrainConfig`
+(`refine.thinker.train_config`): a field a config leaves out takes its stage's paper value.
 """
 
 from __future__ import annotations
@@ -36,91 +39,38 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
-from pydantic import Field
 
 from refine._compat import ensure_torchvision_importable
-from refine.config import RefineConfig
-from refine.errors import ConfigError
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
+from refine.thinker.grpo import train_grpo  # noqa: E402
+from refine.thinker.train_config import (  # noqa: E402  (re-exported: the registry names refine.thinker.train:ThinkerTrainConfig)
+    VISION_MODULES,
+    ThinkerTrainConfig,
+    accumulation_steps,
+    freeze_vision_tower,
+    load_rows,
+)
 from refine.training.metrics import MetricsLogger  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
-VISION_MODULES = ("visual", "vision_tower", "vision_model")  # Qwen-VL, LLaVA-style, Idefics-style names
-
-
-class ThinkerTrainConfig(RefineConfig):
-    """Settings of `refine train thinker` (see the module docstring)."""
-
-    output_dir: str = Field("runs/thinker-sft", description="Where checkpoints/, final/, metrics.jsonl and summary.json go.")
-    stage: Literal["sft", "grpo"] = Field("sft", description="sft (SFTTrainer); grpo is not implemented yet.")
-    model: str = Field(..., description="The VLM to start from: a transformers folder or hub id (e.g. the ShapeEdit VLM's final/).")
-    dataset: str = Field(..., description="A `refine thinker data` dataset folder (output_dir/dataset) or any datasets.save_to_disk folder.")
-    split: Optional[str] = Field("sft", description="The split of a DatasetDict to train on (None: the folder holds one Dataset).")
-    freeze_vision: bool = Field(True, description="Freeze the vision tower and its merger (the paper's model keeps a pretrained tower).")
-    epochs: float = Field(1.0, gt=0, description="Passes over the data (paper: 1).")
-    max_steps: int = Field(-1, description="Optimizer steps; -1: as many as `epochs` gives.")
-    learning_rate: float = Field(2e-5, gt=0, description="Peak AdamW learning rate (paper: 2e-5).")
-    batch_size: int = Field(32, ge=1, description="Global batch: per_device_batch_size x processes x accumulation (paper: 32).")
-    per_device_batch_size: int = Field(4, ge=1, description="Rows per forward pass on one device.")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warm-up, then cosine decay.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    bf16: bool = Field(False, description="bf16 mixed precision (GPUs). False on CPU: fp32, and no process-wide bf16 autocast.")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (real models).")
-    max_length: Optional[int] = Field(None, ge=16, description="Truncate rows to this many tokens (None: never cut a target).")
-    logging_steps: int = Field(10, ge=1, description="Log the loss every this many steps (metrics.jsonl).")
-    save_steps: int = Field(500, ge=1, description="Checkpoint every this many steps.")
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
-    seed: int = Field(0, description="Data order and initialisation seed.")
-    num_threads: int = Field(1, ge=1, description="torch threads on CPU.")
-    progress: bool = Field(True, description="Progress bars and log lines.")
-
-
-def freeze_vision_tower(model) -> str:
-    """Freeze the first module named like a vision tower (`VISION_MODULES`); returns its name."""
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in VISION_MODULES:
-            module.requires_grad_(False)
-            return name
-    raise ConfigError(f"{type(model).__name__} has no module named {' / '.join(VISION_MODULES)}; set freeze_vision=false")
-
-
-def load_rows(config: ThinkerTrainConfig) -> Dataset:
-    data = load_from_disk(config.dataset)
-    if isinstance(data, DatasetDict):
-        if config.split is None or config.split not in data:
-            raise ConfigError(f"{config.dataset} holds the splits {sorted(data)}; set split to one of them (refine thinker data writes sft and rl)")
-        data = data[config.split]
-    if not {"prompt", "completion", "images"} <= set(data.column_names):
-        raise ConfigError(f"{config.dataset}: rows need prompt, completion and images columns (refine thinker data writes them); got {data.column_names}")
-    return data
-
-
-def accumulation_steps(config: ThinkerTrainConfig, processes: int) -> int:
-    """Gradient accumulation that reaches the global `batch_size` on `processes` devices.
-
-    Example:
-        >>> accumulation_steps(ThinkerTrainConfig(model="m", dataset="d", batch_size=32, per_device_batch_size=4), processes=8)
-        1
-    """
-    per_step = config.per_device_batch_size * processes
-    if config.batch_size % per_step:
-        raise ConfigError(f"batch_size={config.batch_size} is not a multiple of per_device_batch_size x processes = {per_step}; change one of them")
-    return config.batch_size // per_step
+__all__ = ["VISION_MODULES", "ThinkerTrainConfig", "accumulation_steps", "freeze_vision_tower", "load_rows", "train", "train_sft"]
 
 
 def train(config: ThinkerTrainConfig) -> dict[str, Any]:
-    """Run one stage (see the module docstring); returns a summary (global_step, losses, final/ path)."""
-    if config.stage == "grpo":
-        raise ConfigError("stage grpo is not implemented yet (issue 24, section 2): run stage sft")
+    """Run the config's stage (see the module docstring); returns a summary (global_step, losses, final/ path)."""
+    return train_grpo(config) if config.stage == "grpo" else train_sft(config)
+
+
+def train_sft(config: ThinkerTrainConfig) -> dict[str, Any]:
+    """Stage sft: `SFTTrainer` on the sft split; writes output_dir/final and summary.json."""
     torch.set_num_threads(config.num_threads)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
