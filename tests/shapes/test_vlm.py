@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from refine._compat import ensure_torchvision_importable
@@ -18,14 +19,15 @@ from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # n
 from refine.cli import main  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
-from refine.shapes.data import load_split, stream_case, training_stream  # noqa: E402
+from refine.shapes.data import ShapeCase, load_split, stream_case, training_stream  # noqa: E402
+from refine.shapes.edits import Recolor  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
 from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm  # noqa: E402
-from refine.shapes.vlm.tasks import judge_example  # noqa: E402
+from refine.shapes.vlm.tasks import judge_example, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
-from refine.shapes.world import render  # noqa: E402
+from refine.shapes.world import Obj, Scene, render  # noqa: E402
 from refine.training.accelerate_setup import make_accelerator  # noqa: E402
 
 
@@ -203,3 +205,29 @@ def test_near_misses_are_other_labels_under_the_cases_own_prompt():
         case = next(c for c in itertools.islice(training_stream(23), 10) if c.id == row["case_id"])
         perfect = judge_example(case, case.target_image, "score", random.Random(0))
         assert perfect["prompt"] == row["prompt"] and perfect["overall"] == 1.0
+
+
+def test_the_grid_task_names_every_cell_of_the_shown_scene_and_weights_pick_the_tasks():
+    source = Scene("white", (Obj("circle", "red", "large", (0, 0)), Obj("square", "blue", "small", (2, 1))))
+    case = ShapeCase.build("hand", source, Recolor((0, 0), "green"), "make the red circle green", "direct")
+    rows = seeing_examples(case, random.Random(0), per_case=12, tasks={"grid": 1.0}, degrade_rate=0.0)
+    assert {row["task"] for row in rows} == {"grid"}
+    truths = {render(case.source).tobytes(): "top left corner: large red circle", render(case.target).tobytes(): "top left corner: large green circle"}
+    for row in rows:
+        cells = row["completion"][0]["content"][0]["text"].split("; ")
+        assert len(cells) == 9 and cells[0] == truths[row["images"][0].tobytes()]   # the answer is about the image shown
+        assert cells[7] == "bottom middle: small blue square" and cells[4] == "center: nothing"
+    assert len({row["images"][0].tobytes() for row in rows}) == 2                     # source and target both asked
+    mixed = seeing_examples(case, random.Random(0), per_case=60, tasks={"grid": 3.0, "count": 1.0})
+    assert {row["task"] for row in mixed} == {"grid", "count"}
+    assert sum(row["task"] == "grid" for row in mixed) > 30
+    # unweighted: the six original tasks only (the presets' datasets are unchanged)
+    assert "grid" not in {row["task"] for row in seeing_examples(case, random.Random(0), per_case=60)}
+
+
+def test_the_seeing_task_weights_are_checked_and_reach_the_dataset():
+    with pytest.raises(ValidationError, match="unknown seeing tasks"):
+        VLMDataConfig(seeing_tasks={"grid": 1.0, "cells": 1.0})
+    dataset = build_dataset(VLMDataConfig(cases=3, seeing_per_case=2, judge_per_case=0, editor=False,
+                                          seeing_tasks={"grid": 1.0}, degrade_rate=0.0))
+    assert dataset["task"] == ["grid"] * 6
