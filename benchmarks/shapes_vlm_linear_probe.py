@@ -71,11 +71,11 @@ def vision_features(folder: str, images) -> np.ndarray:
 
 
 def main() -> None:
+    global TRAIN  # read by fit_score and vision_features
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--train", type=int, default=TRAIN, help="probe training scenes (300 more are the test)")
     args = parser.parse_args()
-    global TRAIN
     TRAIN = args.train
     torch.set_num_threads(1)
     start = time.process_time()
