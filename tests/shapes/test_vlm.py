@@ -1,5 +1,6 @@
 """The ShapeEdit VLM: tokenizer, vision geometry, plain-transformers loading, datasets, SFT training and resume."""
 
+import dataclasses
 import itertools
 import json
 import random
@@ -231,3 +232,22 @@ def test_the_seeing_task_weights_are_checked_and_reach_the_dataset():
     dataset = build_dataset(VLMDataConfig(cases=3, seeing_per_case=2, judge_per_case=0, editor=False,
                                           seeing_tasks={"grid": 1.0}, degrade_rate=0.0))
     assert dataset["task"] == ["grid"] * 6
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_interleaved_mrope_lets_the_language_model_tell_visual_tokens_of_different_columns_apart(tmp_path, interleaved):
+    folder = build_shapes_vlm(tmp_path, dataclasses.replace(VLMSize(), interleaved_mrope=interleaved))
+    model = AutoModelForImageTextToText.from_pretrained(folder)           # plain transformers reads the sections back
+    rotary = model.model.language_model.rotary_emb
+    # two visual tokens of one row, 3 merged columns apart; (time, height, width) position ids
+    position_ids = torch.tensor([[[5, 5]], [[5, 5]], [[5, 8]]])
+    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), position_ids)   # (3 axes folded, 1, 2, head_dim)
+    angle = torch.atan2(sin[0, 1] * cos[0, 0] - cos[0, 1] * sin[0, 0], cos[0, 1] * cos[0, 0] + sin[0, 1] * sin[0, 0])
+    if interleaved:
+        assert angle.abs().max() > 1.0        # some frequency turns the two tokens' keys apart
+    else:
+        assert angle.abs().max() < 0.01       # Qwen2.5-VL's block layout gives width only the slowest frequencies here
+    # text (equal ids on the three axes) is rotated the same either way
+    text = torch.tensor([[[3, 9]]] * 3)
+    reference = AutoModelForImageTextToText.from_pretrained(build_shapes_vlm(tmp_path / "ref", VLMSize()))
+    assert torch.allclose(rotary(torch.zeros(1), text)[0], reference.model.language_model.rotary_emb(torch.zeros(1), text)[0])
