@@ -18,6 +18,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # noqa: E402
 
 from refine.cli import main  # noqa: E402
+from refine.config import load_config  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.shapes.data import ShapeCase, load_split, stream_case, training_stream  # noqa: E402
@@ -251,3 +252,10 @@ def test_interleaved_mrope_lets_the_language_model_tell_visual_tokens_of_differe
     text = torch.tensor([[[3, 9]]] * 3)
     reference = AutoModelForImageTextToText.from_pretrained(build_shapes_vlm(tmp_path / "ref", VLMSize()))
     assert torch.allclose(rotary(torch.zeros(1), text)[0], reference.model.language_model.rotary_emb(torch.zeros(1), text)[0])
+
+
+def test_the_seeing_preset_draws_seeing_rows_only_with_the_grid_question():
+    config = load_config(VLMTrainConfig, "examples/configs/vlm/shapes-seeing.yaml", ["data.cases=8", "model.interleaved_mrope=true"])
+    assert config.model.size().interleaved_mrope
+    tasks = build_dataset(config.data)["task"]
+    assert len(tasks) == 24 and not any(t.startswith("judge") for t in tasks) and "grid" in tasks
