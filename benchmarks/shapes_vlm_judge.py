@@ -16,7 +16,7 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    the untrained init/) run the same way, as the floor.
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
-   is in a cell, the full description) on `--seeing-cases` shapes-val sources.
+   is in a cell, the full description, every cell: exact and per cell) on `--seeing-cases` shapes-val sources.
 7. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
@@ -48,7 +48,7 @@ from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_edit  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
-from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, _name, describe_scene  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, _name, describe_grid, describe_scene  # noqa: E402
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 
 MIN_GAP = 0.05
@@ -150,14 +150,18 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
         asks += [("background", case, QUESTIONS["background"], scene.background),
                  ("count", case, QUESTIONS["count"], str(len(scene.objects))),
                  ("at_position", case, QUESTIONS["at_position"].format(position=POSITION_NAMES[position]), _name(scene.at(position))),
-                 ("describe", case, QUESTIONS["describe"], describe_scene(scene))]
+                 ("describe", case, QUESTIONS["describe"], describe_scene(scene)),
+                 ("grid", case, QUESTIONS["grid"], describe_grid(scene))]
     chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
               {"role": "user", "content": [{"type": "image", "image": case.source_image}, {"type": "text", "text": question}]}]
              for _, case, question, _ in asks]
-    answers = backend.generate(chats, max_new_tokens=64)
+    answers = backend.generate(chats, max_new_tokens=96)  # a grid answer is up to ~55 tokens
     hits: dict[str, list[float]] = {}
     for (task, _, _, truth), answer in zip(asks, answers):
         hits.setdefault(task, []).append(float(answer.strip() == truth))
+        if task == "grid":  # and cell by cell (a model never trained on the grid question scores ~0 here)
+            said = answer.strip().split("; ")
+            hits.setdefault("grid_cells", []).append(float(np.mean([i < len(said) and said[i] == cell for i, cell in enumerate(truth.split("; "))])))
     return {task: float(np.mean(values)) for task, values in hits.items()}
 
 

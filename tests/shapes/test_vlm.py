@@ -1,11 +1,13 @@
 """The ShapeEdit VLM: tokenizer, vision geometry, plain-transformers loading, datasets, SFT training and resume."""
 
+import dataclasses
 import itertools
 import json
 import random
 
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from refine._compat import ensure_torchvision_importable
@@ -16,16 +18,18 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # noqa: E402
 
 from refine.cli import main  # noqa: E402
+from refine.config import load_config  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
-from refine.shapes.data import load_split, stream_case, training_stream  # noqa: E402
+from refine.shapes.data import ShapeCase, load_split, stream_case, training_stream  # noqa: E402
+from refine.shapes.edits import Recolor  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
 from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm  # noqa: E402
-from refine.shapes.vlm.tasks import judge_example  # noqa: E402
+from refine.shapes.vlm.tasks import judge_example, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
-from refine.shapes.world import render  # noqa: E402
+from refine.shapes.world import Obj, Scene, render  # noqa: E402
 from refine.training.accelerate_setup import make_accelerator  # noqa: E402
 
 
@@ -203,3 +207,55 @@ def test_near_misses_are_other_labels_under_the_cases_own_prompt():
         case = next(c for c in itertools.islice(training_stream(23), 10) if c.id == row["case_id"])
         perfect = judge_example(case, case.target_image, "score", random.Random(0))
         assert perfect["prompt"] == row["prompt"] and perfect["overall"] == 1.0
+
+
+def test_the_grid_task_names_every_cell_of_the_shown_scene_and_weights_pick_the_tasks():
+    source = Scene("white", (Obj("circle", "red", "large", (0, 0)), Obj("square", "blue", "small", (2, 1))))
+    case = ShapeCase.build("hand", source, Recolor((0, 0), "green"), "make the red circle green", "direct")
+    rows = seeing_examples(case, random.Random(0), per_case=12, tasks={"grid": 1.0}, degrade_rate=0.0)
+    assert {row["task"] for row in rows} == {"grid"}
+    truths = {render(case.source).tobytes(): "top left corner: large red circle", render(case.target).tobytes(): "top left corner: large green circle"}
+    for row in rows:
+        cells = row["completion"][0]["content"][0]["text"].split("; ")
+        assert len(cells) == 9 and cells[0] == truths[row["images"][0].tobytes()]   # the answer is about the image shown
+        assert cells[7] == "bottom middle: small blue square" and cells[4] == "center: nothing"
+    assert len({row["images"][0].tobytes() for row in rows}) == 2                     # source and target both asked
+    mixed = seeing_examples(case, random.Random(0), per_case=60, tasks={"grid": 3.0, "count": 1.0})
+    assert {row["task"] for row in mixed} == {"grid", "count"}
+    assert sum(row["task"] == "grid" for row in mixed) > 30
+    # unweighted: the six original tasks only (the presets' datasets are unchanged)
+    assert "grid" not in {row["task"] for row in seeing_examples(case, random.Random(0), per_case=60)}
+
+
+def test_the_seeing_task_weights_are_checked_and_reach_the_dataset():
+    with pytest.raises(ValidationError, match="unknown seeing tasks"):
+        VLMDataConfig(seeing_tasks={"grid": 1.0, "cells": 1.0})
+    dataset = build_dataset(VLMDataConfig(cases=3, seeing_per_case=2, judge_per_case=0, editor=False,
+                                          seeing_tasks={"grid": 1.0}, degrade_rate=0.0))
+    assert dataset["task"] == ["grid"] * 6
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_interleaved_mrope_lets_the_language_model_tell_visual_tokens_of_different_columns_apart(tmp_path, interleaved):
+    folder = build_shapes_vlm(tmp_path, dataclasses.replace(VLMSize(), interleaved_mrope=interleaved))
+    model = AutoModelForImageTextToText.from_pretrained(folder)           # plain transformers reads the sections back
+    rotary = model.model.language_model.rotary_emb
+    # two visual tokens of one row, 3 merged columns apart; (time, height, width) position ids
+    position_ids = torch.tensor([[[5, 5]], [[5, 5]], [[5, 8]]])
+    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), position_ids)   # (3 axes folded, 1, 2, head_dim)
+    angle = torch.atan2(sin[0, 1] * cos[0, 0] - cos[0, 1] * sin[0, 0], cos[0, 1] * cos[0, 0] + sin[0, 1] * sin[0, 0])
+    if interleaved:
+        assert angle.abs().max() > 1.0        # some frequency turns the two tokens' keys apart
+    else:
+        assert angle.abs().max() < 0.01       # Qwen2.5-VL's block layout gives width only the slowest frequencies here
+    # text (equal ids on the three axes) is rotated the same either way
+    text = torch.tensor([[[3, 9]]] * 3)
+    reference = AutoModelForImageTextToText.from_pretrained(build_shapes_vlm(tmp_path / "ref", VLMSize()))
+    assert torch.allclose(rotary(torch.zeros(1), text)[0], reference.model.language_model.rotary_emb(torch.zeros(1), text)[0])
+
+
+def test_the_seeing_preset_draws_seeing_rows_only_with_the_grid_question():
+    config = load_config(VLMTrainConfig, "examples/configs/vlm/shapes-seeing.yaml", ["data.cases=8", "model.interleaved_mrope=true"])
+    assert config.model.size().interleaved_mrope
+    tasks = build_dataset(config.data)["task"]
+    assert len(tasks) == 24 and not any(t.startswith("judge") for t in tasks) and "grid" in tasks

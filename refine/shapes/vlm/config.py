@@ -26,12 +26,17 @@ class VLMModelConfig(RefineConfig):
     vision_hidden_size: int = Field(128, ge=8, description="vision tower width")
     vision_depth: int = Field(4, ge=1, description="vision tower blocks")
     vocab_size: int = Field(1024, ge=400, description="BPE vocabulary trained in code")
+    interleaved_mrope: bool = Field(
+        False, description="cycle the language model's rotary frequencies over (time, height, width) so visual tokens of "
+        "different cells get distinguishable positions (Qwen2.5-VL's blocks give height and width only the slowest "
+        "frequencies: at this size the 16 visual tokens are an unordered set); see refine/shapes/vlm/model.py")
 
     def size(self) -> VLMSize:
         if self.tiny:
             return VLMSize.tiny()
         return VLMSize(hidden_size=self.hidden_size, num_layers=self.num_layers, vision_hidden_size=self.vision_hidden_size,
-                       vision_depth=self.vision_depth, vocab_size=self.vocab_size)
+                       vision_depth=self.vision_depth, vocab_size=self.vocab_size,
+                       interleaved_mrope=self.interleaved_mrope)
 
 
 class VLMTrainConfig(RefineConfig):

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from datasets import Dataset
-from pydantic import Field
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from refine.backbones.shapes import load_shapes_backbone
 from refine.config import RefineConfig
 from refine.rollout.flow_editor import FlowEditor
 from refine.shapes.data import training_stream
-from refine.shapes.vlm.tasks import JUDGE_KINDS, candidate_outputs, judge_example, seeing_examples
+from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, candidate_outputs, judge_example, seeing_examples
 
 
 class VLMDataConfig(RefineConfig):
@@ -38,6 +38,11 @@ class VLMDataConfig(RefineConfig):
     seed: int = Field(23, description="training stream seed (cases train-{seed}-{n})")
     cases: int = Field(1000, ge=1, description="stream cases to draw")
     seeing_per_case: int = Field(2, ge=0, description="seeing examples per case (describe, position, colour, count, difference)")
+    seeing_tasks: Optional[dict[str, float]] = Field(
+        None, description="weights of the seeing task kinds (describe, at_position, color, background, count, difference, "
+        "grid: every cell named); None: the first six uniformly. A seeing stage that must teach the tower the cells "
+        "weights grid up (see refine/shapes/vlm/README.md)")
+    degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
     judge_per_case: int = Field(2, ge=0, description="judge examples per case on outputs other than the editor's")
     editor: bool = Field(True, description="also judge the bundled editor's output of every case (one example per case)")
     editor_steps: int | None = Field(None, ge=1, description="editor sampling steps (None: the editor's default)")
@@ -49,6 +54,16 @@ class VLMDataConfig(RefineConfig):
         default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
         description="weights of the judge prompt kinds (score, yesno, score_cot) among judge examples",
     )
+
+    @field_validator("seeing_tasks")
+    @classmethod
+    def _known_seeing_tasks(cls, tasks: Optional[dict[str, float]]) -> Optional[dict[str, float]]:
+        unknown = set(tasks or ()) - set(QUESTIONS)
+        if unknown:
+            raise ValueError(f"unknown seeing tasks {sorted(unknown)}; use {', '.join(QUESTIONS)}")
+        if tasks is not None and (min(tasks.values(), default=0) < 0 or sum(tasks.values()) <= 0):
+            raise ValueError("seeing_tasks weights must be >= 0 with a positive sum, e.g. {grid: 0.5, describe: 0.2, count: 0.1}")
+        return tasks
 
 
 def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
@@ -62,7 +77,7 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     outputs = _editor_outputs(cases, config, progress) if config.editor else [None] * len(cases)
     rows: list[dict[str, Any]] = []
     for case, edited in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
-        rows += seeing_examples(case, rng, config.seeing_per_case)
+        rows += seeing_examples(case, rng, config.seeing_per_case, config.seeing_tasks, config.degrade_rate)
         # at least two drawn, as before the near misses, so the presets' datasets stay the same row for row
         candidates = candidate_outputs(case, rng, config.near_misses, k=max(2, config.judge_per_case))[: config.judge_per_case]
         if edited is not None:

@@ -60,6 +60,9 @@ class VLMSize:
     vision_depth: int = 4
     vision_heads: int = 4
     vocab_size: int = 1024
+    # Rotary frequencies of the language model cycled over (time, height, width) one by one, instead
+    # of Qwen2.5-VL's three blocks (time, then height, then width); see `_mrope`.
+    interleaved_mrope: bool = False
 
     @classmethod
     def tiny(cls) -> "VLMSize":
@@ -68,9 +71,25 @@ class VLMSize:
                    vision_heads=2, vocab_size=600)
 
 
-def _mrope(head_dim: int) -> list[int]:
-    """Split head_dim / 2 rotary frequencies into (time, height, width) sections, time largest."""
+def _mrope(head_dim: int, interleaved: bool = False) -> list[int]:
+    """Split head_dim / 2 rotary frequencies into (time, height, width) sections.
+
+    Blocks (Qwen2.5-VL's layout): time gets the fastest half, height the next quarter, width the
+    slowest. At this model's head size (64, theta 1e4) the height frequencies are 0.01-0.0013 and
+    the width ones 0.001-0.00013 radians per position, so tokens 1-3 rows or columns apart rotate
+    by at most 0.03 radians: the language model cannot tell one visual token's cell from another's
+    and sees the 16 as an unordered set (the background is learnt, the cells are not).
+    Interleaved: sections of one frequency each, which transformers' Qwen2.5-VL rotary embedding
+    assigns to time, height, width, time, ... in turn (`split(mrope_section)`, chunk i -> axis i % 3),
+    so each axis gets fast and slow frequencies; text, whose three position ids are equal, is
+    rotated exactly as before.
+
+    >>> _mrope(64), len(_mrope(64, interleaved=True)), sum(_mrope(64, interleaved=True))
+    ([16, 8, 8], 32, 32)
+    """
     half = head_dim // 2
+    if interleaved:
+        return [1] * half
     spatial = half // 4
     return [half - 2 * spatial, spatial, spatial]
 
@@ -102,7 +121,7 @@ def build_shapes_vlm(path: str | Path, size: VLMSize = VLMSize(), seed: int = 0)
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
-            rope_parameters={"rope_type": "default", "rope_theta": 10_000.0, "mrope_section": _mrope(head_dim)},
+            rope_parameters={"rope_type": "default", "rope_theta": 10_000.0, "mrope_section": _mrope(head_dim, size.interleaved_mrope)},
         ),
         vision_config=dict(
             depth=size.vision_depth,

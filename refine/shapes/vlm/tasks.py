@@ -52,7 +52,10 @@ QUESTIONS: dict[str, str] = {
     "background": "What colour is the background?",
     "count": "How many objects are there?",
     "difference": "Here are two images. What differs between them?",
+    "grid": "What is in each cell?",
 }
+# The tasks drawn uniformly when no weights are given (the presets' datasets): "grid" is opt-in.
+DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "background", "count", "difference")
 # O at or above which the yes/no label is "Yes" (the exact judge's success needs IF = 1).
 YES_THRESHOLD = 0.75
 SCORE_HIGH = 5  # the rewards layer's default scale is 0-5 (`MLLMJudge(score_range=(0, 5))`)
@@ -86,6 +89,20 @@ def describe_difference(before: Scene, after: Scene) -> str:
     return "; ".join(parts) or "nothing"
 
 
+def describe_grid(scene: Scene) -> str:
+    """The answer to "What is in each cell?": all nine cells in reading order, empty ones as "nothing".
+
+    Every cell is asked in every example (a describe answer names only the occupied ones, and the
+    at-position question one cell, mostly an empty one), so the answer's tokens supervise what the
+    vision tokens must carry about each cell.
+
+    >>> from refine.shapes.world import Obj
+    >>> describe_grid(Scene("white", (Obj("circle", "red", "large", (0, 1)),))).split("; ")[:3]
+    ['top left corner: nothing', 'top middle: large red circle', 'top right corner: nothing']
+    """
+    return "; ".join(f"{POSITION_NAMES[position]}: {_name(scene.at(position))}" for position in POSITIONS)
+
+
 def _name(obj) -> str:
     return "nothing" if obj is None else f"{obj.size} {obj.color} {obj.shape}"
 
@@ -99,17 +116,27 @@ def _example(case: ShapeCase, task: str, images: Sequence[Image.Image], user_tex
             "images": list(images), "overall": None, "case_id": case.id}
 
 
-def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3) -> list[dict[str, Any]]:
-    """`per_case` image-understanding examples about the case's source or target (one is sometimes degraded)."""
+def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, tasks: dict[str, float] | None = None,
+                    degrade_rate: float = 0.3) -> list[dict[str, Any]]:
+    """`per_case` image-understanding examples about the case's source or target (a share `degrade_rate` degraded).
+
+    `tasks` weights the task kinds (keys of `QUESTIONS`); None draws the `DEFAULT_SEEING_TASKS` uniformly.
+    """
+    unknown = set(tasks or ()) - set(QUESTIONS)
+    if unknown:
+        raise InputError(f"unknown seeing tasks {sorted(unknown)}; use {', '.join(QUESTIONS)}")
     out = []
     for _ in range(per_case):
         scene = rng.choice((case.source, case.target))
         image = render(scene, case.size)
-        if rng.random() < 0.3:  # editors' outputs are blurred and noisy: see through it
+        if rng.random() < degrade_rate:  # editors' outputs are blurred and noisy: see through it
             image = degrade(image, noise=rng.uniform(0, 12) / 255, blur=rng.choice((0.0, 0.6, 1.0)), seed=rng.randrange(1 << 30))
-        task = rng.choice(tuple(QUESTIONS))
+        # (uniform draw by `choice` when unweighted, so the presets' datasets stay the same row for row)
+        task = rng.choice(DEFAULT_SEEING_TASKS) if tasks is None else rng.choices(list(tasks), list(tasks.values()))[0]
         position = rng.choice(POSITIONS)
-        if task == "describe":
+        if task == "grid":
+            out.append(_example(case, task, [image], QUESTIONS[task], describe_grid(scene)))
+        elif task == "describe":
             out.append(_example(case, task, [image], QUESTIONS[task], describe_scene(scene)))
         elif task == "at_position":
             obj = scene.at(position)
