@@ -75,8 +75,9 @@ def train_arm(out: Path, arm: str, seed: int, iterations: int, lr: float) -> Non
     (run / "done.json").write_text(json.dumps({"wall_s": time.time() - started, "train_cpu_s_logged": cpu}))
 
 
-def evaluate_lora(lora: Path | None, config: MultiTurnConfig, sequences) -> dict[str, list[float]]:
-    """Per-sequence IF/CC/O at turns 1..3 of the base editor (lora None) or the editor with `lora`."""
+def evaluate_lora(lora: Path | None, config: MultiTurnConfig, sequences, seed: int | None = None) -> dict[str, list[float]]:
+    """Per-sequence IF/CC/O at turns 1..3 of the base editor (lora None) or the editor with `lora`, at evaluation
+    `seed` (None: the trainer's, `config.eval.seed`)."""
     torch.manual_seed(0)
     backbone = load_shapes_backbone()
     if lora is not None:
@@ -84,7 +85,7 @@ def evaluate_lora(lora: Path | None, config: MultiTurnConfig, sequences) -> dict
     rewards = build_rewards(config, scale=1.0)
     with torch.no_grad():
         _, scored = evaluate(backbone, sequences, rewards, turns=EVAL_TURNS, sampler=config.rollout.sampler, steps=config.rollout.steps,
-                             guidance=config.rollout.guidance, seed=config.eval.seed, max_batch=config.rollout.max_batch)
+                             guidance=config.rollout.guidance, seed=config.eval.seed if seed is None else seed, max_batch=config.rollout.max_batch)
     IF, CC = scored.rewards["if"], scored.rewards["cc"]  # (n, K)
     O = torch.sqrt((IF * CC).clamp_min(0))
     out: dict[str, list[float]] = {}

@@ -10,7 +10,7 @@ re-evaluates a short list of candidates at evaluation seeds the runs never used,
 shapes-mt-val sequences (the tuning split; the reported shapes-mt is not touched), and reports each
 one's O at turns 1 and 3 paired per sequence against the base editor at the same seeds, the seeds
 averaged within a sequence (percentile bootstrap over sequences, `refine.compare.stats.mean_ci`).
-The evaluation is the trainer's own (`refine.multiturn.evaluate.evaluate`: the preset's sampler and
+The evaluation is `multiturn_ablations.evaluate_lora`, the trainer's own (`refine.multiturn.evaluate.evaluate`: the preset's sampler and
 steps, the graded exact judge, 3 turns). Results are cached per (candidate, seed) under `--out`.
 """
 
@@ -25,32 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refine.backbones.shapes import load_shapes_backbone
 from refine.compare.stats import mean_ci
 from refine.config import load_config
 from refine.multiturn.config import MultiTurnConfig
 from refine.multiturn.data import evaluation_sequences
-from refine.multiturn.evaluate import evaluate
-from refine.multiturn.train import build_rewards
 from refine.presets import find_preset
-from refine.training.lora import load_lora
+
+from multiturn_ablations import evaluate_lora  # the same per-sequence evaluation; this folder is on sys.path when run as a script
 
 PRESET = "multiturn/shapes"
-TURNS = 3
-
-
-def evaluate_at(lora: Path | None, seed: int, config: MultiTurnConfig, sequences) -> dict[str, list[float]]:
-    """Per-sequence O at turns 1..3 of the base editor (lora None) or with `lora`, at evaluation `seed`."""
-    torch.manual_seed(0)
-    backbone = load_shapes_backbone()
-    if lora is not None:
-        load_lora(backbone.transformer, lora, adapter_name="multiturn")
-    rewards = build_rewards(config, scale=1.0)
-    with torch.no_grad():
-        _, scored = evaluate(backbone, sequences, rewards, turns=TURNS, sampler=config.rollout.sampler, steps=config.rollout.steps,
-                             guidance=config.rollout.guidance, seed=seed, max_batch=config.rollout.max_batch)
-    O = torch.sqrt((scored.rewards["if"] * scored.rewards["cc"]).clamp_min(0))  # (n, K)
-    return {f"o_t{k + 1}": O[:, k].tolist() for k in range(TURNS)}
 
 
 def cached(out: Path, lora: Path | None, seed: int, config, sequences) -> dict[str, list[float]]:
@@ -59,7 +42,7 @@ def cached(out: Path, lora: Path | None, seed: int, config, sequences) -> dict[s
     if not path.is_file():
         print(f"[{time.strftime('%H:%M:%S')}] evaluate {lora or 'base'} at seed {seed}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(evaluate_at(lora, seed, config, sequences)))
+        path.write_text(json.dumps(evaluate_lora(lora, config, sequences, seed)))
     return json.loads(path.read_text())
 
 

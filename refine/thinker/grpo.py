@@ -78,7 +78,7 @@ from refine.errors import ConfigError
 from refine.registry import registry
 from refine.thinker.data import build_editor
 from refine.thinker.grpo_rewards import EditReward, critic_reward, format_reward
-from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps, freeze_vision_tower, load_rows
+from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps, freeze_vision_tower, load_rows, shared_trainer_arguments
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
@@ -134,17 +134,9 @@ def grpo_arguments(config: ThinkerTrainConfig, output_dir: str | Path, accumulat
     """TRL's `GRPOConfig` for `config`, every setting the paper fixes passed explicitly."""
     weights = config.reward_weights
     return GRPOConfig(
-        output_dir=str(Path(output_dir) / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
+        **shared_trainer_arguments(config, output_dir, accumulation),
         generation_batch_size=config.generation_batch_size,
         num_generations=config.num_generations,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a share of the steps
-        weight_decay=config.weight_decay,
         beta=config.beta,  # explicit: TRL's default is 0 (no KL, no reference model)
         loss_type=config.loss_type,  # explicit: TRL's default is "dapo"
         scale_rewards=config.scale_rewards,
@@ -156,17 +148,6 @@ def grpo_arguments(config: ThinkerTrainConfig, output_dir: str | Path, accumulat
         use_vllm=config.use_vllm,
         vllm_mode=config.vllm_mode,
         vllm_server_base_url=config.vllm_server_base_url,
-        bf16=config.bf16,  # explicit: TRL's default (bf16) would set accelerate's process-wide autocast on CPU
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[],
-        dataloader_num_workers=0,
-        disable_tqdm=not config.progress,
         remove_unused_columns=False,  # the rewards read the extra columns
     )
 

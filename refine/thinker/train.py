@@ -57,6 +57,7 @@ from refine.thinker.train_config import (  # noqa: E402  (re-exported: the regis
     accumulation_steps,
     freeze_vision_tower,
     load_rows,
+    shared_trainer_arguments,
 )
 from refine.training.metrics import MetricsLogger  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
@@ -81,27 +82,8 @@ def train_sft(config: ThinkerTrainConfig) -> dict[str, Any]:
     processes = max(1, int(os.environ.get("WORLD_SIZE", "1")))  # set by accelerate / torchrun
     accumulation = accumulation_steps(config, processes)
     args = SFTConfig(
-        output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=accumulation,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a share of the steps
-        weight_decay=config.weight_decay,
-        bf16=config.bf16,  # explicit: TRL's default (bf16) would set accelerate's process-wide autocast on CPU
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[],
+        **shared_trainer_arguments(config, output_dir, accumulation),
         max_length=config.max_length,
-        dataloader_num_workers=0,
-        disable_tqdm=not config.progress,
         completion_only_loss=True,  # the loss is on the EditThinker target, never on the prompt
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,

@@ -32,6 +32,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from pydantic import Field, model_validator
 
@@ -185,3 +186,34 @@ def accumulation_steps(config: ThinkerTrainConfig, processes: int) -> int:
     if config.batch_size % per_step:
         raise ConfigError(f"batch_size={config.batch_size} is not a multiple of per_device_batch_size x processes = {per_step}; change one of them")
     return config.batch_size // per_step
+
+
+def shared_trainer_arguments(config: ThinkerTrainConfig, output_dir: str | Path, accumulation: int) -> dict[str, Any]:
+    """The TrainingArguments both stages (SFTConfig, GRPOConfig) take from `config` the same way.
+
+    Example:
+        >>> shared_trainer_arguments(ThinkerTrainConfig(model="m", dataset="d"), "runs/x", 4)["gradient_accumulation_steps"]
+        4
+    """
+    return dict(
+        output_dir=str(Path(output_dir) / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a share of the steps
+        weight_decay=config.weight_decay,
+        bf16=config.bf16,  # explicit: TRL's default (bf16) would set accelerate's process-wide autocast on CPU
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=not config.progress,
+    )
