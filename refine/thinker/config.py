@@ -35,6 +35,8 @@ from refine.config import validate_config
 from refine.errors import ConfigError
 from refine.registry import import_object
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
+from refine.thinker.prompts import get_prompts
+from refine.thinker.protocol import Thinker
 from refine.thinker.shape_expert import ShapeExpertThinker
 from refine.thinker.vlm import VLMThinker
 
@@ -57,6 +59,9 @@ class ThinkerConfig(LoopConfig):
         "OPENAI_API_KEY", description="Environment variable holding the API key sent to an http(s) VLM endpoint (null: none)."
     )
     trace_dir: str | None = Field(None, description="If set, write the loop's trace (JSONL + PNG) to this folder.")
+    image_size: tuple[int, int] | None = Field(
+        None, description="vlm: pad-resize both images to [W, H] before sending, as the thinker was trained (GRPO's image_size)."
+    )
 
     @field_validator("thinker")
     @classmethod
@@ -82,16 +87,11 @@ class ThinkerConfig(LoopConfig):
 
 
 def build_thinker(config: ThinkerConfig):
-    """The `Thinker` a config names (heavy imports happen here, not at module import)."""
+    """The `Thinker` a config names (a checkpoint loads here)."""
     kind = config.thinker_kind()
     if kind == "expert":
-        from refine.thinker.shape_expert import ShapeExpertThinker
-
         return ShapeExpertThinker()
     if kind == "vlm":
-        from refine.thinker.prompts import get_prompts
-        from refine.thinker.vlm import VLMThinker
-
         prompts = get_prompts(config.prompt).with_overrides(config.system_prompt, config.critique_prompt, config.rewrite_prompt)
         return VLMThinker.from_spec(
             config.thinker.removeprefix("vlm:"),
@@ -99,10 +99,8 @@ def build_thinker(config: ThinkerConfig):
             prompts=prompts,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
+            image_size=config.image_size,
         )
-    from refine.registry import import_object
-    from refine.thinker.protocol import Thinker
-
     thinker = import_object(config.thinker)()
     if not isinstance(thinker, Thinker):
         raise ConfigError(f"{config.thinker!r} returned {type(thinker).__name__}, not a Thinker (needs .name and .think(requests))")

@@ -2,7 +2,8 @@
 
 Example (the TRL settings a config turns into; the paper's are the stage's defaults):
     >>> from refine.thinker.grpo import grpo_arguments
-    >>> from refine.thinker.train_config import ThinkerTrainConfig
+    >>> from refine.thinker.vlm import fit_image
+from refine.thinker.train_config import ThinkerTrainConfig
     >>> config = ThinkerTrainConfig(model="m", dataset="d", stage="grpo", per_device_batch_size=16)
     >>> args = grpo_arguments(config, "/tmp/refine-grpo-doctest", accumulation=8)
     >>> args.num_generations, args.beta, args.loss_type, args.learning_rate, args.generation_batch_size
@@ -53,9 +54,10 @@ What happens, in order:
   `image_size` bounds them too (the paper caps images at 1024 x 1024 pixels).
 * Several images per prompt need grid metadata to split `pixel_values` per sample
   (huggingface/trl#4488, fixed for Qwen-style `image_grid_thw` models, which ours are).
-* A learned thinker sees padded images at training time; serve it the same way (pad-resize the
-  two images to `image_size` before `VLMThinker`) or train with `image_size: null` when all
-  images already have one size (ShapeEdit's do: 32 x 32).
+* A learned thinker sees padded images at training time; serve it the same way
+  (`VLMThinker(image_size=...)`, or `image_size` in the `thinker` refiner's config, pads with the
+  same `fit_image`) or train with `image_size: null` when all images already have one size
+  (ShapeEdit's do: 32 x 32).
 
 No learning test here: no VLM that can see ShapeEdit images exists yet (the tiny test model is
 random), so the tests check the mechanics (rewards on hand-built replies, one GRPO step on the
@@ -71,13 +73,13 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from PIL import Image, ImageOps
 
 from refine._compat import ensure_torchvision_importable
 from refine.errors import ConfigError
 from refine.registry import registry
 from refine.thinker.data import build_editor
 from refine.thinker.grpo_rewards import EditReward, critic_reward, format_reward
+from refine.thinker.vlm import fit_image
 from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps, freeze_vision_tower, load_rows, shared_trainer_arguments
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
@@ -90,16 +92,6 @@ from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 # What the rewards read from each row (refine.thinker.grpo_rewards), besides prompt and images.
 REWARD_COLUMNS = ("semantic", "quality", "instruction", "meta", "seed", "trajectory_id", "step")
-
-
-def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """`image` scaled to fit `size` (width, height), aspect kept, centred on black borders.
-
-    Example:
-        >>> fit_image(Image.new("RGB", (64, 32), "red"), (48, 48)).size
-        (48, 48)
-    """
-    return ImageOps.pad(image.convert("RGB"), tuple(size), color=(0, 0, 0))
 
 
 def grpo_rows(config: ThinkerTrainConfig) -> Dataset:

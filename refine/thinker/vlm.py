@@ -32,7 +32,10 @@ becomes a `Thought` with `error` set, never an exception. A backend that cannot 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Sequence
+
+from PIL import Image, ImageOps
 
 from refine.errors import ConfigError
 from refine.thinker.prompts import PromptSet, get_prompts, render
@@ -48,6 +51,9 @@ class VLMThinker:
         max_new_tokens: generation budget per reply (reasoning included).
         temperature: 0 for greedy decoding.
         name: shown in traces (default: "vlm:" + the backend's name).
+        image_size: (width, height) every image is pad-resized to before it is sent (`fit_image`),
+            as `refine train thinker --stage grpo` does with its `image_size`: a thinker trained on
+            padded images is served them the same way. None sends the images as they are.
     """
 
     def __init__(
@@ -57,9 +63,13 @@ class VLMThinker:
         max_new_tokens: int = 512,
         temperature: float = 0.0,
         name: str | None = None,
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         if not hasattr(backend, "generate"):
             raise ConfigError(f"VLMThinker needs a VLM backend with generate(conversations, ...), got {type(backend).__name__}")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ConfigError(f"image_size={image_size}: give a positive (width, height), e.g. (448, 448)")
+        self.image_size = tuple(image_size) if image_size is not None else None
         self.backend = backend
         self.prompts = get_prompts(prompts) if isinstance(prompts, str) else prompts
         self.max_new_tokens = max_new_tokens
@@ -95,6 +105,9 @@ class VLMThinker:
 
     def conversation(self, request: ThinkRequest) -> list[dict[str, Any]]:
         """The chat sent for one request (transformers format, PIL images in content parts)."""
+        if self.image_size is not None:
+            edited = None if request.edited is None else fit_image(request.edited, self.image_size)
+            request = replace(request, source=fit_image(request.source, self.image_size), edited=edited)
         return thinker_conversation(self.prompts, request)
 
     def think(self, requests: Sequence[ThinkRequest]) -> list[Thought]:
@@ -102,6 +115,19 @@ class VLMThinker:
             return []
         replies = self.backend.generate([self.conversation(r) for r in requests], self.max_new_tokens, self.temperature)
         return [thought_from_text(reply) for reply in replies]
+
+
+def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` scaled to fit `size` (width, height), aspect kept, centred on black borders.
+
+    The one resize the thinker's images get, at training (`refine.thinker.grpo`'s `image_size`)
+    and at inference (`VLMThinker(image_size=...)`).
+
+    Example:
+        >>> fit_image(Image.new("RGB", (64, 32), "red"), (48, 48)).size
+        (48, 48)
+    """
+    return ImageOps.pad(image.convert("RGB"), tuple(size), color=(0, 0, 0))
 
 
 def thinker_conversation(prompts: PromptSet, request: ThinkRequest) -> list[dict[str, Any]]:

@@ -91,6 +91,24 @@ def test_backend_without_generate_is_refused():
         VLMThinker(object())
 
 
+def test_image_size_pads_both_images_as_grpo_training_did():
+    """A thinker GRPO-trained with `image_size` is served the same padded images (same `fit_image`)."""
+    wide = Image.new("RGB", (64, 32), "red")
+    backend = CannedBackend(["<think>ok</think><score>[9, 9]</score><answer>x</answer>"] * 2)
+    thinker = VLMThinker(backend, image_size=(48, 48))
+    thinker.think([ThinkRequest(wide, EDITED, "x", "x", 1), ThinkRequest(wide, None, "x", "x", 0)])
+    critique, rewrite = backend.sent[0][0]
+    source, edited = (part["image"] for part in critique[1]["content"][:2])
+    assert source.size == edited.size == rewrite[1]["content"][0]["image"].size == (48, 48)
+    assert source.getpixel((24, 4)) == (0, 0, 0) and source.getpixel((24, 24)) == (255, 0, 0)  # letterboxed, aspect kept
+    plain = VLMThinker(CannedBackend([]))
+    assert plain.conversation(ThinkRequest(wide, None, "x", "x", 0))[1]["content"][0]["image"] is wide  # default: untouched
+    with pytest.raises(ConfigError, match="image_size"):
+        VLMThinker(CannedBackend([]), image_size=(0, 48))
+    configured = build_thinker_refiner(thinker="vlm:http://127.0.0.1:9/v1", image_size=[40, 40], api_key_env=None)
+    assert configured.thinker.image_size == (40, 40)
+
+
 def test_spec_picks_the_backend():
     served = VLMThinker.from_spec("http://127.0.0.1:9/v1#EditThinker-8B", api_key_env=None)
     assert served.backend.model == "EditThinker-8B" and served.name == "vlm:openai:http://127.0.0.1:9/v1"
