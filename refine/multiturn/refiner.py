@@ -15,7 +15,7 @@ refined editor is the same `FlowEditor`, still white-box, so other white-box ref
 it in `compose`, and a multi-turn benchmark (shapes-mt) feeds each turn's output back to it. On a
 real pipeline the folder works with diffusers directly: ``pipe.load_lora_weights(folder)``.
 `path=None` loads the bundled ShapeEdit LoRA (`refine/assets/multiturn-shapes`: turn-3 O on
-shapes-mt +0.046 [+0.028, +0.063] over the bundled editor, 4 seeds; its README has the command).
+shapes-mt +0.070 [+0.050, +0.090] over the bundled editor, 4 seeds; its README has the commands).
 """
 
 from __future__ import annotations

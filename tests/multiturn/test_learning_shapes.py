@@ -32,6 +32,7 @@ PRESET = REPO / "examples" / "configs" / "multiturn" / "shapes.yaml"
 COMMON = [
     "train.seed=0", "rollout.turns=2", "rollout.group_size=4", "rollout.sequences_per_iteration=4", "rollout.steps=4",
     "train.micro_batch=16", "eval.sequences=16", "optim.lr=3e-3",  # the rate the figures below were measured at
+    "advantage.level=advantage",  # the fusion they were measured with (the preset now fuses at reward level)
     "log.checkpoint_every=0", "log.progress=false", "train.max_cpu_seconds=null",
 ]
 ITERATIONS, EVAL_EVERY = 24, 8
