@@ -2,8 +2,7 @@
 
 Example (the TRL settings a config turns into; the paper's are the stage's defaults):
     >>> from refine.thinker.grpo import grpo_arguments
-    >>> from refine.thinker.vlm import fit_image
-from refine.thinker.train_config import ThinkerTrainConfig
+    >>> from refine.thinker.train_config import ThinkerTrainConfig
     >>> config = ThinkerTrainConfig(model="m", dataset="d", stage="grpo", per_device_batch_size=16)
     >>> args = grpo_arguments(config, "/tmp/refine-grpo-doctest", accumulation=8)
     >>> args.num_generations, args.beta, args.loss_type, args.learning_rate, args.generation_batch_size
@@ -79,8 +78,8 @@ from refine.errors import ConfigError
 from refine.registry import registry
 from refine.thinker.data import build_editor
 from refine.thinker.grpo_rewards import EditReward, critic_reward, format_reward
-from refine.thinker.vlm import fit_image
 from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps, freeze_vision_tower, load_rows, shared_trainer_arguments
+from refine.thinker.vlm import fit_image
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
