@@ -1,6 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from refine.cli import main
+from refine.compare.config import CompareConfig
+from refine.compare.entries import plan_entries
+from refine.config import load_config
 from refine.inline_critic.modules import uniform_probe_layers
 
 
@@ -38,12 +43,6 @@ def test_uniform_probe_layers():
 
 def test_the_ablation_compare_config_has_every_arm_on_two_seeds_controls_skipped_until_trained(tmp_path, monkeypatch):
     """examples/configs/compare/shapes-critic-ablation.yaml: the paper's arms on all of shapes-bench, 2 seeds (cross-seed bins)."""
-    from pathlib import Path
-
-    from refine.compare.config import CompareConfig
-    from refine.compare.entries import plan_entries
-    from refine.config import load_config
-
     path = Path(__file__).resolve().parents[2] / "examples" / "configs" / "compare" / "shapes-critic-ablation.yaml"
     config = load_config(CompareConfig, path)
     assert config.benchmark["kind"] == "shapes-bench" and config.limit is None and len(config.seeds) == 2
