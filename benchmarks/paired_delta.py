@@ -10,7 +10,10 @@ judged on O at the last turn (MT-EditFlow's O_3) with turn 1 not falling, so thi
 - per item: bootstrap over (case, seed) pairs, as compare's Δ column;
 - per case: the seeds of a case averaged first, bootstrap over cases (the stricter one when seeds
   of one case are correlated, since they share the source scene and instructions).
-The pairing is `refine.compare.stats.paired_differences`; both intervals are `refine.compare.stats.mean_ci` (the percentile bootstrap compare's own intervals use, seed 0).
+An entry or reference may be a comma-separated group, e.g. the training seeds of one arm
+(`--entry +lora.s0,+lora.s1,+lora.s2`): the group's scores are averaged per item first
+(`refine.compare.stats.group_differences`).
+The pairing is `refine.compare.stats.group_differences`; both intervals are `refine.compare.stats.mean_ci` (the percentile bootstrap compare's own intervals use, seed 0).
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from refine.compare.stats import case_means, mean_ci, paired_differences
+from refine.compare.stats import case_means, group_differences, mean_ci
 from refine.errors import RefineError
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished compare run folder (holds cases.jsonl)")
-    parser.add_argument("--entry", required=True)
-    parser.add_argument("--reference", default="base")
+    parser.add_argument("--entry", required=True, help="an entry, or a comma-separated group averaged per item")
+    parser.add_argument("--reference", default="base", help="an entry, or a comma-separated group averaged per item")
     parser.add_argument("--metric", nargs="+", default=["overall"])
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args()
@@ -37,7 +40,7 @@ def main() -> None:
     print(f"{args.run}: {args.entry} - {args.reference}, mean [95% interval]")
     for metric in args.metric:
         try:
-            diffs = paired_differences(rows, args.entry, args.reference, metric)
+            diffs = group_differences(rows, args.entry.split(","), args.reference.split(","), metric)
         except RefineError as err:
             raise SystemExit(f"error: {err}") from None
         items = np.array(list(diffs.values()))

@@ -285,6 +285,27 @@ def paired_differences(rows: Iterable[dict[str, Any]], entry: str, reference: st
     return {key: value - base[key] for key, value in values[entry].items() if key in base}
 
 
+def group_differences(
+    rows: Iterable[dict[str, Any]], entries: Sequence[str], references: Sequence[str], metric: str
+) -> dict[tuple[str, int], float]:
+    """(case_id, seed) -> mean of `metric` over `entries` - its mean over `references`, paired per item.
+
+    The way to compare arms trained with several seeds: each arm's training seeds are averaged on
+    the same (case, evaluation seed) first, so the interval is over test items, with training-seed
+    noise averaged in rather than ignored. Only items that every listed entry scored count.
+
+    >>> rows = [{"entry": e, "case_id": "c1", "seed": 0, "scores": {"o": v}}
+    ...         for e, v in [("base", 0.25), ("a.s0", 0.5), ("a.s1", 1.0)]]
+    >>> group_differences(rows, ["a.s0", "a.s1"], ["base"], "o")
+    {('c1', 0): 0.5}
+    """
+    rows = list(rows)
+    pairs = [paired_differences(rows, entry, reference, metric) for entry in entries for reference in references]
+    # the mean over all (entry, reference) pairs of x_e - x_r is mean_e x_e - mean_r x_r
+    common = set.intersection(*(set(pair) for pair in pairs))
+    return {key: float(np.mean([pair[key] for pair in pairs])) for key in pairs[0] if key in common}
+
+
 def case_means(items: dict[tuple[str, int], float]) -> dict[str, float]:
     """case_id -> the mean over its seeds of {(case_id, seed): value}: the unit of a per-case interval.
 

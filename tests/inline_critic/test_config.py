@@ -41,12 +41,14 @@ def test_uniform_probe_layers():
     assert uniform_probe_layers(2, 5) == [0]
 
 
-def test_the_ablation_compare_config_has_every_arm_on_two_seeds_controls_skipped_until_trained(tmp_path, monkeypatch):
-    """examples/configs/compare/shapes-critic-ablation.yaml: the paper's arms on all of shapes-bench, 2 seeds (cross-seed bins)."""
+def test_the_ablation_compare_config_has_every_arm_on_three_training_seeds_controls_skipped_until_trained(tmp_path, monkeypatch):
+    """examples/configs/compare/shapes-critic-ablation.yaml: the paper's arms x 3 training seeds on all of shapes-bench, 2 seeds."""
     path = Path(__file__).resolve().parents[2] / "examples" / "configs" / "compare" / "shapes-critic-ablation.yaml"
     config = load_config(CompareConfig, path)
     assert config.benchmark["kind"] == "shapes-bench" and config.limit is None and len(config.seeds) == 2
-    monkeypatch.chdir(tmp_path)  # no runs/critic10x here: the three controls are skipped, base and the bundled critic run
+    arms = ["+inline_critic.3stage", "+inline_critic.single_stage", "+learnable_token", "+lora", "+lora_r1"]
+    assert set(config.entries) == {"base"} | {f"{arm}.s{s}" for arm in arms for s in range(3)}
+    monkeypatch.chdir(tmp_path)  # no runs/critic10x here: every trained arm is skipped, base and the bundled critic run
     entries, skipped = plan_entries(config)
-    assert {e.name for e in skipped} == {"+inline_critic.single_stage", "+learnable_token", "+lora"}
-    assert [e.name for e in entries] == ["base", "+inline_critic.3stage"]
+    assert [e.name for e in entries] == ["base", "+inline_critic.3stage.s0"]
+    assert len(skipped) == 14

@@ -62,6 +62,26 @@ def test_a_32x32_scene_becomes_16_visual_tokens_through_the_saved_processor(tiny
         assert int((inputs["input_ids"] == image_token).sum()) == TOKENS_PER_SCENE == 16
 
 
+def test_cell_aligned_geometry_gives_one_visual_token_per_grid_cell(tmp_path):
+    """image_side 48, patch 8: 6x6 patches, 3x3 merged tokens, and each token carries its own cell."""
+    size = dataclasses.replace(VLMSize.tiny(), image_side=48, patch_size=8)
+    assert size.tokens_per_image == 9
+    folder = build_shapes_vlm(tmp_path / "cells", size)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    scenes = [Scene("white", (Obj("square", "red", "large", (0, 2)),)), Scene("white", ())]  # one object top right; none
+    inputs = processor.image_processor([render(scene) for scene in scenes], return_tensors="pt")
+    assert inputs["image_grid_thw"].tolist() == [[1, 6, 6]] * 2
+    with torch.no_grad():
+        features = model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+    features = getattr(features, "pooler_output", features)
+    tokens, empty = torch.cat(list(features)).reshape(2, 9, -1) if isinstance(features, (list, tuple)) else features.reshape(2, 9, -1)
+    moved = (tokens - empty).norm(dim=-1)  # merged tokens come out in reading order, so cell (0, 2) is token 2
+    assert int(moved.argmax()) == 2
+    with pytest.raises(Exception, match="multiple of"):
+        build_shapes_vlm(tmp_path / "bad", dataclasses.replace(size, image_side=40))
+
+
 def test_it_loads_with_plain_transformers_and_scores_through_the_rewards_layer(tiny_dir):
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"

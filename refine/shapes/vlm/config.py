@@ -30,13 +30,17 @@ class VLMModelConfig(RefineConfig):
         False, description="cycle the language model's rotary frequencies over (time, height, width) so visual tokens of "
         "different cells get distinguishable positions (Qwen2.5-VL's blocks give height and width only the slowest "
         "frequencies: at this size the 16 visual tokens are an unordered set); see refine/shapes/vlm/model.py")
+    image_side: int = Field(32, ge=16, description="side every image is resized to (a multiple of 2 x patch_size); 32 keeps "
+                            "a scene's pixels")
+    patch_size: int = Field(4, ge=2, description="vision patch size: 4 at side 32 gives 16 visual tokens per image; 8 at "
+                            "side 48 gives 9, one per grid cell (refine/shapes/vlm/model.py)")
 
     def size(self) -> VLMSize:
         if self.tiny:
             return VLMSize.tiny()
         return VLMSize(hidden_size=self.hidden_size, num_layers=self.num_layers, vision_hidden_size=self.vision_hidden_size,
                        vision_depth=self.vision_depth, vocab_size=self.vocab_size,
-                       interleaved_mrope=self.interleaved_mrope)
+                       interleaved_mrope=self.interleaved_mrope, image_side=self.image_side, patch_size=self.patch_size)
 
 
 class VLMTrainConfig(RefineConfig):

@@ -19,6 +19,12 @@ tower sees 8 x 8 patches, and the 2 x 2 merger hands the language model 4 x 4 = 
 more than one per grid cell. A larger image is resized to 32 x 32 first (`max_pixels`), so a 64x64
 ShapeEdit render also gives 16 tokens.
 
+Cell-aligned tokens (`VLMSize(image_side=48, patch_size=8)`): the processor upsamples a scene to
+48 x 48, the tower sees 6 x 6 patches of 8 pixels, and the merger hands over 3 x 3 = 9 tokens of
+16 pixels, one per grid cell (a cell's 10 pixels map to 15, so a token's edges fall within 1.5
+pixels of the cell's). Then "what is in the top-right cell" is the content of one token, read at
+one position, instead of a mix of two to four tokens that straddle cells (the 16-token geometry).
+
 Everything is saved in the standard layout (config.json, model.safetensors, generation_config.json,
 tokenizer and processor files with a chat template), so `AutoModelForImageTextToText` /
 `AutoProcessor`, `transformers serve` and vLLM load it without this package.
@@ -38,13 +44,13 @@ ensure_torchvision_importable()  # before transformers' vision classes import to
 from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor  # noqa: E402
 from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor  # noqa: E402
 
+from refine.errors import ConfigError
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer
 from refine.testing.tiny_vlm import QWEN2_5_VL_CHAT_TEMPLATE
 
 PATCH_SIZE = 4
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2  # Qwen2.5-VL's images are two identical frames
-SCENE_PIXELS = 32 * 32
 TOKENS_PER_SCENE = (32 // PATCH_SIZE // MERGE_SIZE) ** 2  # 16
 
 
@@ -63,6 +69,15 @@ class VLMSize:
     # Rotary frequencies of the language model cycled over (time, height, width) one by one, instead
     # of Qwen2.5-VL's three blocks (time, then height, then width); see `_mrope`.
     interleaved_mrope: bool = False
+    # Side the processor resizes every image to, and the tower's patch size: (32, 4) keeps a scene's
+    # pixels (16 tokens); (48, 8) gives one token per grid cell (see the module docstring).
+    image_side: int = 32
+    patch_size: int = PATCH_SIZE
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Visual tokens the language model gets per image (after the 2 x 2 merger)."""
+        return (self.image_side // self.patch_size // MERGE_SIZE) ** 2
 
     @classmethod
     def tiny(cls) -> "VLMSize":
@@ -99,8 +114,11 @@ def build_shapes_vlm(path: str | Path, size: VLMSize = VLMSize(), seed: int = 0)
     path = Path(path)
     tokenizer = build_shapes_tokenizer(vocab_size=size.vocab_size)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
-    pixels = {"min_pixels": SCENE_PIXELS, "max_pixels": SCENE_PIXELS}
-    geometry = {"patch_size": PATCH_SIZE, "merge_size": MERGE_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE}
+    if size.image_side % (size.patch_size * MERGE_SIZE):
+        raise ConfigError(f"image_side {size.image_side} is not a multiple of patch_size x {MERGE_SIZE} = "
+                          f"{size.patch_size * MERGE_SIZE}: the processor would round it to another size")
+    pixels = {"min_pixels": size.image_side**2, "max_pixels": size.image_side**2}
+    geometry = {"patch_size": size.patch_size, "merge_size": MERGE_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE}
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**geometry, **pixels),
         tokenizer=tokenizer,
@@ -128,12 +146,12 @@ def build_shapes_vlm(path: str | Path, size: VLMSize = VLMSize(), seed: int = 0)
             hidden_size=size.vision_hidden_size,
             intermediate_size=4 * size.vision_hidden_size,
             num_heads=size.vision_heads,
-            patch_size=PATCH_SIZE,
+            patch_size=size.patch_size,
             spatial_merge_size=MERGE_SIZE,
             temporal_patch_size=TEMPORAL_PATCH_SIZE,
             out_hidden_size=size.hidden_size,
-            # Window attention over the whole 8x8 patch grid: every block sees the full scene.
-            window_size=32,
+            # Window attention over the whole patch grid (the window is in pixels): every block sees the full scene.
+            window_size=size.image_side,
             fullatt_block_indexes=[size.vision_depth - 1],
         ),
         tie_word_embeddings=True,
