@@ -18,6 +18,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # noqa: E402
 
 from refine.cli import main  # noqa: E402
+from refine.errors import ConfigError  # noqa: E402
 from refine.config import load_config  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
@@ -28,6 +29,7 @@ from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm 
 from refine.shapes.vlm.tasks import judge_example, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
+from refine.shapes.vlm.tower import TowerPretrainConfig, pretrain_tower  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
 from refine.shapes.world import Obj, Scene, render  # noqa: E402
 from refine.training.accelerate_setup import make_accelerator  # noqa: E402
@@ -272,6 +274,45 @@ def test_interleaved_mrope_lets_the_language_model_tell_visual_tokens_of_differe
     text = torch.tensor([[[3, 9]]] * 3)
     reference = AutoModelForImageTextToText.from_pretrained(build_shapes_vlm(tmp_path / "ref", VLMSize()))
     assert torch.allclose(rotary(torch.zeros(1), text)[0], reference.model.language_model.rotary_emb(torch.zeros(1), text)[0])
+
+
+CELL_GEOMETRY = {"tiny": True, "image_side": 48, "patch_size": 8}
+
+
+@pytest.mark.slow(minutes=0.5)
+def test_tower_pretraining_teaches_the_tower_the_cells_and_leaves_the_language_model_alone(tmp_path):
+    folder = build_shapes_vlm(tmp_path / "cells", dataclasses.replace(VLMSize.tiny(), image_side=48, patch_size=8))
+    model, processor = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    rows = pretrain_tower(model, processor, TowerPretrainConfig(steps=150, batch_size=16, learning_rate=3e-3, eval_scenes=96, log_every=150))
+    held_out = rows[-1]
+    # held-out scenes of another stream: the tower now says what colour is in each cell, which the
+    # majority answer ("nothing", about 70% of the cells) cannot
+    assert held_out["tower_eval_acc_color"] > held_out["tower_eval_majority_color"] + 0.15     # 0.98 against 0.72
+    assert held_out["tower_eval_acc_background"] > 0.9 > held_out["tower_eval_majority_background"] + 0.5
+    after = dict(model.named_parameters())
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(".visual." in f".{name}" for name in moved)
+
+
+def test_tower_pretraining_needs_one_token_per_cell(tiny_dir):
+    model, processor = AutoModelForImageTextToText.from_pretrained(tiny_dir), AutoProcessor.from_pretrained(tiny_dir)
+    with pytest.raises(ConfigError, match="image_side=48 model.patch_size=8"):
+        pretrain_tower(model, processor, TowerPretrainConfig(steps=1))
+
+
+def test_a_tower_stage_runs_once_before_sft_and_sft_starts_from_its_tower(tmp_path):
+    config = _tiny_config(tmp_path, model=CELL_GEOMETRY, tower={"steps": 2, "batch_size": 4, "eval_scenes": 8}, max_steps=1,
+                          save_steps=100, freeze_vision=True, freeze_merger=True)
+    train(config)
+    init, tower, final = _weights(tmp_path / "init"), _weights(tmp_path / "tower"), _weights(tmp_path / "final")
+    assert max(_changed(init, tower, lambda n: "visual." in n).values()) > 0.0         # the tower stage trained the tower
+    assert max(_changed(tower, final, lambda n: "visual." in n).values()) == 0.0       # SFT (frozen) kept exactly that tower
+    rows = [json.loads(line) for line in (tmp_path / "tower_metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["tower_step"] == 2 and "tower_eval_acc_shape" in rows[-1]
+    stamp = (tmp_path / "tower" / "model.safetensors").stat().st_mtime_ns
+    train(config)                                                                         # a rerun reuses the tower
+    assert (tmp_path / "tower" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_the_seeing_preset_draws_seeing_rows_only_with_the_grid_question():

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from pydantic import Field
@@ -15,12 +16,14 @@ from pydantic import Field
 from refine.config import RefineConfig
 from refine.shapes.vlm.data import VLMDataConfig
 from refine.shapes.vlm.model import VLMSize
+from refine.shapes.vlm.tower import TowerPretrainConfig
 
 
 class VLMModelConfig(RefineConfig):
     """Sizes of a fresh model (ignored with `init_from`)."""
 
-    tiny: bool = Field(False, description="the test size (VLMSize.tiny()); the fields below are then ignored")
+    tiny: bool = Field(False, description="the test size (VLMSize.tiny()); the widths below are then ignored (geometry and "
+                       "interleaved_mrope still apply)")
     hidden_size: int = Field(256, ge=8, description="language model width")
     num_layers: int = Field(4, ge=1, description="language model layers")
     vision_hidden_size: int = Field(128, ge=8, description="vision tower width")
@@ -36,8 +39,9 @@ class VLMModelConfig(RefineConfig):
                             "side 48 gives 9, one per grid cell (refine/shapes/vlm/model.py)")
 
     def size(self) -> VLMSize:
-        if self.tiny:
-            return VLMSize.tiny()
+        if self.tiny:  # the test widths, with this config's geometry and rotary layout
+            return dataclasses.replace(VLMSize.tiny(), interleaved_mrope=self.interleaved_mrope, image_side=self.image_side,
+                                       patch_size=self.patch_size)
         return VLMSize(hidden_size=self.hidden_size, num_layers=self.num_layers, vision_hidden_size=self.vision_hidden_size,
                        vision_depth=self.vision_depth, vocab_size=self.vocab_size,
                        interleaved_mrope=self.interleaved_mrope, image_side=self.image_side, patch_size=self.patch_size)
@@ -51,6 +55,9 @@ class VLMTrainConfig(RefineConfig):
     seed: int = Field(0, description="weights and data order seed")
     model: VLMModelConfig = Field(default_factory=VLMModelConfig)
     data: VLMDataConfig = Field(default_factory=VLMDataConfig)
+    tower: TowerPretrainConfig = Field(
+        default_factory=TowerPretrainConfig, description="supervised pretraining of the vision tower on per-cell heads "
+        "before SFT (steps 0: none); needs the cell-aligned geometry (refine/shapes/vlm/tower.py)")
     max_steps: int = Field(2000, ge=1, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="examples per step")
     learning_rate: float = Field(1e-3, gt=0, description="peak AdamW learning rate")

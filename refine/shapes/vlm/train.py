@@ -12,6 +12,8 @@ Example (tiny sizes, two steps):
 
 The recipe, top to bottom:
 1. the model: `init_from` (a previous stage's `final/`), else a fresh `build_shapes_vlm` in `init/`;
+   with `tower.steps`, its vision tower is first trained on per-cell heads (`tower.py`) and the
+   model saved to `tower/` (reused by a resumed run), metrics in `tower_metrics.jsonl`;
 2. the data: `output_dir/dataset` (built once from the training stream by `data.build_dataset`,
    then read back, so a resumed run trains on the same rows);
 3. `SFTTrainer` on the conversational prompt-completion dataset with images: TRL's vision collator
@@ -43,6 +45,7 @@ from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.data import build_dataset  # noqa: E402
 from refine.shapes.vlm.model import build_shapes_vlm  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence, probe_scenes  # noqa: E402
+from refine.shapes.vlm.tower import pretrain_tower  # noqa: E402
 from refine.training.metrics import MetricsLogger  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
@@ -115,6 +118,20 @@ def freeze_vision_parameters(model, tower: bool, merger: bool) -> int:
     return frozen
 
 
+def _pretrained_tower(model_dir: Path, output_dir: Path, config: VLMTrainConfig) -> Path:
+    """`output_dir/tower`: the model of `model_dir` with its vision tower pretrained (once; a rerun reuses it)."""
+    tower_dir = output_dir / "tower"
+    if not (tower_dir / "config.json").is_file():
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(model_dir)
+        with MetricsLogger(output_dir, filename="tower_metrics.jsonl", step_key="tower_step") as logger:
+            logger.resume_at(None)
+            pretrain_tower(model, processor, config.tower, logger=logger)
+        model.save_pretrained(tower_dir)
+        processor.save_pretrained(tower_dir)
+    return tower_dir
+
+
 def train(config: VLMTrainConfig) -> dict[str, Any]:
     """Run one SFT stage (see the module docstring); returns a summary (global_step, final loss, final/ path)."""
     torch.set_num_threads(config.num_threads)
@@ -129,6 +146,8 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
         model_dir = output_dir / "init"
         if not (model_dir / "config.json").is_file():
             build_shapes_vlm(model_dir, config.model.size(), seed=config.seed)
+    if config.tower.steps:
+        model_dir = _pretrained_tower(model_dir, output_dir, config)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(model_dir)
     # a judge stage must not collapse a seeing tower (benchmarks/RESULTS.md, "The ShapeEdit VLM as a judge")
