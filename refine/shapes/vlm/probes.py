@@ -40,13 +40,18 @@ def image_dependence(model, processor, images: Sequence[Image.Image]) -> float:
 
     ~1-2 for a fresh model; near 0 means the features no longer depend on the image.
     """
-    inputs = processor.image_processor(list(images), return_tensors="pt")
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        features = model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+        stacked = visual_tokens(model, processor, images)  # (images, tokens, hidden)
     model.train(was_training)
-    tokens = features.pooler_output if hasattr(features, "pooler_output") else features
-    tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens  # (images * 16, hidden)
-    stacked = tokens.reshape(len(images), -1, tokens.shape[-1])  # (images, 16, hidden)
     return float((stacked.std(0).norm(dim=-1) / stacked.mean(0).norm(dim=-1)).mean())
+
+
+def visual_tokens(model, processor, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The merger's output for `images`: (images, tokens per image, width), tokens in reading order."""
+    inputs = processor.image_processor(list(images), return_tensors="pt")
+    features = model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+    tokens = features.pooler_output if hasattr(features, "pooler_output") else features
+    tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+    return tokens.reshape(len(images), -1, tokens.shape[-1])

@@ -42,6 +42,7 @@ from torch import nn
 from refine.config import RefineConfig
 from refine.errors import ConfigError
 from refine.shapes.data import training_stream
+from refine.shapes.vlm.probes import visual_tokens
 from refine.shapes.world import COLOR_NAMES, GRID, POSITIONS, SHAPES, SIZES, Scene, render
 
 CELLS = GRID * GRID
@@ -94,15 +95,6 @@ class CellHeads(nn.Module):
         return {name: head(tokens) for name, head in self.heads.items()}
 
 
-def visual_tokens(model, processor, scenes: list[Scene]) -> torch.Tensor:
-    """The merger's output for `scenes`: (scenes, 9, width), tokens in reading order."""
-    inputs = processor.image_processor([render(scene) for scene in scenes], return_tensors="pt")
-    features = model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
-    tokens = features.pooler_output if hasattr(features, "pooler_output") else features
-    tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
-    return tokens.reshape(len(scenes), -1, tokens.shape[-1])
-
-
 def _scenes(seed: int) -> Iterator[Scene]:
     """Sources and targets of the training stream of `seed`: scenes before and after an edit."""
     for case in training_stream(seed):
@@ -145,7 +137,7 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
     for step in range(1, config.steps + 1):
         scenes = list(itertools.islice(stream, config.batch_size))
         targets = _stack(scenes)
-        logits = heads(visual_tokens(model, processor, scenes))
+        logits = heads(visual_tokens(model, processor, [render(scene) for scene in scenes]))
         loss = sum(loss_fn(logits[name].flatten(0, 1), targets[name].flatten()) for name in logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,7 +159,7 @@ def _evaluate(model, processor, heads: CellHeads, config: TowerPretrainConfig) -
     scenes = list(itertools.islice(_scenes(config.seed + 1_000_003), config.eval_scenes))
     targets = _stack(scenes)
     with torch.no_grad():
-        logits = heads(visual_tokens(model, processor, scenes))
+        logits = heads(visual_tokens(model, processor, [render(scene) for scene in scenes]))
     row = {k.replace("tower_acc", "tower_eval_acc"): v for k, v in _accuracies(logits, targets).items()}
     for name, target in targets.items():
         row[f"tower_eval_majority_{name}"] = float((target == target.flatten().mode().values).float().mean())
