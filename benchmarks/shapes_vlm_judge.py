@@ -16,7 +16,8 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    the untrained init/) run the same way, as the floor.
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
-   is in a cell, the full description, every cell: exact and per cell) on `--seeing-cases` shapes-val sources.
+   is in a cell, the full description, every cell: exact, per cell, and per occupied cell) on
+   `--seeing-cases` shapes-val sources.
 7. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
@@ -161,7 +162,11 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
         hits.setdefault(task, []).append(float(answer.strip() == truth))
         if task == "grid":  # and cell by cell (a model never trained on the grid question scores ~0 here)
             said = answer.strip().split("; ")
-            hits.setdefault("grid_cells", []).append(float(np.mean([i < len(said) and said[i] == cell for i, cell in enumerate(truth.split("; "))])))
+            right = [i < len(said) and said[i] == cell for i, cell in enumerate(truth.split("; "))]
+            hits.setdefault("grid_cells", []).append(float(np.mean(right)))
+            # the occupied cells only: answering "nothing" everywhere scores ~0.68 above, 0 here
+            occupied = [ok for ok, cell in zip(right, truth.split("; ")) if not cell.endswith(": nothing")]
+            hits.setdefault("grid_objects", []).extend(float(ok) for ok in occupied)
     return {task: float(np.mean(values)) for task, values in hits.items()}
 
 

@@ -23,6 +23,9 @@ output is probed by creating and removing a temporary file in the nearest folder
 because permission bits alone do not say it (root ignores them, a read-only mount does not).
 `check_model_source` does the same for inputs that are model folders: a local path that does not
 exist is "no such folder", not the hub's repo-id error it would become inside `from_pretrained`.
+`resolve_model_source` also finds a relative path next to the installed package, so a config can
+name a bundled model as `refine/assets/<name>` from any working directory (as `refine compare`
+resolves its artifact paths), and says how to get a bundled model this install does not have yet.
 """
 
 from __future__ import annotations
@@ -78,6 +81,49 @@ def _probe(folder: Path, what: str, path: Path) -> None:
 
 # What `from_pretrained` accepts as a hub id: `name` or `namespace/name` (letters, digits, - _ .).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+
+# The folder holding `refine/`: a checkout's root, or site-packages for a wheel.
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+# How to get a bundled model (refine/assets/<name>) that is not in this install yet.
+MISSING_ASSETS: dict[str, str] = {
+    "shapes-vlm": "the ShapeEdit VLM judge is not trained yet: train it with `refine train vlm --config "
+    "examples/configs/vlm/shapes-judge-cells.yaml` and copy its final/ folder to refine/assets/shapes-vlm, or point "
+    "the judge's backend at a trained folder (Edit-R1: reward.backend.model=runs/<run>/final; multi-turn: "
+    "reward.instruction.backend.model=runs/<run>/final)",
+}
+
+
+def resolve_model_source(source: str | Path, what: str = "model") -> str:
+    """What to load for `source`: itself when it exists or is a hub id; `refine/...` also beside the installed package.
+
+    >>> resolve_model_source("Qwen/Qwen2.5-VL-3B-Instruct")
+    'Qwen/Qwen2.5-VL-3B-Instruct'
+    >>> Path(resolve_model_source("refine/assets/shapes-editor")).samefile(_PACKAGE_PARENT / "refine/assets/shapes-editor")
+    True
+    >>> resolve_model_source("refine/assets/no-such-model", "judge")
+    Traceback (most recent call last):
+    ...
+    refine.errors.ArtifactError: judge refine/assets/no-such-model: not bundled with this install (no folder .../refine/assets/no-such-model); pass the path of a local model folder
+
+    A relative `refine/...` path (a bundled model, `refine/assets/<name>`) is looked up in the
+    working directory first, then beside the installed package (a checkout or a wheel); other
+    paths as in `check_model_source`.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists() or path.parts[:1] != ("refine",):
+        check_model_source(source, what)
+        return text
+    beside_package = _PACKAGE_PARENT / path
+    if beside_package.exists():
+        return str(beside_package)
+    if path.parts[:2] == ("refine", "assets"):
+        name = path.parts[2] if len(path.parts) > 2 else ""
+        hint = MISSING_ASSETS.get(name, "pass the path of a local model folder")
+        raise ArtifactError(f"{what} {text}: not bundled with this install (no folder {beside_package}); {hint}")
+    check_model_source(source, what)
+    return text
 
 
 def check_model_source(source: str | Path, what: str = "model") -> None:

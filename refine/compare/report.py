@@ -18,7 +18,9 @@ Layout of `out_dir`:
 * `images/<entry>/<case>__s<seed>.png` the final output of each case (multi-turn: `..._t<k>.png`
   for every turn);
 * `summary.md`, `summary.csv`, `summary.json` mean and bootstrap 95% interval of every metric,
-  per entry over all cases and per entry and category;
+  per entry over all cases and per entry and category; the benchmark's judge label in the titles,
+  and the judge's settings in `summary.json`'s `judge_protocol` (a ShapeEdit run judged by a VLM:
+  a note in every table, the console's, the Markdown and the HTML, saying which score is whose);
 * `charts/overall.png`, `charts/categories.png` and `report.html` (self-contained page with the
   tables, charts and an image grid: source | target | each entry, half of it the worst cases);
 * `difficulty.md`, `charts/difficulty.png` with >= 2 seeds: each entry's paired gain over the first
@@ -228,6 +230,9 @@ def print_summary(run: "CompareRun", console: Console) -> None:
             )
         console.print(table)
     console.print(f"cases {reuse_line(run)} (edits read from the cache / computed in this run); calls: editor calls per case", highlight=False)
+    protocol = judge_protocol(run)
+    if protocol and protocol.get("note"):
+        console.print(protocol["note"], highlight=False, soft_wrap=True)
     lookup = {(r.entry, r.category): r for r in run.summary}
     categories = sorted({r.category for r in run.summary if r.category != ALL})
     for block_title, rows in _blocks([r for r in run.summary if r.category == ALL], f"{metrics[0]} per category"):
@@ -252,6 +257,9 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
         "",
         f"Cases {reuse_line(run)} (edits read from the cache / computed in this run).",
     ]
+    protocol = judge_protocol(run)
+    if protocol and protocol.get("note"):  # whose scores these are, before any number is read
+        lines += ["", protocol["note"]]
     for title, rows in _blocks(run.summary, ""):
         if title:
             lines += ["", f"## {title}"]
@@ -265,8 +273,7 @@ def summary_markdown(run: "CompareRun", metrics: Sequence[str]) -> str:
                 f"| {row.entry} | {row.category} | {row.n} | " + " | ".join(_fmt(row.metrics[m]) for m in metrics)
                 + f" | {_delta(row)} | {_calls(row)} | {row.seconds:.3g} |"
             )
-    protocol = judge_protocol(run)
-    if protocol and protocol["repeat_interval"]:
+    if protocol and protocol.get("repeat_interval"):
         lines += ["", f"Judge repeats ({protocol['repeats']}): {metrics[0]} of each repeat, mean and t 95% interval over repeats", ""]
         for entry, spread in protocol["repeat_interval"].items():
             values = ", ".join(f"{v:.3g}" for v in spread["values"])
@@ -338,11 +345,18 @@ def _bench_title(run: "CompareRun") -> str:
 
 
 def judge_protocol(run: "CompareRun") -> dict | None:
-    """The judge scheme's label and settings, and the headline's spread over judge repeats (folder benchmarks)."""
+    """The judge scheme's label and settings, and the headline's spread over judge repeats (folder benchmarks).
+
+    A benchmark that describes its judge itself (`judge_report(rows)`: ShapeEdit scored by a VLM
+    judge beside its exact judge) gives the rest of the dict, its `note` printed with the tables.
+    """
     bench = run.benchmark
     label = getattr(bench, "protocol_label", None)
     if label is None:
         return None
+    own = getattr(bench, "judge_report", None)
+    if callable(own):
+        return {"label": label, **own(run.rows)}
     spec = bench.judge_spec
     rows = [{"entry": r.entry, "category": r.category, "repeats": r.details.get("repeats")} for r in run.rows]
     by_category = getattr(bench, "aggregate", "cases") == "categories"
@@ -434,8 +448,9 @@ def _html(run: "CompareRun", metrics: list[str], charts: list[Path]) -> str:
         return [[c, *[_mean(lookup.get((r.entry, c)), metrics[0]) for r in rows]] for c in categories]
 
     oracle_names = {r.entry for r in upper}
+    protocol = judge_protocol(run)
     return render_html(
-        title=f"refine compare: {bench.name}",
+        title=f"refine compare: {_bench_title(run)}",
         subtitle=f"{len(run.cases)} cases x {len(run.config.seeds)} seed(s); scale {bench.scale[0]:g}-{bench.scale[1]:g}; "
         f"mean [bootstrap 95% interval]; cases {reuse_line(run)}",
         summary_header=["entry", *metrics, f"Δ {metrics[0]} vs {entries[0]}", "calls/case", "s/case"],
@@ -445,7 +460,8 @@ def _html(run: "CompareRun", metrics: list[str], charts: list[Path]) -> str:
         charts=charts,
         grid_columns=[f"{e} (oracle)" if e in oracle_names else e for e in entries],
         grid=grid,
-        notes=[f"skipped entry {s.name}: {s.reason}" for s in run.skipped],
+        notes=([protocol["note"]] if protocol and protocol.get("note") else [])
+        + [f"skipped entry {s.name}: {s.reason}" for s in run.skipped],
         upper_title=UPPER_BOUNDS,
         upper_summary_rows=[summary_cells(r) for r in upper],
         upper_category_header=["category", *[r.entry for r in upper]],

@@ -17,6 +17,9 @@ Defaults follow the paper's Table 5 where it gives a value (lr 3e-4, Adam betas 
 decay ramp, LoRA on the attention projections). The ShapeEdit preset
 (examples/configs/edit_r1/shapes.yaml) scales the batch down for a 2-core CPU.
 
+`track_rewards` scores more rewards on the same rollouts for the logs only (never the advantages):
+the exact judge beside an MLLM reward, so a judge being hacked shows (examples/configs/edit_r1/shapes_vlm_reward.yaml).
+
 `objective: grpo` switches the loss to Flow-GRPO (`GRPOConfig`: its public settings are the
 defaults; it needs `rollout.sampler: sde`). `nft.cfg` says which velocity NFT models: `free`
 (default, DiffusionNFT: CFG-free rollouts and loss) or `consistent` (the guided velocity, both
@@ -27,6 +30,7 @@ Kept free of torch so `refine config show edit_r1/shapes` stays fast; the loop i
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -216,6 +220,12 @@ class EditR1Config(RefineConfig):
         description="Reward spec: {kind: <registry reward kind>, ...}. Default: ShapeEdit's judge, mean of IF and CC (CPU); "
         "the GPU presets use the paper's MLLM judge {kind: mllm, mode: score_logit, backend: {kind: openai, base_url: ...}}.",
     )
+    track_rewards: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Rewards scored on every training rollout beside `reward` and only logged (metrics `track_<name>_mean`, "
+        "per sample in rollouts/rank<r>.jsonl), never in the advantages: {name: reward spec}, e.g. "
+        "{o: {kind: shapes_overall}} to see an MLLM reward being hacked while the exact judge's O falls (Edit-R1 Fig. 8).",
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="Training requests.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Group rollouts.")
     advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Rewards to optimality.")
@@ -239,6 +249,12 @@ class EditR1Config(RefineConfig):
             if "kind" not in spec:
                 raise ValueError(f"{name} needs a 'kind' (e.g. {name}.kind={'shapes' if name == 'backbone' else 'shapes_overall'})")
             registry.check_spec(name, spec, where=name)  # a typo fails at load, not after the model loads
+        for name, spec in self.track_rewards.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"track_rewards.{name}: a tracked reward's name becomes a metric key; use letters, digits and _")
+            if "kind" not in spec:
+                raise ValueError(f"track_rewards.{name} needs a 'kind' (e.g. track_rewards.{name}.kind=shapes_overall)")
+            registry.check_spec("reward", spec, where=f"track_rewards.{name}")
         if self.objective == "grpo" and self.rollout.sampler != "sde":
             raise ValueError(
                 f"objective=grpo needs per-step log-probabilities: set rollout.sampler=sde (got {self.rollout.sampler})"

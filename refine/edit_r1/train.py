@@ -29,7 +29,9 @@ One iteration of the loop in `train` (numbered as in the code):
    clipped-ratio Flow-GRPO loss on the recorded SDE steps (`update.grpo_update`);
 6. move the old policy towards the trained one (decay schedule; GRPO is on-policy: the old policy
    becomes the trained one) and update the EMA;
-7. log metrics (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
+7. score the rollouts with the `track_rewards` too (logged as `track_<name>_mean`, never in the
+   advantages: the exact judge beside an MLLM reward shows reward hacking), log metrics
+   (JSONL/TensorBoard), evaluate the EMA on held-out requests, save sample grids;
 8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, step, counters;
    `refine.training`). A resume first compares the config with the saved one (`RESUME_SAFE`).
 
@@ -66,6 +68,7 @@ RESUME_SAFE: tuple[str, ...] = (
     "train.max_reward_failures",
     "eval.every",
     "log.*",  # output folder spelling, TensorBoard, samples, checkpoint cadence, progress bar
+    "track_rewards*",  # logged only, never in the advantages
 )
 """Config fields a resumed run may change; any other change is refused (`refine.training.resume`)."""
 
@@ -157,6 +160,7 @@ def train(
     reward = reward if reward is not None else registry.build("reward", config.reward)
     if eval_reward is None:
         eval_reward = registry.build("reward", config.eval.reward) if config.eval.reward else reward
+    trackers = {name: registry.build("reward", spec) for name, spec in config.track_rewards.items()}
     backbone.to(accelerator.device)
     trainable = make_trainable(
         backbone,
@@ -344,7 +348,9 @@ def train(
         state.old.update_(state.params, decay)
         state.ema.update_(state.params, config.policy.ema_decay)
 
-        # 7. Log, evaluate, samples.
+        # 7. Tracked rewards (the same rollouts, logged only), log, evaluate, samples.
+        tracked = {name: score(tracker, batch) for name, tracker in trackers.items()}
+        tracked_all = {name: accelerator.gather(t.rewards.to(accelerator.device)).cpu() for name, t in tracked.items()}
         failed_groups = int((~valid).view(groups, size).any(dim=1).sum())
         filtered_groups = int(confident.view(groups, size)[:, 0].sum()) if config.filter.enabled else 0
         counters["filtered_groups_total"] += filtered_groups
@@ -353,6 +359,7 @@ def train(
             "iteration": k + 1,
             "reward_mean": float(rewards[valid].mean()) if valid.any() else float("nan"),
             "reward_std": float(rewards[valid].std(unbiased=False)) if valid.any() else float("nan"),
+            **{f"track_{name}_mean": float(values.nanmean()) for name, values in tracked_all.items()},
             "filtered_groups": filtered_groups,
             "filtered_fraction": filtered_groups / groups,
             "failed_groups": failed_groups,
@@ -363,6 +370,7 @@ def train(
             "old_decay": decay,
             "seconds_rollout": batch.seconds,
             "seconds_reward": scored.seconds,
+            **({"seconds_track": sum(t.seconds for t in tracked.values())} if tracked else {}),
             "seconds_update": update_seconds,
         }
         iteration = k + 1
@@ -379,6 +387,8 @@ def train(
             "requests": [requests[i].meta.get("case_id", requests[i].instruction) for i in sorted({r for r, _ in items})],
             "rewards": [None if math.isnan(v) else v for v in scored.rewards.tolist()],
             "reward_error": scored.error,
+            **({"track": {name: [None if math.isnan(v) else v for v in t.rewards.tolist()] for name, t in tracked.items()}}
+               if tracked else {}),
         })
         progress.set_postfix(reward=f"{row['reward_mean']:.3f}", filtered=filtered_groups)
 

@@ -170,6 +170,25 @@ class TrainConfig(RefineConfig):
     max_reward_failures: int = Field(3, ge=0, description="Consecutive iterations whose rewards all failed before the run stops.")
 
 
+class EvalRewardConfig(RefineConfig):
+    """Per-turn rewards of the held-out evaluation when they are not the training ones (scored as in `reward`)."""
+
+    instruction: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "shapes"}, description="IF reward spec (default: ShapeEdit's exact judge)."
+    )
+    consistency: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "shapes"}, description="CC reward spec, against the ORIGINAL image (default: the exact judge)."
+    )
+    quality: dict[str, Any] | None = Field(None, description="Optional quality reward spec.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalRewardConfig":
+        for name in ("instruction", "consistency"):
+            if "kind" not in getattr(self, name):
+                raise ValueError(f"eval.reward.{name} needs a 'kind' (e.g. eval.reward.{name}.kind=shapes)")
+        return self
+
+
 class EvalConfig(RefineConfig):
     """Held-out multi-turn evaluation of the EMA weights (tune on shapes-mt-val, report with `refine compare`)."""
 
@@ -180,6 +199,11 @@ class EvalConfig(RefineConfig):
     turns: int | None = Field(
         None, ge=1, description="Turns evaluated per sequence; None: rollout.turns. Set it to compare runs trained on fewer turns "
         "(the paper's K ablation) at the same turn 3."
+    )
+    reward: EvalRewardConfig | None = Field(
+        None,
+        description="Per-turn rewards of the evaluation; None: the training rewards. {instruction: {kind: shapes}, consistency: "
+        "{kind: shapes}} keeps ShapeEdit's exact O held out while an MLLM judge is the training reward, so hacking shows.",
     )
 
 

@@ -26,7 +26,8 @@ One iteration of the loop in `train` (numbered as in the code):
    (`refine.rollout.advantages.multiturn_advantages`); optimality r per (trajectory, turn);
 5. NFT update on every (trajectory, turn) sample (`update.nft_update`);
 6. the old policy follows the trained one; the EMA too;
-7. log per-turn rewards, O and success; evaluate the EMA on shapes-mt-val sequences;
+7. log per-turn rewards, O and success; evaluate the EMA on shapes-mt-val sequences (with
+   `eval.reward` when set: ShapeEdit's exact O held out while an MLLM judge is the reward);
 8. checkpoint atomically (trained/old/EMA weights, optimizer, scheduler, RNG, counters); stop
    early, after a checkpoint, when `train.max_cpu_seconds` is spent (rerun to resume).
 A resumed run repeats exactly what the uninterrupted run would have done (tested bitwise).
@@ -149,8 +150,13 @@ def train(config: MultiTurnConfig, *, backbone=None, rewards: TurnRewards | None
 
     backbone = backbone if backbone is not None else registry.build("backbone", config.backbone)
     rewards = rewards if rewards is not None else build_rewards(config)
-    eval_rewards = TurnRewards(rewards.scorers["if"], rewards.scorers["cc"], rewards.scorers.get("quality"),
-                               if_scale=rewards.if_scale, binary_threshold=rewards.binary_threshold, scale=1.0)
+    # Evaluation scores unscaled; eval.reward replaces the training rewards (the exact judge held out beside an MLLM one).
+    held_out = config.eval.reward
+    eval_rewards = TurnRewards(
+        held_out.instruction if held_out else rewards.scorers["if"], held_out.consistency if held_out else rewards.scorers["cc"],
+        held_out.quality if held_out else rewards.scorers.get("quality"),
+        if_scale=rewards.if_scale, binary_threshold=rewards.binary_threshold, scale=1.0,
+    )
     weights = config.reward.weights()
     if set(weights) != set(rewards.names):
         weights = {name: weights.get(name, 0.0) for name in rewards.names}

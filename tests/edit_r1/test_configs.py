@@ -24,7 +24,8 @@ def test_preset_is_valid(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and f"--config examples/configs/edit_r1/{path.name}" in first, first
     config = load_config(EditR1Config, path)
-    for category, spec in (("backbone", config.backbone), ("reward", config.reward)):
+    tracked = [("reward", spec) for spec in config.track_rewards.values()]
+    for category, spec in (("backbone", config.backbone), ("reward", config.reward), *tracked):
         target = registry.resolve(category, spec["kind"])
         params = {k: v for k, v in spec.items() if k != "kind"}
         validate_params(target, params, label=f"{path.name} {category}")

@@ -146,6 +146,23 @@ def test_multi_token_candidates_are_refused(local_vlm):
         TransformersVLM("/nonexistent/model")
 
 
+def test_a_refine_assets_path_is_found_beside_the_package_and_a_missing_one_says_how_to_get_it(tiny_vlm_path, tmp_path, monkeypatch):
+    import shutil
+
+    from refine import paths
+
+    install, elsewhere = tmp_path / "site-packages", tmp_path / "work"  # a wheel's layout; run from another folder
+    shutil.copytree(tiny_vlm_path, install / "refine" / "assets" / "shapes-vlm")
+    elsewhere.mkdir()
+    monkeypatch.setattr(paths, "_PACKAGE_PARENT", install)
+    monkeypatch.chdir(elsewhere)
+    assert TransformersVLM("refine/assets/shapes-vlm").name == f"transformers:{install / 'refine' / 'assets' / 'shapes-vlm'}"
+    shutil.rmtree(install / "refine" / "assets" / "shapes-vlm")
+    with pytest.raises(ArtifactError, match=r"refine/assets/shapes-vlm: not bundled.*refine train vlm --config "
+                                            r"examples/configs/vlm/shapes-judge-cells\.yaml.*reward\.backend\.model="):
+        TransformersVLM("refine/assets/shapes-vlm")
+
+
 def test_device_map_reaches_from_pretrained_and_scores_like_the_plain_load(tiny_vlm_path, local_vlm, make_scene, monkeypatch):
     # device_map="auto" splits a large judge over GPUs; on a CPU-only machine "auto" places it on the CPU
     from transformers import AutoModelForImageTextToText

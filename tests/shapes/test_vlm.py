@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,6 +118,18 @@ def test_the_dataset_comes_from_the_training_stream_with_spread_judge_labels():
     assert len(judged) == 24 and min(judged) < 0.3 and max(judged) > 0.9
     seeing = [t for t in dataset["task"] if not t.startswith("judge")]
     assert len(seeing) == 12
+
+
+def test_several_editor_samples_per_case_are_edits_of_the_same_input_from_other_seeds():
+    config = dict(cases=3, seeing_per_case=0, judge_per_case=0, editor=True, judge_kinds={"score": 1.0})
+    single, several = build_dataset(VLMDataConfig(**config)), build_dataset(VLMDataConfig(**config, editor_samples=2))
+    assert len(single) == 3 and len(several) == 6 and set(several["task"]) == {"judge_score:editor"}
+    outputs: dict[str, list[bytes]] = {}
+    for row in several:
+        outputs.setdefault(row["case_id"], []).append(row["images"][1].tobytes())
+    assert all(len(set(edits)) == 2 for edits in outputs.values())       # two seeds, two different edits
+    # the first sample of every case is the single-sample dataset's edit
+    assert {row["images"][1].tobytes() for row in single} <= {edit for edits in outputs.values() for edit in edits}
 
 
 def _tiny_config(folder, **changes):
@@ -295,6 +308,17 @@ def test_tower_pretraining_teaches_the_tower_the_cells_and_leaves_the_language_m
     assert moved and all(".visual." in f".{name}" for name in moved)
 
 
+@pytest.mark.slow(minutes=0.3)
+def test_the_position_head_writes_each_tokens_cell_into_its_content(tmp_path):
+    # the tower's attention is relative (2-D rotary): a token's own cell is not in its content until trained to be
+    size = dataclasses.replace(VLMSize.tiny(), image_side=48, patch_size=8, vision_hidden_size=64, vision_heads=4)
+    folder = build_shapes_vlm(tmp_path / "cells", size)
+    model, processor = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+    config = TowerPretrainConfig(steps=450, batch_size=16, learning_rate=3e-3, eval_scenes=96, log_every=450, position_head=True)
+    held_out = pretrain_tower(model, processor, config)[-1]
+    assert held_out["tower_eval_acc_cell"] > 0.3 > held_out["tower_eval_majority_cell"] + 0.15    # ~0.48 against 1/9
+
+
 def test_tower_pretraining_needs_one_token_per_cell(tiny_dir):
     model, processor = AutoModelForImageTextToText.from_pretrained(tiny_dir), AutoProcessor.from_pretrained(tiny_dir)
     with pytest.raises(ConfigError, match="image_side=48 model.patch_size=8"):
@@ -320,3 +344,11 @@ def test_the_seeing_preset_draws_seeing_rows_only_with_the_grid_question():
     assert config.model.size().interleaved_mrope
     tasks = build_dataset(config.data)["task"]
     assert len(tasks) == 24 and not any(t.startswith("judge") for t in tasks) and "grid" in tasks
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in Path("examples/configs/vlm").glob("*.yaml")))
+def test_every_vlm_preset_loads_and_a_misspelt_key_is_refused(preset):
+    config = load_config(VLMTrainConfig, f"examples/configs/vlm/{preset}", [])
+    assert config.max_steps > 0 and config.output_dir.startswith("runs/")
+    with pytest.raises(Exception, match="max_stepz"):
+        load_config(VLMTrainConfig, f"examples/configs/vlm/{preset}", ["max_stepz=3"])

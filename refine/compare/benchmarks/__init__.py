@@ -6,7 +6,8 @@ Example:
     ['edival', 'gedit', 'imgedit', 'kris', 'mse-bench', 'rise', 'shapes-bench', 'shapes-mt', 'shapes-mt-val', 'shapes-val']
 
 * `shapes-bench`, `shapes-mt` (`shapes.py`): ShapeEdit's reported splits, scored by its exact judge;
-  `shapes-val`, `shapes-mt-val`: their twins for tuning.
+  `shapes-val`, `shapes-mt-val`: their twins for tuning. Their `judge` (`vlm`: the bundled ShapeEdit
+  VLM, or an MLLM judge spec) adds a VLM judge's score as the headline, beside the exact one (`shapes_vlm.py`).
 * `gedit`, `imgedit`, `edival`, `kris`, `rise`, `mse-bench` (`gedit.py`, `imgedit.py`,
   `edival.py`, `kris.py`, `rise.py`, `mse.py`): local copies in the forms those benchmarks are
   distributed in (each module documents its layouts; `hub.py` reads a Hugging Face dataset as

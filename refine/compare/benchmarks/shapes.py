@@ -32,26 +32,36 @@ Cases are ordered index-major (case 0 of every category and phrasing, then case 
 stratified `limit` of a comparison takes direct and indirect phrasings in turn within a category.
 The cache keys hash the split's content and the judge's source code: a change to either
 re-edits (split) or re-scores (judge) only what it affects.
+
+`judge` (every split): a VLM judges the edits too, its score the headline (`vlm_score_logit`),
+the exact judge's metrics beside it: `judge: vlm` is the bundled ShapeEdit VLM, or give an MLLM
+judge spec ({kind: mllm, mode: ..., backend: {...}}); see `shapes_vlm.py`.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from PIL import Image
 
 from refine.compare.benchmarks.base import Case, CaseScore, stable_hash
+from refine.compare.benchmarks.folder import mean
+from refine.compare.benchmarks.shapes_vlm import VLMJudge
 from refine.types import EditRequest, EditResult
 
 
 class ShapesBenchmark:
-    """A ShapeEdit split as a `Benchmark` (use the `shapes_bench` / `shapes_mt` factories)."""
+    """A ShapeEdit split as a `Benchmark` (use the `shapes_bench` / `shapes_mt` factories).
+
+    `judge`: None scores with the exact judge alone; `"vlm"` or an MLLM judge spec adds a VLM
+    judge's score as the headline metric (`shapes_vlm.VLMJudge`, checked here, loaded when scoring).
+    """
 
     scale = (0.0, 1.0)
 
-    def __init__(self, split: str = "shapes-bench", size: int = 32) -> None:
+    def __init__(self, split: str = "shapes-bench", size: int = 32, judge: str | dict[str, Any] | None = None) -> None:
         from refine.shapes.data import MULTI_TURN_SPLITS, SPLITS
 
         if split not in SPLITS:
@@ -65,6 +75,9 @@ class ShapesBenchmark:
 
         per_turn = tuple(f"{m}_t{k}" for m in ("o", "if", "cc", "success") for k in range(1, MT_TURNS + 1))
         self.metrics = ("overall", "if", "cc", "success", *per_turn) if self.multi_turn else ("overall", "if", "cc", "pq")
+        self.vlm_judge = None if judge is None else VLMJudge(judge, split)
+        if self.vlm_judge is not None:  # the judge's score leads; the exact judge's (free) stays beside it
+            self.metrics = (self.vlm_judge.metric, *self.metrics)
         self._items: dict[str, object] = {}
 
     @property
@@ -77,7 +90,17 @@ class ShapesBenchmark:
     def judge_key(self) -> str:
         import refine.shapes.judge as judge
 
-        return f"shapes-judge-{stable_hash(inspect.getsource(judge))}"
+        exact = f"shapes-judge-{stable_hash(inspect.getsource(judge))}"
+        return exact if self.vlm_judge is None else f"{exact}-{self.vlm_judge.key}"
+
+    @property
+    def protocol_label(self) -> str | None:
+        """The VLM judge's label for report titles (None: the exact judge alone, the title says nothing)."""
+        return None if self.vlm_judge is None else self.vlm_judge.label
+
+    def judge_report(self, rows) -> dict[str, Any]:
+        """The report's `judge_protocol` of a VLM-judged run: which metric is whose, their agreement, a note."""
+        return self.vlm_judge.report(rows, [m for m in self.metrics if m != self.vlm_judge.metric])
 
     def cases(self) -> list[Case]:
         from refine.shapes.data import load_split
@@ -145,24 +168,48 @@ class ShapesBenchmark:
             for k, turn in enumerate(turn_scores, 1):  # MT-EditFlow's per-turn view, summarised like the rest
                 values.update({f"o_t{k}": turn["overall"], f"if_t{k}": turn["if"], f"cc_t{k}": turn["cc"], f"success_t{k}": turn["success"]})
             scores.append(CaseScore(values, turn_scores, {"breakdown": judged.breakdown}))
+        if self.vlm_judge is not None:
+            self._add_vlm_scores(items, scores)
         return scores
 
+    def _add_vlm_scores(self, items: Sequence[tuple[Case, list[EditResult]]], scores: list[CaseScore]) -> None:
+        """Judge every turn of every case in one batch; each turn is an edit of the image it was given."""
+        sources, outputs, instructions, metas, spans = [], [], [], [], []
+        for case, results in items:
+            item = self._item(case.id)
+            turns = item.cases if self.multi_turn else [item]
+            inputs = [item.source_image] + [r.image for r in results[:-1]]
+            spans.append(slice(len(sources), len(sources) + len(results)))
+            for shape_case, source, result in zip(turns, inputs, results):
+                sources.append(source)
+                outputs.append(result.image)
+                instructions.append(shape_case.instruction)  # the case's, not a thinker's rewrite: what was asked
+                metas.append(shape_case.to_request().meta)
+        judged = self.vlm_judge(sources, outputs, instructions, metas)
+        metric = self.vlm_judge.metric
+        for score, span in zip(scores, spans):
+            values = judged.scores[span]
+            score.scores = {metric: mean(values), **score.scores}  # the headline first, as in `metrics`
+            score.details["vlm"] = judged.details[span]
+            for turn, value in zip(score.turn_scores or [], values):
+                turn[metric] = value
 
-def shapes_bench(size: int = 32) -> ShapesBenchmark:
+
+def shapes_bench(size: int = 32, judge: str | dict[str, Any] | None = None) -> ShapesBenchmark:
     """The `shapes-bench` benchmark kind: 540 single-turn ShapeEdit cases (9 categories x 2 phrasings x 30)."""
-    return ShapesBenchmark("shapes-bench", size)
+    return ShapesBenchmark("shapes-bench", size, judge)
 
 
-def shapes_mt(size: int = 32) -> ShapesBenchmark:
+def shapes_mt(size: int = 32, judge: str | dict[str, Any] | None = None) -> ShapesBenchmark:
     """The `shapes-mt` benchmark kind: 120 three-turn ShapeEdit sequences."""
-    return ShapesBenchmark("shapes-mt", size)
+    return ShapesBenchmark("shapes-mt", size, judge)
 
 
-def shapes_val(size: int = 32) -> ShapesBenchmark:
+def shapes_val(size: int = 32, judge: str | dict[str, Any] | None = None) -> ShapesBenchmark:
     """The `shapes-val` benchmark kind: shapes-bench's twin for tuning (540 cases, other seeds)."""
-    return ShapesBenchmark("shapes-val", size)
+    return ShapesBenchmark("shapes-val", size, judge)
 
 
-def shapes_mt_val(size: int = 32) -> ShapesBenchmark:
+def shapes_mt_val(size: int = 32, judge: str | dict[str, Any] | None = None) -> ShapesBenchmark:
     """The `shapes-mt-val` benchmark kind: shapes-mt's twin for tuning (120 sequences, other seeds)."""
-    return ShapesBenchmark("shapes-mt-val", size)
+    return ShapesBenchmark("shapes-mt-val", size, judge)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from refine.errors import ConfigError
-from refine.paths import check_model_source
+from refine.paths import resolve_model_source
 from refine.rewards.backends.base import Conversation, ProbResult, expand_prefill, renormalize
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -35,7 +35,8 @@ class TransformersVLM:
     """Local VLM backend (see the module docstring).
 
     Args:
-        model: a checkpoint folder or hub id (loaded with `AutoModelForImageTextToText`), or a loaded model.
+        model: a checkpoint folder or hub id (loaded with `AutoModelForImageTextToText`), or a loaded model. A
+            relative `refine/assets/<name>` is also found beside the installed package (`refine.paths.resolve_model_source`).
         processor: the matching processor (default: `AutoProcessor.from_pretrained(model)`).
         device: torch device string (ignored with `device_map`).
         device_map: passed to `from_pretrained` (accelerate places the layers), e.g. "auto" to split a
@@ -71,8 +72,8 @@ class TransformersVLM:
         on_cpu = str(device).startswith("cpu") if device_map is None else device_map in ("cpu", {"": "cpu"})
         torch_dtype = (torch.float32 if on_cpu else torch.bfloat16) if dtype == "auto" else getattr(torch, dtype)
         if isinstance(model, (str, Path)):
-            check_model_source(model, "vision-language model")  # "no such folder", not a hub repo-id error
-            source = str(model)
+            # "no such folder", not a hub repo-id error; `refine/assets/...` also beside the installed package
+            source = resolve_model_source(model, "vision-language model")
             kwargs: dict[str, Any] = {"dtype": torch_dtype}
             if device_map is not None:
                 kwargs["device_map"] = device_map

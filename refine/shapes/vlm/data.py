@@ -45,6 +45,9 @@ class VLMDataConfig(RefineConfig):
     degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
     judge_per_case: int = Field(2, ge=0, description="judge examples per case on outputs other than the editor's")
     editor: bool = Field(True, description="also judge the bundled editor's output of every case (one example per case)")
+    editor_samples: int = Field(
+        1, ge=1, description="bundled-editor outputs judged per case, each from another seed: edits of the same input "
+        "that differ only in how well the editor did, the pairs a judge must order (Edit-R1's pairwise accuracy)")
     editor_steps: int | None = Field(None, ge=1, description="editor sampling steps (None: the editor's default)")
     near_misses: bool = Field(
         False, description="also judge near misses of the target (an edit of the case's category with other arguments, "
@@ -74,28 +77,33 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     rng = random.Random(config.seed)
     kinds, weights = list(config.judge_kinds), list(config.judge_kinds.values())
     cases = list(itertools.islice(training_stream(config.seed), config.cases))
-    outputs = _editor_outputs(cases, config, progress) if config.editor else [None] * len(cases)
+    outputs = _editor_outputs(cases, config, progress) if config.editor else [[] for _ in cases]
     rows: list[dict[str, Any]] = []
-    for case, edited in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
+    for case, edits in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
         rows += seeing_examples(case, rng, config.seeing_per_case, config.seeing_tasks, config.degrade_rate)
         # at least two drawn, as before the near misses, so the presets' datasets stay the same row for row
         candidates = candidate_outputs(case, rng, config.near_misses, k=max(2, config.judge_per_case))[: config.judge_per_case]
-        if edited is not None:
-            candidates.append(("editor", edited))
+        candidates += [("editor", edited) for edited in edits]
         for source, image in candidates:
             rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
     rng.shuffle(rows)
     return Dataset.from_list(rows)
 
 
-def _editor_outputs(cases, config: VLMDataConfig, progress: bool) -> list:
+def _editor_outputs(cases, config: VLMDataConfig, progress: bool) -> list[list]:
+    """`config.editor_samples` outputs of the bundled editor per case."""
     backbone = load_shapes_backbone()
     editor = FlowEditor(backbone, steps=config.editor_steps or backbone.default_steps, batch_size=32)
-    images = []
+    images: list[list] = [[] for _ in cases]
     with torch.no_grad():
-        for start in tqdm(range(0, len(cases), 32), desc="bundled editor", disable=not progress):
-            chunk = cases[start : start + 32]
-            # seed per case (its stream index), so an output does not depend on the chunking
-            requests = [case.to_request(seed=config.seed * 1_000_003 + start + i) for i, case in enumerate(chunk)]
-            images += [result.image for result in editor.edit(requests)]
+        for sample in range(config.editor_samples):
+            for start in tqdm(range(0, len(cases), 32), desc=f"bundled editor ({sample + 1}/{config.editor_samples})",
+                              disable=not progress):
+                chunk = cases[start : start + 32]
+                # seed per case (its stream index) and sample, so an output does not depend on the chunking;
+                # sample 0 keeps the seeds of the single-sample datasets
+                requests = [case.to_request(seed=config.seed * 1_000_003 + start + i + sample * 104_729_000)
+                            for i, case in enumerate(chunk)]
+                for i, result in enumerate(editor.edit(requests)):
+                    images[start + i].append(result.image)
     return images

@@ -58,6 +58,10 @@ class TowerPretrainConfig(RefineConfig):
     seed: int = Field(41, description="training-stream seed of the scenes (a stream of its own)")
     eval_scenes: int = Field(256, ge=1, description="held-out scenes (another stream) for the accuracies logged at the end")
     log_every: int = Field(50, ge=1, description="log loss and train accuracies every this many steps")
+    position_head: bool = Field(
+        False, description="also train a head that tells from each token which cell it covers, so every visual token "
+        "carries its own position in its content (the language model then reads where from the token, not only from "
+        "its rotary position)")
 
 
 def cell_targets(scene: Scene) -> dict[str, torch.Tensor]:
@@ -76,13 +80,13 @@ def cell_targets(scene: Scene) -> dict[str, torch.Tensor]:
         size[cell] = SIZES.index(obj.size) + 1
     background = [COLOR_NAMES.index(scene.background)] * CELLS
     return {name: torch.tensor(values) for name, values in
-            (("shape", shape), ("color", color), ("size", size), ("background", background))}
+            (("shape", shape), ("color", color), ("size", size), ("background", background), ("cell", range(CELLS)))}
 
 
 class CellHeads(nn.Module):
     """One linear classifier per attribute, shared by every visual token (training aid, not saved)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, position: bool = False) -> None:
         super().__init__()
         self.heads = nn.ModuleDict({
             "shape": nn.Linear(width, len(SHAPES) + 1),
@@ -90,6 +94,8 @@ class CellHeads(nn.Module):
             "size": nn.Linear(width, len(SIZES) + 1),
             "background": nn.Linear(width, len(COLOR_NAMES)),
         })
+        if position:  # which cell the token covers: the token's place written into its content
+            self.heads["cell"] = nn.Linear(width, CELLS)
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(tokens) for name, head in self.heads.items()}
@@ -125,7 +131,7 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
                           f"{tokens_per_image}: build it with model.image_side=48 model.patch_size=8")
     torch.manual_seed(config.seed)
     visual = model.model.visual
-    heads = CellHeads(model.config.text_config.hidden_size)
+    heads = CellHeads(model.config.text_config.hidden_size, position=config.position_head)
     parameters = list(visual.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
@@ -161,6 +167,7 @@ def _evaluate(model, processor, heads: CellHeads, config: TowerPretrainConfig) -
     with torch.no_grad():
         logits = heads(visual_tokens(model, processor, [render(scene) for scene in scenes]))
     row = {k.replace("tower_acc", "tower_eval_acc"): v for k, v in _accuracies(logits, targets).items()}
-    for name, target in targets.items():
+    for name in logits:
+        target = targets[name]
         row[f"tower_eval_majority_{name}"] = float((target == target.flatten().mode().values).float().mean())
     return row
