@@ -7,9 +7,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from refine.shapes.vlm.model import VLMSize, build_shapes_vlm  # noqa: E402
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_vlm(tmp_path_factory):
+    """A tiny ShapeEdit VLM folder (random weights, the real tokenizer and processor), for the presets that judge with it."""
+    return build_shapes_vlm(tmp_path_factory.mktemp("shapes-vlm"), VLMSize.tiny())
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,20 +10,15 @@ from refine.edit_r1.config import EditR1Config
 from refine.edit_r1.train import train
 from refine.errors import ConfigError
 from refine.rewards.mllm import MLLMJudge
-from refine.shapes.vlm.model import VLMSize, build_shapes_vlm
 from refine.testing.edit_r1 import tiny_backbone
 
 PRESET = Path(__file__).resolve().parents[2] / "examples" / "configs" / "edit_r1" / "shapes_vlm_reward.yaml"
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
-    return build_shapes_vlm(tmp_path_factory.mktemp("vlm"), VLMSize.tiny())  # random weights, the real tokenizer and processor
 
-
-def test_one_iteration_is_rewarded_by_the_vlm_with_the_exact_o_logged_beside_it(tiny_vlm, tmp_path, monkeypatch):
+def test_one_iteration_is_rewarded_by_the_vlm_with_the_exact_o_logged_beside_it(tiny_shapes_vlm, tmp_path, monkeypatch):
     config = load_config(EditR1Config, PRESET, [
-        f"reward.backend.model={tiny_vlm}", "rollout.group_size=4", "rollout.groups_per_iteration=2", "rollout.steps=2",
+        f"reward.backend.model={tiny_shapes_vlm}", "rollout.group_size=4", "rollout.groups_per_iteration=2", "rollout.steps=2",
         "train.micro_batch=4", "train.iterations=1", "eval.cases=2", "eval.steps=2", "log.sample_every=0",
         "log.progress=false", f"log.output_dir={tmp_path}",
     ])

@@ -8,20 +8,15 @@ from refine.config import load_config
 from refine.multiturn.config import MultiTurnConfig
 from refine.multiturn.train import train
 from refine.rewards.mllm import MLLMJudge
-from refine.shapes.vlm.model import VLMSize, build_shapes_vlm
 from refine.testing.edit_r1 import tiny_backbone
 
 PRESET = Path(__file__).resolve().parents[2] / "examples" / "configs" / "multiturn" / "shapes_vlm_reward.yaml"
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
-    return build_shapes_vlm(tmp_path_factory.mktemp("vlm"), VLMSize.tiny())  # random weights, the real tokenizer and processor
 
-
-def test_one_iteration_is_judged_by_the_vlm_and_evaluated_with_the_exact_o(tiny_vlm, tmp_path, monkeypatch):
+def test_one_iteration_is_judged_by_the_vlm_and_evaluated_with_the_exact_o(tiny_shapes_vlm, tmp_path, monkeypatch):
     config = load_config(MultiTurnConfig, PRESET, [
-        f"reward.instruction.backend.model={tiny_vlm}", "rollout.turns=2", "rollout.group_size=2",
+        f"reward.instruction.backend.model={tiny_shapes_vlm}", "rollout.turns=2", "rollout.group_size=2",
         "rollout.sequences_per_iteration=2", "rollout.steps=2", "rollout.sampler=euler", "train.iterations=1",
         "train.micro_batch=4", "eval.sequences=2", "log.progress=false", f"log.output_dir={tmp_path}",
     ])

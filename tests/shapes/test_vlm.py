@@ -319,6 +319,23 @@ def test_the_position_head_writes_each_tokens_cell_into_its_content(tmp_path):
     assert held_out["tower_eval_acc_cell"] > 0.3 > held_out["tower_eval_majority_cell"] + 0.15    # ~0.48 against 1/9
 
 
+def test_the_tower_can_train_on_editor_outputs_labelled_by_the_exact_parser(tmp_path, monkeypatch):
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm import tower as tower_module
+    pool = tower_module._output_pool(5, 3)
+    assert len(pool) == 3 and all(parsed == parse_scene(image) for image, parsed in pool)
+    seen = []
+    real = tower_module.visual_tokens
+    monkeypatch.setattr(tower_module, "visual_tokens", lambda m, p, images: seen.append(list(images)) or real(m, p, images))
+    folder = build_shapes_vlm(tmp_path / "cells", dataclasses.replace(VLMSize.tiny(), image_side=48, patch_size=8))
+    model, processor = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+    rows = pretrain_tower(model, processor, TowerPretrainConfig(steps=2, batch_size=4, outputs=0.5, output_pool=2, eval_scenes=3, log_every=1))
+    editor = [image.tobytes() for image, _ in tower_module._output_pool(TowerPretrainConfig().seed, 2)]
+    assert [image.tobytes() for image in seen[0][2:]] == editor and [image.tobytes() for image in seen[1][2:]] == editor
+    assert all(image.tobytes() not in editor for image in seen[0][:2])      # the rest of the batch: clean renders
+    assert {"tower_eval_outputs_acc_shape", "tower_eval_acc_shape"} <= set(rows[-1])
+
+
 def test_tower_pretraining_needs_one_token_per_cell(tiny_dir):
     model, processor = AutoModelForImageTextToText.from_pretrained(tiny_dir), AutoProcessor.from_pretrained(tiny_dir)
     with pytest.raises(ConfigError, match="image_side=48 model.patch_size=8"):

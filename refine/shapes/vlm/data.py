@@ -92,18 +92,23 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
 
 def _editor_outputs(cases, config: VLMDataConfig, progress: bool) -> list[list]:
     """`config.editor_samples` outputs of the bundled editor per case."""
+    return editor_outputs(cases, config.seed, samples=config.editor_samples, steps=config.editor_steps, progress=progress)
+
+
+def editor_outputs(cases, seed: int, samples: int = 1, steps: int | None = None, progress: bool = False) -> list[list]:
+    """`samples` outputs of the bundled editor (`load_shapes_backbone`, Euler) for every case, seeded per case and sample.
+
+    Case i's sample s is seeded `seed * 1_000_003 + i + s * 104_729_000`, so an output does not depend
+    on the batching, and sample 0 keeps the seeds of the single-sample datasets.
+    """
     backbone = load_shapes_backbone()
-    editor = FlowEditor(backbone, steps=config.editor_steps or backbone.default_steps, batch_size=32)
+    editor = FlowEditor(backbone, steps=steps or backbone.default_steps, batch_size=32)
     images: list[list] = [[] for _ in cases]
     with torch.no_grad():
-        for sample in range(config.editor_samples):
-            for start in tqdm(range(0, len(cases), 32), desc=f"bundled editor ({sample + 1}/{config.editor_samples})",
-                              disable=not progress):
+        for sample in range(samples):
+            for start in tqdm(range(0, len(cases), 32), desc=f"bundled editor ({sample + 1}/{samples})", disable=not progress):
                 chunk = cases[start : start + 32]
-                # seed per case (its stream index) and sample, so an output does not depend on the chunking;
-                # sample 0 keeps the seeds of the single-sample datasets
-                requests = [case.to_request(seed=config.seed * 1_000_003 + start + i + sample * 104_729_000)
-                            for i, case in enumerate(chunk)]
+                requests = [case.to_request(seed=seed * 1_000_003 + start + i + sample * 104_729_000) for i, case in enumerate(chunk)]
                 for i, result in enumerate(editor.edit(requests)):
                     images[start + i].append(result.image)
     return images

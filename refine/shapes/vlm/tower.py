@@ -42,6 +42,8 @@ from torch import nn
 from refine.config import RefineConfig
 from refine.errors import ConfigError
 from refine.shapes.data import training_stream
+from refine.shapes.judge import parse_scene
+from refine.shapes.vlm.data import editor_outputs
 from refine.shapes.vlm.probes import visual_tokens
 from refine.shapes.world import COLOR_NAMES, GRID, POSITIONS, SHAPES, SIZES, Scene, render
 
@@ -58,6 +60,11 @@ class TowerPretrainConfig(RefineConfig):
     seed: int = Field(41, description="training-stream seed of the scenes (a stream of its own)")
     eval_scenes: int = Field(256, ge=1, description="held-out scenes (another stream) for the accuracies logged at the end")
     log_every: int = Field(50, ge=1, description="log loss and train accuracies every this many steps")
+    outputs: float = Field(
+        0.0, ge=0, le=1, description="share of every batch that are bundled-editor outputs of stream cases (blurred, "
+        "partly edited, off-colour), each cell labelled with what ShapeEdit's exact parser reads there (parse_scene), so "
+        "the tower reads an editor's output as the judge's labels do, not only clean renders")
+    output_pool: int = Field(512, ge=1, description="editor outputs generated once for the tower stage (cycled)")
     position_head: bool = Field(
         False, description="also train a head that tells from each token which cell it covers, so every visual token "
         "carries its own position in its content (the language model then reads where from the token, not only from "
@@ -137,13 +144,19 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
     loss_fn = nn.CrossEntropyLoss()
     stream = _scenes(config.seed)
+    per_batch = round(config.outputs * config.batch_size)
+    pool = itertools.cycle(_output_pool(config.seed, config.output_pool) if per_batch else [None])
     was_training = model.training
     model.train()
     rows: list[dict[str, Any]] = []
     for step in range(1, config.steps + 1):
-        scenes = list(itertools.islice(stream, config.batch_size))
+        scenes = list(itertools.islice(stream, config.batch_size - per_batch))
+        images = [render(scene) for scene in scenes]
+        for image, parsed in itertools.islice(pool, per_batch):
+            images.append(image)
+            scenes.append(parsed)
         targets = _stack(scenes)
-        logits = heads(visual_tokens(model, processor, [render(scene) for scene in scenes]))
+        logits = heads(visual_tokens(model, processor, images))
         loss = sum(loss_fn(logits[name].flatten(0, 1), targets[name].flatten()) for name in logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,14 +173,28 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
     return rows
 
 
+def _output_pool(seed: int, size: int) -> list[tuple[Any, Scene]]:
+    """`size` bundled-editor outputs of stream cases of `seed`, each with the scene the exact parser reads in it."""
+    cases = list(itertools.islice(training_stream(seed), size))
+    return [(image, parse_scene(image)) for (image,) in editor_outputs(cases, seed)]
+
+
 def _evaluate(model, processor, heads: CellHeads, config: TowerPretrainConfig) -> dict[str, float]:
-    """Held-out accuracies on scenes of another stream, beside the majority class's."""
+    """Held-out accuracies on scenes of another stream, beside the majority class's (and on editor outputs, if trained on them)."""
     scenes = list(itertools.islice(_scenes(config.seed + 1_000_003), config.eval_scenes))
+    row = _held_out(model, processor, heads, [render(scene) for scene in scenes], scenes, "tower_eval")
+    if config.outputs > 0:
+        pool = _output_pool(config.seed + 1_000_003, config.eval_scenes)
+        row.update(_held_out(model, processor, heads, [image for image, _ in pool], [parsed for _, parsed in pool], "tower_eval_outputs"))
+    return row
+
+
+def _held_out(model, processor, heads: CellHeads, images, scenes: list[Scene], prefix: str) -> dict[str, float]:
     targets = _stack(scenes)
     with torch.no_grad():
-        logits = heads(visual_tokens(model, processor, [render(scene) for scene in scenes]))
-    row = {k.replace("tower_acc", "tower_eval_acc"): v for k, v in _accuracies(logits, targets).items()}
+        logits = heads(visual_tokens(model, processor, images))
+    row = {k.replace("tower_acc", f"{prefix}_acc"): v for k, v in _accuracies(logits, targets).items()}
     for name in logits:
         target = targets[name]
-        row[f"tower_eval_majority_{name}"] = float((target == target.flatten().mode().values).float().mean())
+        row[f"{prefix}_majority_{name}"] = float((target == target.flatten().mode().values).float().mean())
     return row
