@@ -26,6 +26,15 @@ colour, size, each with a "nothing" class, and the background colour) applied to
 token must say what is in *its own* cell the same way wherever the cell is. That is what the
 language model then needs: what by content, where by the token's position.
 
+Two options found necessary (benchmarks/RESULTS.md, stop 34). `position_head`: the tower's
+attention is relative (2-D rotary), so nothing in a token's content says which cell it covers and
+the language model did not learn where objects are; one more shared head that must name each
+token's cell writes it in (the grid is then read: 26 of 30 shapes-val scenes exact, from 1).
+`outputs`: a share of every batch are bundled-editor outputs (blurred, partly edited), each cell
+labelled with what ShapeEdit's parser (`parse_scene`, which reads the image alone, no target) finds
+there, so an editor's output is read as the judge's labels read it (grid exact on val edits 40% ->
+68%).
+
 Written by hand rather than through TRL: this is supervised classification of the vision tower with
 auxiliary heads, not language-model fine-tuning, and no TRL trainer trains a vision tower alone.
 """
