@@ -27,7 +27,6 @@ Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import pickle
 import random
@@ -43,6 +42,7 @@ from refine._compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 from refine.backbones.shapes import load_shapes_backbone  # noqa: E402
+from refine.compare.stats import same_input_pairwise_accuracy  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
@@ -70,19 +70,11 @@ def editor_edits(cases, seeds: int) -> list[dict]:
 
 
 def pairwise_accuracy(rows: list[dict], scores: list[float]) -> tuple[float, int]:
-    right, pairs = 0.0, 0
-    by_case: dict[int, list[int]] = {}
-    for index, row in enumerate(rows):
-        by_case.setdefault(row["case"], []).append(index)
-    for indices in by_case.values():
-        for a, b in itertools.combinations(indices, 2):
-            gap = rows[a]["overall"] - rows[b]["overall"]
-            if abs(gap) < MIN_GAP:
-                continue
-            pairs += 1
-            diff = scores[a] - scores[b]
-            right += 0.5 if diff == 0 else float((diff > 0) == (gap > 0))
-    return (right / pairs if pairs else float("nan")), pairs
+    by_case: dict[int, list[tuple[float, float]]] = {}
+    for row, score in zip(rows, scores):
+        by_case.setdefault(row["case"], []).append((score, row["overall"]))
+    accuracy, pairs = same_input_pairwise_accuracy(by_case.values(), min_gap=MIN_GAP)
+    return (float("nan") if accuracy is None else accuracy), pairs
 
 
 def spearman_ci(rows: list[dict], scores: list[float], draws: int = 1000) -> tuple[float, float, float]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -358,3 +359,28 @@ def paired_deltas(
             else:
                 out[(entry, category)] = mean_ci(ds, resamples)
     return out
+
+
+def same_input_pairwise_accuracy(groups: Iterable[Sequence[tuple[float, float]]], min_gap: float = 0.0) -> tuple[float | None, int]:
+    """How often a judge orders two outputs of one input as the reference does: (accuracy, pairs counted).
+
+    `groups`: per input, its outputs' (judge score, reference score). Pairs whose reference scores
+    differ by less than `min_gap` (or not at all) are left out; a judge tie counts one half; chance
+    is 0.5. Unlike a correlation over every output it is not driven by how hard each input is
+    (Edit-R1's measure for its score-logit judge). None when no pair counts.
+
+    >>> same_input_pairwise_accuracy([[(0.2, 0.0), (0.9, 1.0)],                 # ordered right: 1
+    ...                               [(0.7, 0.5), (0.6, 0.9), (0.6, 0.96)]],   # wrong twice, a tie: 0.5
+    ...                              min_gap=0.05)
+    (0.375, 4)
+    """
+    right, pairs = 0.0, 0
+    for group in groups:
+        for (judged_a, truth_a), (judged_b, truth_b) in combinations(group, 2):
+            gap = truth_a - truth_b
+            if gap == 0 or abs(gap) < min_gap:
+                continue
+            pairs += 1
+            said = judged_a - judged_b
+            right += 0.5 if said == 0 else float((said > 0) == (gap > 0))
+    return (right / pairs if pairs else None), pairs

@@ -42,7 +42,6 @@ judge or under another judge (model, mode, retrained weights) is never read as t
 
 from __future__ import annotations
 
-from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,6 +50,7 @@ from scipy.stats import pearsonr, spearmanr
 from refine.compare.benchmarks.base import stable_hash
 from refine.compare.benchmarks.mllm import check_judge
 from refine.compare.entries import fingerprint, resolve_path
+from refine.compare.stats import same_input_pairwise_accuracy
 from refine.errors import ArtifactError, ConfigError
 from refine.paths import MISSING_ASSETS
 from refine.registry import registry, validate_params
@@ -176,23 +176,16 @@ def agreement(rows: Sequence[Any], metric: str, exact: str = "overall") -> dict[
     scored = [r for r in rows if r.scores.get(metric) is not None and r.scores.get(exact) is not None]
     judged, truth = [r.scores[metric] for r in scored], [r.scores[exact] for r in scored]
     varied = len(scored) >= 3 and len(set(judged)) > 1 and len(set(truth)) > 1  # else a correlation is undefined
-    by_item: dict[tuple[str, int], list[Any]] = {}
+    by_item: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for row in scored:
-        by_item.setdefault((row.case_id, row.seed), []).append(row)
-    right, pairs = 0.0, 0
-    for group in by_item.values():
-        for a, b in combinations(group, 2):
-            if a.scores[exact] == b.scores[exact]:
-                continue  # the exact judge does not order them: nothing to agree with
-            pairs += 1
-            said = a.scores[metric] - b.scores[metric]
-            right += 0.5 if said == 0 else float((said > 0) == (a.scores[exact] > b.scores[exact]))
+        by_item.setdefault((row.case_id, row.seed), []).append((row.scores[metric], row.scores[exact]))
+    accuracy, pairs = same_input_pairwise_accuracy(by_item.values())
     return {
         "edits": len(scored),
         "pearson": float(pearsonr(judged, truth)[0]) if varied else None,
         "spearman": float(spearmanr(judged, truth)[0]) if varied else None,
         "pairs": pairs,
-        "pairwise_accuracy": right / pairs if pairs else None,
+        "pairwise_accuracy": accuracy,
     }
 
 

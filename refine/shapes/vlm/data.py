@@ -77,7 +77,8 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     rng = random.Random(config.seed)
     kinds, weights = list(config.judge_kinds), list(config.judge_kinds.values())
     cases = list(itertools.islice(training_stream(config.seed), config.cases))
-    outputs = _editor_outputs(cases, config, progress) if config.editor else [[] for _ in cases]
+    outputs = (editor_outputs(cases, config.seed, config.editor_samples, config.editor_steps, progress) if config.editor
+               else [[] for _ in cases])
     rows: list[dict[str, Any]] = []
     for case, edits in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
         rows += seeing_examples(case, rng, config.seeing_per_case, config.seeing_tasks, config.degrade_rate)
@@ -88,11 +89,6 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
             rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
     rng.shuffle(rows)
     return Dataset.from_list(rows)
-
-
-def _editor_outputs(cases, config: VLMDataConfig, progress: bool) -> list[list]:
-    """`config.editor_samples` outputs of the bundled editor per case."""
-    return editor_outputs(cases, config.seed, samples=config.editor_samples, steps=config.editor_steps, progress=progress)
 
 
 def editor_outputs(cases, seed: int, samples: int = 1, steps: int | None = None, progress: bool = False) -> list[list]:

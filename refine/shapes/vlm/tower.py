@@ -154,7 +154,7 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
     loss_fn = nn.CrossEntropyLoss()
     stream = _scenes(config.seed)
     per_batch = round(config.outputs * config.batch_size)
-    pool = itertools.cycle(_output_pool(config.seed, config.output_pool) if per_batch else [None])
+    pool = itertools.cycle(_output_pool(config.seed, config.output_pool)) if per_batch else iter(())
     was_training = model.training
     model.train()
     rows: list[dict[str, Any]] = []
