@@ -17,7 +17,9 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
    is in a cell, the full description, every cell: exact, per cell, and per occupied cell) on
-   `--seeing-cases` shapes-val sources.
+   `--seeing-cases` shapes-val sources; and the grid of `--output-grids` of the edits themselves, scored
+   against what the exact parser reads in them, stray marks included (`describe_parsed_grid`): what
+   the judge must see to tell two edits of one input apart.
 7. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
@@ -47,9 +49,10 @@ from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E4
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
-from refine.shapes.judge import judge_edit  # noqa: E402
+from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
-from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, _name, describe_grid, describe_scene  # noqa: E402
+from refine.shapes.vlm.tasks import (  # noqa: E402
+    QUESTIONS, SYSTEM_PROMPT, _name, describe_grid, describe_parsed_grid, describe_scene)
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 
 MIN_GAP = 0.05
@@ -162,6 +165,31 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
     return {task: float(np.mean(values)) for task, values in hits.items()}
 
 
+def output_grid_accuracy(backend: TransformersVLM, rows: list[dict]) -> dict[str, float]:
+    """The grid of editor outputs, scored against the exact parser's reading (stray marks included).
+
+    `grid_exact`: the whole answer; `cells`: every cell; `objects`: cells the parser finds an object
+    in; `marked`: cells with stray marks (the object "with stray marks", or "unrecognisable marks").
+    """
+    chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+              {"role": "user", "content": [{"type": "image", "image": r["output"]}, {"type": "text", "text": QUESTIONS["grid"]}]}]
+             for r in rows]
+    answers = backend.generate(chats, max_new_tokens=120)
+    hits: dict[str, list[float]] = {}
+    for row, answer in zip(rows, answers):
+        truth = describe_parsed_grid(parse_image(row["output"]))
+        hits.setdefault("grid_exact", []).append(float(answer.strip() == truth))
+        said = answer.strip().split("; ")
+        for i, cell in enumerate(truth.split("; ")):
+            ok = float(i < len(said) and said[i] == cell)
+            hits.setdefault("cells", []).append(ok)
+            if not cell.endswith((": nothing", ": unrecognisable marks")):
+                hits.setdefault("objects", []).append(ok)
+            if cell.endswith(("with stray marks", ": unrecognisable marks")):
+                hits.setdefault("marked", []).append(ok)
+    return {name: float(np.mean(values)) for name, values in hits.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -173,6 +201,7 @@ def main() -> None:
     parser.add_argument("--cot-cases", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
+    parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
     parser.add_argument("--seeing-only", action="store_true", help="only the seeing questions (a model trained on no judge task)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
@@ -199,6 +228,10 @@ def main() -> None:
             report["models"].setdefault(model, {})["seeing"] = seeing
             print(model, "seeing accuracy", json.dumps({k: round(v, 3) for k, v in seeing.items()}),
                   "image dependence", round(image_dependence(backend, rows), 4))
+        if args.output_grids:
+            outputs = output_grid_accuracy(backend, rows[:: max(1, len(rows) // args.output_grids)][: args.output_grids])
+            report["models"].setdefault(model, {})["output_grid"] = outputs
+            print(model, "editor outputs' grid (exact parser)", json.dumps({k: round(v, 3) for k, v in outputs.items()}))
         if args.seeing_only:
             continue
         results = [score_mode(backend, mode, rows) for mode in args.modes]

@@ -132,6 +132,21 @@ def test_several_editor_samples_per_case_are_edits_of_the_same_input_from_other_
     assert {row["images"][1].tobytes() for row in single} <= {edit for edits in outputs.values() for edit in edits}
 
 
+def test_output_grids_ask_the_editor_outputs_grid_answered_by_the_exact_parser():
+    from refine.shapes.judge import parse_image
+    from refine.shapes.vlm.tasks import describe_parsed_grid
+    config = dict(cases=3, seeing_per_case=0, judge_per_case=0, editor=True, editor_samples=2, judge_kinds={"score": 1.0})
+    dataset = build_dataset(VLMDataConfig(**config, output_grids=1))
+    grids = [row for row in dataset if row["task"] == "grid_output"]
+    judged = {row["images"][1].tobytes() for row in dataset if row["task"] == "judge_score:editor"}
+    assert len(grids) == 3 and len(judged) == 6
+    for row in grids:
+        image = row["images"][0]
+        assert image.tobytes() in judged                                   # one of the case's own editor outputs
+        assert row["completion"][0]["content"][0]["text"] == describe_parsed_grid(parse_image(image))
+        assert row["prompt"][-1]["content"][-1]["text"] == "What is in each cell?"
+
+
 def _tiny_config(folder, **changes):
     config = dict(output_dir=str(folder), model={"tiny": True}, batch_size=4, learning_rate=3e-3, warmup_steps=0,
                   logging_steps=1, save_steps=2, progress=False,
@@ -323,17 +338,29 @@ def test_the_tower_can_train_on_editor_outputs_labelled_by_the_exact_parser(tmp_
     from refine.shapes.judge import parse_scene
     from refine.shapes.vlm import tower as tower_module
     pool = tower_module._output_pool(5, 3)
-    assert len(pool) == 3 and all(parsed == parse_scene(image) for image, parsed in pool)
+    assert len(pool) == 3 and all(parsed.scene == parse_scene(image) for image, parsed in pool)
     seen = []
     real = tower_module.visual_tokens
     monkeypatch.setattr(tower_module, "visual_tokens", lambda m, p, images: seen.append(list(images)) or real(m, p, images))
     folder = build_shapes_vlm(tmp_path / "cells", dataclasses.replace(VLMSize.tiny(), image_side=48, patch_size=8))
     model, processor = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
-    rows = pretrain_tower(model, processor, TowerPretrainConfig(steps=2, batch_size=4, outputs=0.5, output_pool=2, eval_scenes=3, log_every=1))
+    rows = pretrain_tower(model, processor, TowerPretrainConfig(steps=2, batch_size=4, outputs=0.5, output_pool=2, eval_scenes=3,
+                                                               log_every=1, clutter_head=True))
     editor = [image.tobytes() for image, _ in tower_module._output_pool(TowerPretrainConfig().seed, 2)]
     assert [image.tobytes() for image in seen[0][2:]] == editor and [image.tobytes() for image in seen[1][2:]] == editor
     assert all(image.tobytes() not in editor for image in seen[0][:2])      # the rest of the batch: clean renders
-    assert {"tower_eval_outputs_acc_shape", "tower_eval_acc_shape"} <= set(rows[-1])
+    assert {"tower_eval_outputs_acc_shape", "tower_eval_acc_shape", "tower_eval_outputs_acc_clutter"} <= set(rows[-1])
+
+
+def test_the_clutter_labels_are_the_parsers_stray_marks_and_none_on_clean_renders():
+    from refine.shapes.degrade import noise_image
+    from refine.shapes.judge import parse_image
+    from refine.shapes.vlm.tower import cell_targets
+    scene = next(iter(training_stream(3))).source
+    assert cell_targets(scene)["clutter"].tolist() == [0] * 9
+    parsed = parse_image(noise_image(32, seed=0))          # pure noise: stray marks everywhere the parser looks
+    flags = tuple(cell.clutter for cell in parsed.cells)
+    assert any(flags) and cell_targets(parsed.scene, flags)["clutter"].tolist() == [int(f) for f in flags]
 
 
 def test_tower_pretraining_needs_one_token_per_cell(tiny_dir):

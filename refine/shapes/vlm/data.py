@@ -29,7 +29,7 @@ from refine.backbones.shapes import load_shapes_backbone
 from refine.config import RefineConfig
 from refine.rollout.flow_editor import FlowEditor
 from refine.shapes.data import training_stream
-from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, candidate_outputs, judge_example, seeing_examples
+from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, candidate_outputs, judge_example, output_grid_example, seeing_examples
 
 
 class VLMDataConfig(RefineConfig):
@@ -53,6 +53,10 @@ class VLMDataConfig(RefineConfig):
         False, description="also judge near misses of the target (an edit of the case's category with other arguments, "
         "the edit plus an unwanted change, half a hybrid edit): outputs that only the image tells apart from the target "
         "under the same prompt, so the judge cannot score them from the instruction")
+    output_grids: int = Field(
+        0, ge=0, description="per case, this many of the bundled editor's outputs also asked \"What is in each cell?\", "
+        "answered with what the exact parser reads in them, stray marks included (`tasks.describe_parsed_grid`): the "
+        "judge reads an editor's output the way the exact judge's labels do")
     judge_kinds: dict[str, float] = Field(
         default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
         description="weights of the judge prompt kinds (score, yesno, score_cot) among judge examples",
@@ -87,6 +91,7 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         candidates += [("editor", edited) for edited in edits]
         for source, image in candidates:
             rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
+        rows += [output_grid_example(case, image) for image in edits[: config.output_grids]]
     rng.shuffle(rows)
     return Dataset.from_list(rows)
 

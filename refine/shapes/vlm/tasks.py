@@ -41,7 +41,7 @@ from refine.rewards.mllm import MLLMJudge
 from refine.shapes.data import ShapeCase
 from refine.shapes.degrade import degrade, noise_image
 from refine.shapes.edits import Hybrid, apply_edit, random_edit
-from refine.shapes.judge import judge_edit
+from refine.shapes.judge import ParsedScene, judge_edit, parse_image
 from refine.shapes.world import POSITION_NAMES, POSITIONS, Scene, render
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -101,6 +101,31 @@ def describe_grid(scene: Scene) -> str:
     ['top left corner: nothing', 'top middle: large red circle', 'top right corner: nothing']
     """
     return "; ".join(f"{POSITION_NAMES[position]}: {_name(scene.at(position))}" for position in POSITIONS)
+
+
+def describe_parsed_grid(parsed: ParsedScene) -> str:
+    """The grid answer for an image read by the exact parser: every cell, with its stray marks.
+
+    An editor's output is not a clean render: a cell may hold an object "with stray marks" or
+    "unrecognisable marks", and the exact judge's partial credit turns on exactly that, so these
+    answers teach the language model to read it from the visual tokens.
+
+    >>> from refine.shapes.degrade import noise_image
+    >>> describe_parsed_grid(parse_image(noise_image(32, seed=0))).split("; ")[0]
+    'top left corner: unrecognisable marks'
+    """
+    cells = []
+    for cell in parsed.cells:
+        what = _name(cell.obj)
+        if cell.clutter:
+            what = "unrecognisable marks" if cell.obj is None else what + " with stray marks"
+        cells.append(f"{POSITION_NAMES[cell.position]}: {what}")
+    return "; ".join(cells)
+
+
+def output_grid_example(case: ShapeCase, output: Image.Image) -> dict[str, Any]:
+    """"What is in each cell?" about an editor's `output`, answered with what the exact parser reads there."""
+    return _example(case, "grid_output", [output], QUESTIONS["grid"], describe_parsed_grid(parse_image(output)))
 
 
 def _name(obj) -> str:
