@@ -20,7 +20,11 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    `--seeing-cases` shapes-val sources; and the grid of `--output-grids` of the edits themselves, scored
    against what the exact parser reads in them, stray marks included (`describe_parsed_grid`): what
    the judge must see to tell two edits of one input apart.
-7. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
+7. Image use (`--contrast-cases`): per case, the judge's score (score_logit) of the target, the
+   unchanged source and pure noise under the case's own prompt: a judge that reads the output
+   image scores the target above the other two; one that judges from the instruction scores all
+   three alike (stop 35 found every judge trained until then did).
+8. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
 Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
@@ -50,6 +54,7 @@ from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
+from refine.shapes.degrade import noise_image  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
 from refine.shapes.vlm.tasks import (  # noqa: E402
     QUESTIONS, SYSTEM_PROMPT, _name, describe_grid, describe_parsed_grid, describe_scene)
@@ -165,6 +170,19 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
     return {task: float(np.mean(values)) for task, values in hits.items()}
 
 
+def image_use(backend: TransformersVLM, cases) -> dict[str, float]:
+    """score_logit of each case's target, source and noise under the case's own prompt (see the module docstring, 7)."""
+    judge = MLLMJudge(backend, mode="score_logit", cache=False)
+    requests = [case.to_request() for case in cases]
+    outputs = {"target": [case.target_image for case in cases], "source": [case.source_image for case in cases],
+               "noise": [noise_image(case.size, seed=i) for i, case in enumerate(cases)]}
+    scores = {name: np.array(judge([c.source_image for c in cases], images, [c.instruction for c in cases],
+                                   [r.meta for r in requests]).scores, dtype=float) for name, images in outputs.items()}
+    return {**{f"mean_{name}": float(values.mean()) for name, values in scores.items()},
+            "target_above_source": float((scores["target"] > scores["source"]).mean()),
+            "target_above_noise": float((scores["target"] > scores["noise"]).mean())}
+
+
 def output_grid_accuracy(backend: TransformersVLM, rows: list[dict]) -> dict[str, float]:
     """The grid of editor outputs, scored against the exact parser's reading (stray marks included).
 
@@ -202,6 +220,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
     parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
+    parser.add_argument("--contrast-cases", type=int, default=0, help="cases whose target, source and noise are scored (0: skip)")
     parser.add_argument("--seeing-only", action="store_true", help="only the seeing questions (a model trained on no judge task)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
@@ -232,6 +251,10 @@ def main() -> None:
             outputs = output_grid_accuracy(backend, rows[:: max(1, len(rows) // args.output_grids)][: args.output_grids])
             report["models"].setdefault(model, {})["output_grid"] = outputs
             print(model, "editor outputs' grid (exact parser)", json.dumps({k: round(v, 3) for k, v in outputs.items()}))
+        if args.contrast_cases:
+            use = image_use(backend, cases[: args.contrast_cases])
+            report["models"].setdefault(model, {})["image_use"] = use
+            print(model, "image use (score_logit of target / source / noise)", json.dumps({k: round(v, 3) for k, v in use.items()}))
         if args.seeing_only:
             continue
         results = [score_mode(backend, mode, rows) for mode in args.modes]

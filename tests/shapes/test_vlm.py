@@ -147,6 +147,18 @@ def test_output_grids_ask_the_editor_outputs_grid_answered_by_the_exact_parser()
         assert row["prompt"][-1]["content"][-1]["text"] == "What is in each cell?"
 
 
+def test_contrast_judges_every_case_on_its_target_and_its_source_under_its_own_prompt():
+    config = dict(cases=4, seeing_per_case=0, judge_per_case=0, editor=False, judge_kinds={"score": 1.0})
+    assert len(build_dataset(VLMDataConfig(**config))) == 0
+    dataset = build_dataset(VLMDataConfig(**config, contrast=True))
+    by_case: dict[str, list[float]] = {}
+    for row in dataset:
+        by_case.setdefault(row["case_id"], []).append(row["overall"])
+        assert row["task"] in {"judge_score:target", "judge_score:source"}
+    # per case one perfect edit and one that changed nothing: the prompt alone cannot tell the label
+    assert len(by_case) == 4 and all(sorted(labels)[0] < 0.5 and sorted(labels)[1] == 1.0 for labels in by_case.values())
+
+
 def _tiny_config(folder, **changes):
     config = dict(output_dir=str(folder), model={"tiny": True}, batch_size=4, learning_rate=3e-3, warmup_steps=0,
                   logging_steps=1, save_steps=2, progress=False,

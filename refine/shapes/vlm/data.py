@@ -57,6 +57,10 @@ class VLMDataConfig(RefineConfig):
         0, ge=0, description="per case, this many of the bundled editor's outputs also asked \"What is in each cell?\", "
         "answered with what the exact parser reads in them, stray marks included (`tasks.describe_parsed_grid`): the "
         "judge reads an editor's output the way the exact judge's labels do")
+    contrast: bool = Field(
+        False, description="also judge the case's target (O = 1) and its unchanged source (O ~ 0) under the case's own "
+        "prompt, every case: the instruction alone then says nothing about the label, so the score must come from the "
+        "output image (judges trained without it scored a perfect edit, the source and noise alike)")
     judge_kinds: dict[str, float] = Field(
         default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
         description="weights of the judge prompt kinds (score, yesno, score_cot) among judge examples",
@@ -88,6 +92,8 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         rows += seeing_examples(case, rng, config.seeing_per_case, config.seeing_tasks, config.degrade_rate)
         # at least two drawn, as before the near misses, so the presets' datasets stay the same row for row
         candidates = candidate_outputs(case, rng, config.near_misses, k=max(2, config.judge_per_case))[: config.judge_per_case]
+        if config.contrast:
+            candidates = [("target", case.target_image), ("source", case.source_image)] + candidates
         candidates += [("editor", edited) for edited in edits]
         for source, image in candidates:
             rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
