@@ -17,7 +17,8 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
    is in a cell, the full description, every cell: exact, per cell, and per occupied cell) on
-   `--seeing-cases` shapes-val sources; and the grid of `--output-grids` of the edits themselves, scored
+   `--seeing-cases` shapes-val sources, and two-image questions on (source, target): what differs,
+   and a cell where they differ of one of the two (`pair_at`); and the grid of `--output-grids` of the edits themselves, scored
    against what the exact parser reads in them, stray marks included (`describe_parsed_grid`): what
    the judge must see to tell two edits of one input apart.
 7. Image use (`--contrast-cases`): per case, the judge's score (score_logit) of the target, the
@@ -57,7 +58,7 @@ from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
 from refine.shapes.degrade import noise_image  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
 from refine.shapes.vlm.tasks import (  # noqa: E402
-    QUESTIONS, SYSTEM_PROMPT, _name, describe_grid, describe_parsed_grid, describe_scene)
+    QUESTIONS, SYSTEM_PROMPT, _name, describe_difference, describe_grid, describe_parsed_grid, describe_scene)
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 
 MIN_GAP = 0.05
@@ -148,14 +149,25 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
     for case in cases:
         scene = case.source
         position = rng.choice(POSITIONS)
-        asks += [("background", case, QUESTIONS["background"], scene.background),
-                 ("count", case, QUESTIONS["count"], str(len(scene.objects))),
-                 ("at_position", case, QUESTIONS["at_position"].format(position=POSITION_NAMES[position]), _name(scene.at(position))),
-                 ("describe", case, QUESTIONS["describe"], describe_scene(scene)),
-                 ("grid", case, QUESTIONS["grid"], describe_grid(scene))]
+        source = [case.source_image]
+        asks += [("background", source, QUESTIONS["background"], scene.background),
+                 ("count", source, QUESTIONS["count"], str(len(scene.objects))),
+                 ("at_position", source, QUESTIONS["at_position"].format(position=POSITION_NAMES[position]), _name(scene.at(position))),
+                 ("describe", source, QUESTIONS["describe"], describe_scene(scene)),
+                 ("grid", source, QUESTIONS["grid"], describe_grid(scene))]
+    # two images, the case's source and target: what differs, and a cell where they differ of one of them
+    # (a model that cannot tell the two images apart fails both; a judge must compare an edit with its source)
+    for case in cases:
+        images = [case.source_image, case.target_image]
+        asks.append(("difference", images, QUESTIONS["difference"], describe_difference(case.source, case.target)))
+        differing = [p for p in POSITIONS if case.source.at(p) != case.target.at(p)]
+        if differing:
+            position, which = rng.choice(differing), rng.randrange(2)
+            question = QUESTIONS["pair_at"].format(position=POSITION_NAMES[position], which=("first", "second")[which])
+            asks.append(("pair_at", images, question, _name((case.source, case.target)[which].at(position))))
     chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-              {"role": "user", "content": [{"type": "image", "image": case.source_image}, {"type": "text", "text": question}]}]
-             for _, case, question, _ in asks]
+              {"role": "user", "content": [*({"type": "image", "image": image} for image in images), {"type": "text", "text": question}]}]
+             for _, images, question, _ in asks]
     answers = backend.generate(chats, max_new_tokens=96)  # a grid answer is up to ~55 tokens
     hits: dict[str, list[float]] = {}
     for (task, _, _, truth), answer in zip(asks, answers):

@@ -159,6 +159,23 @@ def test_contrast_judges_every_case_on_its_target_and_its_source_under_its_own_p
     assert len(by_case) == 4 and all(sorted(labels)[0] < 0.5 and sorted(labels)[1] == 1.0 for labels in by_case.values())
 
 
+def test_pair_at_asks_one_cell_of_one_of_two_images_and_often_where_they_differ():
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import POSITION_NAMES, _name
+    rng, differ, second = random.Random(0), 0, 0
+    examples = [e for case in itertools.islice(training_stream(3), 40) for e in seeing_examples(case, rng, 1, {"pair_at": 1.0}, 0.0)]
+    for example in examples:
+        question = example["prompt"][-1]["content"][-1]["text"]
+        which = 1 if " second image" in question else 0
+        name = next(n for n in POSITION_NAMES.values() if f"the {n} of" in question)
+        position = next(p for p, n in POSITION_NAMES.items() if n == name)
+        scenes = [parse_scene(image) for image in example["images"]]     # the images, read back exactly
+        assert len(scenes) == 2 and example["completion"][0]["content"][0]["text"] == _name(scenes[which].at(position))
+        differ += scenes[0].at(position) != scenes[1].at(position)
+        second += which
+    assert 0.3 < second / len(examples) < 0.7 and differ / len(examples) > 0.4   # the other image would answer wrong
+
+
 def _tiny_config(folder, **changes):
     config = dict(output_dir=str(folder), model={"tiny": True}, batch_size=4, learning_rate=3e-3, warmup_steps=0,
                   logging_steps=1, save_steps=2, progress=False,

@@ -53,6 +53,7 @@ QUESTIONS: dict[str, str] = {
     "count": "How many objects are there?",
     "difference": "Here are two images. What differs between them?",
     "grid": "What is in each cell?",
+    "pair_at": "Here are two images. What is in the {position} of the {which} image?",
 }
 # The tasks drawn uniformly when no weights are given (the presets' datasets): "grid" is opt-in.
 DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "background", "count", "difference")
@@ -161,6 +162,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
         position = rng.choice(POSITIONS)
         if task == "grid":
             out.append(_example(case, task, [image], QUESTIONS[task], describe_grid(scene)))
+        elif task == "pair_at":
+            out.append(_pair_at_example(case, rng))
         elif task == "describe":
             out.append(_example(case, task, [image], QUESTIONS[task], describe_scene(scene)))
         elif task == "at_position":
@@ -181,6 +184,31 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             images = [render(before, case.size), render(after, case.size)]
             out.append(_example(case, task, images, QUESTIONS[task], describe_difference(before, after)))
     return out
+
+
+def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:
+    """Two images, one cell of one of them asked: the model must tell which image a visual token belongs to.
+
+    The images are the case's source and target (in either order) or, half the time, the source and
+    another scene (the source after two random edits); half the questions ask a cell where the two
+    differ, so the answer cannot be read off the other image. Opt-in (`seeing_tasks: {pair_at: ...}`):
+    the judge compares an edit with its source, which a model that reads one image at a time cannot.
+    """
+    other = case.target
+    if rng.random() < 0.5:
+        other = case.source
+        for _ in range(2):
+            try:
+                other = apply_edit(other, random_edit(other, rng))
+            except InputError:  # no edit applies to this scene: keep what we have
+                pass
+    scenes = [case.source, other] if rng.random() < 0.5 else [other, case.source]
+    differing = [p for p in POSITIONS if scenes[0].at(p) != scenes[1].at(p)]
+    position = rng.choice(differing) if differing and rng.random() < 0.5 else rng.choice(POSITIONS)
+    index = rng.randrange(2)
+    question = QUESTIONS["pair_at"].format(position=POSITION_NAMES[position], which=("first", "second")[index])
+    images = [render(scene, case.size) for scene in scenes]
+    return _example(case, "pair_at", images, question, _name(scenes[index].at(position)))
 
 
 def candidate_outputs(case: ShapeCase, rng: random.Random, near_misses: bool = False, k: int = 2) -> list[tuple[str, Image.Image]]:
