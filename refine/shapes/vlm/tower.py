@@ -31,7 +31,7 @@ attention is relative (2-D rotary), so nothing in a token's content says which c
 the language model did not learn where objects are; one more shared head that must name each
 token's cell writes it in (the grid is then read: 26 of 30 shapes-val scenes exact, from 1).
 `outputs`: a share of every batch are bundled-editor outputs (blurred, partly edited), each cell
-labelled with what ShapeEdit's parser (`parse_scene`, which reads the image alone, no target) finds
+labelled with what ShapeEdit's parser (`parse_image`, which reads the image alone, no target) finds
 there, so an editor's output is read as the judge's labels read it (grid exact on val edits 40% ->
 68%).
 `clutter_head` (stop 35): one more head says whether the parser finds stray marks in the token's cell.
