@@ -142,6 +142,12 @@ def image_dependence(backend: TransformersVLM, rows: list[dict], images: int = 8
     return probe_image_dependence(backend.model, backend.processor, sources)
 
 
+def _chat(images: list, question: str) -> list[dict]:
+    """A seeing question as the seeing tasks ask it (refine.shapes.vlm.tasks): system prompt, images, question."""
+    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": [*({"type": "image", "image": image} for image in images), {"type": "text", "text": question}]}]
+
+
 def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
     """Exact-match accuracy of greedy answers to the seeing questions on the cases' source scenes."""
     rng = random.Random(0)
@@ -165,9 +171,7 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
             position, which = rng.choice(differing), rng.randrange(2)
             question = QUESTIONS["pair_at"].format(position=POSITION_NAMES[position], which=("first", "second")[which])
             asks.append(("pair_at", images, question, _name((case.source, case.target)[which].at(position))))
-    chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-              {"role": "user", "content": [*({"type": "image", "image": image} for image in images), {"type": "text", "text": question}]}]
-             for _, images, question, _ in asks]
+    chats = [_chat(images, question) for _, images, question, _ in asks]
     answers = backend.generate(chats, max_new_tokens=96)  # a grid answer is up to ~55 tokens
     hits: dict[str, list[float]] = {}
     for (task, _, _, truth), answer in zip(asks, answers):
@@ -185,11 +189,11 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
 def image_use(backend: TransformersVLM, cases) -> dict[str, float]:
     """score_logit of each case's target, source and noise under the case's own prompt (see the module docstring, 7)."""
     judge = MLLMJudge(backend, mode="score_logit", cache=False)
-    requests = [case.to_request() for case in cases]
-    outputs = {"target": [case.target_image for case in cases], "source": [case.source_image for case in cases],
+    sources, instructions = [case.source_image for case in cases], [case.instruction for case in cases]
+    metas = [case.to_request().meta for case in cases]
+    outputs = {"target": [case.target_image for case in cases], "source": sources,
                "noise": [noise_image(case.size, seed=i) for i, case in enumerate(cases)]}
-    scores = {name: np.array(judge([c.source_image for c in cases], images, [c.instruction for c in cases],
-                                   [r.meta for r in requests]).scores, dtype=float) for name, images in outputs.items()}
+    scores = {name: np.array(judge(sources, images, instructions, metas).scores, dtype=float) for name, images in outputs.items()}
     return {**{f"mean_{name}": float(values.mean()) for name, values in scores.items()},
             "target_above_source": float((scores["target"] > scores["source"]).mean()),
             "target_above_noise": float((scores["target"] > scores["noise"]).mean())}
@@ -201,9 +205,7 @@ def output_grid_accuracy(backend: TransformersVLM, rows: list[dict]) -> dict[str
     `grid_exact`: the whole answer; `cells`: every cell; `objects`: cells the parser finds an object
     in; `marked`: cells with stray marks (the object "with stray marks", or "unrecognisable marks").
     """
-    chats = [[{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-              {"role": "user", "content": [{"type": "image", "image": r["output"]}, {"type": "text", "text": QUESTIONS["grid"]}]}]
-             for r in rows]
+    chats = [_chat([r["output"]], QUESTIONS["grid"]) for r in rows]
     answers = backend.generate(chats, max_new_tokens=120)
     hits: dict[str, list[float]] = {}
     for row, answer in zip(rows, answers):

@@ -115,13 +115,8 @@ def describe_parsed_grid(parsed: ParsedScene) -> str:
     >>> describe_parsed_grid(parse_image(noise_image(32, seed=0))).split("; ")[0]
     'top left corner: unrecognisable marks'
     """
-    cells = []
-    for cell in parsed.cells:
-        what = _name(cell.obj)
-        if cell.clutter:
-            what = "unrecognisable marks" if cell.obj is None else what + " with stray marks"
-        cells.append(f"{POSITION_NAMES[cell.position]}: {what}")
-    return "; ".join(cells)
+    # the parser's own wording (`CellFit.describe`), without its article, as `_name` names objects
+    return "; ".join(f"{POSITION_NAMES[cell.position]}: {cell.describe().removeprefix('a ')}" for cell in parsed.cells)
 
 
 def output_grid_example(case: ShapeCase, output: Image.Image) -> dict[str, Any]:

@@ -55,7 +55,7 @@ from torch import nn
 from refine.config import RefineConfig
 from refine.errors import ConfigError
 from refine.shapes.data import training_stream
-from refine.shapes.judge import parse_image
+from refine.shapes.judge import ParsedScene, parse_image
 from refine.shapes.vlm.data import editor_outputs
 from refine.shapes.vlm.probes import visual_tokens
 from refine.shapes.world import COLOR_NAMES, GRID, POSITIONS, SHAPES, SIZES, Scene, render
@@ -138,8 +138,10 @@ def _scenes(seed: int) -> Iterator[Scene]:
         yield case.target
 
 
-def _stack(scenes: list[Scene], clutters: list[tuple[bool, ...] | None] | None = None) -> dict[str, torch.Tensor]:
-    targets = [cell_targets(scene, clutter) for scene, clutter in zip(scenes, clutters or [None] * len(scenes))]
+def _stack(scenes: list[Scene | ParsedScene]) -> dict[str, torch.Tensor]:
+    """Targets of a batch: a clean render's scene, or an editor output's parse (its scene and stray marks)."""
+    targets = [cell_targets(s.scene, tuple(cell.clutter for cell in s.cells)) if isinstance(s, ParsedScene) else cell_targets(s)
+               for s in scenes]
     return {name: torch.stack([t[name] for t in targets]) for name in targets[0]}
 
 
@@ -173,14 +175,12 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
     model.train()
     rows: list[dict[str, Any]] = []
     for step in range(1, config.steps + 1):
-        scenes = list(itertools.islice(stream, config.batch_size - per_batch))
+        scenes: list[Scene | ParsedScene] = list(itertools.islice(stream, config.batch_size - per_batch))
         images = [render(scene) for scene in scenes]
-        clutters: list[tuple[bool, ...] | None] = [None] * len(scenes)
         for image, parsed in itertools.islice(pool, per_batch):
             images.append(image)
-            scenes.append(parsed.scene)
-            clutters.append(tuple(cell.clutter for cell in parsed.cells))
-        targets = _stack(scenes, clutters)
+            scenes.append(parsed)
+        targets = _stack(scenes)
         logits = heads(visual_tokens(model, processor, images))
         loss = sum(loss_fn(logits[name].flatten(0, 1), targets[name].flatten()) for name in logits)
         optimizer.zero_grad(set_to_none=True)
@@ -198,7 +198,7 @@ def pretrain_tower(model, processor, config: TowerPretrainConfig, logger=None) -
     return rows
 
 
-def _output_pool(seed: int, size: int) -> list[tuple[Any, Any]]:
+def _output_pool(seed: int, size: int) -> list[tuple[Any, ParsedScene]]:
     """`size` bundled-editor outputs of stream cases of `seed`, each with what the exact parser reads in it (`ParsedScene`)."""
     cases = list(itertools.islice(training_stream(seed), size))
     return [(image, parse_image(image)) for (image,) in editor_outputs(cases, seed)]
@@ -210,14 +210,12 @@ def _evaluate(model, processor, heads: CellHeads, config: TowerPretrainConfig) -
     row = _held_out(model, processor, heads, [render(scene) for scene in scenes], scenes, "tower_eval")
     if config.outputs > 0:
         pool = _output_pool(config.seed + 1_000_003, config.eval_scenes)
-        row.update(_held_out(model, processor, heads, [image for image, _ in pool], [parsed.scene for _, parsed in pool],
-                             "tower_eval_outputs", [tuple(cell.clutter for cell in parsed.cells) for _, parsed in pool]))
+        row.update(_held_out(model, processor, heads, [image for image, _ in pool], [parsed for _, parsed in pool], "tower_eval_outputs"))
     return row
 
 
-def _held_out(model, processor, heads: CellHeads, images, scenes: list[Scene], prefix: str,
-              clutters: list[tuple[bool, ...]] | None = None) -> dict[str, float]:
-    targets = _stack(scenes, clutters)
+def _held_out(model, processor, heads: CellHeads, images, scenes: list[Scene | ParsedScene], prefix: str) -> dict[str, float]:
+    targets = _stack(scenes)
     with torch.no_grad():
         logits = heads(visual_tokens(model, processor, images))
     row = {k.replace("tower_acc", f"{prefix}_acc"): v for k, v in _accuracies(logits, targets).items()}
