@@ -51,6 +51,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "shapes_pq": "refine.rewards.shapes_judge:ShapesPQ",
         "shapes_overall": "refine.rewards.shapes_judge:ShapesOverall",
         "shapes_gated_if": "refine.rewards.shapes_judge:ShapesGatedIF",
+        "thinker_score": "refine.thinker.score_reward:ThinkerScore",
     },
     # Backends of the MLLM judges (refine.rewards.backends): where the VLM runs.
     "vlm_backend": {

@@ -53,9 +53,11 @@ def train(
     config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_train/shapes-sft."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. max_steps=100 learning_rate=1e-4."),
     stage: Optional[str] = typer.Option(None, "--stage", help="sft (SFTTrainer) or grpo (GRPOTrainer with the format, critic and edit rewards); the config's stage when omitted."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir/checkpoints."),
 ) -> None:
     """Train EditThinker with TRL, stage sft or grpo (writes checkpoints/, final/, metrics.jsonl, summary.json)."""
     from refine.config import load_config
+    from refine.errors import ConfigError
     from refine.paths import check_output_dir
     from refine.presets import find_preset
     from refine.thinker.train import ThinkerTrainConfig
@@ -64,4 +66,8 @@ def train(
     extra = [f"stage={stage}"] if stage is not None else []
     cfg = load_config(ThinkerTrainConfig, find_preset(config), (overrides or []) + extra)
     check_output_dir(cfg.output_dir, "output_dir")
+    if resume:
+        if cfg.resume_from is not None:
+            raise ConfigError(f"--resume given with resume_from={cfg.resume_from!r}; use one of the two")
+        cfg.resume_from = "latest"
     typer.echo(json.dumps(run_training(cfg), indent=2))

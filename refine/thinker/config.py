@@ -45,7 +45,7 @@ class ThinkerConfig(LoopConfig):
     """The `thinker` refiner: a thinker spec, its prompts and generation, and the loop settings."""
 
     thinker: str = Field("expert", description="'expert', 'vlm:SPEC' (checkpoint folder or http URL[#model]) or 'pkg.module:factory'.")
-    prompt: Literal["thinker", "expert"] = Field(
+    prompt: Literal["thinker", "thinker-brief", "expert"] = Field(
         "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores) or its expert prompt (stop flag)."
     )
     system_prompt: str | None = Field(None, description="Replaces the VLM system prompt.")

@@ -61,6 +61,8 @@ from refine.thinker.filters import (
     unroll,
 )
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
+from refine.thinker.prompts import get_prompts
+from refine.thinker.shape_expert import ShapeExpertThinker
 from refine.thinker.traces import TraceWriter, read_requests
 from refine.thinker.trajectories import ShapesJudgeScorer, Trajectory, fill_scores, load_trajectories
 from refine.thinker.trl_rows import samples_to_dataset
@@ -97,6 +99,12 @@ class ThinkerDataConfig(RefineConfig):
     thinker: str = Field("expert", description="The expert: 'expert' (ShapeEdit's oracle) or 'vlm:URL#model' (e.g. GPT-4.1).")
     prompt: Literal["thinker", "expert"] = Field("expert", description="Prompt set of a VLM expert (the expert prompt: a stop flag, no scores).")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding a VLM expert's API key.")
+    sample_prompts: Literal["thinker", "thinker-brief"] = Field(
+        "thinker", description="The prompt set the training samples are written with; serve the trained thinker with the same "
+        "(`prompt:` of the thinker refiner). thinker-brief: a few lines, the user's instruction last (a small model).")
+    expert_critique: Literal["full", "brief"] = Field(
+        "full", description="ShapeEdit's expert: its reasoning is the judge's whole breakdown (full) or the request made "
+        "concrete plus at most three failed checks (brief: what a small thinker can learn to write; see shape_expert).")
     stream_seed: int = Field(31, description="ShapeEdit training stream seed (cases train-{seed}-{n}; never a split's case).")
     cases: int = Field(200, ge=1, description="Stream cases; each gives one trajectory per editor per seed.")
     indirect_fraction: float = Field(0.5, ge=0, le=1, description="Share of indirect phrasings among the stream's cases.")
@@ -179,7 +187,8 @@ def generate(config: ThinkerDataConfig) -> dict[str, int]:
     import torch
 
     torch.set_num_threads(config.num_threads)
-    thinker = build_thinker(ThinkerConfig(thinker=config.thinker, prompt=config.prompt, api_key_env=config.api_key_env))
+    thinker = (ShapeExpertThinker(critique=config.expert_critique) if config.thinker == "expert"
+               else build_thinker(ThinkerConfig(thinker=config.thinker, prompt=config.prompt, api_key_env=config.api_key_env)))
     loop = LoopConfig(max_turns=config.max_turns, score_threshold=None, vary_seed=config.vary_seed, early_stop=True)
     cases = stream_cases(config)
     written = {}
@@ -256,7 +265,9 @@ def build(config: ThinkerDataConfig) -> dict[str, Any]:
     """Stage 2: score, select, write `dataset/` and `summary.json`; returns the summary."""
     trajectories = fill_scores(load_all(config), build_scorer(config.scorer))
     chosen = select(trajectories, config)
-    datasets = {name: samples_to_dataset(part["samples"], decimals=config.score_decimals) for name, part in chosen["splits"].items()}
+    prompts = get_prompts(config.sample_prompts)
+    datasets = {name: samples_to_dataset(part["samples"], prompts, decimals=config.score_decimals)
+                for name, part in chosen["splits"].items()}
     output = Path(config.output_dir)
     # An empty split is left out: datasets (5.2) writes an empty dataset that it cannot read back.
     DatasetDict({name: d for name, d in datasets.items() if len(d)}).save_to_disk(str(output / "dataset"))

@@ -87,10 +87,17 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCall
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from refine.training.metrics import MetricsLogger  # noqa: E402
+from refine.training.trainer_checkpoint import load_checkpoint_weights, resume_argument  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 # What the rewards read from each row (refine.thinker.grpo_rewards), besides prompt and images.
 REWARD_COLUMNS = ("semantic", "quality", "instruction", "meta", "seed", "trajectory_id", "step")
+
+
+class _GRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` whose resume reads the checkpoint's weights through `from_pretrained` (`refine.training.trainer_checkpoint`)."""
+
+    _load_from_checkpoint = load_checkpoint_weights
 
 
 def grpo_rows(config: ThinkerTrainConfig) -> Dataset:
@@ -155,12 +162,12 @@ def train_grpo(config: ThinkerTrainConfig) -> dict[str, Any]:
     processes = max(1, int(os.environ.get("WORLD_SIZE", "1")))  # set by accelerate / torchrun
     accumulation = accumulation_steps(config, processes)
     rewards = build_rewards(config)
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_arguments(config, output_dir, accumulation),
-                          train_dataset=rows, processing_class=processor,
-                          callbacks=[MetricsCallback(MetricsLogger(output_dir, step_key="step"))])
+    trainer = _GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_arguments(config, output_dir, accumulation),
+                           train_dataset=rows, processing_class=processor,
+                           callbacks=[MetricsCallback(MetricsLogger(output_dir, step_key="step"))])
     if not config.progress:
         trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from, output_dir / "checkpoints"))
     final = output_dir / "final"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))

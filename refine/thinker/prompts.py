@@ -124,14 +124,27 @@ REWRITE = (
     "<think>your reasoning</think><answer>the rewritten instruction</answer>"
 )
 
+# The thinker's prompt for a small model (the ShapeEdit VLM): the same task in a few lines, the
+# original instruction last, next to where the answer starts. A 4-layer model fine-tuned on the
+# full prompt, where ~200 tokens of instructions separate the user's instruction from the answer,
+# wrote the format but never the user's edit (0 of 24 rewrites right on shapes-val, stop 36).
+BRIEF_CRITIQUE = (
+    "Image 1 is the source. Image 2 is Image 1 edited with the last instruction.\n"
+    "Critique Image 2, score it <score>[semantic, quality]</score> from 0 to 10, and write the refined "
+    "instruction in <answer></answer>.\n"
+    "Last instruction: {previous_instruction}\n"
+    "Original instruction: {instruction}"
+)
+
 PROMPTS: dict[str, PromptSet] = {
     "thinker": PromptSet(THINKER_SYSTEM, THINKER_CRITIQUE, REWRITE, "scores"),
+    "thinker-brief": PromptSet(THINKER_SYSTEM, BRIEF_CRITIQUE, REWRITE, "scores"),
     "expert": PromptSet(EXPERT_SYSTEM, EXPERT_CRITIQUE, REWRITE, "stop"),
 }
 
 
 def get_prompts(name: str) -> PromptSet:
-    """The built-in prompt set `name` ("thinker" or "expert")."""
+    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, or "expert")."""
     if name not in PROMPTS:
         raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join(PROMPTS)}")
     return PROMPTS[name]

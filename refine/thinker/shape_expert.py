@@ -31,12 +31,19 @@ there). For each edit it
    (`remaining_edits`) and asks only for what is left (e.g. the move, when the recolor is done),
    at most two changes per instruction; if that cannot be phrased it falls back to the case's
    full direct instruction.
+
+`critique="brief"` writes a short reasoning for training a small thinker: first what the request
+asks in concrete terms (its direct phrasing), then at most three checks the judge failed, then the
+decision. The full breakdown (`"full"`, the default) lists every check and the quality
+measurements, 300 tokens at the median: a 4-layer, 5.7M-parameter ShapeEdit VLM fine-tuned on it
+wrote the format but lost the instruction before the answer (0 of 24 rewrites right on
+shapes-val at step 200, stop 36), since the answer comes after the whole critique.
 """
 
 from __future__ import annotations
 
 from itertools import permutations
-from typing import Sequence
+from typing import Literal, Sequence
 
 from refine.errors import InputError
 from refine.thinker.protocol import ThinkRequest, Thought
@@ -48,15 +55,20 @@ class ShapeExpertThinker:
     Args:
         max_changes: most edits one refined instruction may ask for (ShapeEdit instructions hold
             one edit or a two-part hybrid).
+        critique: "full" (the judge's whole breakdown) or "brief" (the request made concrete, at most
+            three failed checks, the decision; see the module docstring).
     """
 
     name = "shape-expert"
     reads_ground_truth = True  # the case's target and the benchmark's judge: an oracle (refine.oracle)
 
-    def __init__(self, max_changes: int = 2) -> None:
+    def __init__(self, max_changes: int = 2, critique: Literal["full", "brief"] = "full") -> None:
         if max_changes not in (1, 2):
             raise InputError(f"max_changes={max_changes}; ShapeEdit instructions hold 1 edit or a 2-part hybrid")
+        if critique not in ("full", "brief"):
+            raise InputError(f"critique={critique!r}; use 'full' (the judge's breakdown) or 'brief'")
         self.max_changes = max_changes
+        self.critique = critique
 
     def think(self, requests: Sequence[ThinkRequest]) -> list[Thought]:
         return [self._one(request) for request in requests]
@@ -79,7 +91,11 @@ class ShapeExpertThinker:
         # else disturbed (CC = 1). A parse equal to the target is not enough: clutter in a cell
         # parses as "empty" yet fails the judge.
         done = score.if_ >= 1.0 and score.cc >= 1.0
-        reasoning = "\n".join(score.breakdown)
+        if self.critique == "brief":
+            failed = [line.strip() for line in score.breakdown if line.startswith("  [") and "[ok]" not in line]
+            reasoning = "\n".join([f"the request: {direct}", *failed[:3]])
+        else:
+            reasoning = "\n".join(score.breakdown)
         if done:
             answer = request.previous_instruction
             reasoning += "\nthe edit matches the request: stop"

@@ -60,9 +60,16 @@ from refine.thinker.train_config import (  # noqa: E402  (re-exported: the regis
     shared_trainer_arguments,
 )
 from refine.training.metrics import MetricsLogger  # noqa: E402
+from refine.training.trainer_checkpoint import load_checkpoint_weights, resume_argument  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 __all__ = ["VISION_MODULES", "ThinkerTrainConfig", "accumulation_steps", "freeze_vision_tower", "load_rows", "train", "train_sft"]
+
+
+class _SFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose resume reads the checkpoint's weights through `from_pretrained` (`refine.training.trainer_checkpoint`)."""
+
+    _load_from_checkpoint = load_checkpoint_weights
 
 
 def train(config: ThinkerTrainConfig) -> dict[str, Any]:
@@ -86,11 +93,11 @@ def train_sft(config: ThinkerTrainConfig) -> dict[str, Any]:
         max_length=config.max_length,
         completion_only_loss=True,  # the loss is on the EditThinker target, never on the prompt
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         callbacks=[MetricsCallback(MetricsLogger(output_dir, step_key="step"))])
+    trainer = _SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                          callbacks=[MetricsCallback(MetricsLogger(output_dir, step_key="step"))])
     if not config.progress:
         trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from, output_dir / "checkpoints"))
     final = output_dir / "final"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))

@@ -95,6 +95,9 @@ class ThinkerTrainConfig(RefineConfig):
     logging_steps: int = Field(10, ge=1, description="Log the loss (and GRPO's rewards) every this many steps (metrics.jsonl).")
     save_steps: int = Field(500, ge=1, description="Checkpoint every this many steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    resume_from: Optional[str] = Field(
+        None, description="'latest' (the newest checkpoint in output_dir/checkpoints; a fresh start if there is none) or a "
+        "checkpoint folder: weights, optimizer, schedule, RNG and data position continue from there (`--resume`)")
     seed: int = Field(0, description="Data order, initialisation and sampling seed.")
     num_threads: int = Field(1, ge=1, description="torch threads on CPU.")
     progress: bool = Field(True, description="Progress bars and log lines.")

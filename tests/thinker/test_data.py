@@ -84,12 +84,15 @@ def test_row_is_trl_conversational_and_its_target_parses_back_exactly():
     assert json.loads(row["meta"]) == {"case_id": "train-31-3"}
 
 
-def test_training_rows_and_inference_render_the_same_text(tiny_vlm_path):
+@pytest.mark.parametrize("prompts", ["thinker", "thinker-brief"])
+def test_training_rows_and_inference_render_the_same_text(tiny_vlm_path, prompts):
     from transformers import AutoProcessor
+
+    from refine.thinker.prompts import get_prompts
 
     processor = AutoProcessor.from_pretrained(tiny_vlm_path)
     sample = _sample()
-    row = sample_row(sample)
+    row = sample_row(sample, get_prompts(prompts))
 
     class Unused:
         name = "unused"
@@ -97,10 +100,13 @@ def test_training_rows_and_inference_render_the_same_text(tiny_vlm_path):
         def generate(self, *args, **kwargs):
             raise AssertionError("not called")
 
-    inference = VLMThinker(Unused()).conversation(ThinkRequest(sample.source, sample.image, sample.instruction, sample.previous_instruction))
+    inference = VLMThinker(Unused(), prompts=prompts).conversation(
+        ThinkRequest(sample.source, sample.image, sample.instruction, sample.previous_instruction))
     rendered = processor.apply_chat_template(inference, tokenize=False, add_generation_prompt=True)
     assert processor.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) == rendered
     assert sample.instruction in rendered and sample.previous_instruction in rendered
+    if prompts == "thinker-brief":  # the small model's prompt ends on the user's instruction, next to the answer
+        assert row["prompt"][1]["content"][2]["text"].endswith(f"Original instruction: {sample.instruction}")
 
 
 def test_dataset_round_trips_through_disk(tmp_path):

@@ -84,6 +84,23 @@ def test_scores_reasoning_and_stop_come_from_the_judge():
     assert hit.instruction == case.direct_instruction  # stop repeats the last instruction
 
 
+def test_brief_critique_names_the_request_and_only_failed_checks_with_the_same_decision():
+    case = next(c for c in load_split("shapes-val") if c.category == "hybrid" and c.phrasing == "indirect")
+    request = case.to_request()
+    asks = [ThinkRequest(case.source_image, image, case.instruction, case.instruction, 1, request.meta)
+            for image in (case.source_image, case.target_image)]
+    full, brief = ShapeExpertThinker().think(asks), ShapeExpertThinker(critique="brief").think(asks)
+    for f, b in zip(full, brief):
+        assert (b.instruction, b.scores, b.stop) == (f.instruction, f.scores, f.stop)
+        lines = b.reasoning.splitlines()
+        assert lines[0] == f"the request: {case.direct_instruction}"
+        assert not any("[ok]" in line or line.startswith(("IF", "CC", "PQ")) for line in lines)
+        assert len(b.reasoning) < len(f.reasoning)
+    assert 2 <= brief[0].reasoning.count("[FAIL]") <= 3 and brief[1].reasoning.splitlines()[-1] == "the edit matches the request: stop"
+    with pytest.raises(InputError, match="critique"):
+        ShapeExpertThinker(critique="short")
+
+
 def test_missing_case_is_an_input_error():
     from PIL import Image
 

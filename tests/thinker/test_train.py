@@ -73,3 +73,39 @@ def test_sft_loss_falls_and_the_saved_thinker_speaks_the_format(tmp_path, tiny_v
     thinker = VLMThinker.from_spec(summary["final"], max_new_tokens=60)
     thoughts = thinker.think([ThinkRequest(s.source, s.image, s.instruction, s.previous_instruction) for s in samples])
     assert all(t.ok and parse_thinker_output(t.raw).ok for t in thoughts)
+
+
+def test_sft_resumed_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path, tiny_vlm_path):
+    from safetensors.torch import load_file
+
+    from refine.training.metrics import read_metrics
+
+    samples_to_dataset(_samples()).save_to_disk(str(tmp_path / "data"))
+
+    def config(**extra):
+        return ThinkerTrainConfig(output_dir=str(tmp_path / "run"), model=str(tiny_vlm_path), dataset=str(tmp_path / "data"),
+                                  split=None, max_steps=6, batch_size=4, per_device_batch_size=4, learning_rate=1e-2,
+                                  warmup_ratio=0.0, save_steps=2, save_total_limit=3, logging_steps=1, progress=False, **extra)
+
+    straight_summary = train(config())
+    straight = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    later = tmp_path / "run" / "checkpoints" / "checkpoint-6"   # interrupted after step 4
+    for path in sorted(later.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    later.rmdir()
+    resumed_summary = train(config(resume_from="latest"))
+    resumed = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert straight_summary["global_step"] == resumed_summary["global_step"] == 6
+    # the resumed run trained steps 5 and 6 only (a fresh start would have logged 1-6 again, to the same weights)
+    assert [row["step"] for row in read_metrics(tmp_path / "run") if "loss" in row] == [1, 2, 3, 4, 5, 6, 5, 6]
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, msg=name)
+    initial = AutoModelForImageTextToText.from_pretrained(tiny_vlm_path).state_dict()
+    trained = AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "final").state_dict()
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if "language_model" in k)
+
+
+def test_resume_flag_and_resume_from_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "thinker", "--config", "thinker_train/shapes-sft", "--resume", f"output_dir={tmp_path}", "resume_from=latest"])
+    assert exit_info.value.code == 2 and "resume_from" in capsys.readouterr().err

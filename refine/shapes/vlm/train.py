@@ -47,6 +47,7 @@ from refine.shapes.vlm.model import build_shapes_vlm  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence, probe_scenes  # noqa: E402
 from refine.shapes.vlm.tower import pretrain_tower  # noqa: E402
 from refine.training.metrics import MetricsLogger  # noqa: E402
+from refine.training.trainer_checkpoint import load_checkpoint_weights, resume_argument  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 
@@ -63,19 +64,12 @@ def _image_dependence_every(processor, probe_every: int):
 
 
 class _SFTTrainer(SFTTrainer):
-    """`SFTTrainer` whose resume reads the checkpoint's weights through `from_pretrained`.
-
-    Why: `save_pretrained` writes Qwen2.5-VL in its original key layout (`visual.*`, `model.layers.*`)
-    and `from_pretrained` maps the keys back, but the Trainer's own resume loads the raw file into
-    the model (transformers 5.24), finds none of the keys and silently keeps the current weights.
-    """
+    """`SFTTrainer` whose resume reads the checkpoint's weights through `from_pretrained`
+    (`refine.training.trainer_checkpoint`), with a scaled learning rate for the vision tower."""
 
     vision_lr_scale: float = 1.0
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        model = model if model is not None else self.model
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
-        model.load_state_dict(loaded.state_dict(), strict=True)
+    _load_from_checkpoint = load_checkpoint_weights
 
     def create_optimizer(self, model=None):
         """The Trainer's AdamW, with the vision parameters' learning rate scaled by `vision_lr_scale`.
@@ -191,12 +185,7 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
     if not config.progress:
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: the logs are in metrics.jsonl
     # 4. train (resume: the newest checkpoint, or the one named)
-    resume: bool | str | None = None
-    if config.resume_from == "latest":
-        resume = any(checkpoints.glob("checkpoint-*"))
-    elif config.resume_from is not None:
-        resume = config.resume_from
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = trainer.train(resume_from_checkpoint=resume_argument(config.resume_from, checkpoints))
     # 5. the final model, loadable with plain transformers
     final = output_dir / "final"
     trainer.save_model(str(final))

@@ -1,0 +1,181 @@
+"""A learned thinker in the Think-while-Edit loop on ShapeEdit: gain over the plain editor, per turn, against controls.
+
+Run (tune on shapes-val, report on shapes-bench; the thinker reads no ground truth, only the judge
+that scores the results below does):
+
+    python benchmarks/thinker_learned.py --thinker vlm:runs/thinker-sft/final --split shapes-val --phrasing indirect
+    python benchmarks/thinker_learned.py --thinker vlm:refine/assets/shapes-thinker --split shapes-bench \\
+        --phrasing indirect --out benchmarks/thinker_learned.json
+
+Issue 24's acceptance, with the bundled ShapeEdit editor (Euler, `--steps`), request i seeded i,
+and every figure judged by ShapeEdit's exact judge (O = sqrt(IF * CC)):
+
+* plain: the editor alone on the original instruction (= turn 1 of every loop);
+* fixed: the loop for exactly `--max-turns` edits, the edit the thinker scores best kept
+  (`select="best"`); read from the same run: `select="last"` (the paper's protocol), and the
+  turn curve (what max_turns = 1..N would return, best and last), whose steps are the gain per turn;
+* early: the loop with its stop rules on the thinker's *own* score (semantic >= `--score-threshold`,
+  an unchanged instruction that would repeat an edit, N turns): O, editor calls, and the share of
+  the fixed loop's gain it keeps;
+* best-of-k: k edits of the original instruction (seeds i, i+1, ...), the one the same thinker
+  scores best kept (`BestOfK` + `ThinkerScore`), k = the early loop's mean editor calls, rounded:
+  what selection among as many edits gives without any rewrite;
+* think-before-edit (`--before`): the thinker rewrites before the first edit (the paper's ablation).
+
+Each line gives the mean O and the paired mean difference against plain with its 95% bootstrap
+interval (`refine.compare.stats.mean_ci` over the cases), and the thinker's format rate (replies
+the strict parser reads unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from refine._compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from refine.backbones.shapes import load_shapes_backbone  # noqa: E402
+from refine.compare.stats import mean_ci  # noqa: E402
+from refine.editor import compose  # noqa: E402
+from refine.rollout.flow_editor import FlowEditor  # noqa: E402
+from refine.selection import BestOfK  # noqa: E402
+from refine.shapes.data import load_split  # noqa: E402
+from refine.shapes.judge import judge_meta  # noqa: E402
+from refine.thinker.config import ThinkerConfig, build_thinker  # noqa: E402
+from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
+from refine.thinker.loop import ThinkWhileEdit  # noqa: E402
+from refine.thinker.score_reward import ThinkerScore  # noqa: E402
+
+
+def pick_cases(split: str, phrasing: str, n: int | None):
+    cases = [c for c in load_split(split) if phrasing == "all" or c.phrasing == phrasing]
+    if n is None or n >= len(cases):
+        return cases
+    step = len(cases) / n
+    return [cases[int(i * step)] for i in range(n)]
+
+
+def best_within(edit_steps, k: int) -> int:
+    """The loop's select='best' over the first k edits: highest (semantic, quality), ties to the earliest, none scored -> last."""
+    keys = [(s.scores["semantic"], s.scores.get("quality", 0.0)) if "semantic" in s.scores else None for s in edit_steps[:k]]
+    scored = [key for key in keys if key is not None]
+    return keys.index(max(scored)) if scored else len(keys) - 1
+
+
+def score_spearman(rows) -> float | None:
+    pairs = [(s, o) for r in rows for s, o in zip(r["thinker_scores"], r["turn_o"]) if s is not None]
+    return round(float(spearmanr(*zip(*pairs)).statistic), 4) if len(pairs) > 2 else None
+
+
+def interval(values) -> dict:
+    ci = mean_ci(values)
+    return {"mean": round(ci.mean, 4), "low": round(ci.low, 4), "high": round(ci.high, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--thinker", default="vlm:refine/assets/shapes-thinker", help="thinker spec (vlm:FOLDER, expert: the oracle)")
+    parser.add_argument("--split", default="shapes-val", help="shapes-val to tune, shapes-bench to report")
+    parser.add_argument("--phrasing", choices=["indirect", "direct", "all"], default="indirect")
+    parser.add_argument("--cases", type=int, default=None, help="cases, spread over the split (default: all of the phrasing)")
+    parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--score-threshold", type=float, default=8.0, help="the early loop's stop on the thinker's semantic score")
+    parser.add_argument("--steps", type=int, default=8, help="editor Euler steps (refine compare's default setting)")
+    parser.add_argument("--before", action="store_true", help="also run think-before-edit")
+    parser.add_argument("--fixed-only", action="store_true", help="only the fixed loop (a quick look while tuning)")
+    parser.add_argument("--prompt", default="thinker-brief", help="the prompt set the thinker was trained with (thinker, thinker-brief)")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--chunk", type=int, default=96, help="requests per loop call")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cases = pick_cases(args.split, args.phrasing, args.cases)
+    requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
+    editor = FlowEditor(load_shapes_backbone(), steps=args.steps, batch_size=32)
+    thinker = build_thinker(ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens))
+    raw_replies: list[str] = []
+
+    def run(refiner) -> tuple[list, float]:
+        refined, results, start = compose(editor, refiner), [], time.perf_counter()
+        for i in range(0, len(requests), args.chunk):
+            results += refined.edit(requests[i : i + args.chunk])
+        return results, time.perf_counter() - start
+
+    def judged(image, request) -> float:
+        return judge_meta(request.meta, image).overall
+
+    loop = dict(max_turns=args.max_turns, score_threshold=args.score_threshold)
+    fixed, fixed_s = run(ThinkWhileEdit(thinker, early_stop=False, **loop))
+    early, early_s = (fixed, 0.0) if args.fixed_only else run(ThinkWhileEdit(thinker, **loop))
+    k = max(1, round(sum(r.meta["thinker"]["editor_calls"] for r in early) / len(early)))
+    best_of_k, bok_s = (fixed, 0.0) if args.fixed_only else run(BestOfK(ThinkerScore(thinker), k=k))
+    before, before_s = run(ThinkWhileEdit(thinker, think_before_edit=True, **loop)) if args.before else ([], 0.0)
+
+    rows = []
+    for i, request in enumerate(requests):
+        edits = [s for s in fixed[i].steps if s.kind == "edit"]
+        turn_o = [judged(s.image, request) for s in edits]
+        thinks = [s for s in fixed[i].steps if s.kind == "think"]
+        raw_replies += [s.info.get("raw") or "" for s in thinks]
+        rows.append({
+            "case": request.meta["case_id"], "category": request.meta["category"],
+            "instructions": [s.instruction for s in edits],
+            "direct_instruction": cases[i].direct_instruction,
+            "turn_o": turn_o,
+            "thinker_scores": [s.scores.get("semantic") for s in edits],
+            # a loop that stopped early (the thinker failed twice) returns the same for any larger max_turns
+            "curve_best": [turn_o[best_within(edits, min(t, len(edits)))] for t in range(1, args.max_turns + 1)],
+            "curve_last": [turn_o[min(t, len(edits)) - 1] for t in range(1, args.max_turns + 1)],
+            "fixed_stop": fixed[i].meta["thinker"]["stop_reason"],
+            "early": judged(early[i].image, request),
+            "early_calls": early[i].meta["thinker"]["editor_calls"],
+            "early_stop": early[i].meta["thinker"]["stop_reason"],
+            "best_of_k": judged(best_of_k[i].image, request),
+            "before": judged(before[i].image, request) if before else None,
+        })
+    plain = [r["turn_o"][0] for r in rows]
+    n_turns = args.max_turns
+
+    def line(values) -> dict:
+        return {"O": round(sum(values) / len(values), 4), "vs_plain": interval([v - p for v, p in zip(values, plain)])}
+
+    report = {
+        "settings": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
+        "cases": len(rows), "k": k,
+        "plain": {"O": round(sum(plain) / len(plain), 4)},
+        "fixed_best": line([r["curve_best"][-1] for r in rows]),
+        "fixed_last": line([r["curve_last"][-1] for r in rows]),
+        "early": {**line([r["early"] for r in rows]), "calls": sum(r["early_calls"] for r in rows) / len(rows)},
+        f"best_of_{k}": line([r["best_of_k"] for r in rows]),
+        "thinker_vs_best_of_k": interval([r["early"] - r["best_of_k"] for r in rows]),
+        "curve_best": [round(sum(r["curve_best"][t] for r in rows) / len(rows), 4) for t in range(n_turns)],
+        "curve_last": [round(sum(r["curve_last"][t] for r in rows) / len(rows), 4) for t in range(n_turns)],
+        # diagnostics only (the canonical direct phrasing is ground truth): how often the first rewrite is exactly it
+        "rewrite_is_direct": sum(len(r["instructions"]) > 1 and r["instructions"][1] == r["direct_instruction"] for r in rows) / len(rows),
+        # does the thinker's own score order edits the way the judge does? (over every critiqued edit)
+        "score_spearman": score_spearman(rows),
+        "format_rate_strict": sum(parse_thinker_output_strict(t).error is None for t in raw_replies) / max(1, len(raw_replies)),
+        "fixed_stop_reasons": {reason: sum(r["fixed_stop"] == reason for r in rows) for reason in {r["fixed_stop"] for r in rows}},
+        "early_stop_reasons": {reason: sum(r["early_stop"] == reason for r in rows) for reason in {r["early_stop"] for r in rows}},
+        "seconds": {"fixed": fixed_s, "early": early_s, "best_of_k": bok_s, "before": before_s},
+    }
+    if before:
+        report["before"] = line([r["before"] for r in rows])
+    gain_fixed = report["fixed_best"]["vs_plain"]["mean"]
+    report["early_keeps_gain"] = report["early"]["vs_plain"]["mean"] / gain_fixed if gain_fixed > 0 else None
+    print(json.dumps({k_: v for k_, v in report.items() if k_ != "settings"}, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps({**report, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
