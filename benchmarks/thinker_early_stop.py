@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
-from _harness import load_shapes_editor  # benchmarks/_harness.py
+from _harness import chosen_within, load_shapes_editor  # benchmarks/_harness.py
 
 
 def pick_cases(n: int, split: str = "shapes-bench"):
@@ -47,21 +46,6 @@ def pick_cases(n: int, split: str = "shapes-bench"):
         return cases
     step = len(cases) / n
     return [cases[int(i * step)] for i in range(n)]
-
-
-def rank_key(scores: dict) -> tuple[float, float] | None:
-    if not scores or scores.get("semantic") is None:
-        return None
-    return (scores["semantic"], scores.get("quality", -math.inf))
-
-
-def chosen_within(edit_steps, k: int) -> int:
-    """The loop's select='best' rule over the first k edits (ties -> earliest; no score -> last)."""
-    keys = [rank_key(s.scores) for s in edit_steps[:k]]
-    if all(key is None for key in keys):
-        return len(keys) - 1
-    best = max(key for key in keys if key is not None)
-    return keys.index(best)
 
 
 def run(args) -> dict:

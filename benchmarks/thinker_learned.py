@@ -34,6 +34,8 @@ import json
 import time
 from pathlib import Path
 
+from _harness import chosen_within  # benchmarks/_harness.py
+
 from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
@@ -46,7 +48,7 @@ from refine.compare.stats import mean_ci  # noqa: E402
 from refine.editor import compose  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.selection import BestOfK  # noqa: E402
-from refine.shapes.data import load_split  # noqa: E402
+from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_meta  # noqa: E402
 from refine.thinker.config import ThinkerConfig, build_thinker  # noqa: E402
 from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
@@ -55,18 +57,11 @@ from refine.thinker.score_reward import ThinkerScore  # noqa: E402
 
 
 def pick_cases(split: str, phrasing: str, n: int | None):
-    cases = [c for c in load_split(split) if phrasing == "all" or c.phrasing == phrasing]
-    if n is None or n >= len(cases):
-        return cases
-    step = len(cases) / n
-    return [cases[int(i * step)] for i in range(n)]
-
-
-def best_within(edit_steps, k: int) -> int:
-    """The loop's select='best' over the first k edits: highest (semantic, quality), ties to the earliest, none scored -> last."""
-    keys = [(s.scores["semantic"], s.scores.get("quality", 0.0)) if "semantic" in s.scores else None for s in edit_steps[:k]]
-    scored = [key for key in keys if key is not None]
-    return keys.index(max(scored)) if scored else len(keys) - 1
+    """`n` cases (all when None) of one phrasing or of both, evenly spaced over the categories (`bench_subset`)."""
+    n = 10**6 if n is None else n
+    if phrasing == "all":
+        return bench_subset(direct=n - n // 2, indirect=n // 2, split=split)
+    return bench_subset(direct=n if phrasing == "direct" else 0, indirect=n if phrasing == "indirect" else 0, split=split)
 
 
 def score_spearman(rows) -> float | None:
@@ -133,7 +128,7 @@ def main() -> None:
             "turn_o": turn_o,
             "thinker_scores": [s.scores.get("semantic") for s in edits],
             # a loop that stopped early (the thinker failed twice) returns the same for any larger max_turns
-            "curve_best": [turn_o[best_within(edits, min(t, len(edits)))] for t in range(1, args.max_turns + 1)],
+            "curve_best": [turn_o[chosen_within(edits, min(t, len(edits)))] for t in range(1, args.max_turns + 1)],
             "curve_last": [turn_o[min(t, len(edits)) - 1] for t in range(1, args.max_turns + 1)],
             "fixed_stop": fixed[i].meta["thinker"]["stop_reason"],
             "early": judged(early[i].image, request),

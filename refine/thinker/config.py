@@ -48,6 +48,9 @@ class ThinkerConfig(LoopConfig):
     prompt: Literal["thinker", "thinker-brief", "expert"] = Field(
         "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores) or its expert prompt (stop flag)."
     )
+    expert_critique: Literal["full", "brief"] = Field(
+        "full", description="ShapeEdit's expert: its reasoning is the judge's whole breakdown (full) or the request made "
+        "concrete plus at most three failed checks (brief: what a small thinker can learn to write; see shape_expert).")
     system_prompt: str | None = Field(None, description="Replaces the VLM system prompt.")
     critique_prompt: str | None = Field(
         None, description="Replaces the critique template; must contain {instruction}, may contain {previous_instruction}."
@@ -90,7 +93,7 @@ def build_thinker(config: ThinkerConfig):
     """The `Thinker` a config names (a checkpoint loads here)."""
     kind = config.thinker_kind()
     if kind == "expert":
-        return ShapeExpertThinker()
+        return ShapeExpertThinker(critique=config.expert_critique)
     if kind == "vlm":
         prompts = get_prompts(config.prompt).with_overrides(config.system_prompt, config.critique_prompt, config.rewrite_prompt)
         return VLMThinker.from_spec(

@@ -62,7 +62,6 @@ from refine.thinker.filters import (
 )
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
 from refine.thinker.prompts import get_prompts
-from refine.thinker.shape_expert import ShapeExpertThinker
 from refine.thinker.traces import TraceWriter, read_requests
 from refine.thinker.trajectories import ShapesJudgeScorer, Trajectory, fill_scores, load_trajectories
 from refine.thinker.trl_rows import samples_to_dataset
@@ -103,8 +102,8 @@ class ThinkerDataConfig(RefineConfig):
         "thinker", description="The prompt set the training samples are written with; serve the trained thinker with the same "
         "(`prompt:` of the thinker refiner). thinker-brief: a few lines, the user's instruction last (a small model).")
     expert_critique: Literal["full", "brief"] = Field(
-        "full", description="ShapeEdit's expert: its reasoning is the judge's whole breakdown (full) or the request made "
-        "concrete plus at most three failed checks (brief: what a small thinker can learn to write; see shape_expert).")
+        "full", description="ShapeEdit's expert's reasoning (`ThinkerConfig.expert_critique`): the judge's whole breakdown "
+        "(full) or the request made concrete plus at most three failed checks (brief)")
     stream_seed: int = Field(31, description="ShapeEdit training stream seed (cases train-{seed}-{n}; never a split's case).")
     cases: int = Field(200, ge=1, description="Stream cases; each gives one trajectory per editor per seed.")
     indirect_fraction: float = Field(0.5, ge=0, le=1, description="Share of indirect phrasings among the stream's cases.")
@@ -187,8 +186,8 @@ def generate(config: ThinkerDataConfig) -> dict[str, int]:
     import torch
 
     torch.set_num_threads(config.num_threads)
-    thinker = (ShapeExpertThinker(critique=config.expert_critique) if config.thinker == "expert"
-               else build_thinker(ThinkerConfig(thinker=config.thinker, prompt=config.prompt, api_key_env=config.api_key_env)))
+    thinker = build_thinker(ThinkerConfig(thinker=config.thinker, prompt=config.prompt, api_key_env=config.api_key_env,
+                                          expert_critique=config.expert_critique))
     loop = LoopConfig(max_turns=config.max_turns, score_threshold=None, vary_seed=config.vary_seed, early_stop=True)
     cases = stream_cases(config)
     written = {}

@@ -22,7 +22,7 @@ def test_expert_scores_the_target_above_the_source_and_is_an_oracle():
 
 
 class _ScoresBySeed:
-    """A thinker that scores the edit made with seed 1 highest; the first turn's request carries the instruction twice."""
+    """Reads the seed an edit was made with (its first pixel): seed 1 scores 9, seed 0 scores 2, seed 2 gets no reply."""
 
     name = "by-seed"
 
@@ -31,8 +31,9 @@ class _ScoresBySeed:
 
     def think(self, requests):
         self.requests += requests
-        return [Thought(instruction=r.instruction, scores={"semantic": 9.0 if r.edited.getpixel((0, 0))[0] == 1 else 2.0})
-                if r.edited.getpixel((0, 0))[0] < 2 else Thought(error="no reply") for r in requests]
+        replies = {0: Thought(instruction="x", scores={"semantic": 2.0}), 1: Thought(instruction="x", scores={"semantic": 9.0}),
+                   2: Thought(error="no reply")}
+        return [replies[r.edited.getpixel((0, 0))[0]] for r in requests]
 
 
 class _SeedPainter:
@@ -45,8 +46,9 @@ class _SeedPainter:
 
 
 def test_best_of_k_keeps_the_edit_the_thinker_scores_best_and_unscored_edits_lose():
-    from refine.types import EditRequest
     from PIL import Image
+
+    from refine.types import EditRequest
 
     thinker = _ScoresBySeed()
     refined = BestOfK(ThinkerScore(thinker), k=3)(_SeedPainter())
