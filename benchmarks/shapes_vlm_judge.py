@@ -25,7 +25,14 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    unchanged source and pure noise under the case's own prompt: a judge that reads the output
    image scores the target above the other two; one that judges from the instruction scores all
    three alike (stop 35 found every judge trained until then did).
-8. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
+8. Rewrite (`--rewrite-cases`): EditThinker's rewrite alone, the `rewrite` seeing question on that
+   many indirect shapes-val cases (source image, instruction) -> the exact canonical direct phrasing
+   (`case.direct_instruction`, read only to score; the share of exact answers, and by category).
+   With `--rewrite-edit`, what the rewrite is worth to the editor: the bundled editor (Euler,
+   `--rewrite-edit` steps, case i seeded i) on the original instruction (plain), on the model's
+   rewrite (think-before-edit with a rewrite-only model) and on the exact direct phrasing (the oracle
+   ceiling of any rewrite), O and the paired difference against plain with its 95% interval.
+9. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
 Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
@@ -34,6 +41,7 @@ Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import random
@@ -49,7 +57,7 @@ from refine._compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 from refine.backbones.shapes import load_shapes_backbone  # noqa: E402
-from refine.compare.stats import same_input_pairwise_accuracy  # noqa: E402
+from refine.compare.stats import mean_ci, same_input_pairwise_accuracy  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
@@ -186,6 +194,39 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
     return {task: float(np.mean(values)) for task, values in hits.items()}
 
 
+def rewrite_accuracy(backend: TransformersVLM, cases, edit_steps: int = 0) -> dict:
+    """The share of `cases` whose instruction the model rewrites exactly into its direct phrasing, overall and by category.
+
+    With `edit_steps`, also the O of the bundled editor on the original instruction, the rewrite and
+    the exact direct phrasing (oracle), and on the cases rewritten wrong, plain against rewrite.
+    """
+    chats = [_chat([case.source_image], QUESTIONS["rewrite"].format(instruction=case.instruction)) for case in cases]
+    answers = [answer.strip() for answer in backend.generate(chats, max_new_tokens=40)]
+    hits: dict[str, list[float]] = {}
+    for case, answer in zip(cases, answers):
+        for key in ("exact", f"exact/{case.category}"):
+            hits.setdefault(key, []).append(float(answer == case.direct_instruction))
+    examples = [{"instruction": c.instruction, "rewrite": a, "direct": c.direct_instruction} for c, a in zip(cases[:6], answers)]
+    report = {"cases": len(cases), **{key: float(np.mean(values)) for key, values in hits.items()}, "examples": examples}
+    if edit_steps:
+        editor = FlowEditor(load_shapes_backbone(), steps=edit_steps, batch_size=32)
+        requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
+
+        def overall(instructions: list[str]) -> np.ndarray:
+            asked = [dataclasses.replace(r, instruction=text) for r, text in zip(requests, instructions)]
+            with torch.no_grad():
+                return np.array([judge_edit(c.source_image, out.image, c).overall for c, out in zip(cases, editor.edit(asked))])
+
+        plain, rewritten = overall([c.instruction for c in cases]), overall(answers)
+        direct = overall([c.direct_instruction for c in cases])
+        wrong = np.array([answer != c.direct_instruction for c, answer in zip(cases, answers)])
+        report["edit"] = {"plain": float(plain.mean()), "rewrite": float(rewritten.mean()), "direct_oracle": float(direct.mean()),
+                          "rewrite_vs_plain": mean_ci(rewritten - plain).to_json(), "direct_vs_plain": mean_ci(direct - plain).to_json(),
+                          "wrong_rewrites": {"plain": float(plain[wrong].mean()) if wrong.any() else None,
+                                             "rewrite": float(rewritten[wrong].mean()) if wrong.any() else None}}
+    return report
+
+
 def image_use(backend: TransformersVLM, cases) -> dict[str, float]:
     """score_logit of each case's target, source and noise under the case's own prompt (see the module docstring, 7)."""
     judge = MLLMJudge(backend, mode="score_logit", cache=False)
@@ -235,6 +276,9 @@ def main() -> None:
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
     parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
     parser.add_argument("--contrast-cases", type=int, default=0, help="cases whose target, source and noise are scored (0: skip)")
+    parser.add_argument("--rewrite-cases", type=int, default=0, help="indirect shapes-val cases asked the rewrite question (0: skip)")
+    parser.add_argument("--rewrite-edit", type=int, default=0, metavar="STEPS",
+                        help="also edit with plain / rewrite / direct instructions at this many editor steps (0: skip)")
     parser.add_argument("--seeing-only", action="store_true", help="only the seeing questions (a model trained on no judge task)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
@@ -269,6 +313,10 @@ def main() -> None:
             use = image_use(backend, cases[: args.contrast_cases])
             report["models"].setdefault(model, {})["image_use"] = use
             print(model, "image use (score_logit of target / source / noise)", json.dumps({k: round(v, 3) for k, v in use.items()}))
+        if args.rewrite_cases:
+            rewrite = rewrite_accuracy(backend, bench_subset(direct=0, indirect=args.rewrite_cases, split="shapes-val"), args.rewrite_edit)
+            report["models"].setdefault(model, {})["rewrite"] = rewrite
+            print(model, "rewrite", json.dumps(rewrite))
         if args.seeing_only:
             continue
         results = [score_mode(backend, mode, rows) for mode in args.modes]

@@ -8,7 +8,8 @@ Example:
 
 Modules: `world` (scenes, rendering), `edits` (the 9 edit categories), `instructions` (direct and
 indirect phrasings, vocabulary), `data` (cases, sequences, training stream, benchmark splits),
-`judge` (parser and IF/CC/PQ scores), `degrade` (simulated editor artefacts), `cli` (`refine shapes`).
+`judge` (parser and IF/CC/PQ scores), `degrade` (simulated editor artefacts), `candidates` (outputs of known
+quality, and `CandidateEditor`, an editor that returns them), `cli` (`refine shapes`).
 """
 
 from refine.shapes.data import (

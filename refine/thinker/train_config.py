@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 from pydantic import Field, model_validator
 
 from refine.config import RefineConfig
@@ -79,7 +79,9 @@ class ThinkerTrainConfig(RefineConfig):
     output_dir: str = Field(None, description="Where checkpoints/, final/, metrics.jsonl and summary.json go (default: runs/thinker-sft or runs/thinker-grpo).")
     stage: Literal["sft", "grpo"] = Field("sft", description="sft (SFTTrainer, the cold start) or grpo (GRPOTrainer, Sec. 3.3.2).")
     model: str = Field(..., description="The VLM to start from: a transformers folder or hub id (SFT: the ShapeEdit VLM; GRPO: the SFT run's final/).")
-    dataset: str = Field(..., description="A `refine thinker data` dataset folder (output_dir/dataset) or any datasets.save_to_disk folder.")
+    dataset: Union[str, list[str]] = Field(
+        ..., description="A `refine thinker data` dataset folder (output_dir/dataset) or any datasets.save_to_disk folder; or a "
+        "list of them, whose rows (the same split of each) are joined: e.g. real-editor trajectories plus candidate-output rows")
     split: Optional[str] = Field(None, description="The split of a DatasetDict to train on (default: sft for stage sft, rl for grpo; null: the folder holds one Dataset).")
     freeze_vision: bool = Field(True, description="Freeze the vision tower and its merger (the paper's model keeps a pretrained tower).")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (paper: 1 for both stages).")
@@ -145,6 +147,8 @@ class ThinkerTrainConfig(RefineConfig):
         if (start == out or out in start.parents) and out != Path.cwd().resolve():
             raise ValueError(f"output_dir={self.output_dir!r} holds the starting model {self.model!r} (its final/ would be written over); "
                              "use another output_dir, e.g. runs/thinker-grpo")
+        if not self.dataset:
+            raise ValueError("dataset is empty: give a dataset folder or a list of them")
         if self.stage != "grpo":
             return self
         if self.batch_size % self.num_generations:
@@ -166,16 +170,20 @@ def freeze_vision_tower(model) -> str:
 
 
 def load_rows(config: ThinkerTrainConfig, columns: tuple[str, ...] = ("prompt", "completion", "images")) -> Dataset:
-    """The config's split of its dataset folder, checked to hold `columns`."""
-    data = load_from_disk(config.dataset)
-    if isinstance(data, DatasetDict):
-        if config.split is None or config.split not in data:
-            raise ConfigError(f"{config.dataset} holds the splits {sorted(data)}; set split to one of them (refine thinker data writes sft and rl)")
-        data = data[config.split]
-    missing = sorted(set(columns) - set(data.column_names))
-    if missing:
-        raise ConfigError(f"{config.dataset}: rows need the columns {list(columns)} (refine thinker data writes them); {missing} missing, got {data.column_names}")
-    return data
+    """The config's split of its dataset folder (of each folder, joined), checked to hold `columns`."""
+    folders = [config.dataset] if isinstance(config.dataset, str) else config.dataset
+    parts = []
+    for folder in folders:
+        data = load_from_disk(folder)
+        if isinstance(data, DatasetDict):
+            if config.split is None or config.split not in data:
+                raise ConfigError(f"{folder} holds the splits {sorted(data)}; set split to one of them (refine thinker data writes sft and rl)")
+            data = data[config.split]
+        missing = sorted(set(columns) - set(data.column_names))
+        if missing:
+            raise ConfigError(f"{folder}: rows need the columns {list(columns)} (refine thinker data writes them); {missing} missing, got {data.column_names}")
+        parts.append(data)
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 def accumulation_steps(config: ThinkerTrainConfig, processes: int) -> int:

@@ -176,6 +176,23 @@ def test_pair_at_asks_one_cell_of_one_of_two_images_and_often_where_they_differ(
     assert 0.3 < second / len(examples) < 0.7 and differ / len(examples) > 0.4   # the other image would answer wrong
 
 
+def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing():
+    from refine.shapes.judge import parse_scene
+    dataset = build_dataset(VLMDataConfig(cases=30, seed=5, indirect_fraction=0.9, seeing_per_case=1, judge_per_case=0, editor=False,
+                                          seeing_tasks={"rewrite": 1.0}))
+    cases = {case.id: case for case in itertools.islice(training_stream(5, indirect_fraction=0.9), 30)}
+    assert len(dataset) == 30 and set(dataset["task"]) == {"rewrite"}
+    changed = 0
+    for row in dataset:
+        case = cases[row["case_id"]]
+        question, answer = row["prompt"][-1]["content"][-1]["text"], row["completion"][0]["content"][0]["text"]
+        assert question.endswith(f"Instruction: {case.instruction}") and answer == case.direct_instruction
+        assert len(row["images"]) == 1 and parse_scene(row["images"][0]) == case.source   # the source, which the riddles refer to
+        changed += answer != case.instruction
+    # the stream's indirect share follows the config, so most answers are not the question's own words
+    assert changed >= 20 and sum(c.phrasing == "indirect" for c in cases.values()) >= 20
+
+
 def _tiny_config(folder, **changes):
     config = dict(output_dir=str(folder), model={"tiny": True}, batch_size=4, learning_rate=3e-3, warmup_steps=0,
                   logging_steps=1, save_steps=2, progress=False,

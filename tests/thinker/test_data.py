@@ -153,6 +153,26 @@ def test_end_to_end_small_dataset_from_stream_cases(tmp_path):
 
 
 
+def test_candidates_preset_teaches_the_rewrite_first_on_every_row(tmp_path):
+    """thinker_data/shapes-candidates: the expert on outputs of known quality, everything to SFT, brief prompt."""
+    from refine.shapes.data import ShapeCase
+
+    out = tmp_path / "data"
+    result = CliRunner().invoke(app, ["thinker", "data", "--config", "thinker_data/shapes-candidates", f"output_dir={out}",
+                                      "cases=24", "progress=false", "balance_cap=none"])
+    assert result.exit_code == 0, result.output
+    dataset = load_from_disk(str(out / "dataset"))
+    assert list(dataset) == ["sft"] and len(dataset["sft"]) >= 20
+    for row in dataset["sft"]:
+        case = ShapeCase.from_dict(json.loads(row["meta"])["shapes_case"])
+        completion = row["completion"][0]["content"][0]["text"]
+        # the brief critique opens with the request in direct words: the rewrite, on every row
+        assert completion.startswith(f"<think>the request: {case.direct_instruction}\n")
+        assert row["prompt"][1]["content"][2]["text"].endswith(f"Original instruction: {case.instruction}")
+        assert judge_meta(json.loads(row["meta"]), row["images"][1]).overall_10 == pytest.approx(row["semantic"], abs=1e-3)
+    scores = set(dataset["sft"]["semantic"])
+    assert {0.0, 10.0} <= scores and any(0 < s < 10 for s in scores)   # failures, near misses and finished edits
+
 def test_an_empty_split_keeps_the_schema():
     empty = samples_to_dataset([])
     assert len(empty) == 0 and empty.features == samples_to_dataset([_sample()]).features

@@ -38,6 +38,22 @@ def test_a_missing_split_is_refused(tmp_path):
         train(ThinkerTrainConfig(model="unused", dataset=str(tmp_path / "dict"), output_dir=str(tmp_path / "run")))
 
 
+def test_several_dataset_folders_are_joined_split_by_split(tmp_path):
+    from datasets import DatasetDict
+
+    from refine.thinker.train_config import load_rows
+
+    samples = _samples()
+    DatasetDict({"sft": samples_to_dataset(samples[:3]), "rl": samples_to_dataset(samples[3:4])}).save_to_disk(str(tmp_path / "a"))
+    DatasetDict({"sft": samples_to_dataset(samples[4:])}).save_to_disk(str(tmp_path / "b"))
+    config = ThinkerTrainConfig(model="unused", dataset=[str(tmp_path / "a"), str(tmp_path / "b")], output_dir=str(tmp_path / "run"))
+    rows = load_rows(config)
+    assert config.split == "sft" and rows["trajectory_id"] == [s.trajectory_id for s in samples[:3] + samples[4:]]
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'b'} holds the splits"):
+        load_rows(config.model_copy(update={"split": "rl"}))
+    with pytest.raises(ValueError, match="dataset is empty"):
+        ThinkerTrainConfig(model="unused", dataset=[], output_dir=str(tmp_path / "run"))
+
 def _samples():
     """Per stream case: the unchanged source scored 0 with the direct rewrite; the target scored 10, kept."""
     samples = []

@@ -10,7 +10,7 @@ Cases come from `refine.shapes.data.training_stream(seed)`, which never yields a
 target) of any split, so nothing here is a shapes-val or shapes-bench case. Per case: seeing
 examples (`tasks.seeing_examples`) and judge examples on the outputs of the bundled editor
 (`refine.backbones.shapes.load_shapes_backbone`, sampled by a `FlowEditor` with the case's own seed)
-and on other outputs (`tasks.candidate_outputs`: target, degraded target, source, a wrong edit,
+and on other outputs (`refine.shapes.candidates.candidate_outputs`: target, degraded target, source, a wrong edit,
 noise), so the exact judge's O spreads over [0, 1].
 """
 
@@ -29,7 +29,8 @@ from refine.backbones.shapes import load_shapes_backbone
 from refine.config import RefineConfig
 from refine.rollout.flow_editor import FlowEditor
 from refine.shapes.data import training_stream
-from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, candidate_outputs, judge_example, output_grid_example, seeing_examples
+from refine.shapes.candidates import candidate_outputs
+from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, judge_example, output_grid_example, seeing_examples
 
 
 class VLMDataConfig(RefineConfig):
@@ -37,10 +38,13 @@ class VLMDataConfig(RefineConfig):
 
     seed: int = Field(23, description="training stream seed (cases train-{seed}-{n})")
     cases: int = Field(1000, ge=1, description="stream cases to draw")
+    indirect_fraction: float = Field(
+        0.3, ge=0, le=1, description="share of stream cases phrased indirectly (riddles, relations); a stage that teaches "
+        "the `rewrite` seeing task raises it so most of its answers differ from the question's instruction")
     seeing_per_case: int = Field(2, ge=0, description="seeing examples per case (describe, position, colour, count, difference)")
     seeing_tasks: Optional[dict[str, float]] = Field(
         None, description="weights of the seeing task kinds (describe, at_position, color, background, count, difference, "
-        "grid: every cell named); None: the first six uniformly. A seeing stage that must teach the tower the cells "
+        "grid: every cell named, pair_at: one cell of one of two images, rewrite: the instruction in its direct phrasing); None: the first six uniformly. A seeing stage that must teach the tower the cells "
         "weights grid up (see refine/shapes/vlm/README.md)")
     degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
     judge_per_case: int = Field(2, ge=0, description="judge examples per case on outputs other than the editor's")
@@ -84,7 +88,7 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         raise ValueError(f"unknown judge kinds {sorted(unknown)}; use {', '.join(JUDGE_KINDS)}")
     rng = random.Random(config.seed)
     kinds, weights = list(config.judge_kinds), list(config.judge_kinds.values())
-    cases = list(itertools.islice(training_stream(config.seed), config.cases))
+    cases = list(itertools.islice(training_stream(config.seed, indirect_fraction=config.indirect_fraction), config.cases))
     outputs = (editor_outputs(cases, config.seed, config.editor_samples, config.editor_steps, progress) if config.editor
                else [[] for _ in cases])
     rows: list[dict[str, Any]] = []

@@ -39,8 +39,8 @@ from refine.errors import InputError
 from refine.rewards.backends.base import ProbResult
 from refine.rewards.mllm import MLLMJudge
 from refine.shapes.data import ShapeCase
-from refine.shapes.degrade import degrade, noise_image
-from refine.shapes.edits import Hybrid, apply_edit, random_edit
+from refine.shapes.degrade import degrade
+from refine.shapes.edits import apply_edit, random_edit
 from refine.shapes.judge import ParsedScene, judge_edit, parse_image
 from refine.shapes.world import POSITION_NAMES, POSITIONS, Scene, render
 
@@ -54,6 +54,7 @@ QUESTIONS: dict[str, str] = {
     "difference": "Here are two images. What differs between them?",
     "grid": "What is in each cell?",
     "pair_at": "Here are two images. What is in the {position} of the {which} image?",
+    "rewrite": "Rewrite the instruction so that an image editor can follow it directly.\nInstruction: {instruction}",
 }
 # The tasks drawn uniformly when no weights are given (the presets' datasets): "grid" is opt-in.
 DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "background", "count", "difference")
@@ -157,6 +158,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
         position = rng.choice(POSITIONS)
         if task == "grid":
             out.append(_example(case, task, [image], QUESTIONS[task], describe_grid(scene)))
+        elif task == "rewrite":
+            out.append(rewrite_example(case))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
         elif task == "describe":
@@ -179,6 +182,25 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             images = [render(before, case.size), render(after, case.size)]
             out.append(_example(case, task, images, QUESTIONS[task], describe_difference(before, after)))
     return out
+
+
+def rewrite_example(case: ShapeCase) -> dict[str, Any]:
+    """(source image, the case's instruction) -> its canonical direct phrasing: EditThinker's rewrite, alone.
+
+    Opt-in (`seeing_tasks: {rewrite: ...}`). The thinker's job on ShapeEdit is mostly this: resolve
+    riddles ("the colour of the sky"), superlatives and relations ("the object left of the blue
+    square") against the source image and name the edit the way the editor was trained to read it.
+    A thinker fine-tuned on a few thousand expert trajectories wrote the format but not this
+    (benchmarks/RESULTS.md, "EditThinker trained from the ShapeEdit VLM"); the training stream has it
+    without limit. Stream cases only, so no split's answer is ever a label.
+
+    >>> from refine.shapes.data import stream_case
+    >>> example = rewrite_example(stream_case(41, 0, indirect_fraction=1.0))
+    >>> example["task"], len(example["images"]), example["prompt"][-1]["content"][-1]["text"].startswith("Rewrite")
+    ('rewrite', 1, True)
+    """
+    question = QUESTIONS["rewrite"].format(instruction=case.instruction)
+    return _example(case, "rewrite", [case.source_image], question, case.direct_instruction)
 
 
 def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:
@@ -204,53 +226,6 @@ def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:
     question = QUESTIONS["pair_at"].format(position=POSITION_NAMES[position], which=("first", "second")[index])
     images = [render(scene, case.size) for scene in scenes]
     return _example(case, "pair_at", images, question, _name(scenes[index].at(position)))
-
-
-def candidate_outputs(case: ShapeCase, rng: random.Random, near_misses: bool = False, k: int = 2) -> list[tuple[str, Image.Image]]:
-    """`k` outputs to judge besides an editor's: the target (clean or degraded), the source, a wrong edit, noise.
-
-    They spread the exact judge's O over [0, 1] so the score labels are not all one value. With
-    `near_misses`, also outputs that differ from the target in one cell, as an editor's failures do:
-    an edit of the case's own category with other arguments (wrong colour, cell, shape...), the
-    right edit plus an unwanted change elsewhere, and for a hybrid edit only its first half. Their
-    prompt is the case's own, so only the image tells them apart from the target.
-    """
-    target = case.target_image
-    wrong = apply_edit(case.source, random_edit(case.source, rng))
-    kinds = [
-        ("target", target),
-        ("target_degraded", degrade(target, noise=rng.uniform(2, 16) / 255, blur=rng.choice((0.6, 1.0, 1.5)), seed=rng.randrange(1 << 30))),
-        ("source", case.source_image),
-        ("wrong_edit", render(wrong, case.size)),
-        ("noise", noise_image(case.size, seed=rng.randrange(1 << 30))),
-    ]
-    weights = [3, 3, 2, 3, 1]
-    if near_misses:
-        misses = [("same_category", _same_category_miss(case, rng)), ("collateral", _collateral(case, rng))]
-        if isinstance(case.edit, Hybrid):
-            misses.append(("half_edit", render(apply_edit(case.source, case.edit.first), case.size)))
-        kinds += [(name, image) for name, image in misses if image is not None]
-        weights += [4] * (len(kinds) - len(weights))
-    return rng.choices(kinds, weights=weights, k=k)
-
-
-def _same_category_miss(case: ShapeCase, rng: random.Random) -> Image.Image | None:
-    """The source edited by another edit of the case's category (the editor did the right kind of thing wrongly)."""
-    if isinstance(case.edit, Hybrid):
-        return None
-    try:
-        edit = random_edit(case.source, rng, category=case.category)
-    except InputError:  # no other edit of this category fits the scene
-        return None
-    return render(apply_edit(case.source, edit), case.size)
-
-
-def _collateral(case: ShapeCase, rng: random.Random) -> Image.Image | None:
-    """The target with one more random edit (the edit is done, but something else changed too)."""
-    try:
-        return render(apply_edit(case.target, random_edit(case.target, rng)), case.size)
-    except InputError:
-        return None
 
 
 class _DatasetBackend:
