@@ -11,7 +11,6 @@ on sys.path, from the repository root or from benchmarks/ alike.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 import warnings
@@ -144,17 +143,3 @@ class QwenAttentionRecorder:
     def __exit__(self, *exc) -> None:
         self._module.dispatch_attention_fn = self._original
 
-
-def rank_key(scores: dict) -> tuple[float, float] | None:
-    if not scores or scores.get("semantic") is None:
-        return None
-    return (scores["semantic"], scores.get("quality", -math.inf))
-
-
-def chosen_within(edit_steps, k: int) -> int:
-    """The loop's select='best' rule over the first k edits (ties -> earliest; no score -> last)."""
-    keys = [rank_key(s.scores) for s in edit_steps[:k]]
-    if all(key is None for key in keys):
-        return len(keys) - 1
-    best = max(key for key in keys if key is not None)
-    return keys.index(best)

@@ -24,13 +24,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from refine.shapes.data import load_split, training_stream  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS  # noqa: E402
 
-QUESTION = "Rewrite the instruction so that an image editor can follow it directly.\nInstruction: {}"
+QUESTION = QUESTIONS["rewrite"]  # the `rewrite` seeing task's question (refine.shapes.vlm.tasks), without its system prompt
 
 
 def row(case) -> dict:
     """One TRL conversational row: [source image, question] -> the case's canonical direct phrasing."""
-    return {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(case.instruction)}]}],
+    return {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION.format(instruction=case.instruction)}]}],
             "completion": [{"role": "assistant", "content": [{"type": "text", "text": case.direct_instruction}]}],
             "images": [case.source_image]}
 

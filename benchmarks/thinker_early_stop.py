@@ -34,7 +34,7 @@ import json
 import time
 from pathlib import Path
 
-from _harness import chosen_within, load_shapes_editor  # benchmarks/_harness.py
+from _harness import load_shapes_editor  # benchmarks/_harness.py
 
 
 def pick_cases(n: int, split: str = "shapes-bench"):
@@ -53,7 +53,7 @@ def run(args) -> dict:
 
     from refine.editor import compose
     from refine.shapes.judge import judge_meta
-    from refine.thinker.loop import ThinkWhileEdit
+    from refine.thinker.loop import ThinkWhileEdit, best_edit_index
     from refine.thinker.shape_expert import ShapeExpertThinker
 
     torch.set_num_threads(args.threads)
@@ -76,10 +76,10 @@ def run(args) -> dict:
     for request, e, f in zip(requests, early, fixed):
         f_edits = [s for s in f.steps if s.kind == "edit"]
         judged = [judge_meta(request.meta, s.image) for s in f_edits]  # every turn of the fixed run
-        curve = [judged[chosen_within(f_edits, k)] for k in range(1, len(f_edits) + 1)]
+        curve = [judged[best_edit_index([s.scores for s in f_edits[:k]])] for k in range(1, len(f_edits) + 1)]
         e_edits = [s for s in e.steps if s.kind == "edit"]
         e_judged = [judge_meta(request.meta, s.image) for s in e_edits]
-        early_curve = [e_judged[chosen_within(e_edits, min(k, len(e_edits)))] for k in range(1, args.max_turns + 1)]
+        early_curve = [e_judged[best_edit_index([s.scores for s in e_edits[: min(k, len(e_edits))]])] for k in range(1, args.max_turns + 1)]
         e_score = judge_meta(request.meta, e.image)
         rows.append(
             {

@@ -34,8 +34,6 @@ import json
 import time
 from pathlib import Path
 
-from _harness import chosen_within  # benchmarks/_harness.py
-
 from refine._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
@@ -52,7 +50,7 @@ from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_meta  # noqa: E402
 from refine.thinker.config import ThinkerConfig, build_thinker  # noqa: E402
 from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
-from refine.thinker.loop import ThinkWhileEdit  # noqa: E402
+from refine.thinker.loop import ThinkWhileEdit, best_edit_index  # noqa: E402
 from refine.thinker.score_reward import ThinkerScore  # noqa: E402
 
 
@@ -128,7 +126,7 @@ def main() -> None:
             "turn_o": turn_o,
             "thinker_scores": [s.scores.get("semantic") for s in edits],
             # a loop that stopped early (the thinker failed twice) returns the same for any larger max_turns
-            "curve_best": [turn_o[chosen_within(edits, min(t, len(edits)))] for t in range(1, args.max_turns + 1)],
+            "curve_best": [turn_o[best_edit_index([s.scores for s in edits[: min(t, len(edits))]])] for t in range(1, args.max_turns + 1)],
             "curve_last": [turn_o[min(t, len(edits)) - 1] for t in range(1, args.max_turns + 1)],
             "fixed_stop": fixed[i].meta["thinker"]["stop_reason"],
             "early": judged(early[i].image, request),

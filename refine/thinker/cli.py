@@ -57,17 +57,14 @@ def train(
 ) -> None:
     """Train EditThinker with TRL, stage sft or grpo (writes checkpoints/, final/, metrics.jsonl, summary.json)."""
     from refine.config import load_config
-    from refine.errors import ConfigError
     from refine.paths import check_output_dir
     from refine.presets import find_preset
     from refine.thinker.train import ThinkerTrainConfig
     from refine.thinker.train import train as run_training
+    from refine.training.resume import resume_from_flag
 
     extra = [f"stage={stage}"] if stage is not None else []
     cfg = load_config(ThinkerTrainConfig, find_preset(config), (overrides or []) + extra)
     check_output_dir(cfg.output_dir, "output_dir")
-    if resume:
-        if cfg.resume_from is not None:
-            raise ConfigError(f"--resume given with resume_from={cfg.resume_from!r}; use one of the two")
-        cfg.resume_from = "latest"
+    cfg.resume_from = resume_from_flag(resume, cfg.resume_from)
     typer.echo(json.dumps(run_training(cfg), indent=2))

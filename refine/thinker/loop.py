@@ -284,11 +284,7 @@ class ThinkWhileEditEditor:
     def _chosen(self, state: _State) -> int:
         if self.config.select == "last":
             return len(state.turns) - 1
-        keys = [_rank_key(t.thought) for t in state.turns]
-        if all(k is None for k in keys):
-            return len(state.turns) - 1  # no score to prefer one edit: the loop's own answer
-        best = max(k for k in keys if k is not None)
-        return keys.index(best)  # ties go to the earliest edit (fewest changes)
+        return best_edit_index([t.thought.scores if t.thought is not None and t.thought.ok else {} for t in state.turns])
 
     # -- results and events -----------------------------------------------------------------
 
@@ -401,10 +397,22 @@ class ThinkWhileEdit:
         return ThinkWhileEditEditor(editor, self.thinker, self.config, self.observers, name=self.name)
 
 
-def _rank_key(thought: Thought | None) -> tuple[float, float] | None:
-    if thought is None or not thought.ok or thought.scores.get("semantic") is None:
-        return None
-    return (thought.scores["semantic"], thought.scores.get("quality", -math.inf))
+def best_edit_index(scores: Sequence[dict[str, float]]) -> int:
+    """`select="best"`: the index of the edit with the highest (semantic, quality) among its thinker's scores.
+
+    Ties go to the earliest edit (fewest changes); an edit without a semantic score never wins, and
+    with no score at all the last edit is the loop's answer. Benchmarks replay the rule over the
+    first k edits of a trace (`[step.scores for step in edits[:k]]`) to read a turn curve.
+
+    >>> best_edit_index([{"semantic": 6.0}, {"semantic": 8.0, "quality": 5.0}, {"semantic": 8.0, "quality": 9.0}, {}])
+    2
+    >>> best_edit_index([{}, {}])
+    1
+    """
+    keys = [(s["semantic"], s.get("quality", -math.inf)) if s and s.get("semantic") is not None else None for s in scores]
+    if all(key is None for key in keys):
+        return len(keys) - 1
+    return keys.index(max(key for key in keys if key is not None))
 
 
 def _normalize(instruction: str) -> str:

@@ -126,3 +126,16 @@ def check_resume_config(
 
 def _show(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
+
+
+def resume_from_flag(resume: bool, resume_from: str | None) -> str | None:
+    """A config's `resume_from` after the CLI's `--resume` flag: "latest" with the flag, refused beside another value.
+
+    >>> resume_from_flag(True, None), resume_from_flag(False, "runs/x/checkpoints/checkpoint-4")
+    ('latest', 'runs/x/checkpoints/checkpoint-4')
+    """
+    if not resume:
+        return resume_from
+    if resume_from is not None:
+        raise ConfigError(f"--resume given with resume_from={resume_from!r}; use one of the two")
+    return "latest"

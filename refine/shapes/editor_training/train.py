@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import typer
 
-from refine.errors import ArtifactError, ConfigError
+from refine.errors import ArtifactError
 from refine.shapes.editor_training.config import BaseTrainConfig
 
 if TYPE_CHECKING:
@@ -364,14 +364,11 @@ def cli(
     from refine.config import load_config
     from refine.paths import check_output_dir
     from refine.presets import find_preset
+    from refine.training.resume import resume_from_flag
 
     cfg = load_config(BaseTrainConfig, find_preset(config), overrides or [])
     check_output_dir(cfg.output_dir, "output_dir")  # before any compute
-    if resume:
-        if cfg.resume_from is None:
-            cfg.resume_from = "latest"
-        else:
-            raise ConfigError(f"--resume given with resume_from={cfg.resume_from!r}; use one of the two")
+    cfg.resume_from = resume_from_flag(resume, cfg.resume_from)
     summary = train(cfg)
     typer.echo(json.dumps(summary, indent=2, default=_json_default))
 

@@ -48,6 +48,7 @@ from refine.shapes.vlm.probes import image_dependence, probe_scenes  # noqa: E40
 from refine.shapes.vlm.tower import pretrain_tower  # noqa: E402
 from refine.training.metrics import MetricsLogger  # noqa: E402
 from refine.training.trainer_checkpoint import load_checkpoint_weights, resume_argument  # noqa: E402
+from refine.training.resume import resume_from_flag  # noqa: E402
 from refine.training.trainer_metrics import MetricsCallback  # noqa: E402
 
 
@@ -209,8 +210,5 @@ def cli(
 
     cfg = load_config(VLMTrainConfig, find_preset(config), overrides or [])
     check_output_dir(cfg.output_dir, "output_dir")  # before any compute
-    if resume:
-        if cfg.resume_from is not None:
-            raise ConfigError(f"--resume given with resume_from={cfg.resume_from!r}; use one of the two")
-        cfg.resume_from = "latest"
+    cfg.resume_from = resume_from_flag(resume, cfg.resume_from)
     typer.echo(json.dumps(train(cfg), indent=2))
