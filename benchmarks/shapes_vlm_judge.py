@@ -5,7 +5,8 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
 
 1. Edits: `--cases` direct and `--cases` indirect shapes-val cases (`bench_subset`, every category),
    each edited `--seeds` times by the bundled editor (`load_shapes_backbone`, Euler, its default
-   steps and guidance; seed `1000 * case + k`). Tuning split only: nothing here reads shapes-bench.
+   steps and guidance; seed `1000 * case + k`). Tuning split only: only `--rewrite-split shapes-bench` reads
+   shapes-bench.
 2. Labels: the exact judge's O = sqrt(IF x CC) of every edit.
 3. The VLM scores every (source, edit, instruction) through `MLLMJudge(TransformersVLM(model), mode)`,
    the rewards layer's unchanged code path, with the case's category as task requirement.
@@ -32,6 +33,10 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    `--rewrite-edit` steps, case i seeded i) on the original instruction (plain), on the model's
    rewrite (think-before-edit with a rewrite-only model) and on the exact direct phrasing (the oracle
    ceiling of any rewrite), O and the paired difference against plain with its 95% interval.
+   The rewrite's confidence (its least probable chosen token) gates it: per `--rewrite-gates` value,
+   the share rewritten, the share of those that are right, and with `--rewrite-edit` the O of the
+   gated rewrite (the original instruction where the confidence falls below the gate). Gates are
+   chosen on shapes-val; `--rewrite-split shapes-bench` reports a chosen gate once.
 9. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
@@ -50,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import mannwhitneyu, spearmanr
 
 from refine._compat import ensure_torchvision_importable
 
@@ -194,20 +199,57 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
     return {task: float(np.mean(values)) for task, values in hits.items()}
 
 
-def rewrite_accuracy(backend: TransformersVLM, cases, edit_steps: int = 0) -> dict:
+def generate_with_confidence(backend: TransformersVLM, chats: list, max_new_tokens: int = 40) -> tuple[list[str], list[float]]:
+    """Greedy answers and each answer's confidence: the smallest probability the model gave a token it chose.
+
+    A rewrite is as wrong as its least certain word (one wrong shape or cell word spoils it), so the
+    minimum, not the mean, is the gate; stop 38 measured both (AUC 0.75-0.80 for the minimum on
+    shapes-val and fresh stream cases, 0.77-0.82 for the summed log-probability).
+    """
+    texts: list[str] = []
+    confidences: list[float] = []
+    for start in range(0, len(chats), backend.batch_size):
+        inputs = backend._encode(chats[start : start + backend.batch_size], None)
+        with torch.inference_mode():
+            out = backend.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                         output_scores=True, return_dict_in_generate=True)
+        new = out.sequences[:, inputs["input_ids"].shape[1] :]  # (B, T)
+        probs = torch.stack([step.float().softmax(-1) for step in out.scores], 1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        real = new != backend.tokenizer.pad_token_id  # rows that stopped early are padded
+        texts.extend(text.strip() for text in backend.tokenizer.batch_decode(new, skip_special_tokens=True))
+        confidences.extend(float(p[m].min()) if m.any() else 0.0 for p, m in zip(probs, real))
+    return texts, confidences
+
+
+GATES = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def rewrite_accuracy(backend: TransformersVLM, cases, edit_steps: int = 0, gates: tuple[float, ...] = GATES) -> dict:
     """The share of `cases` whose instruction the model rewrites exactly into its direct phrasing, overall and by category.
 
-    With `edit_steps`, also the O of the bundled editor on the original instruction, the rewrite and
-    the exact direct phrasing (oracle), and on the cases rewritten wrong, plain against rewrite.
+    Also how well the rewrite's own confidence (`generate_with_confidence`) tells right rewrites from
+    wrong ones (AUC) and, per confidence gate, the share rewritten and how many of those are right.
+    With `edit_steps`, the O of the bundled editor on the original instruction, the rewrite, the
+    gated rewrite (the rewrite where its confidence reaches the gate, else the original
+    instruction) and the exact direct phrasing (oracle), each against plain with its paired 95%
+    interval; and on the cases rewritten wrong, plain against rewrite.
     """
     chats = [_chat([case.source_image], QUESTIONS["rewrite"].format(instruction=case.instruction)) for case in cases]
-    answers = [answer.strip() for answer in backend.generate(chats, max_new_tokens=40)]
+    answers, confidence = generate_with_confidence(backend, chats)
+    confidence = np.array(confidence)
+    right = np.array([answer == case.direct_instruction for case, answer in zip(cases, answers)])
     hits: dict[str, list[float]] = {}
-    for case, answer in zip(cases, answers):
+    for case, ok in zip(cases, right):
         for key in ("exact", f"exact/{case.category}"):
-            hits.setdefault(key, []).append(float(answer == case.direct_instruction))
+            hits.setdefault(key, []).append(float(ok))
     examples = [{"instruction": c.instruction, "rewrite": a, "direct": c.direct_instruction} for c, a in zip(cases[:6], answers)]
-    report = {"cases": len(cases), **{key: float(np.mean(values)) for key, values in hits.items()}, "examples": examples}
+    auc = (float(mannwhitneyu(confidence[right], confidence[~right]).statistic / (right.sum() * (~right).sum()))
+           if 0 < right.sum() < len(cases) else None)
+    report = {"cases": len(cases), **{key: float(np.mean(values)) for key, values in hits.items()}, "confidence_auc": auc,
+              "gates": {str(g): {"rewritten": float((confidence >= g).mean()),
+                                 "exact_among_rewritten": float(right[confidence >= g].mean()) if (confidence >= g).any() else None}
+                        for g in gates},
+              "examples": examples}
     if edit_steps:
         editor = FlowEditor(load_shapes_backbone(), steps=edit_steps, batch_size=32)
         requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
@@ -219,11 +261,13 @@ def rewrite_accuracy(backend: TransformersVLM, cases, edit_steps: int = 0) -> di
 
         plain, rewritten = overall([c.instruction for c in cases]), overall(answers)
         direct = overall([c.direct_instruction for c in cases])
-        wrong = np.array([answer != c.direct_instruction for c, answer in zip(cases, answers)])
+        # the editor is deterministic per (instruction, seed): a gated run is plain or rewrite case by case
+        gated = {str(g): np.where(confidence >= g, rewritten, plain) for g in gates}
         report["edit"] = {"plain": float(plain.mean()), "rewrite": float(rewritten.mean()), "direct_oracle": float(direct.mean()),
                           "rewrite_vs_plain": mean_ci(rewritten - plain).to_json(), "direct_vs_plain": mean_ci(direct - plain).to_json(),
-                          "wrong_rewrites": {"plain": float(plain[wrong].mean()) if wrong.any() else None,
-                                             "rewrite": float(rewritten[wrong].mean()) if wrong.any() else None}}
+                          "gated": {g: {"O": float(o.mean()), "vs_plain": mean_ci(o - plain).to_json()} for g, o in gated.items()},
+                          "wrong_rewrites": {"plain": float(plain[~right].mean()) if (~right).any() else None,
+                                             "rewrite": float(rewritten[~right].mean()) if (~right).any() else None}}
     return report
 
 
@@ -276,7 +320,11 @@ def main() -> None:
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
     parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
     parser.add_argument("--contrast-cases", type=int, default=0, help="cases whose target, source and noise are scored (0: skip)")
-    parser.add_argument("--rewrite-cases", type=int, default=0, help="indirect shapes-val cases asked the rewrite question (0: skip)")
+    parser.add_argument("--rewrite-cases", type=int, default=0, help="indirect cases asked the rewrite question (0: skip)")
+    parser.add_argument("--rewrite-split", default="shapes-val", choices=["shapes-val", "shapes-bench"],
+                        help="split of the rewrite cases: tune on shapes-val, report once on shapes-bench")
+    parser.add_argument("--rewrite-gates", type=float, nargs="+", default=list(GATES),
+                        help="confidence gates of the gated rewrite (the smallest chosen-token probability)")
     parser.add_argument("--rewrite-edit", type=int, default=0, metavar="STEPS",
                         help="also edit with plain / rewrite / direct instructions at this many editor steps (0: skip)")
     parser.add_argument("--seeing-only", action="store_true", help="only the seeing questions (a model trained on no judge task)")
@@ -314,7 +362,8 @@ def main() -> None:
             report["models"].setdefault(model, {})["image_use"] = use
             print(model, "image use (score_logit of target / source / noise)", json.dumps({k: round(v, 3) for k, v in use.items()}))
         if args.rewrite_cases:
-            rewrite = rewrite_accuracy(backend, bench_subset(direct=0, indirect=args.rewrite_cases, split="shapes-val"), args.rewrite_edit)
+            rewrite = rewrite_accuracy(backend, bench_subset(direct=0, indirect=args.rewrite_cases, split=args.rewrite_split),
+                                       args.rewrite_edit, tuple(args.rewrite_gates))
             report["models"].setdefault(model, {})["rewrite"] = rewrite
             print(model, "rewrite", json.dumps(rewrite))
         if args.seeing_only:

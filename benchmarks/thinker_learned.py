@@ -22,6 +22,13 @@ and every figure judged by ShapeEdit's exact judge (O = sqrt(IF * CC)):
   what selection among as many edits gives without any rewrite;
 * think-before-edit (`--before`): the thinker rewrites before the first edit (the paper's ablation).
 
+`--min-confidence` gates every loop's rewrites on the thinker's confidence in them
+(`LoopConfig.min_confidence`, not in the paper): an unsure rewrite is dropped and the request
+keeps its current edit. The report then also replays the gate at several values on the fixed
+loop (`gate_sweep_last`: choose one on shapes-val; `--min-confidence 0` records the confidences
+and gates nothing). `--select last` makes the early loop and think-before-edit return their
+last edit (with the gate: the rewrite's edit when the thinker was sure, else the first edit).
+
 Each line gives the mean O and the paired mean difference against plain with its 95% bootstrap
 interval (`refine.compare.stats.mean_ci` over the cases), and the thinker's format rate (replies
 the strict parser reads unchanged).
@@ -67,6 +74,24 @@ def score_spearman(rows) -> float | None:
     return round(float(spearmanr(*zip(*pairs)).statistic), 4) if len(pairs) > 2 else None
 
 
+GATE_SWEEP = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def gated_last(row: dict, gate: float) -> float:
+    """O of the edit a loop gated at `gate` returns with select="last" (see the report's gate_sweep_last).
+
+    `confidences[t]` is the thinker's confidence in the rewrite it proposed after edit t:
+    >>> gated_last({"turn_o": [0.4, 0.9, 0.1], "confidences": [0.8, 0.3, 0.9]}, gate=0.5)
+    0.9
+    >>> gated_last({"turn_o": [0.4, 0.9, 0.1], "confidences": [0.8, 0.3, 0.9]}, gate=0.9)
+    0.4
+    """
+    for t, confidence in enumerate(row["confidences"][: len(row["turn_o"]) - 1]):
+        if confidence is None or confidence < gate:
+            return row["turn_o"][t]
+    return row["turn_o"][-1]
+
+
 def interval(values) -> dict:
     ci = mean_ci(values)
     return {"mean": round(ci.mean, 4), "low": round(ci.low, 4), "high": round(ci.high, 4)}
@@ -85,6 +110,9 @@ def main() -> None:
     parser.add_argument("--fixed-only", action="store_true", help="only the fixed loop (a quick look while tuning)")
     parser.add_argument("--prompt", default="thinker-brief", help="the prompt set the thinker was trained with (thinker, thinker-brief)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--min-confidence", type=float, default=None,
+                        help="the loops use a rewrite only when the thinker's confidence in it reaches this (LoopConfig.min_confidence)")
+    parser.add_argument("--select", choices=["best", "last"], default="best", help="the early loop's and before's selection")
     parser.add_argument("--chunk", type=int, default=96, help="requests per loop call")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -94,7 +122,8 @@ def main() -> None:
     cases = pick_cases(args.split, args.phrasing, args.cases)
     requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
     editor = FlowEditor(load_shapes_backbone(), steps=args.steps, batch_size=32)
-    thinker = build_thinker(ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens))
+    thinker = build_thinker(ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                                          min_confidence=args.min_confidence))
     raw_replies: list[str] = []
 
     def run(refiner) -> tuple[list, float]:
@@ -106,12 +135,13 @@ def main() -> None:
     def judged(image, request) -> float:
         return judge_meta(request.meta, image).overall
 
-    loop = dict(max_turns=args.max_turns, score_threshold=args.score_threshold)
+    loop = dict(max_turns=args.max_turns, score_threshold=args.score_threshold, min_confidence=args.min_confidence)
     fixed, fixed_s = run(ThinkWhileEdit(thinker, early_stop=False, **loop))
-    early, early_s = (fixed, 0.0) if args.fixed_only else run(ThinkWhileEdit(thinker, **loop))
+    early, early_s = (fixed, 0.0) if args.fixed_only else run(ThinkWhileEdit(thinker, select=args.select, **loop))
     k = max(1, round(sum(r.meta["thinker"]["editor_calls"] for r in early) / len(early)))
     best_of_k, bok_s = (fixed, 0.0) if args.fixed_only else run(BestOfK(ThinkerScore(thinker), k=k))
-    before, before_s = run(ThinkWhileEdit(thinker, think_before_edit=True, **loop)) if args.before else ([], 0.0)
+    before, before_s = (run(ThinkWhileEdit(thinker, think_before_edit=True, select=args.select, **loop)) if args.before
+                        else ([], 0.0))
 
     rows = []
     for i, request in enumerate(requests):
@@ -125,6 +155,7 @@ def main() -> None:
             "direct_instruction": cases[i].direct_instruction,
             "turn_o": turn_o,
             "thinker_scores": [s.scores.get("semantic") for s in edits],
+            "confidences": fixed[i].meta["thinker"]["confidences"],
             # a loop that stopped early (the thinker failed twice) returns the same for any larger max_turns
             "curve_best": [turn_o[best_edit_index([s.scores for s in edits[: min(t, len(edits))]])] for t in range(1, args.max_turns + 1)],
             "curve_last": [turn_o[min(t, len(edits)) - 1] for t in range(1, args.max_turns + 1)],
@@ -163,6 +194,11 @@ def main() -> None:
     }
     if before:
         report["before"] = line([r["before"] for r in rows])
+    if args.min_confidence is not None:
+        # the gate replayed on the fixed loop: a gated loop stops at the first rewrite it is unsure of and,
+        # select="last", returns that turn's edit; the editor is deterministic per (instruction, seed), so the
+        # fixed loop's edits are the gated loop's up to there
+        report["gate_sweep_last"] = {str(g): line([gated_last(r, g) for r in rows]) for g in GATE_SWEEP}
     gain_fixed = report["fixed_best"]["vs_plain"]["mean"]
     report["early_keeps_gain"] = report["early"]["vs_plain"]["mean"] / gain_fixed if gain_fixed > 0 else None
     print(json.dumps({k_: v for k_, v in report.items() if k_ != "settings"}, indent=1))

@@ -103,6 +103,7 @@ def build_thinker(config: ThinkerConfig):
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             image_size=config.image_size,
+            confidence=config.min_confidence is not None,  # the gate reads Thought.confidence
         )
     thinker = import_object(config.thinker)()
     if not isinstance(thinker, Thinker):

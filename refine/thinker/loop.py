@@ -29,8 +29,9 @@ The loop (paper Sec. 3.1, Eq. 1-2), for a batch of requests:
    the new edit and proposes T_{t+1};
 4. a request stops on the expert's stop flag, on a semantic score >= `score_threshold`, at
    `max_turns`, on an unchanged instruction (when re-running it would reproduce the same edit:
-   same source, same seed), or when the thinker's output is unusable ("thinker_failed"); the
-   others go back to 2.
+   same source, same seed), on a refined instruction the thinker is not sure of (`min_confidence`,
+   not in the paper: "low_confidence"), or when the thinker's output is unusable
+   ("thinker_failed"); the others go back to 2.
 
 Each request returns the best-scored edit (or the last, `select="last"`), with every turn in
 `EditResult.steps` and a summary in `EditResult.meta["thinker"]` (stop reason, chosen turn,
@@ -54,8 +55,9 @@ from refine.errors import BackendError, ConfigError
 from refine.thinker.protocol import Thinker, ThinkRequest, Thought
 from refine.types import EditRequest, EditResult, Step
 
-StopReason = Literal["thinker_stop", "score_threshold", "max_turns", "unchanged_instruction", "thinker_failed"]
-STOP_REASONS: tuple[str, ...] = ("thinker_stop", "score_threshold", "max_turns", "unchanged_instruction", "thinker_failed")
+StopReason = Literal["thinker_stop", "score_threshold", "max_turns", "unchanged_instruction", "low_confidence", "thinker_failed"]
+STOP_REASONS: tuple[str, ...] = ("thinker_stop", "score_threshold", "max_turns", "unchanged_instruction", "low_confidence",
+                                 "thinker_failed")
 
 
 class LoopConfig(RefineConfig):
@@ -104,6 +106,12 @@ class LoopConfig(RefineConfig):
     )
     critique_last_turn: bool = Field(
         True, description="Ask the thinker to score the edit of the last turn too (needed by select='best')."
+    )
+    min_confidence: float | None = Field(
+        None, ge=0, le=1,
+        description="Use a refined instruction only when the thinker's confidence in it (Thought.confidence, e.g. "
+        "VLMThinker(confidence=True)) reaches this; otherwise keep the current instruction: before the first edit the "
+        "original is edited, after an edit the request stops ('low_confidence'). Not in the paper; null disables.",
     )
 
     @model_validator(mode="after")
@@ -187,7 +195,8 @@ class ThinkWhileEditEditor:
                 state.stop_reason = self._stop_reason(state, turn)
                 if state.stop_reason is None and state.turns[-1].thought is not None:
                     thought = state.turns[-1].thought
-                    state.instruction = thought.instruction or state.instruction
+                    if self._confident(thought):
+                        state.instruction = thought.instruction or state.instruction
                 self._emit_turn(state, state.turns[-1], turn)
         results = [self._finish(state) for state in states]
         for state, result in zip(states, results):
@@ -202,7 +211,7 @@ class ThinkWhileEditEditor:
         asks = [ThinkRequest(s.request.image, None, s.request.instruction, s.request.instruction, 0, s.request.meta) for s in states]
         for state, thought in zip(states, self._think(states, asks)):
             state.pre_thought = thought
-            if thought.ok and thought.instruction:
+            if thought.ok and thought.instruction and self._confident(thought):
                 state.instruction = thought.instruction
             event = TurnEvent(state.index, state.request, 0, None, None, state.request.seed, thought, think_seconds=thought.seconds)
             self._notify(event)
@@ -267,11 +276,24 @@ class ThinkWhileEditEditor:
             return "max_turns"
         if not usable:
             return "thinker_failed"
+        if cfg.early_stop and not self._confident(thought):
+            return "low_confidence"  # the current edit is what the thinker would re-run
         repeats_exactly = cfg.edit_from == "source" and not cfg.vary_seed
         if cfg.early_stop and cfg.stop_on_unchanged and repeats_exactly and thought.instruction is not None:
             if _normalize(thought.instruction) == _normalize(state.turns[-1].instruction):
                 return "unchanged_instruction"
         return None
+
+    def _confident(self, thought: Thought) -> bool:
+        """Whether the loop may use the thought's instruction under `min_confidence`."""
+        if self.config.min_confidence is None:
+            return True
+        if thought.confidence is None:
+            raise ConfigError(
+                f"min_confidence={self.config.min_confidence} needs a thinker that reports its confidence; thinker "
+                f"{self.thinker.name!r} gave none (use VLMThinker(confidence=True), or min_confidence=null)"
+            )
+        return thought.confidence >= self.config.min_confidence
 
     def _meets_threshold(self, scores: dict[str, float]) -> bool:
         cfg = self.config
@@ -318,13 +340,15 @@ class ThinkWhileEditEditor:
             "thinker_calls": state.thinker_calls,
             "thinker": self.thinker.name,
             "scores": [dict(t.thought.scores) if t.thought is not None else {} for t in state.turns],
+            "confidences": [t.thought.confidence if t.thought is not None else None for t in state.turns],
             "instructions": [t.instruction for t in state.turns],
         }
         meta = {**picked.result.meta, "thinker": summary}
         return EditResult(image=picked.image, instruction=picked.instruction, steps=steps, meta=meta)
 
     def _think_step(self, thought: Thought, turn: int) -> Step:
-        info = {"turn": turn, "stop": thought.stop, "error": thought.error, "repairs": list(thought.repairs), "raw": thought.raw}
+        info = {"turn": turn, "stop": thought.stop, "error": thought.error, "repairs": list(thought.repairs), "raw": thought.raw,
+                "confidence": thought.confidence}
         return Step(
             kind="think",
             source=self.thinker.name,

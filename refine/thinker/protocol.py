@@ -66,6 +66,8 @@ class Thought:
         raw: the raw text the model produced (kept for traces and debugging).
         repairs: what the tolerant parser had to fix in `raw`.
         seconds: wall time spent on this request (a batch's time is shared evenly).
+        confidence: how sure the thinker is of `instruction`: the smallest probability its model gave a
+            token of the refined instruction (`VLMThinker(confidence=True)`); None when not measured.
     """
 
     instruction: str | None = None
@@ -76,6 +78,7 @@ class Thought:
     raw: str | None = None
     repairs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    confidence: float | None = None
 
     @property
     def ok(self) -> bool:

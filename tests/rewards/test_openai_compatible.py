@@ -117,3 +117,21 @@ def test_model_name_is_asked_from_the_server(fake_server):
     server.models = []
     with pytest.raises(BackendError, match="lists no model"):
         OpenAICompatibleVLM(server.base_url).model
+
+
+def test_generate_scored_reads_each_tokens_logprob(fake_server):
+    tokens = [("make", -0.01), (" it", -0.2), (" blue", -1.2)]
+    data = completion("make it blue")
+    data["choices"][0]["logprobs"] = {"content": [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in tokens]}
+    server = fake_server(lambda body: (200, data))
+    (reply,) = OpenAICompatibleVLM(server.base_url, model="m").generate_scored([chat("rewrite it")], max_new_tokens=16)
+    assert reply.text == "make it blue" and reply.pieces == ["make", " it", " blue"]
+    assert reply.probs == pytest.approx([math.exp(lp) for _, lp in tokens])
+    assert reply.min_prob(5, 7) == pytest.approx(math.exp(-0.2))  # the characters of "it"
+    assert server.bodies[0]["logprobs"] is True and server.bodies[0]["max_tokens"] == 16
+
+
+def test_generate_scored_without_logprobs_says_so(fake_server):
+    server = fake_server(lambda body: (200, completion("make it blue")))
+    with pytest.raises(BackendError, match="no logprobs"):
+        OpenAICompatibleVLM(server.base_url, model="m").generate_scored([chat("rewrite it")])

@@ -177,3 +177,21 @@ def test_device_map_reaches_from_pretrained_and_scores_like_the_plain_load(tiny_
     assert MLLMJudge(mapped, mode="score_logit", cache=False)(*args).scores == pytest.approx(plain, abs=2e-3)  # bf16 vs fp32
     with pytest.raises(ConfigError, match="device_map needs a checkpoint path"):
         TransformersVLM(local_vlm.model, processor=local_vlm.processor, device_map="auto")
+
+
+def test_generate_scored_gives_the_greedy_text_and_each_tokens_probability(local_vlm, make_scene):
+    """The replies of generate(), split into pieces that rebuild them, each with the probability the
+    model gave it at that step (by hand: generate with output_scores, softmax, the chosen token)."""
+    chats = [[{"role": "user", "content": [{"type": "image", "image": make_scene(i)}, {"type": "text", "text": text}]}]
+             for i, text in enumerate(INSTRUCTIONS)]  # prompts of different lengths: left padding in one batch
+    scored = local_vlm.generate_scored(chats, max_new_tokens=12)
+    assert [s.text for s in scored] == local_vlm.generate(chats, max_new_tokens=12)
+    for chat, reply in zip(chats, scored):
+        assert "".join(reply.pieces) == reply.text and len(reply.probs) == len(reply.pieces)
+        inputs = local_vlm._encode([chat], None)
+        with torch.no_grad():
+            out = local_vlm.model.generate(**inputs, max_new_tokens=12, do_sample=False, output_scores=True, return_dict_in_generate=True)
+        new = out.sequences[0, inputs["input_ids"].shape[1]:]
+        by_hand = [float(step[0].softmax(-1)[token]) for step, token in zip(out.scores, new) if token != local_vlm.tokenizer.pad_token_id]
+        assert reply.probs == pytest.approx(by_hand, abs=1e-4)
+        assert 0 < reply.min_prob() < 1  # random weights: never certain of every token

@@ -1,5 +1,7 @@
 """The Think-while-Edit loop on fake editors and thinkers: stop rules, selection, batching, steps."""
 
+from dataclasses import replace
+
 import pytest
 from PIL import Image
 
@@ -162,6 +164,43 @@ def test_think_before_edit_rewrites_first(editor, scripted, request_for):
     assert thinker.batches[0][0].edited is None and thinker.batches[0][0].turn == 0
     assert result.steps[0].kind == "think" and result.steps[0].info["turn"] == 0
     assert result.meta["thinker"]["editor_calls"] == 1
+
+
+class SureOf:
+    """Wraps a thinker: every thought's confidence is `confidence` (None: not measured)."""
+
+    def __init__(self, thinker, confidence):
+        self.thinker, self.confidence, self.name = thinker, confidence, "sure-of"
+
+    def think(self, requests):
+        return [replace(t, confidence=self.confidence) for t in self.thinker.think(requests)]
+
+
+@pytest.mark.parametrize("confidence, instructions, reason", [
+    (0.4, ["make it look like a tomato"], "low_confidence"),
+    (0.9, ["make it look like a tomato", "paint it red"], "score_threshold"),
+])
+def test_min_confidence_uses_only_rewrites_the_thinker_is_sure_of(editor, scripted, request_for, confidence, instructions, reason):
+    [result] = run(editor, SureOf(scripted(), confidence), [request_for()], min_confidence=0.5)
+    assert result.meta["thinker"]["instructions"] == instructions and result.meta["thinker"]["stop_reason"] == reason
+    assert result.meta["thinker"]["confidences"][0] == confidence
+
+
+def test_min_confidence_before_the_first_edit_keeps_the_original(editor, scripted, request_for):
+    run(editor, SureOf(scripted(), 0.4), [request_for()], min_confidence=0.5, think_before_edit=True, max_turns=1)
+    assert editor.batches[0][0].instruction == "make it look like a tomato"
+    run(editor, SureOf(scripted(), 0.6), [request_for()], min_confidence=0.5, think_before_edit=True, max_turns=1)
+    assert editor.batches[1][0].instruction == "paint it red"
+
+
+def test_min_confidence_without_early_stop_repeats_the_current_instruction(editor, scripted, request_for):
+    [result] = run(editor, SureOf(scripted(), 0.1), [request_for()], min_confidence=0.5, early_stop=False, max_turns=3)
+    assert result.meta["thinker"]["instructions"] == ["make it look like a tomato"] * 3
+
+
+def test_min_confidence_needs_a_thinker_that_measures_it(editor, scripted, request_for):
+    with pytest.raises(ConfigError, match="min_confidence=0.5 needs a thinker that reports its confidence"):
+        run(editor, SureOf(scripted(), None), [request_for()], min_confidence=0.5)
 
 
 def test_last_turn_is_critiqued_only_when_asked(editor, scripted, request_for):

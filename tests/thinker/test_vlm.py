@@ -5,6 +5,7 @@ from PIL import Image
 
 from refine.editor import compose
 from refine.errors import ConfigError
+from refine.rewards.backends.base import ScoredText
 from refine.rewards.backends.transformers_vlm import TransformersVLM
 from refine.thinker.config import build_thinker_refiner
 from refine.thinker.loop import ThinkWhileEdit
@@ -135,6 +136,35 @@ def test_tiny_random_vlm_garbage_every_turn_returns_the_first_edit(tiny_vlm_back
         assert result.meta["thinker"]["thinker_calls"] == 2
         think = [s for s in result.steps if s.kind == "think"][-1]
         assert think.info["raw"] and think.info["error"].startswith("no EditThinker tags")
+
+
+class ScoredBackend(CannedBackend):
+    """A canned backend that also gives token probabilities, one (piece, probability) list per reply."""
+
+    def generate_scored(self, conversations, max_new_tokens=128, temperature=0.0):
+        replies = [self.replies.pop(0) for _ in conversations]
+        return [ScoredText("".join(p for p, _ in r), [p for p, _ in r], [q for _, q in r]) for r in replies]
+
+
+def test_confidence_is_the_least_sure_token_of_the_refined_instruction():
+    reply = [("<think>", 1.0), ("not", 0.05), (" red", 0.3), ("</think>", 1.0), ("<score>[2, 9]</score>", 1.0),
+             ("<answer>", 1.0), ("paint", 0.9), (" it", 0.99), (" red", 0.7), ("</answer>", 0.2)]
+    [thought] = VLMThinker(ScoredBackend([reply]), confidence=True).think([ThinkRequest(SOURCE, EDITED, "x", "x")])
+    assert thought.instruction == "paint it red" and thought.confidence == 0.7  # not the critique's 0.05 or the closing tag's 0.2
+    [plain] = VLMThinker(ScoredBackend([reply])).think([ThinkRequest(SOURCE, EDITED, "x", "x")])
+    assert plain.confidence is None
+
+
+def test_confidence_needs_a_backend_with_token_probabilities():
+    with pytest.raises(ConfigError, match="needs token probabilities"):
+        VLMThinker(CannedBackend([]), confidence=True)
+
+
+def test_min_confidence_builds_a_thinker_that_measures_it(tiny_vlm_path):
+    refiner = build_thinker_refiner(thinker=f"vlm:{tiny_vlm_path}", min_confidence=0.5, max_new_tokens=6)
+    assert refiner.thinker.confidence is True and refiner.config.min_confidence == 0.5
+    [thought] = refiner.thinker.think([ThinkRequest(SOURCE, EDITED, "make it red", "make it red")])
+    assert 0.0 < thought.confidence < 1.0  # random weights: garbage, judged whole (no <answer> tag)
 
 
 @pytest.mark.slow

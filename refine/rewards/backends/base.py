@@ -12,6 +12,9 @@ Backends translate it for their model (a local processor's chat template, or Ope
 
 Two calls, both batched (one result per conversation, in order):
 * ``generate(conversations, max_new_tokens, temperature) -> list[str]``: the assistant's reply.
+* ``generate_scored(conversations, max_new_tokens, temperature) -> list[ScoredText]`` (optional):
+  the reply with each generated token's text and probability, for callers that gate on the
+  model's confidence (`refine.thinker.vlm.VLMThinker(confidence=True)`).
 * ``next_token_probs(conversations, candidates, prefill) -> list[ProbResult]``: the assistant turn
   is started with ``prefill`` (e.g. ``'"Score": [['``; one string for all, or one per conversation)
   and the distribution of the *next* token is
@@ -39,6 +42,30 @@ class ProbResult:
 
     probs: dict[str, float]
     mass: float
+
+
+@dataclass
+class ScoredText:
+    """A generated reply, token by token: `pieces` concatenate to `text`; `probs[i]` is the probability of piece i.
+
+    >>> reply = ScoredText("make it blue", ["make", " it", " blue"], [0.99, 0.9, 0.4])
+    >>> reply.min_prob(8, 12), reply.min_prob(0, 4), reply.min_prob()
+    (0.4, 0.99, 0.4)
+    """
+
+    text: str
+    pieces: list[str]
+    probs: list[float]
+
+    def min_prob(self, start: int = 0, end: int | None = None) -> float:
+        """The smallest probability of the tokens that overlap characters [start, end) of `text` (1.0 if none do)."""
+        end = len(self.text) if end is None else end
+        lowest, offset = 1.0, 0
+        for piece, prob in zip(self.pieces, self.probs):
+            if offset < end and offset + len(piece) > start:
+                lowest = min(lowest, prob)
+            offset += len(piece)
+        return lowest
 
 
 def renormalize(raw: Mapping[str, float]) -> ProbResult:

@@ -46,7 +46,7 @@ from PIL import Image
 
 from refine.errors import BackendError, ConfigError
 from refine.images import load_image
-from refine.rewards.backends.base import Conversation, PartialBatchError, ProbResult, expand_prefill, renormalize
+from refine.rewards.backends.base import Conversation, PartialBatchError, ProbResult, ScoredText, expand_prefill, renormalize
 from refine.rewards.backends.pool import EndpointPool, error_text, parse_endpoints
 
 LOGPROBS_HINT = (
@@ -143,6 +143,17 @@ class OpenAICompatibleVLM:
             body = {"messages": to_openai_messages(conversation, self.image_format), "max_tokens": max_new_tokens,
                     "temperature": temperature}
             return _message_text(await self._post(body), self.url)
+
+        return self._map(one, conversations)
+
+    def generate_scored(
+        self, conversations: Sequence[Conversation], max_new_tokens: int = 128, temperature: float = 0.0
+    ) -> list[ScoredText]:
+        """`generate` with ``logprobs: true``: each generated token's text and probability (`ScoredText`)."""
+        async def one(conversation: Conversation) -> ScoredText:
+            body = {"messages": to_openai_messages(conversation, self.image_format), "max_tokens": max_new_tokens,
+                    "temperature": temperature, "logprobs": True}
+            return scored_text_from_response(await self._post(body, logprobs=True), self.url)
 
         return self._map(one, conversations)
 
@@ -258,6 +269,24 @@ def probs_from_response(data: dict[str, Any], candidates: Sequence[str], url: st
         if token in raw and entry.get("logprob") is not None:
             raw[token] += math.exp(float(entry["logprob"]))
     return renormalize(raw)
+
+
+def scored_text_from_response(data: dict[str, Any], url: str = "server") -> ScoredText:
+    """A completion's text with its tokens' probabilities (OpenAI chat format, ``logprobs: true``).
+
+    >>> data = {"choices": [{"message": {"content": "make it blue"}, "logprobs": {"content": [
+    ...     {"token": "make", "logprob": 0.0}, {"token": " it", "logprob": -0.1}, {"token": " blue", "logprob": -0.9}]}}]}
+    >>> reply = scored_text_from_response(data)
+    >>> reply.pieces, round(reply.min_prob(), 3)
+    (['make', ' it', ' blue'], 0.407)
+    """
+    text = _message_text(data, url)
+    content = ((data["choices"][0].get("logprobs") or {}).get("content")) if text else []
+    if content is None:
+        raise BackendError(f"{url} returned no logprobs for the completion; serve the model with vLLM, which returns them")
+    pieces = [str(entry.get("token", "")) for entry in content]
+    probs = [math.exp(float(entry["logprob"])) if entry.get("logprob") is not None else 0.0 for entry in content]
+    return ScoredText(text, pieces, probs)
 
 
 def _message_text(data: dict[str, Any], url: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from refine.errors import ConfigError
 from refine.paths import resolve_model_source
-from refine.rewards.backends.base import Conversation, ProbResult, expand_prefill, renormalize
+from refine.rewards.backends.base import Conversation, ProbResult, ScoredText, expand_prefill, renormalize
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -178,3 +178,72 @@ class TransformersVLM:
             new_tokens = out[:, inputs["input_ids"].shape[1] :]  # (B, T_new)
             texts.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return texts
+
+    def generate_scored(
+        self, conversations: Sequence[Conversation], max_new_tokens: int = 128, temperature: float = 0.0
+    ) -> list[ScoredText]:
+        """`generate`, with each generated token's text and its probability under the model (`ScoredText`).
+
+        The probabilities are the model's own, before temperature (also when the reply is sampled).
+        They are read during generation by `_ChosenTokenProbs`, which keeps one step's distribution,
+        rather than with `generate(output_scores=True)`, which keeps a (batch, vocab) tensor per
+        token (5 GB for 512 tokens of 16 replies over a 150k vocabulary), or a second forward pass
+        over the reply, which breaks when a model emits an image placeholder token.
+        """
+        import torch
+        from transformers import LogitsProcessorList
+
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        replies: list[ScoredText] = []
+        for start in range(0, len(conversations), self.batch_size):
+            inputs = self._encode(conversations[start : start + self.batch_size], None)
+            recorder = _ChosenTokenProbs()
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList([recorder]),
+                                          **sampling, **self.generation_kwargs)
+            new_tokens = out[:, inputs["input_ids"].shape[1] :]  # (B, T_new)
+            probs = recorder.finish(out)  # (B, T_new)
+            real = new_tokens != self.tokenizer.pad_token_id  # replies that ended early are padded
+            for ids, keep, row in zip(new_tokens.tolist(), real.tolist(), probs.tolist()):
+                replies.append(self._scored_text([i for i, k in zip(ids, keep) if k], [p for p, k in zip(row, keep) if k]))
+        return replies
+
+    def _scored_text(self, ids: list[int], probs: list[float]) -> ScoredText:
+        """Pieces as the growing prefix decodes them, so they concatenate to the decoded text exactly
+        (a token's own decode can differ: byte-level pieces of one character, skipped special tokens)."""
+        pieces, previous = [], ""
+        for end in range(1, len(ids) + 1):
+            text = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
+            pieces.append(text[len(previous):])
+            previous = text
+        return ScoredText(previous, pieces, probs)
+
+
+class _ChosenTokenProbs:
+    """A logits processor that records the probability of each token `generate` picks.
+
+    Called once per step with the tokens so far, it reads the previous step's pick in the
+    previous step's distribution; `finish` reads the last pick. Custom processors run before
+    temperature and top-k/p (transformers appends those after them), so these are the model's
+    probabilities. Hand-written because transformers only offers `output_scores`, which keeps
+    every step's full distribution.
+    """
+
+    def __init__(self) -> None:
+        self.previous = None
+        self.probs: list[Any] = []
+
+    def __call__(self, input_ids, scores):
+        if self.previous is not None:
+            self.probs.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = scores.float().softmax(-1)
+        return scores
+
+    def finish(self, sequences):
+        """(B, T_new) probabilities of the generated tokens, given `generate`'s output sequences."""
+        import torch
+
+        if self.previous is None:
+            return sequences[:, :0].float()
+        last = self.previous.gather(1, sequences[:, -1:]).squeeze(1)
+        return torch.stack([*self.probs, last], dim=1)
