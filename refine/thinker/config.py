@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from refine.config import validate_config
 from refine.errors import ConfigError
@@ -77,6 +77,12 @@ class ThinkerConfig(LoopConfig):
             "(a VLM backend, e.g. 'vlm:/models/EditThinker-8B' or 'vlm:http://127.0.0.1:8000/v1#EditThinker-8B') "
             "or an import path 'pkg.module:factory'"
         )
+
+    @model_validator(mode="after")
+    def _check_confidence(self) -> "ThinkerConfig":
+        if self.min_confidence is not None and self.thinker_kind() == "expert":
+            raise ValueError("min_confidence gates on a model's confidence in its rewrite; ShapeEdit's expert has none (use a vlm: thinker)")
+        return self
 
     def thinker_kind(self) -> str:
         """'expert', 'vlm' or 'import'."""

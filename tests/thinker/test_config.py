@@ -33,6 +33,8 @@ def test_registry_builds_the_thinker_refiner_and_config():
         ({"score_threshold": 11}, "score_threshold"),
         ({"select": "best", "critique_last_turn": False}, "set critique_last_turn=true or select='last'"),
         ({"prompt": "gpt"}, "prompt"),
+        ({"min_confidence": 0.5}, "ShapeEdit's expert has none"),
+        ({"thinker": "vlm:/m", "min_confidence": 1.5}, "min_confidence"),
     ],
 )
 def test_bad_settings_are_config_errors(settings, message):
