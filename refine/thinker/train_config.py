@@ -170,7 +170,12 @@ def freeze_vision_tower(model) -> str:
 
 
 def load_rows(config: ThinkerTrainConfig, columns: tuple[str, ...] = ("prompt", "completion", "images")) -> Dataset:
-    """The config's split of its dataset folder (of each folder, joined), checked to hold `columns`."""
+    """The config's split of its dataset folder (of each folder, joined on `columns`), checked to hold `columns`.
+
+    Folders are joined on the columns training reads, so a thinker dataset can be mixed with other
+    conversational rows that carry other metadata (e.g. the ShapeEdit VLM's rewrite rows, which keep
+    the rewrite alive while the thinker learns its format).
+    """
     folders = [config.dataset] if isinstance(config.dataset, str) else config.dataset
     parts = []
     for folder in folders:
@@ -183,7 +188,7 @@ def load_rows(config: ThinkerTrainConfig, columns: tuple[str, ...] = ("prompt", 
         if missing:
             raise ConfigError(f"{folder}: rows need the columns {list(columns)} (refine thinker data writes them); {missing} missing, got {data.column_names}")
         parts.append(data)
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    return parts[0] if len(parts) == 1 else concatenate_datasets([part.select_columns(list(columns)) for part in parts])
 
 
 def accumulation_steps(config: ThinkerTrainConfig, processes: int) -> int:

@@ -48,11 +48,30 @@ def test_several_dataset_folders_are_joined_split_by_split(tmp_path):
     DatasetDict({"sft": samples_to_dataset(samples[4:])}).save_to_disk(str(tmp_path / "b"))
     config = ThinkerTrainConfig(model="unused", dataset=[str(tmp_path / "a"), str(tmp_path / "b")], output_dir=str(tmp_path / "run"))
     rows = load_rows(config)
-    assert config.split == "sft" and rows["trajectory_id"] == [s.trajectory_id for s in samples[:3] + samples[4:]]
+    expected = samples_to_dataset(samples[:3] + samples[4:])
+    assert config.split == "sft" and rows.column_names == ["prompt", "completion", "images"]  # joined on what training reads
+    assert rows["completion"] == expected["completion"] and rows["prompt"] == expected["prompt"]
     with pytest.raises(ConfigError, match=f"{tmp_path / 'b'} holds the splits"):
         load_rows(config.model_copy(update={"split": "rl"}))
     with pytest.raises(ValueError, match="dataset is empty"):
         ThinkerTrainConfig(model="unused", dataset=[], output_dir=str(tmp_path / "run"))
+
+
+def test_thinker_rows_mix_with_other_conversational_rows(tmp_path):
+    """A flat folder of other conversational rows with other metadata (as the ShapeEdit VLM's rewrite
+    rows) joins a thinker dataset's split on the columns training reads."""
+    from datasets import Dataset, DatasetDict
+
+    from refine.thinker.train_config import load_rows
+
+    thinker = samples_to_dataset(_samples()[:2])
+    DatasetDict({"sft": thinker}).save_to_disk(str(tmp_path / "thinker"))
+    other = Dataset.from_dict({"task": ["rewrite"], "case_id": ["c0"], "prompt": thinker["prompt"][:1],
+                               "completion": [[{"role": "assistant", "content": [{"type": "text", "text": "make it red"}]}]],
+                               "images": thinker["images"][:1]})
+    other.save_to_disk(str(tmp_path / "other"))
+    rows = load_rows(ThinkerTrainConfig(model="unused", dataset=[str(tmp_path / "thinker"), str(tmp_path / "other")]))
+    assert len(rows) == 3 and rows[2]["completion"][0]["content"][0]["text"] == "make it red"
 
 def _samples():
     """Per stream case: the unchanged source scored 0 with the direct rewrite; the target scored 10, kept."""
