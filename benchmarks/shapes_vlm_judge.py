@@ -200,25 +200,14 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
 
 
 def generate_with_confidence(backend: TransformersVLM, chats: list, max_new_tokens: int = 40) -> tuple[list[str], list[float]]:
-    """Greedy answers and each answer's confidence: the smallest probability the model gave a token it chose.
+    """Greedy answers and each answer's confidence: the smallest probability the model gave a token of it.
 
     A rewrite is as wrong as its least certain word (one wrong shape or cell word spoils it), so the
     minimum, not the mean, is the gate; stop 38 measured both (AUC 0.75-0.80 for the minimum on
     shapes-val and fresh stream cases, 0.77-0.82 for the summed log-probability).
     """
-    texts: list[str] = []
-    confidences: list[float] = []
-    for start in range(0, len(chats), backend.batch_size):
-        inputs = backend._encode(chats[start : start + backend.batch_size], None)
-        with torch.inference_mode():
-            out = backend.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                         output_scores=True, return_dict_in_generate=True)
-        new = out.sequences[:, inputs["input_ids"].shape[1] :]  # (B, T)
-        probs = torch.stack([step.float().softmax(-1) for step in out.scores], 1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        real = new != backend.tokenizer.pad_token_id  # rows that stopped early are padded
-        texts.extend(text.strip() for text in backend.tokenizer.batch_decode(new, skip_special_tokens=True))
-        confidences.extend(float(p[m].min()) if m.any() else 0.0 for p, m in zip(probs, real))
-    return texts, confidences
+    replies = backend.generate_scored(chats, max_new_tokens=max_new_tokens)
+    return [reply.text.strip() for reply in replies], [reply.min_prob() for reply in replies]
 
 
 GATES = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
