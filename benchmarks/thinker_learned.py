@@ -29,6 +29,13 @@ loop (`gate_sweep_last`: choose one on shapes-val; `--min-confidence 0` records 
 and gates nothing). `--select last` makes the early loop and think-before-edit return their
 last edit (with the gate: the rewrite's edit when the thinker was sure, else the first edit).
 
+A rewrite-only thinker (`--prompt shapes-rewrite` or `shapes-rewrite-think`: the ShapeEdit VLM
+fine-tuned on its rewrite question, which cannot critique) runs only plain and think-before-edit with one edit, the gate
+replayed at several values (`rewrite_only_report`):
+
+    python benchmarks/thinker_learned.py --thinker vlm:runs/vlm-rewrite4/final --prompt shapes-rewrite \
+        --min-confidence 0 --out runs/rewrite-only-val.json
+
 Each line gives the mean O and the paired mean difference against plain with its 95% bootstrap
 interval (`refine.compare.stats.mean_ci` over the cases), and the thinker's format rate (replies
 the strict parser reads unchanged).
@@ -55,9 +62,10 @@ from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.selection import BestOfK  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_meta  # noqa: E402
-from refine.thinker.config import ThinkerConfig, build_thinker  # noqa: E402
+from refine.thinker.config import ThinkerConfig, build_thinker, refiner_from_config  # noqa: E402
 from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
 from refine.thinker.loop import ThinkWhileEdit, best_edit_index  # noqa: E402
+from refine.thinker.prompts import get_prompts  # noqa: E402
 from refine.thinker.score_reward import ThinkerScore  # noqa: E402
 
 
@@ -97,6 +105,69 @@ def interval(values) -> dict:
     return {"mean": round(ci.mean, 4), "low": round(ci.low, 4), "high": round(ci.high, 4)}
 
 
+def rewrite_only_report(args, cases, requests, editor) -> dict:
+    """A rewrite-only thinker (`--prompt shapes-rewrite[-think]`): plain against think-before-edit with one edit.
+
+    The loop is the one `refine compare` runs (think_before_edit, max_turns=1, select="last"), gated
+    at `--min-confidence` (0 when not given: every rewrite used). One edit per request, like plain,
+    so plain is also the compute-matched best-of-k (k = 1). The gate is replayed at `GATE_SWEEP`
+    values: below the gate the loop edits the original instruction with the same seed, which is the
+    plain edit (the editor is deterministic per instruction and seed), so the replay is exact.
+    """
+    gate = 0.0 if args.min_confidence is None else args.min_confidence
+    config = ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens, min_confidence=gate,
+                           think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
+    loop = refiner_from_config(config)
+    start = time.perf_counter()
+    plain_results, before_results = [], []
+    for i in range(0, len(requests), args.chunk):
+        chunk = requests[i : i + args.chunk]
+        plain_results += editor.edit(chunk)
+        before_results += compose(editor, loop).edit(chunk)
+    seconds = time.perf_counter() - start
+    rows = []
+    for case, request, plain, before in zip(cases, requests, plain_results, before_results):
+        think = next(s for s in before.steps if s.kind == "think")
+        rows.append({
+            "case": request.meta["case_id"], "category": request.meta["category"],
+            "rewrite": think.instruction, "confidence": think.info["confidence"], "error": think.info["error"],
+            "raw": think.info["raw"], "repaired": bool(think.info["repairs"]),
+            # diagnostic only (the canonical direct phrasing is ground truth): is the rewrite exactly it?
+            "rewrite_is_direct": think.instruction == case.direct_instruction,
+            "edited_instruction": before.instruction,
+            "plain": judge_meta(request.meta, plain.image).overall,
+            "before": judge_meta(request.meta, before.image).overall,
+        })
+    plain_o = [r["plain"] for r in rows]
+
+    def line(values) -> dict:
+        return {"O": round(sum(values) / len(values), 4), "vs_plain": interval([v - p for v, p in zip(values, plain_o)])}
+
+    def replay(g: float) -> list[float]:
+        return [r["before"] if r["confidence"] is not None and r["confidence"] >= g and r["confidence"] >= gate else r["plain"]
+                for r in rows]
+
+    categories = sorted({r["category"] for r in rows})  # per category: where the rewrite helps and where it hurts
+    return {
+        "settings": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
+        "cases": len(rows), "k": 1,
+        "plain": {"O": round(sum(plain_o) / len(plain_o), 4)},
+        "before": {**line([r["before"] for r in rows]), "gate": gate,
+                   "rewritten": sum(r["edited_instruction"] != request.instruction for r, request in zip(rows, requests)) / len(rows)},
+        "gate_sweep": {str(g): {**line(replay(g)), "rewritten": sum(c >= g for c in (r["confidence"] or 0.0 for r in rows)) / len(rows)}
+                       for g in GATE_SWEEP if g >= gate},
+        "by_category": {c: {"plain": round(sum(r["plain"] for r in group) / len(group), 4),
+                            "before": round(sum(r["before"] for r in group) / len(group), 4),
+                            "rewrite_is_direct": round(sum(r["rewrite_is_direct"] for r in group) / len(group), 3)}
+                        for c in categories for group in [[r for r in rows if r["category"] == c]]},
+        "rewrite_is_direct": sum(r["rewrite_is_direct"] for r in rows) / len(rows),
+        "failed": sum(r["error"] is not None for r in rows),
+        "format_rate": sum(r["error"] is None and not r["repaired"] for r in rows) / len(rows),  # parsed with no repair
+        "seconds": seconds,
+        "rows": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thinker", default="vlm:refine/assets/shapes-thinker", help="thinker spec (vlm:FOLDER, expert: the oracle)")
@@ -122,6 +193,12 @@ def main() -> None:
     cases = pick_cases(args.split, args.phrasing, args.cases)
     requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
     editor = FlowEditor(load_shapes_backbone(), steps=args.steps, batch_size=32)
+    if get_prompts(args.prompt).rewrite_only:
+        report = rewrite_only_report(args, cases, requests, editor)
+        print(json.dumps({k_: v for k_, v in report.items() if k_ not in ("settings", "rows")}, indent=1))
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1) + "\n")
+        return
     thinker = build_thinker(ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
                                           min_confidence=args.min_confidence))
     raw_replies: list[str] = []

@@ -45,8 +45,9 @@ class ThinkerConfig(LoopConfig):
     """The `thinker` refiner: a thinker spec, its prompts and generation, and the loop settings."""
 
     thinker: str = Field("expert", description="'expert', 'vlm:SPEC' (checkpoint folder or http URL[#model]) or 'pkg.module:factory'.")
-    prompt: Literal["thinker", "thinker-brief", "expert"] = Field(
-        "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores) or its expert prompt (stop flag)."
+    prompt: Literal["thinker", "thinker-brief", "expert", "shapes-rewrite", "shapes-rewrite-think"] = Field(
+        "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores), its expert prompt (stop flag), or "
+        "shapes-rewrite[-think] (a rewrite-only model answering the ShapeEdit VLM's rewrite question: think before one edit only)."
     )
     expert_critique: Literal["full", "brief"] = Field(
         "full", description="ShapeEdit's expert: its reasoning is the judge's whole breakdown (full) or the request made "
@@ -82,6 +83,17 @@ class ThinkerConfig(LoopConfig):
     def _check_confidence(self) -> "ThinkerConfig":
         if self.min_confidence is not None and self.thinker_kind() == "expert":
             raise ValueError("min_confidence gates on a model's confidence in its rewrite; ShapeEdit's expert has none (use a vlm: thinker)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_rewrite_only(self) -> "ThinkerConfig":
+        if self.thinker_kind() == "vlm" and get_prompts(self.prompt).rewrite_only:
+            loop = (self.think_before_edit, self.max_turns, self.select, self.critique_last_turn)
+            if loop != (True, 1, "last", False):
+                raise ValueError(
+                    f"prompt={self.prompt!r} only rewrites the instruction before the first edit (no critique, no score): "
+                    "set think_before_edit=true, max_turns=1, select='last', critique_last_turn=false"
+                )
         return self
 
     def thinker_kind(self) -> str:

@@ -40,6 +40,7 @@ from PIL import Image, ImageOps
 
 from refine.errors import ConfigError
 from refine.rewards.backends.base import ScoredText
+from refine.thinker.format import MAX_ANSWER_CHARS
 from refine.thinker.prompts import PromptSet, get_prompts, render
 from refine.thinker.protocol import ThinkRequest, Thought, thought_from_text
 
@@ -127,11 +128,29 @@ class VLMThinker:
         if not requests:
             return []
         conversations = [self.conversation(r) for r in requests]
+        read = thought_from_answer if self.prompts.output_style == "answer" else thought_from_text
         if not self.confidence:
             replies = self.backend.generate(conversations, self.max_new_tokens, self.temperature)
-            return [thought_from_text(reply) for reply in replies]
+            return [read(reply) for reply in replies]
         scored = self.backend.generate_scored(conversations, self.max_new_tokens, self.temperature)
-        return [replace(thought_from_text(reply.text), confidence=answer_confidence(reply)) for reply in scored]
+        return [replace(read(reply.text), confidence=answer_confidence(reply)) for reply in scored]
+
+
+def thought_from_answer(text: str) -> Thought:
+    """A rewrite-only model's reply (`output_style="answer"`): the whole reply is the refined instruction.
+
+    Example:
+        >>> thought_from_answer("  move the red circle to the top left ").instruction
+        'move the red circle to the top left'
+        >>> thought_from_answer("").error
+        'empty reply: no instruction'
+    """
+    answer = (text or "").strip()
+    if not answer:
+        return Thought(error="empty reply: no instruction", raw=text)
+    if len(answer) > MAX_ANSWER_CHARS:
+        return Thought(error=f"reply is {len(answer)} characters long (limit {MAX_ANSWER_CHARS}): a runaway generation", raw=text)
+    return Thought(instruction=answer, raw=text)
 
 
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
@@ -188,6 +207,11 @@ def thinker_conversation(prompts: PromptSet, request: ThinkRequest) -> list[dict
         >>> [m["role"] for m in chat], [part["type"] for part in chat[1]["content"]]
         (['system', 'user'], ['image', 'image', 'text'])
     """
+    if request.edited is not None and prompts.rewrite_only:
+        raise ConfigError(
+            f"this prompt set only rewrites before the first edit (output_style={prompts.output_style!r}: no critique, no score); "
+            "run it with think_before_edit=true, max_turns=1, select='last', critique_last_turn=false"
+        )
     if request.edited is None:
         images = [request.source]
         text = render(prompts.rewrite, instruction=request.instruction, previous_instruction=request.previous_instruction)

@@ -193,6 +193,20 @@ def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing
     assert changed >= 20 and sum(c.phrasing == "indirect" for c in cases.values()) >= 20
 
 
+def test_rewrite_think_describes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags():
+    from refine.shapes.judge import parse_scene
+    from refine.thinker.format import parse_thinker_output
+    dataset = build_dataset(VLMDataConfig(cases=12, seed=5, indirect_fraction=0.9, seeing_per_case=1, judge_per_case=0, editor=False,
+                                          seeing_tasks={"rewrite_think": 1.0}))
+    cases = {case.id: case for case in itertools.islice(training_stream(5, indirect_fraction=0.9), 12)}
+    assert set(dataset["task"]) == {"rewrite_think"}
+    for row in dataset:
+        case = cases[row["case_id"]]
+        parsed = parse_thinker_output(row["completion"][0]["content"][0]["text"])   # the loop's own parser reads it
+        assert parsed.ok and not parsed.repairs and parsed.output.answer == case.direct_instruction
+        assert parsed.output.reasoning == case.source.describe() and parse_scene(row["images"][0]) == case.source
+
+
 def _tiny_config(folder, **changes):
     config = dict(output_dir=str(folder), model={"tiny": True}, batch_size=4, learning_rate=3e-3, warmup_steps=0,
                   logging_steps=1, save_steps=2, progress=False,

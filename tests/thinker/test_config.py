@@ -35,6 +35,7 @@ def test_registry_builds_the_thinker_refiner_and_config():
         ({"prompt": "gpt"}, "prompt"),
         ({"min_confidence": 0.5}, "ShapeEdit's expert has none"),
         ({"thinker": "vlm:/m", "min_confidence": 1.5}, "min_confidence"),
+        ({"thinker": "vlm:/m", "prompt": "shapes-rewrite", "think_before_edit": True}, "only rewrites the instruction before"),
     ],
 )
 def test_bad_settings_are_config_errors(settings, message):

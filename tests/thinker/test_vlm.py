@@ -7,11 +7,14 @@ from refine.editor import compose
 from refine.errors import ConfigError
 from refine.rewards.backends.base import ScoredText
 from refine.rewards.backends.transformers_vlm import TransformersVLM
-from refine.thinker.config import build_thinker_refiner
+from refine.config import validate_config
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT
+from refine.thinker.config import ThinkerConfig, build_thinker_refiner
 from refine.thinker.loop import ThinkWhileEdit
 from refine.thinker.prompts import get_prompts
 from refine.thinker.protocol import ThinkRequest
 from refine.thinker.vlm import VLMThinker
+from refine.types import EditRequest, EditResult
 
 SOURCE, EDITED = Image.new("RGB", (32, 32), "white"), Image.new("RGB", (32, 32), "gray")
 
@@ -165,6 +168,48 @@ def test_min_confidence_builds_a_thinker_that_measures_it(tiny_vlm_path):
     assert refiner.thinker.confidence is True and refiner.config.min_confidence == 0.5
     [thought] = refiner.thinker.think([ThinkRequest(SOURCE, EDITED, "make it red", "make it red")])
     assert 0.0 < thought.confidence < 1.0  # random weights: garbage, judged whole (no <answer> tag)
+
+
+def test_rewrite_only_thinker_asks_the_vlm_question_and_is_gated_before_one_edit():
+    """prompt="shapes-rewrite": the ShapeEdit VLM's own rewrite question, the whole reply is the
+    instruction and its confidence; the gate keeps the original where the model is unsure."""
+
+    class Recorder:
+        def __init__(self):
+            self.instructions = []
+
+        def edit(self, requests):
+            self.instructions += [r.instruction for r in requests]
+            return [EditResult(r.image, r.instruction) for r in requests]
+
+    sure = [("move the red circle", 0.95), (" to the top left", 0.9)]
+    unsure = [("add a blue", 0.9), (" square", 0.3)]
+    backend = ScoredBackend([sure, unsure])
+    config = validate_config(ThinkerConfig, dict(thinker="vlm:/unused", prompt="shapes-rewrite", think_before_edit=True, max_turns=1,
+                                                 select="last", critique_last_turn=False, min_confidence=0.5))
+    thinker = VLMThinker(backend, config.prompt, confidence=True)
+    recorder = Recorder()
+    results = compose(recorder, ThinkWhileEdit(thinker, config.loop_config())).edit(
+        [EditRequest(SOURCE, "move the sun-coloured circle up left"), EditRequest(SOURCE, "add a sky square")])
+    assert recorder.instructions == ["move the red circle to the top left", "add a sky square"]
+    assert [r.meta["thinker"]["editor_calls"] for r in results] == [1, 1]
+    assert [s.info["confidence"] for r in results for s in r.steps if s.kind == "think"] == [0.9, 0.3]
+    chat = thinker.conversation(ThinkRequest(SOURCE, None, "add a sky square", "add a sky square", 0))
+    assert chat[0]["content"] == SYSTEM_PROMPT and chat[1]["content"][-1]["text"] == QUESTIONS["rewrite"].format(
+        instruction="add a sky square")
+    with pytest.raises(ConfigError, match="only rewrites before the first edit"):
+        thinker.conversation(ThinkRequest(SOURCE, EDITED, "x", "x", 1))
+
+
+def test_rewrite_only_thinker_with_reasoning_reads_its_answer_and_the_answer_confidence():
+    """prompt="shapes-rewrite-think": the scene in <think> (not counted in the confidence), the rewrite in <answer>."""
+    reply = [("<think>", 1.0), ("red background: small blue circle", 0.2), ("</think><answer>", 1.0), ("remove the blue circle", 0.8),
+             ("</answer>", 1.0)]
+    thinker = VLMThinker(ScoredBackend([reply]), "shapes-rewrite-think", confidence=True)
+    [thought] = thinker.think([ThinkRequest(SOURCE, None, "delete the circle the colour of the sky", "x", 0)])
+    assert (thought.instruction, thought.reasoning, thought.confidence) == ("remove the blue circle", "red background: small blue circle", 0.8)
+    assert thinker.conversation(ThinkRequest(SOURCE, None, "x", "x", 0))[1]["content"][-1]["text"] == QUESTIONS["rewrite_think"].format(
+        instruction="x")
 
 
 @pytest.mark.slow
