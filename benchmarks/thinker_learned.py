@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from refine._compat import ensure_torchvision_importable
@@ -113,30 +114,36 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     so plain is also the compute-matched best-of-k (k = 1). The gate is replayed at `GATE_SWEEP`
     values: below the gate the loop edits the original instruction with the same seed, which is the
     plain edit (the editor is deterministic per instruction and seed), so the replay is exact.
+    With `--seeds n`, every request is edited with n seeds in both arms and a case's O is their
+    mean: the paired interval is then over cases with less of the editor's noise in each.
     """
     gate = 0.0 if args.min_confidence is None else args.min_confidence
     config = ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens, min_confidence=gate,
                            think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
     loop = refiner_from_config(config)
     start = time.perf_counter()
-    plain_results, before_results = [], []
-    for i in range(0, len(requests), args.chunk):
-        chunk = requests[i : i + args.chunk]
-        plain_results += editor.edit(chunk)
-        before_results += compose(editor, loop).edit(chunk)
+    plain_o, before_o, thinks = [[] for _ in requests], [[] for _ in requests], []
+    for repeat in range(args.seeds):  # request i seeded i, then i + 100003, ...: both arms see the same seeds
+        seeded = [replace(r, seed=r.seed + repeat * 100_003) for r in requests]
+        for i in range(0, len(seeded), args.chunk):
+            chunk = seeded[i : i + args.chunk]
+            for j, (request, plain, before) in enumerate(zip(chunk, editor.edit(chunk), compose(editor, loop).edit(chunk)), start=i):
+                plain_o[j].append(judge_meta(request.meta, plain.image).overall)
+                before_o[j].append(judge_meta(request.meta, before.image).overall)
+                if repeat == 0:
+                    thinks.append((next(s for s in before.steps if s.kind == "think"), before.instruction))
     seconds = time.perf_counter() - start
     rows = []
-    for case, request, plain, before in zip(cases, requests, plain_results, before_results):
-        think = next(s for s in before.steps if s.kind == "think")
+    for case, request, (think, edited), plain, before in zip(cases, requests, thinks, plain_o, before_o):
         rows.append({
             "case": request.meta["case_id"], "category": request.meta["category"],
             "rewrite": think.instruction, "confidence": think.info["confidence"], "error": think.info["error"],
             "raw": think.info["raw"], "repaired": bool(think.info["repairs"]),
             # diagnostic only (the canonical direct phrasing is ground truth): is the rewrite exactly it?
             "rewrite_is_direct": think.instruction == case.direct_instruction,
-            "edited_instruction": before.instruction,
-            "plain": judge_meta(request.meta, plain.image).overall,
-            "before": judge_meta(request.meta, before.image).overall,
+            "edited_instruction": edited,
+            "plain": sum(plain) / len(plain),  # the mean over --seeds editor seeds
+            "before": sum(before) / len(before),
         })
     plain_o = [r["plain"] for r in rows]
 
@@ -185,6 +192,8 @@ def main() -> None:
                         help="the loops use a rewrite only when the thinker's confidence in it reaches this (LoopConfig.min_confidence)")
     parser.add_argument("--select", choices=["best", "last"], default="best", help="the early loop's and before's selection")
     parser.add_argument("--chunk", type=int, default=96, help="requests per loop call")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="rewrite-only thinkers: editor seeds per case in both arms, a case's O their mean")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
