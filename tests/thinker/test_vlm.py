@@ -201,6 +201,18 @@ def test_rewrite_only_thinker_asks_the_vlm_question_and_is_gated_before_one_edit
         thinker.conversation(ThinkRequest(SOURCE, EDITED, "x", "x", 1))
 
 
+def test_rewrite_only_thinker_from_a_checkpoint_through_the_registry(tiny_vlm_path, editor, request_for):
+    """The whole path on the tiny random VLM: config -> TransformersVLM -> generate_scored -> gate -> one edit."""
+    settings = dict(thinker=f"vlm:{tiny_vlm_path}", prompt="shapes-rewrite", think_before_edit=True, max_turns=1, select="last",
+                    critique_last_turn=False, max_new_tokens=6)
+    request = request_for()
+    sure = compose(editor, build_thinker_refiner(**settings, min_confidence=0.0)).edit([request])[0]
+    unsure = compose(editor, build_thinker_refiner(**settings, min_confidence=1.0)).edit([request])[0]
+    [think] = [s for s in sure.steps if s.kind == "think"]
+    assert 0.0 < think.info["confidence"] < 1.0 and sure.instruction == think.instruction   # random weights: some text, used
+    assert unsure.instruction == request.instruction and unsure.meta["thinker"]["editor_calls"] == 1   # below the gate: the user's words
+
+
 def test_rewrite_only_thinker_with_reasoning_reads_its_answer_and_the_answer_confidence():
     """prompt="shapes-rewrite-think": the scene in <think> (not counted in the confidence), the rewrite in <answer>."""
     reply = [("<think>", 1.0), ("red background: small blue circle", 0.2), ("</think><answer>", 1.0), ("remove the blue circle", 0.8),
