@@ -30,11 +30,12 @@ and gates nothing). `--select last` makes the early loop and think-before-edit r
 last edit (with the gate: the rewrite's edit when the thinker was sure, else the first edit).
 
 A rewrite-only thinker (`--prompt shapes-rewrite` or `shapes-rewrite-think`: the ShapeEdit VLM
-fine-tuned on its rewrite question, which cannot critique) runs only plain and think-before-edit with one edit, the gate
-replayed at several values (`rewrite_only_report`):
+fine-tuned on its rewrite question, which cannot critique) runs only plain and think-before-edit
+with one edit, the gate replayed at several values, each case edited with `--seeds` seeds in both
+arms (`rewrite_only_report`):
 
     python benchmarks/thinker_learned.py --thinker vlm:runs/vlm-rewrite4/final --prompt shapes-rewrite \
-        --min-confidence 0 --out runs/rewrite-only-val.json
+        --min-confidence 0 --seeds 4 --out runs/rewrite-only-val.json
 
 Each line gives the mean O and the paired mean difference against plain with its 95% bootstrap
 interval (`refine.compare.stats.mean_ci` over the cases), and the thinker's format rate (replies
@@ -64,6 +65,7 @@ from refine.selection import BestOfK  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_meta  # noqa: E402
 from refine.thinker.config import ThinkerConfig, build_thinker, refiner_from_config  # noqa: E402
+from refine.thinker.data import SEED_STRIDE  # noqa: E402
 from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
 from refine.thinker.loop import ThinkWhileEdit, best_edit_index  # noqa: E402
 from refine.thinker.prompts import get_prompts  # noqa: E402
@@ -123,8 +125,8 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     loop = refiner_from_config(config)
     start = time.perf_counter()
     plain_o, before_o, thinks = [[] for _ in requests], [[] for _ in requests], []
-    for repeat in range(args.seeds):  # request i seeded i, then i + 100003, ...: both arms see the same seeds
-        seeded = [replace(r, seed=r.seed + repeat * 100_003) for r in requests]
+    for repeat in range(args.seeds):  # request i seeded i, then i + SEED_STRIDE, ...: both arms see the same seeds
+        seeded = [replace(r, seed=r.seed + repeat * SEED_STRIDE) for r in requests]
         for i in range(0, len(seeded), args.chunk):
             chunk = seeded[i : i + args.chunk]
             for j, (request, plain, before) in enumerate(zip(chunk, editor.edit(chunk), compose(editor, loop).edit(chunk)), start=i):
