@@ -124,19 +124,25 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
                            think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
     loop = refiner_from_config(config)
     start = time.perf_counter()
-    plain_o, before_o, thinks = [[] for _ in requests], [[] for _ in requests], []
-    for repeat in range(args.seeds):  # request i seeded i, then i + SEED_STRIDE, ...: both arms see the same seeds
+    thinks, instructions = [], []  # the loop's rewrite step and the instruction it edited, per request
+    plain_runs, before_runs = [[] for _ in requests], [[] for _ in requests]  # O per seed, per request
+    for i in range(0, len(requests), args.chunk):
+        for j, result in enumerate(compose(editor, loop).edit(requests[i : i + args.chunk]), start=i):
+            thinks.append(next(step for step in result.steps if step.kind == "think"))
+            instructions.append(result.instruction)
+            before_runs[j].append(judge_meta(requests[j].meta, result.image).overall)
+    # Request i is seeded i, then i + SEED_STRIDE, ... in both arms. The greedy thinker's rewrite does
+    # not depend on the seed, so the later seeds edit the instruction the loop chose.
+    for repeat in range(args.seeds):
         seeded = [replace(r, seed=r.seed + repeat * SEED_STRIDE) for r in requests]
-        for i in range(0, len(seeded), args.chunk):
-            chunk = seeded[i : i + args.chunk]
-            for j, (request, plain, before) in enumerate(zip(chunk, editor.edit(chunk), compose(editor, loop).edit(chunk)), start=i):
-                plain_o[j].append(judge_meta(request.meta, plain.image).overall)
-                before_o[j].append(judge_meta(request.meta, before.image).overall)
-                if repeat == 0:
-                    thinks.append((next(s for s in before.steps if s.kind == "think"), before.instruction))
+        arms = [(plain_runs, seeded)] + ([(before_runs, [replace(r, instruction=t) for r, t in zip(seeded, instructions)])] if repeat else [])
+        for runs, asks in arms:
+            for i in range(0, len(asks), args.chunk):
+                for j, result in enumerate(editor.edit(asks[i : i + args.chunk]), start=i):
+                    runs[j].append(judge_meta(asks[j].meta, result.image).overall)
     seconds = time.perf_counter() - start
     rows = []
-    for case, request, (think, edited), plain, before in zip(cases, requests, thinks, plain_o, before_o):
+    for case, request, think, edited, plain, before in zip(cases, requests, thinks, instructions, plain_runs, before_runs):
         rows.append({
             "case": request.meta["case_id"], "category": request.meta["category"],
             "rewrite": think.instruction, "confidence": think.info["confidence"], "error": think.info["error"],
@@ -153,8 +159,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
         return {"O": round(sum(values) / len(values), 4), "vs_plain": interval([v - p for v, p in zip(values, plain_o)])}
 
     def replay(g: float) -> list[float]:
-        return [r["before"] if r["confidence"] is not None and r["confidence"] >= g and r["confidence"] >= gate else r["plain"]
-                for r in rows]
+        return [r["before"] if r["confidence"] is not None and r["confidence"] >= g else r["plain"] for r in rows]
 
     categories = sorted({r["category"] for r in rows})  # per category: where the rewrite helps and where it hurts
     return {

@@ -37,8 +37,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from refine.errors import ConfigError
-from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT
-
 PLACEHOLDERS = ("{instruction}", "{previous_instruction}")
 
 
@@ -153,25 +151,32 @@ BRIEF_CRITIQUE = (
     "Original instruction: {instruction}"
 )
 
-# The ShapeEdit VLM's rewrite question, word for word as it was trained (`refine.shapes.vlm.tasks`):
-# a thinker fine-tuned on 96,000 stream cases of it rewrites 71% of shapes-val's indirect
-# instructions exactly, where the thinker's own prompts kept a third of that (issue 24, stops 37-38).
-SHAPES_REWRITE = QUESTIONS["rewrite"]
-# Its variant with the reasoning first: the source scene in <think>, then the rewrite in <answer>.
-SHAPES_REWRITE_THINK = QUESTIONS["rewrite_think"]
-
 PROMPTS: dict[str, PromptSet] = {
     "thinker": PromptSet(THINKER_SYSTEM, THINKER_CRITIQUE, REWRITE, "scores"),
     "thinker-brief": PromptSet(THINKER_SYSTEM, BRIEF_CRITIQUE, REWRITE, "scores"),
     "expert": PromptSet(EXPERT_SYSTEM, EXPERT_CRITIQUE, REWRITE, "stop"),
-    # a rewrite-only model: no critique template (the loop never asks it for one: see ThinkerConfig)
-    "shapes-rewrite": PromptSet(SYSTEM_PROMPT, "", SHAPES_REWRITE, "answer"),
-    "shapes-rewrite-think": PromptSet(SYSTEM_PROMPT, "", SHAPES_REWRITE_THINK, "think"),
 }
+
+# Rewrite-only models (no critique template: the loop never asks them for one, see ThinkerConfig):
+# the ShapeEdit VLM's own questions, word for word as it was trained (`refine.shapes.vlm.tasks`).
+# A thinker fine-tuned on 96,000 stream cases of "rewrite" rewrites 73% of shapes-val's indirect
+# instructions exactly, where the thinker's own prompts kept a third of that (issue 24, stops 37-39).
+# name -> (question, output style); the questions are read on first use, because importing the
+# tasks module here (it loads ShapeEdit's judge) adds ~0.17 s to every `import refine.thinker`.
+SHAPES_QUESTIONS: dict[str, tuple[str, str]] = {"shapes-rewrite": ("rewrite", "answer"), "shapes-rewrite-think": ("rewrite_think", "think")}
 
 
 def get_prompts(name: str) -> PromptSet:
-    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think]")."""
-    if name not in PROMPTS:
-        raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join(PROMPTS)}")
-    return PROMPTS[name]
+    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think]").
+
+    >>> get_prompts("shapes-rewrite").rewrite.splitlines()[-1], get_prompts("shapes-rewrite").rewrite_only
+    ('Instruction: {instruction}', True)
+    """
+    if name in PROMPTS:
+        return PROMPTS[name]
+    if name in SHAPES_QUESTIONS:
+        from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT
+
+        question, style = SHAPES_QUESTIONS[name]
+        return PromptSet(SYSTEM_PROMPT, "", QUESTIONS[question], style)
+    raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join([*PROMPTS, *SHAPES_QUESTIONS])}")
