@@ -29,13 +29,18 @@ loop (`gate_sweep_last`: choose one on shapes-val; `--min-confidence 0` records 
 and gates nothing). `--select last` makes the early loop and think-before-edit return their
 last edit (with the gate: the rewrite's edit when the thinker was sure, else the first edit).
 
-A rewrite-only thinker (`--prompt shapes-rewrite` or `shapes-rewrite-think`: the ShapeEdit VLM
+A rewrite-only thinker (`--prompt shapes-rewrite`, `shapes-rewrite-think` or `shapes-rewrite-grid`: the ShapeEdit VLM
 fine-tuned on its rewrite question, which cannot critique) runs only plain and think-before-edit
 with one edit, the gate replayed at several values, each case edited with `--seeds` seeds in both
 arms (`rewrite_only_report`):
 
     python benchmarks/thinker_learned.py --thinker vlm:runs/vlm-rewrite4/final --prompt shapes-rewrite \
         --min-confidence 0 --seeds 4 --out runs/rewrite-only-val.json
+
+`--oracle-rewrite` adds an arm that edits every case's canonical direct phrasing with the same
+seeds: an oracle (it reads the answer key), reported apart as the ceiling of any rewrite-only
+thinker with this editor. The report also splits the rewrites the loop used into right and wrong
+ones (against the canonical phrasing: a diagnostic) with what each group gains over plain.
 
 Each line gives the mean O and the paired mean difference against plain with its 95% bootstrap
 interval (`refine.compare.stats.mean_ci` over the cases), and the thinker's format rate (replies
@@ -109,7 +114,7 @@ def interval(values) -> dict:
 
 
 def rewrite_only_report(args, cases, requests, editor) -> dict:
-    """A rewrite-only thinker (`--prompt shapes-rewrite[-think]`): plain against think-before-edit with one edit.
+    """A rewrite-only thinker (`--prompt shapes-rewrite[-think|-grid]`): plain against think-before-edit with one edit.
 
     The loop is the one `refine compare` runs (think_before_edit, max_turns=1, select="last"), gated
     at `--min-confidence` (0 when not given: every rewrite used). One edit per request, like plain,
@@ -126,6 +131,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     start = time.perf_counter()
     thinks, instructions = [], []  # the loop's rewrite step and the instruction it edited, per request
     plain_runs, before_runs = [[] for _ in requests], [[] for _ in requests]  # O per seed, per request
+    oracle_runs = [[] for _ in requests]  # --oracle-rewrite: the canonical direct phrasing, same seeds
     for i in range(0, len(requests), args.chunk):
         for j, result in enumerate(compose(editor, loop).edit(requests[i : i + args.chunk]), start=i):
             thinks.append(next(step for step in result.steps if step.kind == "think"))
@@ -136,13 +142,16 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     for repeat in range(args.seeds):
         seeded = [replace(r, seed=r.seed + repeat * SEED_STRIDE) for r in requests]
         arms = [(plain_runs, seeded)] + ([(before_runs, [replace(r, instruction=t) for r, t in zip(seeded, instructions)])] if repeat else [])
+        if args.oracle_rewrite:
+            arms.append((oracle_runs, [replace(r, instruction=c.direct_instruction) for r, c in zip(seeded, cases)]))
         for runs, asks in arms:
             for i in range(0, len(asks), args.chunk):
                 for j, result in enumerate(editor.edit(asks[i : i + args.chunk]), start=i):
                     runs[j].append(judge_meta(asks[j].meta, result.image).overall)
     seconds = time.perf_counter() - start
     rows = []
-    for case, request, think, edited, plain, before in zip(cases, requests, thinks, instructions, plain_runs, before_runs):
+    for case, request, think, edited, plain, before, oracle in zip(cases, requests, thinks, instructions, plain_runs, before_runs,
+                                                                   oracle_runs):
         rows.append({
             "case": request.meta["case_id"], "category": request.meta["category"],
             "rewrite": think.instruction, "confidence": think.info["confidence"], "error": think.info["error"],
@@ -152,6 +161,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
             "edited_instruction": edited,
             "plain": sum(plain) / len(plain),  # the mean over --seeds editor seeds
             "before": sum(before) / len(before),
+            **({"oracle_rewrite": sum(oracle) / len(oracle)} if oracle else {}),
         })
     plain_o = [r["plain"] for r in rows]
 
@@ -162,6 +172,12 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
         return [r["before"] if r["confidence"] is not None and r["confidence"] >= g else r["plain"] for r in rows]
 
     categories = sorted({r["category"] for r in rows})  # per category: where the rewrite helps and where it hurts
+    rewritten = [r for r, request in zip(rows, requests) if r["edited_instruction"] != request.instruction]
+    # diagnostic (reads the canonical phrasing): what a right and a wrong rewrite are worth, and how many
+    split_gain = {name: {"share": round(len(group) / len(rows), 3),
+                         "vs_plain": interval([r["before"] - r["plain"] for r in group]) if len(group) > 1 else None}
+                  for name, group in (("right", [r for r in rewritten if r["rewrite_is_direct"]]),
+                                      ("wrong", [r for r in rewritten if not r["rewrite_is_direct"]]))}
     return {
         "settings": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
         "cases": len(rows), "k": 1,
@@ -175,6 +191,10 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
                             "rewrite_is_direct": round(sum(r["rewrite_is_direct"] for r in group) / len(group), 3)}
                         for c in categories for group in [[r for r in rows if r["category"] == c]]},
         "rewrite_is_direct": sum(r["rewrite_is_direct"] for r in rows) / len(rows),
+        "rewrites_at_gate": split_gain,
+        # an oracle (reads the answer key): every instruction replaced by its canonical direct phrasing,
+        # the ceiling of any rewrite-only thinker with this editor
+        **({"oracle_rewrite": line([r["oracle_rewrite"] for r in rows])} if args.oracle_rewrite else {}),
         "failed": sum(r["error"] is not None for r in rows),
         "format_rate": sum(r["error"] is None and not r["repaired"] for r in rows) / len(rows),  # parsed with no repair
         "seconds": seconds,
@@ -201,6 +221,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=96, help="requests per loop call")
     parser.add_argument("--seeds", type=int, default=1,
                         help="rewrite-only thinkers: editor seeds per case in both arms, a case's O their mean")
+    parser.add_argument("--oracle-rewrite", action="store_true",
+                        help="rewrite-only thinkers: also edit the canonical direct phrasing (an oracle, labelled so: "
+                             "the ceiling of any rewrite before one edit)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

@@ -45,9 +45,9 @@ class ThinkerConfig(LoopConfig):
     """The `thinker` refiner: a thinker spec, its prompts and generation, and the loop settings."""
 
     thinker: str = Field("expert", description="'expert', 'vlm:SPEC' (checkpoint folder or http URL[#model]) or 'pkg.module:factory'.")
-    prompt: Literal["thinker", "thinker-brief", "expert", "shapes-rewrite", "shapes-rewrite-think"] = Field(
+    prompt: Literal["thinker", "thinker-brief", "expert", "shapes-rewrite", "shapes-rewrite-think", "shapes-rewrite-grid"] = Field(
         "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores), its expert prompt (stop flag), or "
-        "shapes-rewrite[-think] (a rewrite-only model answering the ShapeEdit VLM's rewrite question: think before one edit only)."
+        "shapes-rewrite[-think|-grid] (a rewrite-only model answering the ShapeEdit VLM's rewrite question: think before one edit only)."
     )
     expert_critique: Literal["full", "brief"] = Field(
         "full", description="ShapeEdit's expert: its reasoning is the judge's whole breakdown (full) or the request made "

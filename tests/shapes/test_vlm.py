@@ -193,18 +193,23 @@ def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing
     assert changed >= 20 and sum(c.phrasing == "indirect" for c in cases.values()) >= 20
 
 
-def test_rewrite_think_describes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags():
+@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid"])
+def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags(task):
+    """rewrite_think writes the source scene first, rewrite_grid its nine cells; the loop's own parser reads both."""
     from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import QUESTIONS, describe_grid
     from refine.thinker.format import parse_thinker_output
     dataset = build_dataset(VLMDataConfig(cases=12, seed=5, indirect_fraction=0.9, seeing_per_case=1, judge_per_case=0, editor=False,
-                                          seeing_tasks={"rewrite_think": 1.0}))
+                                          seeing_tasks={task: 1.0}))
     cases = {case.id: case for case in itertools.islice(training_stream(5, indirect_fraction=0.9), 12)}
-    assert set(dataset["task"]) == {"rewrite_think"}
+    assert set(dataset["task"]) == {task}
     for row in dataset:
         case = cases[row["case_id"]]
         parsed = parse_thinker_output(row["completion"][0]["content"][0]["text"])   # the loop's own parser reads it
         assert parsed.ok and not parsed.repairs and parsed.output.answer == case.direct_instruction
-        assert parsed.output.reasoning == case.source.describe() and parse_scene(row["images"][0]) == case.source
+        scene = case.source.describe() if task == "rewrite_think" else describe_grid(case.source)
+        assert parsed.output.reasoning == scene and parse_scene(row["images"][0]) == case.source
+        assert row["prompt"][-1]["content"][-1]["text"] == QUESTIONS[task].format(instruction=case.instruction)
 
 
 def _tiny_config(folder, **changes):
@@ -284,6 +289,23 @@ def test_a_frozen_vision_tower_does_not_change_while_the_language_model_learns(t
     assert tower and max(tower.values()) == 0.0
     assert max(merger.values()) == 0.0 if freeze == "tower_and_merger" else max(merger.values()) > 0.0
     assert max(text.values()) > 0.0
+
+
+def test_grow_depth_trains_a_deeper_model_that_starts_from_the_old_one(tmp_path, tiny_dir):
+    """grow_depth=2: each layer is followed by a copy whose output projections start at zero and then learn;
+    the final folder is the deeper model for plain transformers; a resumed run grows before loading its checkpoint."""
+    layers = AutoModelForImageTextToText.from_pretrained(tiny_dir).config.text_config.num_hidden_layers
+    train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=2, save_steps=1, grow_depth=2, freeze_vision=True))
+    before, after = _weights(tiny_dir), _weights(tmp_path / "final")
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "final").config.text_config.num_hidden_layers == 2 * layers
+    for i in range(layers):   # layer i is now layer 2i; its copy, 2i + 1, started from its weights with zero outputs
+        copy = f"model.layers.{2 * i + 1}."   # the saved (checkpoint) names
+        original = f"model.layers.{i}."
+        assert float(after[copy + "self_attn.o_proj.weight"].abs().max()) > 0.0   # learnt from zero
+        assert after[copy + "self_attn.o_proj.weight"].abs().max() < before[original + "self_attn.o_proj.weight"].abs().max()
+    summary = train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=3, save_steps=1, grow_depth=2, freeze_vision=True,
+                                 resume_from="latest"))
+    assert summary["global_step"] == 3
 
 
 def test_vision_lr_scale_slows_the_vision_parameters_only(tmp_path, tiny_dir):

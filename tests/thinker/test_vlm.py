@@ -213,14 +213,15 @@ def test_rewrite_only_thinker_from_a_checkpoint_through_the_registry(tiny_vlm_pa
     assert unsure.instruction == request.instruction and unsure.meta["thinker"]["editor_calls"] == 1   # below the gate: the user's words
 
 
-def test_rewrite_only_thinker_with_reasoning_reads_its_answer_and_the_answer_confidence():
-    """prompt="shapes-rewrite-think": the scene in <think> (not counted in the confidence), the rewrite in <answer>."""
+@pytest.mark.parametrize("prompt, question", [("shapes-rewrite-think", "rewrite_think"), ("shapes-rewrite-grid", "rewrite_grid")])
+def test_rewrite_only_thinker_with_reasoning_reads_its_answer_and_the_answer_confidence(prompt, question):
+    """The scene (or the grid) in <think>, not counted in the confidence; the rewrite in <answer>, asked in the VLM's words."""
     reply = [("<think>", 1.0), ("red background: small blue circle", 0.2), ("</think><answer>", 1.0), ("remove the blue circle", 0.8),
              ("</answer>", 1.0)]
-    thinker = VLMThinker(ScoredBackend([reply]), "shapes-rewrite-think", confidence=True)
+    thinker = VLMThinker(ScoredBackend([reply]), prompt, confidence=True)
     [thought] = thinker.think([ThinkRequest(SOURCE, None, "delete the circle the colour of the sky", "x", 0)])
     assert (thought.instruction, thought.reasoning, thought.confidence) == ("remove the blue circle", "red background: small blue circle", 0.8)
-    assert thinker.conversation(ThinkRequest(SOURCE, None, "x", "x", 0))[1]["content"][-1]["text"] == QUESTIONS["rewrite_think"].format(
+    assert thinker.conversation(ThinkRequest(SOURCE, None, "x", "x", 0))[1]["content"][-1]["text"] == QUESTIONS[question].format(
         instruction="x")
 
 

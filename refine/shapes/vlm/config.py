@@ -53,6 +53,9 @@ class VLMTrainConfig(RefineConfig):
     output_dir: str = Field("runs/vlm-shapes", description="where init/, dataset/, checkpoints/, final/ and metrics.jsonl go")
     init_from: Optional[str] = Field(None, description="model folder to start from (a previous stage's final/); None: a fresh model")
     seed: int = Field(0, description="weights and data order seed")
+    grow_depth: int = Field(
+        1, ge=1, description="follow each language-model layer of the starting model by grow_depth - 1 zero-output "
+        "copies (refine/shapes/vlm/grow.py): a deeper model that starts out answering exactly as the old one; 1: as is")
     model: VLMModelConfig = Field(default_factory=VLMModelConfig)
     data: VLMDataConfig = Field(default_factory=VLMDataConfig)
     tower: TowerPretrainConfig = Field(

@@ -57,6 +57,8 @@ QUESTIONS: dict[str, str] = {
     "rewrite": "Rewrite the instruction so that an image editor can follow it directly.\nInstruction: {instruction}",
     "rewrite_think": "Describe the image in <think></think>, then rewrite the instruction so that an image editor can follow it "
                      "directly in <answer></answer>.\nInstruction: {instruction}",
+    "rewrite_grid": "What is in each cell? Answer in <think></think>, then rewrite the instruction so that an image editor can "
+                    "follow it directly in <answer></answer>.\nInstruction: {instruction}",
 }
 # The tasks drawn uniformly when no weights are given (the presets' datasets): "grid" is opt-in.
 DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "background", "count", "difference")
@@ -164,6 +166,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             out.append(rewrite_example(case))
         elif task == "rewrite_think":
             out.append(rewrite_think_example(case))
+        elif task == "rewrite_grid":
+            out.append(rewrite_grid_example(case))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
         elif task == "describe":
@@ -230,6 +234,28 @@ def rewrite_think_example(case: ShapeCase) -> dict[str, Any]:
     question = QUESTIONS["rewrite_think"].format(instruction=case.instruction)
     answer = f"<think>{describe_scene(case.source)}</think><answer>{case.direct_instruction}</answer>"
     return _example(case, "rewrite_think", [case.source_image], question, answer)
+
+
+def rewrite_grid_example(case: ShapeCase) -> dict[str, Any]:
+    """The rewrite with the source's grid first: `<think>` every cell `</think><answer>` the rewrite `</answer>`.
+
+    Opt-in (`seeing_tasks: {rewrite_grid: ...}`). Why: the plain rewrite model reads the source's grid
+    right (the `grid` question) in 258 of 270 shapes-val scenes, yet 66 of its 73 wrong rewrites are on
+    scenes it reads right (stop 40): its errors are in resolving the instruction against what it saw
+    ("directly left of the blue circle" needs that circle's cell, then the one beside it), not in
+    seeing. Writing the grid first, in the format it already reads best, puts every cell in the text
+    the answer is then read from. `rewrite_think` wrote `describe`'s scene instead, a format the model
+    had learnt less well, and its scenes came out wrong. Stream cases only.
+
+    >>> from refine.shapes.data import stream_case
+    >>> example = rewrite_grid_example(stream_case(41, 0, indirect_fraction=1.0))
+    >>> text = example["completion"][0]["content"][0]["text"]
+    >>> text.startswith("<think>top left corner: ") and text.endswith("</answer>")
+    True
+    """
+    question = QUESTIONS["rewrite_grid"].format(instruction=case.instruction)
+    answer = f"<think>{describe_grid(case.source)}</think><answer>{case.direct_instruction}</answer>"
+    return _example(case, "rewrite_grid", [case.source_image], question, answer)
 
 
 def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:

@@ -11,7 +11,8 @@ Example (tiny sizes, two steps):
     2
 
 The recipe, top to bottom:
-1. the model: `init_from` (a previous stage's `final/`), else a fresh `build_shapes_vlm` in `init/`;
+1. the model: `init_from` (a previous stage's `final/`), else a fresh `build_shapes_vlm` in `init/`,
+   its language model deepened by `grow_depth` (`grow.py`: zero-output copies, the same answers);
    with `tower.steps`, its vision tower is first trained on per-cell heads (`tower.py`) and the
    model saved to `tower/` (reused by a resumed run), metrics in `tower_metrics.jsonl`;
 2. the data: `output_dir/dataset` (built once from the training stream by `data.build_dataset`,
@@ -43,6 +44,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 from refine.errors import ConfigError  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.data import build_dataset  # noqa: E402
+from refine.shapes.vlm.grow import grow_language_depth  # noqa: E402
 from refine.shapes.vlm.model import build_shapes_vlm  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence, probe_scenes  # noqa: E402
 from refine.shapes.vlm.tower import pretrain_tower  # noqa: E402
@@ -144,6 +146,8 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
     if config.tower.steps:
         model_dir = _pretrained_tower(model_dir, output_dir, config)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    # before any checkpoint is read: a resumed run loads its weights into the grown model
+    grow_language_depth(model, config.grow_depth)
     processor = AutoProcessor.from_pretrained(model_dir)
     # a judge stage must not collapse a seeing tower (benchmarks/RESULTS.md, "The ShapeEdit VLM as a judge")
     freeze_vision_parameters(model, tower=config.freeze_vision or config.vision_lr_scale == 0,
