@@ -35,7 +35,7 @@ from refine.config import validate_config
 from refine.errors import ConfigError
 from refine.registry import import_object
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
-from refine.thinker.prompts import get_prompts
+from refine.thinker.prompts import PROMPT_NAMES, get_prompts
 from refine.thinker.protocol import Thinker
 from refine.thinker.shape_expert import ShapeExpertThinker
 from refine.thinker.vlm import VLMThinker
@@ -45,7 +45,7 @@ class ThinkerConfig(LoopConfig):
     """The `thinker` refiner: a thinker spec, its prompts and generation, and the loop settings."""
 
     thinker: str = Field("expert", description="'expert', 'vlm:SPEC' (checkpoint folder or http URL[#model]) or 'pkg.module:factory'.")
-    prompt: Literal["thinker", "thinker-brief", "expert", "shapes-rewrite", "shapes-rewrite-think", "shapes-rewrite-grid"] = Field(
+    prompt: Literal[PROMPT_NAMES] = Field(
         "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores), its expert prompt (stop flag), or "
         "shapes-rewrite[-think|-grid] (a rewrite-only model answering the ShapeEdit VLM's rewrite question: think before one edit only)."
     )

@@ -168,6 +168,8 @@ SHAPES_QUESTIONS: dict[str, tuple[str, str]] = {
     "shapes-rewrite-think": ("rewrite_think", "think"),
     "shapes-rewrite-grid": ("rewrite_grid", "think"),
 }
+# every name `get_prompts` knows: ThinkerConfig's `prompt` accepts exactly these
+PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, *SHAPES_QUESTIONS)
 
 
 def get_prompts(name: str) -> PromptSet:
@@ -183,4 +185,4 @@ def get_prompts(name: str) -> PromptSet:
 
         question, style = SHAPES_QUESTIONS[name]
         return PromptSet(SYSTEM_PROMPT, "", QUESTIONS[question], style)
-    raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join([*PROMPTS, *SHAPES_QUESTIONS])}")
+    raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join(PROMPT_NAMES)}")

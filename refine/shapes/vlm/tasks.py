@@ -217,7 +217,7 @@ def rewrite_think_example(case: ShapeCase) -> dict[str, Any]:
     Opt-in (`seeing_tasks: {rewrite_think: ...}`). The plain rewrite's errors on add and move are
     spatial (issue 24, stop 39): "directly left of the blue circle" needs the circle's cell, then the
     cell beside it, and a 4-layer model asked for the answer at once often names the wrong cell.
-    (Over all categories most of its errors turned out to be misread shapes: benchmarks/RESULTS.md.) Writing the scene
+    (Over all categories its errors are in resolving the instruction, not in seeing: stop 40, `rewrite_grid`.) Writing the scene
     first (the `describe` task's answer) puts every cell in the text the answer is read from, and
     gives the thinker's think-before-edit reply the paper's <think>/<answer> format. Tried once
     (examples/configs/vlm/shapes-rewrite-think.yaml, stop 39): after 1,000 steps from the plain
