@@ -8,6 +8,7 @@ Example:
 
     refine thinker data --config thinker_data/shapes                  # generate, then build
     refine thinker data --config thinker_data/shapes --stage build variance_threshold=2.0
+    refine thinker first-turn --config thinker_data/shapes-first-turn   # think-before-edit GRPO rows
     refine train thinker --config thinker_train/shapes-sft --stage sft
     refine train thinker --config thinker_train/shapes-grpo --stage grpo
 """
@@ -47,6 +48,23 @@ def data(
         typer.echo(json.dumps({k: summary[k] for k in ("trajectories", "kept", "discarded", "variance_threshold")}
                               | {name: part["samples"] for name, part in summary["splits"].items()}))
         typer.echo(f"wrote {cfg.output_dir}/dataset (splits sft, rl) and {cfg.output_dir}/summary.json")
+
+
+@app.command("first-turn")
+def first_turn(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_data/shapes-first-turn."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. cases=2000 stream_seed=52."),
+) -> None:
+    """Think-before-edit GRPO rows: the rewrite prompt over each training-stream case's source (split rl)."""
+    from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+    from refine.thinker.first_turn_rows import FirstTurnConfig, write_first_turn_rows
+
+    cfg = load_config(FirstTurnConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")
+    typer.echo(json.dumps(write_first_turn_rows(cfg)))
+    typer.echo(f"wrote {cfg.output_dir}/dataset (split rl) and {cfg.output_dir}/summary.json")
 
 
 def train(

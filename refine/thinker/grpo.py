@@ -58,9 +58,13 @@ What happens, in order:
   same `fit_image`) or train with `image_size: null` when all images already have one size
   (ShapeEdit's do: 32 x 32).
 
-No learning test here: no VLM that can see ShapeEdit images exists yet (the tiny test model is
-random), so the tests check the mechanics (rewards on hand-built replies, one GRPO step on the
-tiny random Qwen2.5-VL that writes a loadable final/), not that R_edit rises.
+Think before edit (`refine.thinker.first_turn_rows`, preset `thinker_train/shapes-grpo-before`):
+rows that show only the source, a rewrite-only prompt set (`prompt: shapes-rewrite`, the reply is
+the instruction) and R_edit against the plain edit with the same seed.
+
+Tests: the rewards on hand-built replies, one GRPO step on the tiny random Qwen2.5-VL that writes
+a loadable final/, and one learning test of the think-before-edit path (an editor that pays short
+instructions: E(I^t) rises). What GRPO does to the ShapeEdit VLM's rewrite: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -77,7 +81,15 @@ from refine._compat import ensure_torchvision_importable
 from refine.errors import ConfigError
 from refine.registry import registry
 from refine.thinker.data import build_editor
-from refine.thinker.grpo_rewards import EditReward, critic_reward, format_reward
+from refine.thinker.grpo_rewards import (
+    EditReward,
+    answer_format_reward,
+    answer_instruction,
+    critic_reward,
+    format_reward,
+    no_critic_reward,
+)
+from refine.thinker.prompts import get_prompts
 from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps, freeze_vision_tower, load_rows, shared_trainer_arguments
 from refine.thinker.vlm import fit_image
 
@@ -124,8 +136,19 @@ def build_judge(spec: Any):
 
 
 def build_rewards(config: ThinkerTrainConfig) -> list:
-    """[R_format, R_critic, R_edit] in the order of `reward_weights` (the editor loads here)."""
-    return [format_reward, critic_reward, EditReward(build_editor(config.editor), build_judge(config.judge))]
+    """[R_format, R_critic, R_edit] in the order of `reward_weights` (the editor loads here).
+
+    A rewrite-only prompt set (`output_style="answer"`) is read as the loop reads it: the reply is
+    the instruction, and it holds no score to criticise.
+    """
+    style = get_prompts(config.prompt).output_style
+    if style == "think":
+        raise ConfigError(f"prompt={config.prompt!r} (output_style 'think': <think> then <answer>, no score) has no GRPO "
+                          "reward reader yet; use a prompt set with scores or shapes-rewrite")
+    editor, judge = build_editor(config.editor), build_judge(config.judge)
+    if style == "answer":
+        return [answer_format_reward, no_critic_reward, EditReward(editor, judge, answer_of=answer_instruction)]
+    return [format_reward, critic_reward, EditReward(editor, judge)]
 
 
 def grpo_arguments(config: ThinkerTrainConfig, output_dir: str | Path, accumulation: int) -> GRPOConfig:

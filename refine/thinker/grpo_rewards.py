@@ -36,7 +36,14 @@ defaults and why in `refine.thinker.train_config.RewardWeights`), then normalise
   made I_{t-1}), so the 8 rollouts of one prompt are edited with the same noise: R_edit ranks
   their instructions, not the editor's sampling (an unchanged instruction reproduces I_{t-1}
   and scores exactly 0 when the editor is the one that made the data). Identical rewrites in a
-  group are edited once.
+  group are edited once. **Think before edit** (a row whose prompt shows only the source,
+  `refine.thinker.first_turn_rows`): I^{t-1} is the editor's output on the user's instruction
+  with the same seed, so R_edit is the rewrite's gain over the plain edit, the figure
+  `benchmarks/thinker_learned.py` reports; a rollout that returns the instruction unchanged
+  scores exactly 0 without an editor call.
+* Rewrite-only prompt sets (`output_style="answer"`, e.g. `shapes-rewrite`): the whole reply is
+  the instruction (`answer_instruction`), `answer_format_reward` pays a usable one, and there is
+  no score to criticise (`no_critic_reward`: None, left out of the sum).
 
 R_critic and R_edit read a reply with the forgiving parser, as the loop does at inference: the
 edit a repaired reply produces is the edit a user gets; only R_format pays for strictness. A
@@ -60,6 +67,7 @@ from PIL import Image
 
 from refine.rewards.base import check_batch
 from refine.thinker.format import ThinkerOutput, parse_thinker_output, parse_thinker_output_strict
+from refine.thinker.vlm import thought_from_answer
 from refine.types import EditRequest
 
 SCORE_RANGE = 10.0  # S_sem and S_qual are 0-10 (refine.thinker.format)
@@ -87,6 +95,27 @@ def completion_text(completion: Any) -> str:
 def format_reward(completions: Sequence[Any], **_columns: Any) -> list[float]:
     """R_format: 1.0 for a reply in the exact EditThinker format (strict parse), else 0.0."""
     return [1.0 if parse_thinker_output_strict(completion_text(c)).ok else 0.0 for c in completions]
+
+
+def answer_instruction(text: str) -> Optional[str]:
+    """The instruction of a rewrite-only reply (`output_style="answer"`): the reply itself, or None.
+
+    Example:
+        >>> answer_instruction(" make the red circle blue "), answer_instruction("")
+        ('make the red circle blue', None)
+    """
+    thought = thought_from_answer(text)
+    return thought.instruction if thought.error is None else None
+
+
+def answer_format_reward(completions: Sequence[Any], **_columns: Any) -> list[float]:
+    """R_format of a rewrite-only reply: 1.0 for a usable instruction (not empty, not a runaway), else 0.0."""
+    return [0.0 if answer_instruction(completion_text(c)) is None else 1.0 for c in completions]
+
+
+def no_critic_reward(completions: Sequence[Any], **_columns: Any) -> list[None]:
+    """R_critic of a prompt set whose replies hold no score: None (TRL leaves it out of the weighted sum)."""
+    return [None] * len(completions)
 
 
 def critic_error(predicted: ThinkerOutput | None, semantic: float, quality: float | None) -> float:
@@ -144,10 +173,12 @@ class EditReward:
 
     __name__ = "edit_reward"  # the name TRL logs the reward under (rewards/edit_reward/mean)
 
-    def __init__(self, editor: Any, judge: Callable, unusable: float = -1.0) -> None:
+    def __init__(self, editor: Any, judge: Callable, unusable: float = -1.0,
+                 answer_of: Callable[[str], Optional[str]] | None = None) -> None:
         self.editor = editor
         self.judge = judge
         self.unusable = unusable
+        self.answer_of = answer_of or _usable_answer  # reply text -> instruction (None: unusable)
         self.last: list[dict[str, Any]] = []
 
     def __call__(
@@ -166,19 +197,29 @@ class EditReward:
         shown = original_images if original_images is not None else images  # full-size images when the prompt's were fitted
         metas = [json.loads(m) if isinstance(m, str) else dict(m or {}) for m in meta]
         rows = [(str(t), int(s)) for t, s in zip(trajectory_id, step, strict=True)]
-        answers = [_usable_answer(completion_text(c)) for c in completions]
+        answers = [self.answer_of(completion_text(c)) for c in completions]
 
-        # 1. E(I^{t-1}): each distinct row once.
+        # 1. E(I^{t-1}): each distinct row once. A row showing only the source (think before edit)
+        #    is measured against the plain edit: the user's instruction with the row's seed.
         index: dict[tuple[str, int], int] = {}  # row -> its first completion
         for i, row in enumerate(rows):
             index.setdefault(row, i)
         firsts = list(index.values())
-        before = self._judge([shown[i][0] for i in firsts], [shown[i][1] for i in firsts],
+        plain = {rows[i] for i in firsts if len(shown[i]) < 2}
+        previous = {rows[i]: shown[i][1] for i in firsts if rows[i] not in plain}
+        plain_requests = [EditRequest(shown[i][0], instruction[i], seed=group_seed(seed[i], *rows[i]), meta=metas[i])
+                          for i in firsts if rows[i] in plain]
+        if plain_requests:
+            previous.update(zip([rows[i] for i in firsts if rows[i] in plain],
+                                (result.image for result in self.editor.edit(plain_requests))))
+        before = self._judge([shown[i][0] for i in firsts], [previous[rows[i]] for i in firsts],
                              [instruction[i] for i in firsts], [metas[i] for i in firsts])
         before_of = {rows[i]: score for i, score in zip(firsts, before)}
 
-        # 2. I^t: each distinct (row, instruction) once, with the row's seed, in one editor call.
-        wanted = list(dict.fromkeys((rows[i], a) for i, a in enumerate(answers) if a is not None))
+        # 2. I^t: each distinct (row, instruction) once, with the row's seed, in one editor call. On a
+        #    plain-edit row the unchanged instruction is the baseline itself: no call, R_edit 0.
+        unchanged = {(rows[i], a) for i, a in enumerate(answers) if rows[i] in plain and a is not None and a.strip() == instruction[i].strip()}
+        wanted = list(dict.fromkeys((rows[i], a) for i, a in enumerate(answers) if a is not None and (rows[i], a) not in unchanged))
         requests = [EditRequest(shown[index[row]][0], answer, seed=group_seed(seed[index[row]], *row), meta=metas[index[row]])
                     for row, answer in wanted]
         edited = [result.image for result in self.editor.edit(requests)] if requests else []
@@ -191,7 +232,7 @@ class EditReward:
         self.last = []
         for row, answer in zip(rows, answers):
             e_before = before_of[row]
-            e_after = after_of.get((row, answer)) if answer is not None else None
+            e_after = e_before if (row, answer) in unchanged else after_of.get((row, answer)) if answer is not None else None
             if answer is None:
                 reward = self.unusable
             elif e_before is None or e_after is None:
@@ -206,7 +247,9 @@ class EditReward:
                 values = [v for v in values if v is not None]
                 if values:
                     log_metric(name, sum(values) / len(values))
-            log_metric("edit/editor_calls", float(len(requests)))
+            log_metric("edit/editor_calls", float(len(requests) + len(plain_requests)))
+            if plain:  # think before edit: how often a rollout leaves the user's instruction as it is
+                log_metric("edit/unchanged", sum((row, a) in unchanged for row, a in zip(rows, answers)) / len(rows))
         return rewards
 
     def _judge(self, sources, outputs, instructions, metas) -> list[Optional[float]]:

@@ -39,6 +39,7 @@ from pydantic import Field, model_validator
 from refine.config import RefineConfig
 from refine.errors import ConfigError
 from refine.thinker.data import EditorSpec
+from refine.thinker.prompts import PROMPT_NAMES
 
 VISION_MODULES = ("visual", "vision_tower", "vision_model")  # Qwen-VL, LLaVA-style, Idefics-style names
 
@@ -82,6 +83,9 @@ class ThinkerTrainConfig(RefineConfig):
     dataset: Union[str, list[str]] = Field(
         ..., description="A `refine thinker data` dataset folder (output_dir/dataset) or any datasets.save_to_disk folder; or a "
         "list of them, whose rows (the same split of each) are joined: e.g. real-editor trajectories plus candidate-output rows")
+    prompt: Literal[PROMPT_NAMES] = Field(
+        "thinker", description="GRPO: the prompt set the rows were built with; its output style says how a reply is read "
+        "(the EditThinker tags, or a rewrite-only model's bare instruction: shapes-rewrite). SFT rows carry their own text.")
     split: Optional[str] = Field(None, description="The split of a DatasetDict to train on (default: sft for stage sft, rl for grpo; null: the folder holds one Dataset).")
     freeze_vision: bool = Field(True, description="Freeze the vision tower and its merger (the paper's model keeps a pretrained tower).")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (paper: 1 for both stages).")

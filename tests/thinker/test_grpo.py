@@ -1,7 +1,8 @@
 """`refine train thinker --stage grpo`: the three rewards on hand-built replies, the config and presets, one GRPO step.
 
-No learning test: no VLM that sees ShapeEdit images exists yet (the tiny model is random), so
-these tests check the mechanics, not that R_edit rises.
+The think-before-edit path has a learning test (the tiny random model, an editor that pays short
+instructions: E(I^t) rises in 16 steps); whether GRPO raises the ShapeEdit VLM's R_edit is measured
+in benchmarks/RESULTS.md, not here (that model is trained for hours, not built in a test).
 """
 
 import json
@@ -25,7 +26,15 @@ from refine.thinker.data import EditorSpec, build_editor
 from refine.thinker.filters import Sample
 from refine.thinker.format import parse_thinker_output
 from refine.thinker.grpo import build_judge, grpo_arguments, grpo_rows
-from refine.thinker.grpo_rewards import EditReward, critic_reward, format_reward, group_seed
+from refine.thinker.grpo_rewards import (
+    EditReward,
+    answer_format_reward,
+    answer_instruction,
+    critic_reward,
+    format_reward,
+    group_seed,
+    no_critic_reward,
+)
 from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps
 from refine.thinker.trl_rows import samples_to_dataset
 from refine.types import EditResult
@@ -119,6 +128,23 @@ def test_edit_reward_edits_a_group_with_one_seed_and_scores_the_gain():
     assert (editor.requests[-1].instruction, editor.requests[-1].seed) == ("paint it blue", 41)
 
 
+def test_edit_reward_before_the_first_edit_scores_a_rewrite_against_the_plain_edit_with_its_seed():
+    editor = NoiseEditor()
+    reward = EditReward(editor, brightness_judge, answer_of=answer_instruction)  # rewrite-only replies: the text is the instruction
+    instruction = "make it like the sky"
+    columns = {"images": [[Image.new("RGB", (4, 4))]] * 4, "instruction": [instruction] * 4, "meta": ["{}"] * 4,
+               "seed": [7] * 4, "trajectory_id": ["t0"] * 4, "step": [0] * 4}
+    rewards = reward([reply("make the circle blue"), reply(f" {instruction} "), reply(""), reply("make the circle blue")], **columns)
+    gray = lambda text: (hash((text, 7)) % 256) / 255  # noqa: E731
+    # I^{t-1} is the plain edit: the user's instruction with the row's seed, edited once per row
+    assert [(r.instruction, r.seed) for r in editor.requests] == [(instruction, 7), ("make the circle blue", 7)]
+    assert rewards[0] == rewards[3] == pytest.approx(gray("make the circle blue") - gray(instruction))
+    assert rewards[1] == 0.0  # the instruction left as it is: the plain edit itself, no editor call
+    assert rewards[2] == -1.0  # an empty reply is no instruction
+    assert answer_format_reward([reply("make it blue"), reply("   "), reply("x" * 5000)]) == [1.0, 0.0, 0.0]
+    assert no_critic_reward([reply("a"), reply("b")]) == [None, None]
+
+
 def test_edit_reward_on_shapeedit_runs_the_bundled_editor_and_the_exact_judge():
     case = stream_case(5, 0)
     meta = json.dumps(case.to_request(seed=3).meta)
@@ -168,6 +194,8 @@ def test_presets_hold_the_papers_grpo_settings_and_validate():
     assert launch.use_deepspeed and int(launch.zero_stage) == 3 and launch.num_processes == 4 and launch.mixed_precision == "bf16"
     shapes = load_config(ThinkerTrainConfig, find_preset("thinker_train/shapes-grpo"), [])
     assert (shapes.stage, shapes.judge, shapes.editor.steps, shapes.bf16, shapes.use_vllm) == ("grpo", "shapes_overall", 8, False, False)
+    before = load_config(ThinkerTrainConfig, find_preset("thinker_train/shapes-grpo-before"), [])
+    assert (before.prompt, before.reward_weights.edit, before.judge, before.editor.steps) == ("shapes-rewrite", 1.0, "shapes_overall", 8)
     # a config that leaves them out gets the paper's values of its stage
     bare = ThinkerTrainConfig(model="m", dataset="d", stage="grpo")
     assert (bare.learning_rate, bare.batch_size, bare.beta, bare.loss_type) == (2e-6, 128, 1e-3, "grpo")
@@ -210,3 +238,59 @@ def test_grpo_cli_runs_a_step_and_writes_a_loadable_final(tmp_path, tiny_vlm_pat
     assert any("kl" in row and "edit/judge_before" in row for row in logged)  # KL term on (beta > 0), edit reward ran
     model = AutoModelForImageTextToText.from_pretrained(summary["final"])
     assert model.config.model_type == "qwen2_5_vl"
+
+
+def _first_turn_grpo(tmp_path, model, cases, **settings):
+    """`refine thinker first-turn` on `cases` stream cases, then `refine train thinker --stage grpo` on them (R_edit alone)."""
+    main(["thinker", "first-turn", "--config", "thinker_data/shapes-first-turn", f"output_dir={tmp_path / 'rows'}", f"cases={cases}"])
+    lines = [f"output_dir: {tmp_path / 'run'}", f"model: {model}", f"dataset: {tmp_path / 'rows' / 'dataset'}", "prompt: shapes-rewrite",
+             "reward_weights: {format: 0.0, critic: 0.0, edit: 1.0}", "logging_steps: 1", "progress: false"]
+    config = tmp_path / "grpo.yaml"
+    config.write_text("\n".join(lines + [f"{key}: {value}" for key, value in settings.items()]) + "\n")
+    main(["train", "thinker", "--config", str(config), "--stage", "grpo"])
+
+
+def test_first_turn_rows_run_a_rewrite_only_grpo_step(tmp_path, tiny_vlm_path):
+    _first_turn_grpo(tmp_path, tiny_vlm_path, cases=2, max_steps=1, batch_size=4, per_device_batch_size=4, num_generations=2,
+                     max_completion_length=8, editor="{name: e, steps: 2}")
+    rows = DatasetDict.load_from_disk(str(tmp_path / "rows" / "dataset"))["rl"]
+    assert [len(images) for images in rows["images"]] == [1, 1]  # the source only: the reply makes the first edit
+    assert rows[0]["prompt"][1]["content"][-1]["text"].endswith(rows[0]["instruction"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    means = summary["last_rewards"]
+    assert summary["last_reward"] == pytest.approx(means["rewards/edit_reward/mean"], abs=1e-6)  # only R_edit weighs
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(row.get("edit/editor_calls", 0) >= 2 for row in logged)  # the two plain edits at least
+    assert any("edit/unchanged" in row for row in logged)  # the share of rollouts that keep the user's instruction
+
+
+def test_a_thinker_style_without_a_reward_reader_is_refused(tmp_path):
+    from refine.thinker.grpo import build_rewards
+
+    with pytest.raises(ConfigError, match="no GRPO reward reader"):
+        build_rewards(ThinkerTrainConfig(model="m", dataset="d", stage="grpo", prompt="shapes-rewrite-think"))
+
+
+class ShortIsBrightEditor:
+    """An editor whose output is brighter the shorter its instruction: R_edit pays a rewrite shorter than the user's."""
+
+    def edit(self, requests):
+        return [EditResult(Image.new("RGB", (4, 4), (int(255 * max(0.0, 1 - len(r.instruction) / 80)),) * 3), r.instruction)
+                for r in requests]
+
+
+@pytest.mark.slow
+def test_grpo_before_the_first_edit_raises_the_edit_reward(tmp_path, tiny_vlm_path, monkeypatch):
+    """The think-before-edit path learns: rows, the rewrite-only reader and R_edit against the plain edit, through GRPOTrainer."""
+    import refine.thinker.grpo as grpo
+
+    monkeypatch.setattr(grpo, "build_editor", lambda spec: ShortIsBrightEditor())
+    monkeypatch.setattr(grpo, "build_judge", lambda spec: brightness_judge)
+    _first_turn_grpo(tmp_path, tiny_vlm_path, cases=64, max_steps=16, learning_rate=3e-3, warmup_ratio=0.0, beta=0.0, batch_size=32,
+                     per_device_batch_size=32, num_generations=8, max_completion_length=24, save_steps=100)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # E(I^t) of the rollouts: R_edit less the plain edit's score, which differs from prompt to prompt
+    after = [row["edit/judge_after"] for row in logged if "edit/judge_after" in row]
+    assert len(after) == 16 and all("rewards/edit_reward/mean" in row for row in logged if "edit/judge_after" in row)
+    first, last = sum(after[:4]) / 4, sum(after[-4:]) / 4
+    assert last > first + 0.05, after
