@@ -166,8 +166,10 @@ class EditReward:
         judge: any rewards-layer `Reward` with scores in [0, 1] (`shapes_overall`, `MLLMJudge`, ...).
         unusable: R_edit of a reply without a usable instruction (the worst value, -1).
 
-    One editor call and at most two judge calls per batch: the judge scores each distinct I_{t-1}
-    once and each distinct (row, instruction) edit once. `self.last` keeps the last batch's
+    One editor call (two for rows before the first edit: their plain edits first) and at most two
+    judge calls per batch: the judge scores each distinct I_{t-1} once and each distinct
+    (row, instruction) edit once. `answer_of` reads a reply's instruction (default: the
+    EditThinker format's <answer>, forgiving parser; `answer_instruction` for rewrite-only replies). `self.last` keeps the last batch's
     details (instructions, seeds, both judge scores) for tests and logging.
     """
 
