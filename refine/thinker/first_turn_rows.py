@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,10 +73,7 @@ def write_first_turn_rows(config: FirstTurnConfig) -> dict[str, Any]:
     rows = first_turn_rows(config)
     root = Path(config.output_dir)
     DatasetDict({"rl": rows}).save_to_disk(str(root / "dataset"))
-    tasks: dict[str, int] = {}
-    for task in rows["task"]:
-        tasks[task] = tasks.get(task, 0) + 1
     summary = {"rows": len(rows), "prompt": config.prompt, "stream_seed": config.stream_seed,
-               "indirect_fraction": config.indirect_fraction, "tasks": dict(sorted(tasks.items()))}
+               "indirect_fraction": config.indirect_fraction, "tasks": dict(sorted(Counter(rows["task"]).items()))}
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

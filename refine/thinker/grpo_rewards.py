@@ -207,13 +207,14 @@ class EditReward:
         for i, row in enumerate(rows):
             index.setdefault(row, i)
         firsts = list(index.values())
-        plain = {rows[i] for i in firsts if len(shown[i]) < 2}
+        plain_firsts = [i for i in firsts if len(shown[i]) < 2]
+        plain = {rows[i] for i in plain_firsts}
         previous = {rows[i]: shown[i][1] for i in firsts if rows[i] not in plain}
         plain_requests = [EditRequest(shown[i][0], instruction[i], seed=group_seed(seed[i], *rows[i]), meta=metas[i])
-                          for i in firsts if rows[i] in plain]
+                          for i in plain_firsts]
         if plain_requests:
-            previous.update(zip([rows[i] for i in firsts if rows[i] in plain],
-                                (result.image for result in self.editor.edit(plain_requests))))
+            edited_plain = self.editor.edit(plain_requests)
+            previous.update((rows[i], result.image) for i, result in zip(plain_firsts, edited_plain))
         before = self._judge([shown[i][0] for i in firsts], [previous[rows[i]] for i in firsts],
                              [instruction[i] for i in firsts], [metas[i] for i in firsts])
         before_of = {rows[i]: score for i, score in zip(firsts, before)}

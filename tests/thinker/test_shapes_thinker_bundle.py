@@ -19,10 +19,10 @@ from refine.thinker.config import ThinkerConfig, build_thinker
 from refine.thinker.protocol import ThinkRequest
 
 BUNDLE = Path(refine.__file__).parent / "assets" / "shapes-thinker"
+ensure_torchvision_importable()  # each test may run alone (xdist): both load transformers' processors
 
 
 def test_the_bundle_loads_with_plain_transformers_and_reads_the_grid():
-    ensure_torchvision_importable()
     model = AutoModelForImageTextToText.from_pretrained(BUNDLE)
     processor = AutoProcessor.from_pretrained(BUNDLE, padding_side="left")
     assert model.num_parameters() * 4 < 40e6  # float32 under the issue's 40 MB
