@@ -9,6 +9,7 @@ Example:
     refine thinker data --config thinker_data/shapes                  # generate, then build
     refine thinker data --config thinker_data/shapes --stage build variance_threshold=2.0
     refine thinker first-turn --config thinker_data/shapes-first-turn   # think-before-edit GRPO rows
+    refine thinker best-of --config thinker_data/shapes-best-of         # best-of-n SFT rows (keep or rewrite)
     refine train thinker --config thinker_train/shapes-sft --stage sft
     refine train thinker --config thinker_train/shapes-grpo --stage grpo
 """
@@ -65,6 +66,24 @@ def first_turn(
     check_output_dir(cfg.output_dir, "output_dir")
     typer.echo(json.dumps(write_first_turn_rows(cfg)))
     typer.echo(f"wrote {cfg.output_dir}/dataset (split rl) and {cfg.output_dir}/summary.json")
+
+
+@app.command("best-of")
+def best_of(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or preset name, e.g. thinker_data/shapes-best-of."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. thinker=refine/assets/shapes-thinker cases=500."),
+) -> None:
+    """Best-of-n SFT rows: the thinker's own rewrites or the instruction kept, whichever edits best (split sft; resumable)."""
+    from refine.config import load_config
+    from refine.paths import check_output_dir
+    from refine.presets import find_preset
+    from refine.thinker.best_of_rows import BestOfConfig, write_best_of_rows
+
+    cfg = load_config(BestOfConfig, find_preset(config), overrides or [])
+    check_output_dir(cfg.output_dir, "output_dir")
+    summary = write_best_of_rows(cfg)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "by_category"}))
+    typer.echo(f"wrote {cfg.output_dir}/dataset (split sft) and {cfg.output_dir}/summary.json")
 
 
 def train(

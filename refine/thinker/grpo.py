@@ -91,7 +91,7 @@ from refine.thinker.grpo_rewards import (
 )
 from refine.thinker.prompts import get_prompts
 from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps, freeze_vision_tower, load_rows, shared_trainer_arguments
-from refine.thinker.vlm import fit_image
+from refine.thinker.vlm import KEEP_REPLY, fit_image
 
 ensure_torchvision_importable()  # before transformers' processors import torchvision (see refine._compat)
 
@@ -147,7 +147,7 @@ def build_rewards(config: ThinkerTrainConfig) -> list:
                           "reward reader yet; use a prompt set with scores or shapes-rewrite")
     editor, judge = build_editor(config.editor), build_judge(config.judge)
     if style == "answer":
-        return [answer_format_reward, no_critic_reward, EditReward(editor, judge, answer_of=answer_instruction)]
+        return [answer_format_reward, no_critic_reward, EditReward(editor, judge, answer_of=answer_instruction, keep=KEEP_REPLY)]
     return [format_reward, critic_reward, EditReward(editor, judge)]
 
 

@@ -165,6 +165,8 @@ class EditReward:
         editor: any `refine.editor.Editor` (on ShapeEdit the bundled `FlowEditor`, Euler, few steps).
         judge: any rewards-layer `Reward` with scores in [0, 1] (`shapes_overall`, `MLLMJudge`, ...).
         unusable: R_edit of a reply without a usable instruction (the worst value, -1).
+        keep: a reply that means "the row's instruction as it is" (rewrite-only models: `KEEP_REPLY`);
+            on a row before the first edit it is the plain edit itself, R_edit 0. None: no such reply.
 
     One editor call (two for rows before the first edit: their plain edits first) and at most two
     judge calls per batch: the judge scores each distinct I_{t-1} once and each distinct
@@ -176,8 +178,9 @@ class EditReward:
     __name__ = "edit_reward"  # the name TRL logs the reward under (rewards/edit_reward/mean)
 
     def __init__(self, editor: Any, judge: Callable, unusable: float = -1.0,
-                 answer_of: Callable[[str], Optional[str]] | None = None) -> None:
+                 answer_of: Callable[[str], Optional[str]] | None = None, keep: Optional[str] = None) -> None:
         self.editor = editor
+        self.keep = keep
         self.judge = judge
         self.unusable = unusable
         self.answer_of = answer_of or _usable_answer  # reply text -> instruction (None: unusable)
@@ -199,7 +202,9 @@ class EditReward:
         shown = original_images if original_images is not None else images  # full-size images when the prompt's were fitted
         metas = [json.loads(m) if isinstance(m, str) else dict(m or {}) for m in meta]
         rows = [(str(t), int(s)) for t, s in zip(trajectory_id, step, strict=True)]
-        answers = [self.answer_of(completion_text(c)) for c in completions]
+        texts = [completion_text(c) for c in completions]
+        answers = [instruction[i] if self.keep is not None and text.strip() == self.keep else self.answer_of(text)
+                   for i, text in enumerate(texts)]
 
         # 1. E(I^{t-1}): each distinct row once. A row showing only the source (think before edit)
         #    is measured against the plain edit: the user's instruction with the row's seed.

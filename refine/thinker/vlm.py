@@ -128,26 +128,42 @@ class VLMThinker:
         if not requests:
             return []
         conversations = [self.conversation(r) for r in requests]
-        read = thought_from_answer if self.prompts.output_style == "answer" else thought_from_text
+        if self.prompts.output_style == "answer":  # "keep" keeps the instruction the rewrite prompt showed
+            reads = [lambda text, r=r: thought_from_answer(text, r.instruction) for r in requests]
+        else:
+            reads = [thought_from_text] * len(requests)
         if not self.confidence:
             replies = self.backend.generate(conversations, self.max_new_tokens, self.temperature)
-            return [read(reply) for reply in replies]
+            return [read(reply) for read, reply in zip(reads, replies)]
         scored = self.backend.generate_scored(conversations, self.max_new_tokens, self.temperature)
-        return [replace(read(reply.text), confidence=answer_confidence(reply)) for reply in scored]
+        return [replace(read(reply.text), confidence=answer_confidence(reply)) for read, reply in zip(reads, scored)]
 
 
-def thought_from_answer(text: str) -> Thought:
+# A rewrite-only reply that means "edit with the instruction as it is". One token, so a model can learn
+# when to keep as a single decision; copying an indirect instruction word for word is a skill a rewrite
+# model lacks (best-of SFT rows that kept by copying cost the rewrite 9 points of exactness and were
+# almost never chosen: benchmarks/RESULTS.md, stop 42).
+KEEP_REPLY = "keep"
+
+
+def thought_from_answer(text: str, instruction: str | None = None) -> Thought:
     """A rewrite-only model's reply (`output_style="answer"`): the whole reply is the refined instruction.
+
+    The reply `KEEP_REPLY` alone keeps `instruction` (the one the rewrite prompt showed), when given.
 
     Example:
         >>> thought_from_answer("  move the red circle to the top left ").instruction
         'move the red circle to the top left'
+        >>> thought_from_answer("keep", instruction="paint it like the sky").instruction
+        'paint it like the sky'
         >>> thought_from_answer("").error
         'empty reply: no instruction'
     """
     answer = (text or "").strip()
     if not answer:
         return Thought(error="empty reply: no instruction", raw=text)
+    if answer == KEEP_REPLY and instruction is not None:
+        return Thought(instruction=instruction, reasoning="kept the instruction", raw=text)
     if len(answer) > MAX_ANSWER_CHARS:
         return Thought(error=f"reply is {len(answer)} characters long (limit {MAX_ANSWER_CHARS}): a runaway generation", raw=text)
     return Thought(instruction=answer, raw=text)

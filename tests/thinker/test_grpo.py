@@ -37,6 +37,7 @@ from refine.thinker.grpo_rewards import (
 )
 from refine.thinker.train_config import ThinkerTrainConfig, accumulation_steps
 from refine.thinker.trl_rows import samples_to_dataset
+from refine.thinker.vlm import KEEP_REPLY
 from refine.types import EditResult
 
 ACCELERATE = Path(__file__).parents[2] / "examples" / "accelerate"
@@ -143,6 +144,17 @@ def test_edit_reward_before_the_first_edit_scores_a_rewrite_against_the_plain_ed
     assert rewards[2] == -1.0  # an empty reply is no instruction
     assert answer_format_reward([reply("make it blue"), reply("   "), reply("x" * 5000)]) == [1.0, 0.0, 0.0]
     assert no_critic_reward([reply("a"), reply("b")]) == [None, None]
+
+
+def test_edit_reward_reads_the_keep_reply_as_the_plain_edit():
+    editor = NoiseEditor()
+    reward = EditReward(editor, brightness_judge, answer_of=answer_instruction, keep=KEEP_REPLY)
+    columns = {"images": [[Image.new("RGB", (4, 4))]] * 2, "instruction": ["make it like the sky"] * 2, "meta": ["{}"] * 2,
+               "seed": [7] * 2, "trajectory_id": ["t0"] * 2, "step": [0] * 2}
+    assert reward([reply(KEEP_REPLY), reply("keep the circle")], **columns)[0] == 0.0
+    # "keep" alone is the user's instruction (no edit of "keep"); a longer reply is an instruction like any other
+    assert [r.instruction for r in editor.requests] == ["make it like the sky", "keep the circle"]
+    assert EditReward(editor, brightness_judge, answer_of=answer_instruction)([reply(KEEP_REPLY)], **{k: v[:1] for k, v in columns.items()}) != [0.0]
 
 
 def test_edit_reward_on_shapeedit_runs_the_bundled_editor_and_the_exact_judge():

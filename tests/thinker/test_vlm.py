@@ -184,16 +184,18 @@ def test_rewrite_only_thinker_asks_the_vlm_question_and_is_gated_before_one_edit
 
     sure = [("move the red circle", 0.95), (" to the top left", 0.9)]
     unsure = [("add a blue", 0.9), (" square", 0.3)]
-    backend = ScoredBackend([sure, unsure])
+    kept = [("keep", 0.8)]  # the one-token keep reply: the user's instruction as it is
+    backend = ScoredBackend([sure, unsure, kept])
     config = validate_config(ThinkerConfig, dict(thinker="vlm:/unused", prompt="shapes-rewrite", think_before_edit=True, max_turns=1,
                                                  select="last", critique_last_turn=False, min_confidence=0.5))
     thinker = VLMThinker(backend, config.prompt, confidence=True)
     recorder = Recorder()
     results = compose(recorder, ThinkWhileEdit(thinker, config.loop_config())).edit(
-        [EditRequest(SOURCE, "move the sun-coloured circle up left"), EditRequest(SOURCE, "add a sky square")])
-    assert recorder.instructions == ["move the red circle to the top left", "add a sky square"]
-    assert [r.meta["thinker"]["editor_calls"] for r in results] == [1, 1]
-    assert [s.info["confidence"] for r in results for s in r.steps if s.kind == "think"] == [0.9, 0.3]
+        [EditRequest(SOURCE, "move the sun-coloured circle up left"), EditRequest(SOURCE, "add a sky square"),
+         EditRequest(SOURCE, "paint the square like grass")])
+    assert recorder.instructions == ["move the red circle to the top left", "add a sky square", "paint the square like grass"]
+    assert [r.meta["thinker"]["editor_calls"] for r in results] == [1, 1, 1]
+    assert [s.info["confidence"] for r in results for s in r.steps if s.kind == "think"] == [0.9, 0.3, 0.8]
     chat = thinker.conversation(ThinkRequest(SOURCE, None, "add a sky square", "add a sky square", 0))
     assert chat[0]["content"] == SYSTEM_PROMPT and chat[1]["content"][-1]["text"] == QUESTIONS["rewrite"].format(
         instruction="add a sky square")
