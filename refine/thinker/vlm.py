@@ -141,7 +141,7 @@ class VLMThinker:
 
 # A rewrite-only reply that means "edit with the instruction as it is". One token, so a model can learn
 # when to keep as a single decision; copying an indirect instruction word for word is a skill a rewrite
-# model lacks (best-of SFT rows that kept by copying cost the rewrite 9 points of exactness and were
+# model lacks (best-of SFT rows that kept by copying cost the rewrite 9-12 points of exactness and were
 # almost never chosen: benchmarks/RESULTS.md, stop 42).
 KEEP_REPLY = "keep"
 
