@@ -43,11 +43,13 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import torch
 from datasets import Dataset, DatasetDict
 from pydantic import Field, model_validator
 from rich.progress import Progress
 
 from refine.config import RefineConfig
+from refine.errors import ConfigError
 from refine.registry import registry
 from refine.shapes.data import stream_case
 from refine.thinker.data import EditorSpec, build_editor
@@ -181,13 +183,14 @@ def _rows(config: BestOfConfig, results: list[dict[str, Any]]) -> Dataset:
 
 def write_best_of_rows(config: BestOfConfig) -> dict[str, Any]:
     """Score the candidates (resuming `candidates.jsonl`), then write dataset/ (split sft) and summary.json."""
-    import torch
-
     torch.set_num_threads(config.num_threads)
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     log = root / "candidates.jsonl"
     results = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    other = next((r["case"] for r in results if r["case"] != f"train-{config.stream_seed}-{r['index']}"), None)
+    if other is not None:  # resuming someone else's log would mix two streams' cases under one index
+        raise ConfigError(f"{log} holds cases of another stream ({other}); stream_seed={config.stream_seed}: use a new output_dir")
     done = {r["index"] for r in results}
     todo = [s for s in range(0, config.cases, config.chunk) if s not in done]
     if todo:

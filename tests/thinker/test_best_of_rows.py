@@ -10,6 +10,7 @@ from PIL import Image
 
 import refine.thinker.best_of_rows as best_of
 from refine.cli import main
+from refine.errors import ConfigError
 from refine.rewards.base import RewardOutput
 from refine.shapes.data import stream_case
 from refine.thinker.best_of_rows import KEEP, BestOfConfig, choose, score_candidates, target_of, write_best_of_rows
@@ -136,7 +137,6 @@ def test_cli_best_of_writes_the_dataset(tmp_path, monkeypatch):
 
 def test_presets_validate_and_the_config_refuses_gains_without_edits():
     from refine.config import load_config
-    from refine.errors import ConfigError
     from refine.presets import find_preset
     from refine.thinker.train_config import ThinkerTrainConfig
 
@@ -163,3 +163,5 @@ def test_abstention_rows_need_no_editor(tmp_path, monkeypatch):
     said = [row["completion"][0]["content"][0]["text"] for row in rows]
     assert said == [r["rewrites"][0] if r["rewrites"][0] == r["direct"] != r["instruction"] else KEEP_REPLY for r in results]
     assert summary["greedy_gain"] is None and summary["rows"] == 4
+    with pytest.raises(ConfigError, match="another stream"):  # the log is stream 61's: no silent mix with stream 62
+        write_best_of_rows(config.model_copy(update={"stream_seed": 62}))
