@@ -51,13 +51,12 @@ from rich.progress import Progress
 from refine.config import RefineConfig
 from refine.errors import ConfigError
 from refine.registry import registry
-from refine.shapes.data import stream_case
+from refine.shapes.data import ShapeCase, stream_case
 from refine.thinker.data import EditorSpec, build_editor
 from refine.thinker.grpo_rewards import EditReward, answer_instruction
 from refine.thinker.prompts import PROMPT_NAMES, get_prompts
-from refine.thinker.protocol import ThinkRequest
-from refine.thinker.trl_rows import prompt_messages
-from refine.thinker.vlm import KEEP_REPLY, VLMThinker, thinker_conversation
+from refine.thinker.first_turn_rows import first_turn_prompt, first_turn_request
+from refine.thinker.vlm import KEEP_REPLY, VLMThinker
 
 KEEP = "keep"  # the candidate "leave the user's instruction as it is"
 
@@ -122,15 +121,18 @@ def score_candidates(reward: EditReward, cases: list, candidates: list[list[str]
     return totals
 
 
+def _case(config: BestOfConfig, index: int) -> ShapeCase:
+    return stream_case(config.stream_seed, index, indirect_fraction=config.indirect_fraction, categories=config.categories)
+
+
 def _chunk_results(config: BestOfConfig, start: int, greedy: VLMThinker, sampler: VLMThinker, reward: Optional[EditReward]) -> list[dict[str, Any]]:
-    cases = [stream_case(config.stream_seed, i, indirect_fraction=config.indirect_fraction, categories=config.categories)
-             for i in range(start, min(start + config.chunk, config.cases))]
-    requests = [ThinkRequest(c.source_image, None, c.instruction, c.instruction) for c in cases]
+    cases = [_case(config, i) for i in range(start, min(start + config.chunk, config.cases))]
+    requests = [first_turn_request(c) for c in cases]
     replies = [greedy.think(requests)] + [sampler.think(requests) for _ in range(config.samples)]
     candidates, rewrites = [], []
     for i, case in enumerate(cases):
-        said = [t[i].instruction if t[i].error is None else None for t in replies]
-        usable = [s for s in said if s is not None and answer_instruction(s) is not None and s.strip() != case.instruction.strip()]
+        said = [t[i].instruction if t[i].error is None else None for t in replies]  # a thought without error has a usable instruction
+        usable = [s for s in said if s is not None and s.strip() != case.instruction.strip()]
         candidates.append([KEEP, *dict.fromkeys(usable)])
         rewrites.append(said)
     seed_base = [start + s * config.cases for s in range(config.seeds)]
@@ -165,15 +167,14 @@ def target_of(result: dict[str, Any], config: BestOfConfig) -> Optional[str]:
     return target
 
 
-def _rows(config: BestOfConfig, results: list[dict[str, Any]]) -> Dataset:
+def _rows(config: BestOfConfig, results: list[dict[str, Any]], targets: list[Optional[str]]) -> Dataset:
     prompts = get_prompts(config.prompt)
     rows = []
-    for r in results:
-        case = stream_case(config.stream_seed, r["index"], indirect_fraction=config.indirect_fraction, categories=config.categories)
-        target = target_of(r, config)
+    for r, target in zip(results, targets, strict=True):
         if target is None:
             continue
-        prompt, images = prompt_messages(thinker_conversation(prompts, ThinkRequest(case.source_image, None, case.instruction, case.instruction)))
+        case = _case(config, r["index"])
+        prompt, images = first_turn_prompt(prompts, case)
         text = (KEEP_REPLY if config.keep_reply == "token" else case.instruction) if target == KEEP else target
         rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": [{"type": "text", "text": text}]}],
                      "images": images, "task": case.category, "choice": "keep" if target == KEEP else "rewrite",
@@ -208,8 +209,9 @@ def write_best_of_rows(config: BestOfConfig) -> dict[str, Any]:
                 results.extend(chunk)
                 bar.advance(task, len(chunk))
     results = sorted((r for r in results if r["index"] < config.cases), key=lambda r: r["index"])
-    DatasetDict({"sft": _rows(config, results)}).save_to_disk(str(root / "dataset"))
-    summary = _summary(config, results)
+    targets = [target_of(r, config) for r in results]  # once: the rows and the summary read the same choices
+    DatasetDict({"sft": _rows(config, results, targets)}).save_to_disk(str(root / "dataset"))
+    summary = _summary(config, results, targets)
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -220,11 +222,11 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
     return round(sum(measured) / len(measured), 4) if measured else None
 
 
-def _summary(config: BestOfConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(config: BestOfConfig, results: list[dict[str, Any]], targets: list[Optional[str]]) -> dict[str, Any]:
     """Rows written, and by category: the share kept and dropped, the greedy rewrite's and the targets' mean gain."""
-    def part(rs: list[dict[str, Any]]) -> dict[str, Any]:
-        targets = [target_of(r, config) for r in rs]
-        chosen = [(r, t) for r, t in zip(rs, targets) if t is not None]
+    def part(pairs: list[tuple[dict[str, Any], Optional[str]]]) -> dict[str, Any]:
+        rs = [r for r, _ in pairs]
+        chosen = [(r, t) for r, t in pairs if t is not None]
         n = len(rs)
         return {"cases": n, "rows": len(chosen), "kept": round(sum(t == KEEP for _, t in chosen) / n, 3),
                 "dropped": round((n - len(chosen)) / n, 3), "greedy_is_target": round(sum(t == r["rewrites"][0] for r, t in chosen) / n, 3),
@@ -234,6 +236,7 @@ def _summary(config: BestOfConfig, results: list[dict[str, Any]]) -> dict[str, A
                 "seeds": config.seeds, "label": config.label, "margin": config.margin, "ties": config.ties, "keep_reply": config.keep_reply}
     if not results:
         return {"cases": 0, "rows": 0, **settings}
+    pairs = list(zip(results, targets, strict=True))
     categories = sorted({r["category"] for r in results})
-    return {**part(results), **settings,
-            "by_category": {c: part([r for r in results if r["category"] == c]) for c in categories}}
+    return {**part(pairs), **settings,
+            "by_category": {c: part([(r, t) for r, t in pairs if r["category"] == c]) for c in categories}}

@@ -35,8 +35,8 @@ from datasets import Dataset, DatasetDict
 from pydantic import Field
 
 from refine.config import RefineConfig
-from refine.shapes.data import stream_case
-from refine.thinker.prompts import PROMPT_NAMES, get_prompts
+from refine.shapes.data import ShapeCase, stream_case
+from refine.thinker.prompts import PROMPT_NAMES, PromptSet, get_prompts
 from refine.thinker.protocol import ThinkRequest
 from refine.thinker.trl_rows import prompt_messages
 from refine.thinker.vlm import thinker_conversation
@@ -54,6 +54,16 @@ class FirstTurnConfig(RefineConfig):
     seed_offset: int = Field(0, ge=0, description="Row i is edited with seed seed_offset + i (one seed per group of rollouts).")
 
 
+def first_turn_request(case: ShapeCase) -> ThinkRequest:
+    """The thinker's request before any edit: the source alone, the user's instruction."""
+    return ThinkRequest(case.source_image, None, case.instruction, case.instruction)
+
+
+def first_turn_prompt(prompts: PromptSet, case: ShapeCase) -> tuple[list[dict[str, Any]], list[Any]]:
+    """(TRL conversational prompt with image placeholders, its images) of `case`'s first-turn request."""
+    return prompt_messages(thinker_conversation(prompts, first_turn_request(case)))
+
+
 def first_turn_rows(config: FirstTurnConfig) -> Dataset:
     """The rows of `config` (TRL's conversational prompt format, images as placeholders filled from `images`)."""
     prompts = get_prompts(config.prompt)
@@ -61,7 +71,7 @@ def first_turn_rows(config: FirstTurnConfig) -> Dataset:
     for i in range(config.cases):
         case = stream_case(config.stream_seed, i, indirect_fraction=config.indirect_fraction, categories=config.categories)
         seed = config.seed_offset + i
-        prompt, images = prompt_messages(thinker_conversation(prompts, ThinkRequest(case.source_image, None, case.instruction, case.instruction)))
+        prompt, images = first_turn_prompt(prompts, case)
         rows.append({"prompt": prompt, "images": images, "instruction": case.instruction, "previous_instruction": case.instruction,
                      "semantic": math.nan, "quality": math.nan, "task": case.category, "trajectory_id": case.id, "step": 0,
                      "seed": seed, "meta": json.dumps(case.to_request(seed=seed).meta, sort_keys=True)})

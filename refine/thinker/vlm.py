@@ -128,15 +128,16 @@ class VLMThinker:
         if not requests:
             return []
         conversations = [self.conversation(r) for r in requests]
-        if self.prompts.output_style == "answer":  # "keep" keeps the instruction the rewrite prompt showed
-            reads = [lambda text, r=r: thought_from_answer(text, r.instruction) for r in requests]
-        else:
-            reads = [thought_from_text] * len(requests)
         if not self.confidence:
             replies = self.backend.generate(conversations, self.max_new_tokens, self.temperature)
-            return [read(reply) for read, reply in zip(reads, replies)]
+            return [self._read(reply, r) for reply, r in zip(replies, requests)]
         scored = self.backend.generate_scored(conversations, self.max_new_tokens, self.temperature)
-        return [replace(read(reply.text), confidence=answer_confidence(reply)) for read, reply in zip(reads, scored)]
+        return [replace(self._read(reply.text, r), confidence=answer_confidence(reply)) for reply, r in zip(scored, requests)]
+
+    def _read(self, text: str, request: ThinkRequest) -> Thought:
+        if self.prompts.output_style == "answer":  # "keep" keeps the instruction the rewrite prompt showed
+            return thought_from_answer(text, request.instruction)
+        return thought_from_text(text)
 
 
 # A rewrite-only reply that means "edit with the instruction as it is". One token, so a model can learn
