@@ -37,6 +37,10 @@ arms (`rewrite_only_report`):
     python benchmarks/thinker_learned.py --thinker vlm:runs/vlm-rewrite4/final --prompt shapes-rewrite \
         --min-confidence 0 --seeds 4 --out runs/rewrite-only-val.json
 
+`--split stream:SEED --cases N` runs the same report on the first N training-stream cases of that
+seed (cases of no split: to check a gate before val is read; stop 43 used stream 71, 900 cases). The
+report's `by_action` gives the gain per action (the rewrite's first word) at each gate.
+
 `--oracle-rewrite` adds an arm that edits every case's canonical direct phrasing with the same
 seeds: an oracle (it reads the answer key), reported apart as the ceiling of any rewrite-only
 thinker with this editor. The report also splits the rewrites the loop used into right and wrong
@@ -53,6 +57,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 from refine._compat import ensure_torchvision_importable
@@ -67,6 +72,7 @@ from refine.compare.stats import mean_ci  # noqa: E402
 from refine.editor import compose  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.selection import BestOfK  # noqa: E402
+from refine.shapes.data import training_stream  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_meta  # noqa: E402
 from refine.thinker.config import ThinkerConfig, build_thinker, refiner_from_config  # noqa: E402
@@ -78,7 +84,16 @@ from refine.thinker.score_reward import ThinkerScore  # noqa: E402
 
 
 def pick_cases(split: str, phrasing: str, n: int | None):
-    """`n` cases (all when None) of one phrasing or of both, evenly spaced over the categories (`bench_subset`)."""
+    """`n` cases (all when None) of one phrasing or of both, evenly spaced over the categories (`bench_subset`).
+
+    `split="stream:SEED"` takes the first `n` cases of `training_stream(SEED)` in that phrasing instead:
+    cases of no split, to fit a rule on (e.g. the confidence gate) before it is checked on shapes-val.
+    """
+    if split.startswith("stream:"):
+        if n is None or phrasing == "all":
+            raise SystemExit("--split stream:SEED needs --cases N and --phrasing direct or indirect")
+        stream = training_stream(int(split.removeprefix("stream:")), indirect_fraction=float(phrasing == "indirect"))
+        return list(islice(stream, n))
     n = 10**6 if n is None else n
     if phrasing == "all":
         return bench_subset(direct=n - n // 2, indirect=n // 2, split=split)
@@ -106,6 +121,15 @@ def gated_last(row: dict, gate: float) -> float:
         if confidence is None or confidence < gate:
             return row["turn_o"][t]
     return row["turn_o"][-1]
+
+
+def action_of(instruction: str | None) -> str:
+    """An instruction's action: its first word, lower-case.
+
+    >>> action_of("Remove the red circle"), action_of(None)
+    ('remove', '')
+    """
+    return ((instruction or "").split()[:1] or [""])[0].lower()
 
 
 def interval(values) -> dict:
@@ -172,6 +196,12 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
         return [r["before"] if r["confidence"] is not None and r["confidence"] >= g else r["plain"] for r in rows]
 
     categories = sorted({r["category"] for r in rows})  # per category: where the rewrite helps and where it hurts
+    # per action (the rewrite's first word, from the thinker's own text: no ground truth), gated at each value: whether
+    # a gate per action would do better than one gate (stop 43 fit one on stream cases; it did not hold on shapes-val)
+    by_action = {a: {"cases": len(group),
+                     "gain_at_gate": {str(g): round(sum(r["before"] - r["plain"] for r in group if (r["confidence"] or 0.0) >= g)
+                                                    / len(group), 4) for g in GATE_SWEEP if g >= gate}}
+                 for a in sorted({action_of(r["rewrite"]) for r in rows}) for group in [[r for r in rows if action_of(r["rewrite"]) == a]]}
     rewritten = [r for r, request in zip(rows, requests) if r["edited_instruction"] != request.instruction]
     # diagnostic (reads the canonical phrasing): what a right and a wrong rewrite are worth, and how many
     split_gain = {name: {"share": round(len(group) / len(rows), 3),
@@ -190,6 +220,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
                             "before": round(sum(r["before"] for r in group) / len(group), 4),
                             "rewrite_is_direct": round(sum(r["rewrite_is_direct"] for r in group) / len(group), 3)}
                         for c in categories for group in [[r for r in rows if r["category"] == c]]},
+        "by_action": by_action,
         "rewrite_is_direct": sum(r["rewrite_is_direct"] for r in rows) / len(rows),
         "rewrites_at_gate": split_gain,
         # an oracle (reads the answer key): every instruction replaced by its canonical direct phrasing,
@@ -205,7 +236,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thinker", default="vlm:refine/assets/shapes-thinker", help="thinker spec (vlm:FOLDER, expert: the oracle)")
-    parser.add_argument("--split", default="shapes-val", help="shapes-val to tune, shapes-bench to report")
+    parser.add_argument("--split", default="shapes-val", help="shapes-val to tune, shapes-bench to report, stream:SEED for training-stream cases")
     parser.add_argument("--phrasing", choices=["indirect", "direct", "all"], default="indirect")
     parser.add_argument("--cases", type=int, default=None, help="cases, spread over the split (default: all of the phrasing)")
     parser.add_argument("--max-turns", type=int, default=3)

@@ -19,7 +19,9 @@ row's seed (`refine.thinker.grpo_rewards`), so R_edit is exactly the gain
 instruction it cannot rewrite well as it is (R_edit 0).
 
 No expert and no editor run here: the rows hold the case (in `meta`, for the exact judge of the
-reward, never shown to the model), the user's instruction and the editor seed. `semantic` and
+reward, never shown to the model), the user's instruction, the editor seed and the case's canonical
+direct phrasing (`reference`, never shown to the model either: read only by the `reference_match`
+edit reward of `refine.thinker.grpo_rewards`). `semantic` and
 `quality` are NaN (no image of an edit is shown, so there is no score to predict).
 """
 
@@ -74,7 +76,8 @@ def first_turn_rows(config: FirstTurnConfig) -> Dataset:
         prompt, images = first_turn_prompt(prompts, case)
         rows.append({"prompt": prompt, "images": images, "instruction": case.instruction, "previous_instruction": case.instruction,
                      "semantic": math.nan, "quality": math.nan, "task": case.category, "trajectory_id": case.id, "step": 0,
-                     "seed": seed, "meta": json.dumps(case.to_request(seed=seed).meta, sort_keys=True)})
+                     "seed": seed, "meta": json.dumps(case.to_request(seed=seed).meta, sort_keys=True),
+                     "reference": case.direct_instruction})
     return Dataset.from_list(rows)
 
 

@@ -27,6 +27,8 @@ What happens, in order:
 3. Rewards (`refine.thinker.grpo_rewards`): `format_reward`, `critic_reward` and
    `EditReward(editor, judge)`; the editor is `editor` (an `EditorSpec`, as in
    `refine thinker data`), the judge `judge` (a rewards-layer spec, built by the registry).
+   `edit_reward: reference_match` puts `ReferenceMatchReward` in R_edit's place instead (rows
+   with a `reference` column, e.g. `refine thinker first-turn`'s; no editor is loaded).
 4. `GRPOTrainer` with the paper's settings passed explicitly (TRL's defaults differ: beta 0,
    loss "dapo"): `num_generations` rollouts per prompt, `batch_size` completions per optimizer
    step (gradient accumulation computed from the processes, as in SFT), `loss_type="grpo"`,
@@ -83,6 +85,7 @@ from refine.registry import registry
 from refine.thinker.data import build_editor
 from refine.thinker.grpo_rewards import (
     EditReward,
+    ReferenceMatchReward,
     answer_format_reward,
     answer_instruction,
     critic_reward,
@@ -114,7 +117,8 @@ class _GRPOTrainer(GRPOTrainer):
 
 def grpo_rows(config: ThinkerTrainConfig) -> Dataset:
     """The rows GRPO trains on (step 1 of the module docstring); refuses what TRL cannot run."""
-    rows = load_rows(config, columns=("prompt", "images") + REWARD_COLUMNS)
+    references = ("reference",) if config.edit_reward == "reference_match" else ()
+    rows = load_rows(config, columns=("prompt", "images") + REWARD_COLUMNS + references)
     if len(rows) == 0:
         raise ConfigError(f"{config.dataset}: split {config.split!r} is empty; lower variance_threshold in refine thinker data to send trajectories to RL")
     if "completion" in rows.column_names:
@@ -136,7 +140,7 @@ def build_judge(spec: Any):
 
 
 def build_rewards(config: ThinkerTrainConfig) -> list:
-    """[R_format, R_critic, R_edit] in the order of `reward_weights` (the editor loads here).
+    """[R_format, R_critic, R_edit] in the order of `reward_weights` (the editor loads here, unless R_edit is `reference_match`).
 
     A rewrite-only prompt set (`output_style="answer"`) is read as the loop reads it: the reply is
     the instruction, and it holds no score to criticise.
@@ -145,10 +149,13 @@ def build_rewards(config: ThinkerTrainConfig) -> list:
     if style == "think":
         raise ConfigError(f"prompt={config.prompt!r} (output_style 'think': <think> then <answer>, no score) has no GRPO "
                           "reward reader yet; use a prompt set with scores or shapes-rewrite")
-    editor, judge = build_editor(config.editor), build_judge(config.judge)
-    if style == "answer":
-        return [answer_format_reward, no_critic_reward, EditReward(editor, judge, answer_of=answer_instruction, keep=KEEP_REPLY)]
-    return [format_reward, critic_reward, EditReward(editor, judge)]
+    if config.edit_reward == "reference_match":  # no editor to load
+        edit = ReferenceMatchReward(answer_instruction, keep=KEEP_REPLY) if style == "answer" else ReferenceMatchReward()
+    elif style == "answer":
+        edit = EditReward(build_editor(config.editor), build_judge(config.judge), answer_of=answer_instruction, keep=KEEP_REPLY)
+    else:
+        edit = EditReward(build_editor(config.editor), build_judge(config.judge))
+    return [answer_format_reward, no_critic_reward, edit] if style == "answer" else [format_reward, critic_reward, edit]
 
 
 def grpo_arguments(config: ThinkerTrainConfig, output_dir: str | Path, accumulation: int) -> GRPOConfig:

@@ -41,6 +41,13 @@ defaults and why in `refine.thinker.train_config.RewardWeights`), then normalise
   with the same seed, so R_edit is the rewrite's gain over the plain edit, the figure
   `benchmarks/thinker_learned.py` reports; a rollout that returns the instruction unchanged
   scores exactly 0 without an editor call.
+* `ReferenceMatchReward` (in R_edit's place, `ThinkerTrainConfig.edit_reward: reference_match`;
+  not in the paper): 1.0 when a rollout's instruction is the row's `reference`, else 0.0. On
+  ShapeEdit's training stream the reference is the case's canonical direct phrasing (written by
+  `refine thinker first-turn`, never shown to the model), so the reward is the SFT label read at
+  the sequence level, with no editor and none of the editor's noise. Why (issue 24, stop 43): the
+  bundled rewrite model is right on 69% of shapes-val's indirect cases greedily but on 90% with
+  one of 8 samples at T = 1, and a rewrite is worth something only when it is right as a whole.
 * Rewrite-only prompt sets (`output_style="answer"`, e.g. `shapes-rewrite`): the whole reply is
   the instruction (`answer_instruction`), `answer_format_reward` pays a usable one, and there is
   no score to criticise (`no_critic_reward`: None, left out of the sum).
@@ -265,6 +272,34 @@ class EditReward:
             return []
         result = self.judge(sources, outputs, instructions, check_batch(sources, outputs, instructions, metas))
         return [None if s is None or math.isnan(s) else float(s) for s in result.scores]
+
+
+class ReferenceMatchReward:
+    """1.0 when a rollout's instruction is its row's `reference`, else 0.0 (see the module docstring).
+
+    Example:
+        >>> reward = ReferenceMatchReward(answer_of=answer_instruction, keep="keep")
+        >>> reward(["make the red circle blue", "make the red circle green", "", "keep"],
+        ...        reference=["make the red circle blue"] * 4, instruction=["make the red circle blue"] * 4)
+        [1.0, 0.0, 0.0, 1.0]
+
+    `keep` (rewrite-only models: `KEEP_REPLY`) reads as the row's instruction, which matches only
+    when the instruction already is the reference. Text is compared after stripping, and nothing
+    else: a near miss names another object or cell, which the editor then edits.
+    """
+
+    __name__ = "reference_match"  # the name TRL logs the reward under (rewards/reference_match/mean)
+
+    def __init__(self, answer_of: Callable[[str], Optional[str]] | None = None, keep: Optional[str] = None) -> None:
+        self.answer_of = answer_of or _usable_answer
+        self.keep = keep
+
+    def __call__(self, completions: Sequence[Any], reference: Sequence[str], instruction: Sequence[str], **_columns: Any) -> list[float]:
+        rewards = []
+        for text, wanted, asked in zip((completion_text(c) for c in completions), reference, instruction, strict=True):
+            said = asked if self.keep is not None and text.strip() == self.keep else self.answer_of(text)
+            rewards.append(float(said is not None and said.strip() == wanted.strip()))
+        return rewards
 
 
 def _usable_answer(text: str) -> Optional[str]:

@@ -119,6 +119,12 @@ class ThinkerTrainConfig(RefineConfig):
     max_completion_length: int = Field(512, ge=8, description="GRPO: most tokens per rollout (reasoning included).")
     temperature: float = Field(1.0, gt=0, description="GRPO: sampling temperature of the rollouts.")
     reward_weights: RewardWeights = Field(default_factory=RewardWeights, description="GRPO: alpha (format), beta (critic), gamma (edit) of Eq. 5.")
+    edit_reward: Literal["editor", "reference_match"] = Field(
+        "editor",
+        description="GRPO: what fills R_edit's place: editor (Eq. 4: the judge's gain of the editor's output on the rollout's "
+        "instruction) or reference_match (1 when the rollout's instruction is the row's `reference` column, else 0: rows of "
+        "`refine thinker first-turn`; no editor, not in the paper; see refine.thinker.grpo_rewards.ReferenceMatchReward).",
+    )
     judge: Union[str, dict[str, Any]] = Field(
         "shapes_overall",
         description="GRPO: E, the judge of R_edit, a rewards-layer reward spec with scores in [0, 1]: shapes_overall (ShapeEdit's exact judge, "

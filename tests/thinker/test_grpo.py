@@ -28,6 +28,7 @@ from refine.thinker.format import parse_thinker_output
 from refine.thinker.grpo import build_judge, grpo_arguments, grpo_rows
 from refine.thinker.grpo_rewards import (
     EditReward,
+    ReferenceMatchReward,
     answer_format_reward,
     answer_instruction,
     critic_reward,
@@ -208,6 +209,9 @@ def test_presets_hold_the_papers_grpo_settings_and_validate():
     assert (shapes.stage, shapes.judge, shapes.editor.steps, shapes.bf16, shapes.use_vllm) == ("grpo", "shapes_overall", 8, False, False)
     before = load_config(ThinkerTrainConfig, find_preset("thinker_train/shapes-grpo-before"), [])
     assert (before.prompt, before.reward_weights.edit, before.judge, before.editor.steps) == ("shapes-rewrite", 1.0, "shapes_overall", 8)
+    match = load_config(ThinkerTrainConfig, find_preset("thinker_train/shapes-grpo-match"), [])
+    assert (match.prompt, match.reward_weights.edit, match.edit_reward, match.model) == ("shapes-rewrite", 1.0, "reference_match",
+                                                                                      "refine/assets/shapes-thinker")
     # a config that leaves them out gets the paper's values of its stage
     bare = ThinkerTrainConfig(model="m", dataset="d", stage="grpo")
     assert (bare.learning_rate, bare.batch_size, bare.beta, bare.loss_type) == (2e-6, 128, 1e-3, "grpo")
@@ -274,6 +278,35 @@ def test_first_turn_rows_run_a_rewrite_only_grpo_step(tmp_path, tiny_vlm_path):
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(row.get("edit/editor_calls", 0) >= 2 for row in logged)  # the two plain edits at least
     assert any("edit/unchanged" in row for row in logged)  # the share of rollouts that keep the user's instruction
+
+
+def test_reference_match_pays_only_the_exact_reference_and_reads_replies_as_the_loop_does():
+    rewrite_only = ReferenceMatchReward(answer_instruction, keep=KEEP_REPLY)
+    rows = {"reference": ["make the red circle blue", "remove the square"], "instruction": ["make the sky-coloured one red", "remove the square"]}
+    assert rewrite_only([reply(" make the red circle blue "), reply(KEEP_REPLY)], **rows) == [1.0, 1.0]  # keep = the instruction, right here
+    assert rewrite_only([reply("make the red circle green"), reply("remove the squares")], **rows) == [0.0, 0.0]
+    assert rewrite_only([reply(KEEP_REPLY), reply("")], **rows) == [0.0, 0.0]  # keeping an indirect instruction is not its reference
+    thinker_format = ReferenceMatchReward()  # EditThinker's format: the <answer>, forgiving parser
+    assert thinker_format([reply(CANONICAL), reply(CANONICAL)], reference=["make it blue", "make it red"], instruction=["a", "b"]) == [1.0, 0.0]
+
+
+def test_reference_match_grpo_step_loads_no_editor_and_logs_the_reward(tmp_path, tiny_vlm_path, monkeypatch):
+    import refine.thinker.grpo as grpo
+
+    monkeypatch.setattr(grpo, "build_editor", lambda spec: pytest.fail("reference_match must not load an editor"))
+    _first_turn_grpo(tmp_path, tiny_vlm_path, cases=2, max_steps=1, batch_size=4, per_device_batch_size=4, num_generations=2,
+                     max_completion_length=8, edit_reward="reference_match")
+    rows = DatasetDict.load_from_disk(str(tmp_path / "rows" / "dataset"))["rl"]
+    assert rows["reference"] == [stream_case(51, i, indirect_fraction=0.8).direct_instruction for i in range(2)]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["last_reward"] == pytest.approx(summary["last_rewards"]["rewards/reference_match/mean"], abs=1e-6)
+
+
+def test_reference_match_needs_rows_with_a_reference(tmp_path):
+    samples_to_dataset(_rl_samples()).save_to_disk(str(tmp_path / "rows"))
+    config = ThinkerTrainConfig(model="m", dataset=str(tmp_path / "rows"), stage="grpo", edit_reward="reference_match")
+    with pytest.raises(ConfigError, match=r"\['reference'\] missing"):
+        grpo_rows(config)
 
 
 def test_a_thinker_style_without_a_reward_reader_is_refused(tmp_path):
