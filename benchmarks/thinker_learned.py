@@ -192,16 +192,19 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     def line(values) -> dict:
         return {"O": round(sum(values) / len(values), 4), "vs_plain": interval([v - p for v, p in zip(values, plain_o)])}
 
-    def replay(g: float) -> list[float]:
-        return [r["before"] if r["confidence"] is not None and r["confidence"] >= g else r["plain"] for r in rows]
+    def replay(g: float, group: list[dict] = rows) -> list[float]:
+        return [r["before"] if r["confidence"] is not None and r["confidence"] >= g else r["plain"] for r in group]
 
     categories = sorted({r["category"] for r in rows})  # per category: where the rewrite helps and where it hurts
     # per action (the rewrite's first word, from the thinker's own text: no ground truth), gated at each value: whether
     # a gate per action would do better than one gate (stop 43 fit one on stream cases; it did not hold on shapes-val)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(action_of(r["rewrite"]), []).append(r)
     by_action = {a: {"cases": len(group),
-                     "gain_at_gate": {str(g): round(sum(r["before"] - r["plain"] for r in group if (r["confidence"] or 0.0) >= g)
+                     "gain_at_gate": {str(g): round(sum(before - plain for before, plain in zip(replay(g, group), (r["plain"] for r in group)))
                                                     / len(group), 4) for g in GATE_SWEEP if g >= gate}}
-                 for a in sorted({action_of(r["rewrite"]) for r in rows}) for group in [[r for r in rows if action_of(r["rewrite"]) == a]]}
+                 for a, group in sorted(groups.items())}
     rewritten = [r for r, request in zip(rows, requests) if r["edited_instruction"] != request.instruction]
     # diagnostic (reads the canonical phrasing): what a right and a wrong rewrite are worth, and how many
     split_gain = {name: {"share": round(len(group) / len(rows), 3),

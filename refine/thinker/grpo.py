@@ -149,12 +149,11 @@ def build_rewards(config: ThinkerTrainConfig) -> list:
     if style == "think":
         raise ConfigError(f"prompt={config.prompt!r} (output_style 'think': <think> then <answer>, no score) has no GRPO "
                           "reward reader yet; use a prompt set with scores or shapes-rewrite")
+    reader = {"answer_of": answer_instruction, "keep": KEEP_REPLY} if style == "answer" else {}  # read replies as the loop does
     if config.edit_reward == "reference_match":  # no editor to load
-        edit = ReferenceMatchReward(answer_instruction, keep=KEEP_REPLY) if style == "answer" else ReferenceMatchReward()
-    elif style == "answer":
-        edit = EditReward(build_editor(config.editor), build_judge(config.judge), answer_of=answer_instruction, keep=KEEP_REPLY)
+        edit = ReferenceMatchReward(**reader)
     else:
-        edit = EditReward(build_editor(config.editor), build_judge(config.judge))
+        edit = EditReward(build_editor(config.editor), build_judge(config.judge), **reader)
     return [answer_format_reward, no_critic_reward, edit] if style == "answer" else [format_reward, critic_reward, edit]
 
 

@@ -209,9 +209,7 @@ class EditReward:
         shown = original_images if original_images is not None else images  # full-size images when the prompt's were fitted
         metas = [json.loads(m) if isinstance(m, str) else dict(m or {}) for m in meta]
         rows = [(str(t), int(s)) for t, s in zip(trajectory_id, step, strict=True)]
-        texts = [completion_text(c) for c in completions]
-        answers = [instruction[i] if self.keep is not None and text.strip() == self.keep else self.answer_of(text)
-                   for i, text in enumerate(texts)]
+        answers = reply_instructions(completions, instruction, self.answer_of, self.keep)
 
         # 1. E(I^{t-1}): each distinct row once. A row showing only the source (think before edit)
         #    is measured against the plain edit: the user's instruction with the row's seed.
@@ -295,11 +293,20 @@ class ReferenceMatchReward:
         self.keep = keep
 
     def __call__(self, completions: Sequence[Any], reference: Sequence[str], instruction: Sequence[str], **_columns: Any) -> list[float]:
-        rewards = []
-        for text, wanted, asked in zip((completion_text(c) for c in completions), reference, instruction, strict=True):
-            said = asked if self.keep is not None and text.strip() == self.keep else self.answer_of(text)
-            rewards.append(float(said is not None and said.strip() == wanted.strip()))
-        return rewards
+        said = reply_instructions(completions, instruction, self.answer_of, self.keep)
+        return [float(s is not None and s.strip() == wanted.strip()) for s, wanted in zip(said, reference, strict=True)]
+
+
+def reply_instructions(completions: Sequence[Any], instruction: Sequence[str], answer_of: Callable[[str], Optional[str]],
+                       keep: Optional[str]) -> list[Optional[str]]:
+    """The instruction each completion asks for (None: unusable), as `EditReward` and `ReferenceMatchReward` read it.
+
+    Example:
+        >>> reply_instructions(["keep", " paint it red ", ""], ["make it look like a tomato"] * 3, answer_instruction, "keep")
+        ['make it look like a tomato', 'paint it red', None]
+    """
+    texts = [completion_text(c) for c in completions]
+    return [asked if keep is not None and text.strip() == keep else answer_of(text) for text, asked in zip(texts, instruction, strict=True)]
 
 
 def _usable_answer(text: str) -> Optional[str]:
