@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import replace
 from itertools import islice
@@ -132,6 +133,30 @@ def action_of(instruction: str | None) -> str:
     return ((instruction or "").split()[:1] or [""])[0].lower()
 
 
+# The indirect references of ShapeEdit's phrasings (refine.shapes.instructions.PHRASES), by what resolving them takes.
+REFERENCE_KINDS = {
+    "object in a cell": r"the object in the ",                     # a cell's name -> what is there
+    "directly beside": r"directly (above|below|to the left of|to the right of) ",  # an object -> the next cell's name
+    "one cell": r"one cell (up|down|left|right)",
+    "relation": r"the object (above|below|to the left of|to the right of) ",
+    "superlative": r"the (largest|biggest|smallest) object",
+    "shape riddle": r"round shape|shape with|shape like",
+    "colour riddle": r"the colour of (a|an|the|grass|snow|milk|coal)\b",
+    "same as": r"the same (colour|shape) as ",
+    "size of another": r"the same size as |as big as |to match ",
+    "corner": r"the (empty|opposite) corner",
+}
+
+
+def reference_kinds(instruction: str) -> list[str]:
+    """The kinds of indirect reference in a ShapeEdit instruction (`REFERENCE_KINDS`).
+
+    >>> reference_kinds("move the object in the center one cell up")
+    ['object in a cell', 'one cell']
+    """
+    return [kind for kind, pattern in REFERENCE_KINDS.items() if re.search(pattern, instruction)]
+
+
 def interval(values) -> dict:
     ci = mean_ci(values)
     return {"mean": round(ci.mean, 4), "low": round(ci.low, 4), "high": round(ci.high, 4)}
@@ -177,7 +202,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     for case, request, think, edited, plain, before, oracle in zip(cases, requests, thinks, instructions, plain_runs, before_runs,
                                                                    oracle_runs):
         rows.append({
-            "case": request.meta["case_id"], "category": request.meta["category"],
+            "case": request.meta["case_id"], "category": request.meta["category"], "instruction": request.instruction,
             "rewrite": think.instruction, "confidence": think.info["confidence"], "error": think.info["error"],
             "raw": think.info["raw"], "repaired": bool(think.info["repairs"]),
             # diagnostic only (the canonical direct phrasing is ground truth): is the rewrite exactly it?
@@ -224,6 +249,9 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
                             "rewrite_is_direct": round(sum(r["rewrite_is_direct"] for r in group) / len(group), 3)}
                         for c in categories for group in [[r for r in rows if r["category"] == c]]},
         "by_action": by_action,
+        # diagnostic (reads the canonical phrasing): the share of exact rewrites per kind of indirect reference
+        "by_reference": {kind: {"cases": len(group), "rewrite_is_direct": round(sum(r["rewrite_is_direct"] for r in group) / len(group), 3)}
+                         for kind in REFERENCE_KINDS for group in [[r for r in rows if kind in reference_kinds(r["instruction"])]] if group},
         "rewrite_is_direct": sum(r["rewrite_is_direct"] for r in rows) / len(rows),
         "rewrites_at_gate": split_gain,
         # an oracle (reads the answer key): every instruction replaced by its canonical direct phrasing,

@@ -65,8 +65,8 @@ COLOR_THINGS: dict[str, tuple[str, ...]] = {
     "black": ("coal", "a crow"),
 }
 # (row, col) step and the words for it, as a direction of motion and as a relation to an anchor.
-_STEPS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
-_RELATIONS = {"up": "above", "down": "below", "left": "to the left of", "right": "to the right of"}
+STEPS = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+RELATIONS = {"up": "above", "down": "below", "left": "to the left of", "right": "to the right of"}
 
 # Verb templates: the first of each list is the canonical direct phrasing.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -207,9 +207,9 @@ def _indirect_refs(scene: Scene, obj: Obj, colour_riddles: bool = True) -> list[
         anchor_name = _anchor_ref(scene, anchor) if anchor is not obj else None
         if anchor_name is None:
             continue
-        for direction, (dr, dc) in _STEPS.items():
+        for direction, (dr, dc) in STEPS.items():
             if _related(obj, anchor, dr, dc, strict=True) and _unique(scene, obj, lambda o: o is not anchor and _related(o, anchor, dr, dc, strict=False)):
-                refs.append(_fill("obj_relation", relation=_RELATIONS[direction], anchor=anchor_name))
+                refs.append(_fill("obj_relation", relation=RELATIONS[direction], anchor=anchor_name))
     refs.append(_fill("obj_in_cell", cell=POSITION_NAMES[obj.position]))
     return refs
 
@@ -297,9 +297,9 @@ def _places(scene: Scene, cell: tuple[int, int], moving: Obj | None, verb: str) 
         anchor_name = _anchor_ref(scene, anchor) if anchor is not moving else None
         if anchor_name is None:
             continue
-        for direction, (dr, dc) in _STEPS.items():
+        for direction, (dr, dc) in STEPS.items():
             if (anchor.position[0] + dr, anchor.position[1] + dc) == cell:
-                out.append((_fill("beside", relation=_RELATIONS[direction], anchor=anchor_name), True))
+                out.append((_fill("beside", relation=RELATIONS[direction], anchor=anchor_name), True))
     empty_corners = [c for c in CORNERS if scene.at(c) is None]
     if empty_corners == [cell]:
         out.append((PHRASES["empty_corner_to" if verb == "to_cell" else "empty_corner_in"], True))
@@ -309,7 +309,7 @@ def _places(scene: Scene, cell: tuple[int, int], moving: Obj | None, verb: str) 
 def _move_targets(scene: Scene, obj: Obj, to: tuple[int, int]) -> list[tuple[str, bool]]:
     out = _places(scene, to, obj, "to_cell")
     (r, c), (tr, tc) = obj.position, to
-    for direction, (dr, dc) in _STEPS.items():
+    for direction, (dr, dc) in STEPS.items():
         if (r + dr, c + dc) == (tr, tc):
             out.append((_fill("step", direction=direction), True))
     if obj.position in CORNERS and (tr, tc) == (GRID - 1 - r, GRID - 1 - c):
@@ -397,7 +397,7 @@ def _vocabulary() -> list[str]:
     words: set[str] = set()
     texts = [t for group in TEMPLATES.values() for t in group] + list(PHRASES.values())
     texts += [r for r, _ in SHAPE_RIDDLES] + [t for things in COLOR_THINGS.values() for t in things]
-    texts += list(POSITION_NAMES.values()) + list(_STEPS) + list(_RELATIONS.values())
+    texts += list(POSITION_NAMES.values()) + list(STEPS) + list(RELATIONS.values())
     texts += list(SHAPES) + list(COLOR_NAMES) + list(SIZES)
     for text in texts:
         words.update(tokenize(re.sub(r"\{\w+\}", " ", text)))

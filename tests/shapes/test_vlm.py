@@ -32,7 +32,7 @@ from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.tower import TowerPretrainConfig, pretrain_tower  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
-from refine.shapes.world import Obj, Scene, render  # noqa: E402
+from refine.shapes.world import POSITION_NAMES, Obj, Scene, render  # noqa: E402
 from refine.training.accelerate_setup import make_accelerator  # noqa: E402
 
 
@@ -174,6 +174,36 @@ def test_pair_at_asks_one_cell_of_one_of_two_images_and_often_where_they_differ(
         differ += scenes[0].at(position) != scenes[1].at(position)
         second += which
     assert 0.3 < second / len(examples) < 0.7 and differ / len(examples) > 0.4   # the other image would answer wrong
+
+
+def test_where_and_beside_name_the_cell_of_the_named_object_and_the_cell_next_to_it():
+    """The two lookups a rewrite needs from an object to a cell's name, each checked against the image read back."""
+    from refine.shapes.instructions import RELATIONS, STEPS
+    from refine.shapes.judge import parse_scene
+    dataset = build_dataset(VLMDataConfig(cases=40, seed=5, indirect_fraction=0.8, seeing_per_case=2, judge_per_case=0, editor=False,
+                                          seeing_tasks={"where": 1.0, "beside": 1.0}, degrade_rate=0.0))
+    cells = {name: position for position, name in POSITION_NAMES.items()}
+    asked = {"where": 0, "beside": 0}
+    for row in dataset:
+        if row["task"] == "grid":   # a scene whose every object needs its cell to be named
+            continue
+        question, answer = row["prompt"][-1]["content"][-1]["text"], row["completion"][0]["content"][0]["text"]
+        scene = parse_scene(row["images"][0])
+        assert " in the " not in question and answer in cells
+        if row["task"] == "where":
+            name = question.removeprefix("Where is the ").removesuffix("?")
+            obj = scene.at(cells[answer])
+            assert obj is not None and name.endswith(f"{obj.color} {obj.shape}")
+            assert sum(f"{o.color} {o.shape}" == f"{obj.color} {obj.shape}" for o in scene.objects) == 1 or name.startswith(obj.size)
+        else:
+            direction = next(d for d, words in RELATIONS.items() if f"directly {words} the " in question)
+            name = question.split(f"directly {RELATIONS[direction]} the ")[1].removesuffix("?")
+            dr, dc = STEPS[direction]
+            r, c = cells[answer]
+            anchor = scene.at((r - dr, c - dc))
+            assert anchor is not None and name.endswith(f"{anchor.color} {anchor.shape}")
+        asked[row["task"]] += 1
+    assert min(asked.values()) >= 20
 
 
 def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing():
