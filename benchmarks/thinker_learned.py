@@ -75,6 +75,7 @@ from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.selection import BestOfK  # noqa: E402
 from refine.shapes.data import training_stream  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
+from refine.shapes.instructions import COLOR_THINGS, RELATIONS, SHAPE_RIDDLES, STEPS  # noqa: E402
 from refine.shapes.judge import judge_meta  # noqa: E402
 from refine.thinker.config import ThinkerConfig, build_thinker, refiner_from_config  # noqa: E402
 from refine.thinker.data import SEED_STRIDE  # noqa: E402
@@ -133,15 +134,17 @@ def action_of(instruction: str | None) -> str:
     return ((instruction or "").split()[:1] or [""])[0].lower()
 
 
-# The indirect references of ShapeEdit's phrasings (refine.shapes.instructions.PHRASES), by what resolving them takes.
+# The indirect references of ShapeEdit's phrasings (refine.shapes.instructions.PHRASES), by what resolving them takes;
+# the words come from the phrasings' own tables, so a new relation or riddle is counted without an edit here.
+_RELATION_WORDS = "|".join(RELATIONS.values())
 REFERENCE_KINDS = {
-    "object in a cell": r"the object in the ",                     # a cell's name -> what is there
-    "directly beside": r"directly (above|below|to the left of|to the right of) ",  # an object -> the next cell's name
-    "one cell": r"one cell (up|down|left|right)",
-    "relation": r"the object (above|below|to the left of|to the right of) ",
+    "object in a cell": r"the object in the ",                          # a cell's name -> what is there
+    "directly beside": rf"directly ({_RELATION_WORDS}) ",                # an object -> the next cell's name
+    "one cell": rf"one cell ({'|'.join(STEPS)})\b",
+    "relation": rf"the object ({_RELATION_WORDS}) ",
     "superlative": r"the (largest|biggest|smallest) object",
-    "shape riddle": r"round shape|shape with|shape like",
-    "colour riddle": r"the colour of (a|an|the|grass|snow|milk|coal)\b",
+    "shape riddle": "|".join(re.escape(riddle) for riddle, _ in SHAPE_RIDDLES),
+    "colour riddle": "the colour of (" + "|".join(re.escape(t) for things in COLOR_THINGS.values() for t in things) + r")\b",
     "same as": r"the same (colour|shape) as ",
     "size of another": r"the same size as |as big as |to match ",
     "corner": r"the (empty|opposite) corner",
@@ -230,6 +233,10 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
                      "gain_at_gate": {str(g): round(sum(before - plain for before, plain in zip(replay(g, group), (r["plain"] for r in group)))
                                                     / len(group), 4) for g in GATE_SWEEP if g >= gate}}
                  for a, group in sorted(groups.items())}
+    by_reference: dict[str, list[dict]] = {kind: [] for kind in REFERENCE_KINDS}  # a row under every kind its instruction holds
+    for r in rows:
+        for kind in reference_kinds(r["instruction"]):
+            by_reference[kind].append(r)
     rewritten = [r for r, request in zip(rows, requests) if r["edited_instruction"] != request.instruction]
     # diagnostic (reads the canonical phrasing): what a right and a wrong rewrite are worth, and how many
     split_gain = {name: {"share": round(len(group) / len(rows), 3),
@@ -251,7 +258,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
         "by_action": by_action,
         # diagnostic (reads the canonical phrasing): the share of exact rewrites per kind of indirect reference
         "by_reference": {kind: {"cases": len(group), "rewrite_is_direct": round(sum(r["rewrite_is_direct"] for r in group) / len(group), 3)}
-                         for kind in REFERENCE_KINDS for group in [[r for r in rows if kind in reference_kinds(r["instruction"])]] if group},
+                         for kind, group in by_reference.items() if group},
         "rewrite_is_direct": sum(r["rewrite_is_direct"] for r in rows) / len(rows),
         "rewrites_at_gate": split_gain,
         # an oracle (reads the answer key): every instruction replaced by its canonical direct phrasing,
