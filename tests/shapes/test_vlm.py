@@ -223,11 +223,12 @@ def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing
     assert changed >= 20 and sum(c.phrasing == "indirect" for c in cases.values()) >= 20
 
 
-@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid"])
+@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid", "rewrite_locate", "rewrite_scan", "rewrite_scan_read"])
 def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags(task):
-    """rewrite_think writes the source scene first, rewrite_grid its nine cells; the loop's own parser reads both."""
+    """rewrite_think writes the source scene first, rewrite_grid its nine cells, rewrite_locate the cells then the named
+    objects' cells; the loop's own parser reads all three."""
     from refine.shapes.judge import parse_scene
-    from refine.shapes.vlm.tasks import QUESTIONS, describe_grid
+    from refine.shapes.vlm.tasks import QUESTIONS, describe_cells, describe_grid, locate_named, scan_named
     from refine.thinker.format import parse_thinker_output
     dataset = build_dataset(VLMDataConfig(cases=12, seed=5, indirect_fraction=0.9, seeing_per_case=1, judge_per_case=0, editor=False,
                                           seeing_tasks={task: 1.0}))
@@ -237,9 +238,86 @@ def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasi
         case = cases[row["case_id"]]
         parsed = parse_thinker_output(row["completion"][0]["content"][0]["text"])   # the loop's own parser reads it
         assert parsed.ok and not parsed.repairs and parsed.output.answer == case.direct_instruction
-        scene = case.source.describe() if task == "rewrite_think" else describe_grid(case.source)
+        located = locate_named(case.source, case.instruction)
+        scene = {"rewrite_think": case.source.describe(), "rewrite_grid": describe_grid(case.source),
+                 "rewrite_locate": describe_cells(case.source) + (f". {located}" if located else ""),
+                 "rewrite_scan": scan_named(case.source, case.instruction),
+                 "rewrite_scan_read": scan_named(case.source, case.instruction, read=True)}[task]
         assert parsed.output.reasoning == scene and parse_scene(row["images"][0]) == case.source
         assert row["prompt"][-1]["content"][-1]["text"] == QUESTIONS[task].format(instruction=case.instruction)
+
+
+def test_rewrite_locate_names_each_object_of_the_instruction_with_the_cell_it_is_in():
+    """Every "X is in the Y" line: Y holds, in the image read back, the one object X names, and X is in the instruction;
+    every cell of the reasoning's first part says what the image shows there."""
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import rewrite_locate_example
+    from refine.shapes.world import POSITION_NAMES
+    cells = {name: position for position, name in POSITION_NAMES.items()}
+    lines = 0
+    for case in itertools.islice(training_stream(8, indirect_fraction=1.0), 60):
+        row = rewrite_locate_example(case)
+        scene = parse_scene(row["images"][0])
+        think = row["completion"][0]["content"][0]["text"].removeprefix("<think>").split("</think>")[0]
+        grid, _, located = think.partition(". ")
+        for entry, position in zip(grid.split("; "), POSITION_NAMES):
+            obj = scene.at(position)
+            assert entry == f"{'nothing' if obj is None else f'{obj.size} {obj.color} {obj.shape}'} in the {POSITION_NAMES[position]}"
+        for line in filter(None, located.split("; ")):
+            name, cell = line.split(" is in the ")
+            obj = scene.at(cells[cell])
+            words = set(name.split())
+            named = [o for o in scene.objects if {o.color, o.shape} <= words and (o.size in words or not {"small", "large"} & words)]
+            assert name in case.instruction and named == [obj]   # the one object the name fits is in that cell
+            lines += 1
+    assert lines >= 10   # 19 in these 60 cases
+
+
+@pytest.mark.parametrize("read", [False, True])
+def test_rewrite_scan_goes_through_the_cells_to_each_named_object_and_steps_from_it(read):
+    """Read back from the image: a scan's "match" is the cell of the one object the name fits (every cell before it is
+    "no", or with `read` says what is there), "directly above it" is the cell next to that one, and "the object in the
+    Y" is what Y holds."""
+    from refine.shapes.instructions import RELATIONS, STEPS
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import rewrite_scan_example
+    from refine.shapes.world import POSITION_NAMES
+    cells = {name: position for position, name in POSITION_NAMES.items()}
+    steps = {f"directly {relation} it": STEPS[direction] for direction, relation in RELATIONS.items()}
+    seen = {"scan": 0, "beside": 0, "cell": 0}
+    for case in itertools.islice(training_stream(8, indirect_fraction=1.0), 150):
+        row = rewrite_scan_example(case, read=read)
+        scene = parse_scene(row["images"][0])
+        think = row["completion"][0]["content"][0]["text"].removeprefix("<think>").split("</think>")[0]
+        last = None
+        for line in filter(None, think.split("; ")):
+            name, value = line.split(": ", 1)
+            if name in steps:   # the cell next to the object just found
+                assert cells[value] == (last[0] + steps[name][0], last[1] + steps[name][1])
+                seen["beside"] += 1
+            elif name.startswith("the object in the "):
+                obj = scene.at(cells[name.removeprefix("the object in the ")])
+                assert value == f"{obj.size} {obj.color} {obj.shape}"
+                seen["cell"] += 1
+            elif not name.startswith("the object "):
+                if read:   # "top middle: large black square, ..., middle right: small green triangle match"
+                    entries = [entry.split(": ") for entry in value.removesuffix(" match").split(", ")]
+                    for cell, what in entries:
+                        obj = scene.at(cells[cell])
+                        assert what == ("nothing" if obj is None else f"{obj.size} {obj.color} {obj.shape}")
+                    checked = [(cell, "no") for cell, _ in entries[:-1]] + [(entries[-1][0], "match")] * value.endswith(" match")
+                else:
+                    checked = [entry.rsplit(" ", 1) for entry in value.split(", ")]
+                assert [verdict for _, verdict in checked] == ["no"] * (len(checked) - 1) + ["match"]
+                assert [cell for cell, _ in checked] == [POSITION_NAMES[p] for p in list(POSITION_NAMES)[:len(checked)]]
+                last = cells[checked[-1][0]]
+                words = set(name.split())
+                fits = [o.position for o in scene.objects if {o.color, o.shape} <= words or
+                        {"largest", "biggest"} & words and o.size == "large" or "smallest" in words and o.size == "small"]
+                if not {"small", "large"} & words:
+                    assert fits == [last]   # the one object the name fits, in the cell the scan stopped at
+                seen["scan"] += 1
+    assert min(seen.values()) >= 3, seen
 
 
 def _tiny_config(folder, **changes):

@@ -43,7 +43,7 @@ from refine.shapes.degrade import degrade
 from refine.shapes.edits import apply_edit, random_edit
 from refine.shapes.judge import ParsedScene, judge_edit, parse_image
 from refine.shapes.instructions import RELATIONS, STEPS, direct_ref
-from refine.shapes.world import GRID, POSITION_NAMES, POSITIONS, Scene, render
+from refine.shapes.world import GRID, POSITION_NAMES, POSITIONS, Obj, Scene, render
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 QUESTIONS: dict[str, str] = {
@@ -62,6 +62,13 @@ QUESTIONS: dict[str, str] = {
                      "directly in <answer></answer>.\nInstruction: {instruction}",
     "rewrite_grid": "What is in each cell? Answer in <think></think>, then rewrite the instruction so that an image editor can "
                     "follow it directly in <answer></answer>.\nInstruction: {instruction}",
+    "rewrite_scan": "Find the objects the instruction names, cell by cell, in <think></think>, then rewrite the instruction so "
+                    "that an image editor can follow it directly in <answer></answer>.\nInstruction: {instruction}",
+    "rewrite_scan_read": "Find the objects the instruction names, reading cell by cell, in <think></think>, then rewrite the "
+                         "instruction so that an image editor can follow it directly in <answer></answer>.\nInstruction: {instruction}",
+    "rewrite_locate": "Say what is in each cell and where the objects the instruction names are in <think></think>, then "
+                      "rewrite the instruction so that an image editor can follow it directly in <answer></answer>.\n"
+                      "Instruction: {instruction}",
 }
 # The tasks drawn uniformly when no weights are given (the presets' datasets): "grid" is opt-in.
 DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "background", "count", "difference")
@@ -171,6 +178,10 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             out.append(rewrite_think_example(case))
         elif task == "rewrite_grid":
             out.append(rewrite_grid_example(case))
+        elif task == "rewrite_locate":
+            out.append(rewrite_locate_example(case))
+        elif task in ("rewrite_scan", "rewrite_scan_read"):
+            out.append(rewrite_scan_example(case, read=task == "rewrite_scan_read"))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
         elif task == "describe":
@@ -290,6 +301,131 @@ def rewrite_grid_example(case: ShapeCase) -> dict[str, Any]:
     question = QUESTIONS["rewrite_grid"].format(instruction=case.instruction)
     answer = f"<think>{describe_grid(case.source)}</think><answer>{case.direct_instruction}</answer>"
     return _example(case, "rewrite_grid", [case.source_image], question, answer)
+
+
+def locate_named(scene: Scene, instruction: str) -> str:
+    """The cells of the objects `instruction` names without a cell, in the order it names them.
+
+    >>> from refine.shapes.world import Obj
+    >>> scene = Scene("white", (Obj("circle", "red", "large", (1, 2)), Obj("triangle", "green", "small", (0, 0))))
+    >>> locate_named(scene, "add a blue square directly above the red circle")
+    'the red circle is in the middle right'
+    """
+    named = [(instruction.find(name), name, obj) for obj in scene.objects
+             for name in [direct_ref(scene, obj.position)] if " in the " not in name and name in instruction]
+    return "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for _, name, obj in sorted(named, key=lambda n: n[0]))
+
+
+def describe_cells(scene: Scene) -> str:
+    """All nine cells in reading order, each as what is there, then where: "large red circle in the top middle".
+
+    The `grid` answer's facts with the cell after its content, so a later token that names an
+    object finds its cell in the tokens that follow that object in the text (the way a language
+    model copies: a match, then what came after it). The grid's "top middle: large red circle"
+    puts the cell before the object, and a rewrite reading it resolved 9% of "directly beside"
+    references (stop 44).
+
+    >>> from refine.shapes.world import Obj
+    >>> describe_cells(Scene("white", (Obj("circle", "red", "large", (0, 1)),))).split("; ")[:2]
+    ['nothing in the top left corner', 'large red circle in the top middle']
+    """
+    return "; ".join(f"{_name(scene.at(position))} in the {POSITION_NAMES[position]}" for position in POSITIONS)
+
+
+def rewrite_locate_example(case: ShapeCase) -> dict[str, Any]:
+    """The rewrite after two short steps of reasoning: every cell (content, then place), then the cell of each object the instruction names.
+
+    Opt-in (`seeing_tasks: {rewrite_locate: ...}`). Why (stop 45): asked "Where is the red circle?",
+    the rewrite model answers an occupied cell at random (right in 98% of one-object scenes, 42% with
+    two objects, 24% with four) after 1,500 steps of that question alone: its language model reads a
+    cell's content by where the cell is, but not a cell by what is in it. The rewrites that carry the
+    thinker's gain need exactly that ("directly above the green triangle": +0.34 when right, right 25%).
+    Here the image is read the way the model reads it well (cell by cell, `describe_cells`), the named
+    objects are then found in that text (`locate_named`: "the green triangle is in the middle right"),
+    and the rewrite reads the cell from there. Stream cases only.
+
+    >>> from refine.shapes.data import stream_case
+    >>> example = rewrite_locate_example(stream_case(41, 0, indirect_fraction=1.0))
+    >>> text = example["completion"][0]["content"][0]["text"]
+    >>> text.startswith("<think>") and " in the top left corner; " in text and text.endswith("</answer>")
+    True
+    """
+    question = QUESTIONS["rewrite_locate"].format(instruction=case.instruction)
+    located = locate_named(case.source, case.instruction)
+    think = describe_cells(case.source) + (f". {located}" if located else "")
+    answer = f"<think>{think}</think><answer>{case.direct_instruction}</answer>"
+    return _example(case, "rewrite_locate", [case.source_image], question, answer)
+
+
+def _scan(scene: Scene, target: Obj, read: bool) -> str:
+    """The cells in reading order up to `target`'s: each "no" until "match", or (`read`) each with what is there, as the
+    grid says it ("top middle: large black square"), and "match" after the target's."""
+    cells = POSITIONS[:POSITIONS.index(target.position) + 1]
+    if read:
+        return ", ".join(f"{POSITION_NAMES[c]}: {_name(scene.at(c))}" for c in cells) + " match"
+    return ", ".join(f"{POSITION_NAMES[c]} {'match' if c == target.position else 'no'}" for c in cells)
+
+
+def scan_named(scene: Scene, instruction: str, read: bool = False) -> str:
+    """Each object `instruction` names without a cell, found by going through the cells in reading order, and what its
+    relations point at; the object in a named cell; the largest / smallest object, found the same way.
+
+    >>> from refine.shapes.world import Obj
+    >>> scene = Scene("white", (Obj("circle", "red", "large", (1, 2)), Obj("triangle", "green", "small", (0, 0))))
+    >>> scan_named(scene, "add a blue square directly above the red circle")
+    'the red circle: top left corner no, top middle no, top right corner no, middle left no, center no, middle right match; directly above it: top right corner'
+    >>> scan_named(scene, "remove the object in the top left corner")
+    'the object in the top left corner: small green triangle'
+    >>> scan_named(scene, "remove the red circle", read=True)
+    'the red circle: top left corner: small green triangle, top middle: nothing, top right corner: nothing, middle left: nothing, center: nothing, middle right: large red circle match'
+    """
+    found = []   # (where the instruction says it, the line)
+    for obj in scene.objects:
+        name = direct_ref(scene, obj.position)
+        if " in the " not in name and name in instruction:
+            lines = [f"{name}: {_scan(scene, obj, read)}"]
+            for direction, (dr, dc) in STEPS.items():
+                cell = (obj.position[0] + dr, obj.position[1] + dc)
+                if f"directly {RELATIONS[direction]} {name}" in instruction and cell in POSITION_NAMES:
+                    lines.append(f"directly {RELATIONS[direction]} it: {POSITION_NAMES[cell]}")
+                # "the object above X" names the one object on that side of X (in X's row or column, any distance)
+                side = [o for o in scene.objects if o is not obj and ((o.position[0] - obj.position[0]) * dr > 0 if dr else
+                                                                       (o.position[1] - obj.position[1]) * dc > 0)]
+                if f"the object {RELATIONS[direction]} {name}" in instruction and len(side) == 1:
+                    lines.append(f"the object {RELATIONS[direction]} it: {_name(side[0])}")
+            found.append((instruction.find(name), "; ".join(lines)))
+        phrase = f"the object in the {POSITION_NAMES[obj.position]}"
+        if phrase in instruction:
+            found.append((instruction.find(phrase), f"{phrase}: {_name(obj)}"))
+    for phrase, size in (("the largest object", "large"), ("the biggest object", "large"), ("the smallest object", "small")):
+        sized = [o for o in scene.objects if o.size == size]
+        if phrase in instruction and len(sized) == 1:
+            found.append((instruction.find(phrase), f"{phrase}: {_scan(scene, sized[0], read)}"))
+    return "; ".join(line for _, line in sorted(found))
+
+
+def rewrite_scan_example(case: ShapeCase, read: bool = False) -> dict[str, Any]:
+    """The rewrite after finding each object the instruction names the way the model reads: one cell at a time.
+
+    Opt-in (`seeing_tasks: {rewrite_scan: ...}`). Why (stop 45): the model reads what is in a cell
+    given the cell (the grid, 88% exact) but not a cell given what is in it ("Where is the red
+    circle?": an occupied cell at random), and a cells-then-lookup text (`rewrite_locate`) was not
+    looked up either. Here each named object is found by going through the cells in reading order,
+    each checked against the name ("middle right match"), so every token needs one cell's content
+    and the name a few tokens back; "directly above it: top right corner" then steps from the cell
+    just written. `<think>` is empty when the instruction names no object (riddles, superlatives).
+    Stream cases only.
+
+    >>> from refine.shapes.data import stream_case
+    >>> example = rewrite_scan_example(stream_case(41, 0, indirect_fraction=1.0))
+    >>> text = example["completion"][0]["content"][0]["text"]
+    >>> text.startswith("<think>") and "</think><answer>" in text and text.endswith("</answer>")
+    True
+    """
+    task = "rewrite_scan_read" if read else "rewrite_scan"
+    question = QUESTIONS[task].format(instruction=case.instruction)
+    answer = f"<think>{scan_named(case.source, case.instruction, read)}</think><answer>{case.direct_instruction}</answer>"
+    return _example(case, task, [case.source_image], question, answer)
 
 
 def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""How a ShapeEdit VLM checkpoint answers its seeing and rewrite questions, greedy, on the indirect cases of a split.
+
+    python benchmarks/rewrite_reasoning.py runs/vlm-rewrite-scan/final --task rewrite_scan --cases 90
+    python benchmarks/rewrite_reasoning.py runs/vlm-where/final --task where
+
+A diagnostic that reads the answer key (the canonical rewrite, the scene), so it is never part of a
+thinker's path and never a result on its own: it says *where* a model goes wrong, the loop
+(`thinker_learned.py`) says whether it helps. For each case's source image it asks the task's question
+(`refine.shapes.vlm.tasks.QUESTIONS`) and reports, as JSON on stdout (and `--out`):
+
+* rewrite tasks (`rewrite`, `rewrite_locate`, `rewrite_scan`, `rewrite_scan_read`, ...): the share of
+  exact rewrites overall and by kind of indirect reference (`thinker_learned.reference_kinds`); for
+  the reasoning formats, the share of exact `<think>` texts, and how many of the `"; "`-separated
+  lines the model wrote are lines of the right reasoning (`lines_right` of `lines`; for `rewrite_locate`
+  its "X is in the Y" lines, after the cells);
+* `where` / `beside` ("Where is the red circle?"): the share of exact cells by the number of objects
+  in the scene, beside the chance of naming one of the occupied cells at random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from refine._compat import ensure_torchvision_importable  # noqa: E402
+
+ensure_torchvision_importable()
+
+import torch  # noqa: E402
+from thinker_learned import reference_kinds  # noqa: E402
+
+from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
+from refine.shapes.data import load_split  # noqa: E402
+from refine.shapes.vlm.tasks import (QUESTIONS, SYSTEM_PROMPT, _locate_example, describe_cells, describe_grid,  # noqa: E402
+                                     locate_named, scan_named)
+
+# the reasoning each format writes in <think> (the task's own builder, so the probe cannot drift from the data)
+REASONING = {
+    "rewrite_grid": lambda case: describe_grid(case.source),
+    "rewrite_think": lambda case: case.source.describe(),
+    "rewrite_locate": lambda case: describe_cells(case.source) + (f". {located}" if (located := locate_named(case.source, case.instruction)) else ""),
+    "rewrite_scan": lambda case: scan_named(case.source, case.instruction),
+    "rewrite_scan_read": lambda case: scan_named(case.source, case.instruction, read=True),
+}
+
+# the lines counted in `lines` / `lines_right`: rewrite_locate's cells are one text and its lookups the lines after ". "
+LINES = {"rewrite_locate": lambda think: think.partition(". ")[2]}
+
+
+def conversation(image, text: str) -> list[dict]:
+    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
+
+
+def share(flags) -> float | None:
+    flags = list(flags)
+    return round(sum(flags) / len(flags), 3) if flags else None
+
+
+def rewrite_report(model: TransformersVLM, cases, task: str) -> dict:
+    replies = model.generate([conversation(c.source_image, QUESTIONS[task].format(instruction=c.instruction)) for c in cases],
+                             max_new_tokens=256)
+    rows = []
+    for reply, case in zip(replies, cases):
+        match = re.fullmatch(r"<think>(.*)</think><answer>(.*)</answer>", reply.strip(), re.S)
+        think, answer = match.groups() if match else (None, reply.strip())
+        truth = REASONING[task](case) if task in REASONING else None
+        lines_of = LINES.get(task, lambda text: text)
+        lines = [line for line in lines_of(think or "").split("; ") if line]
+        right_lines = set(lines_of(truth).split("; ")) if truth else set()
+        rows.append({"exact": answer == case.direct_instruction, "think_exact": think == truth if truth is not None else None,
+                     "lines": len(lines), "lines_right": sum(line in right_lines for line in lines), "kinds": reference_kinds(case.instruction)})
+    by_kind = collections.defaultdict(list)
+    for row in rows:
+        for kind in row["kinds"]:
+            by_kind[kind].append(row["exact"])
+    report = {"task": task, "cases": len(rows), "exact": share(r["exact"] for r in rows),
+              "by_reference": {kind: {"cases": len(v), "exact": share(v)} for kind, v in by_kind.items()}}
+    if task in REASONING:
+        report.update(think_exact=share(r["think_exact"] for r in rows), lines=sum(r["lines"] for r in rows),
+                      lines_right=sum(r["lines_right"] for r in rows),
+                      exact_when_think_exact=share(r["exact"] for r in rows if r["think_exact"]),
+                      exact_when_think_wrong=share(r["exact"] for r in rows if not r["think_exact"]))
+    return report
+
+
+def locate_report(model: TransformersVLM, cases, task: str, seed: int) -> dict:
+    rng = random.Random(seed)
+    asked = [(case, example) for case in cases
+             for example in [_locate_example(case, task, case.source, case.source_image, rng)] if example["task"] == task]
+    replies = model.generate([conversation(case.source_image, example["prompt"][-1]["content"][-1]["text"]) for case, example in asked],
+                             max_new_tokens=12)
+    by_count = collections.defaultdict(list)
+    for reply, (case, example) in zip(replies, asked):
+        by_count[len(case.source.objects)].append(reply.strip() == example["completion"][0]["content"][0]["text"])
+    return {"task": task, "cases": len(asked), "exact": share(f for v in by_count.values() for f in v),
+            "by_objects": {n: {"cases": len(v), "exact": share(v), "chance_among_occupied": round(1 / n, 3)}
+                           for n, v in sorted(by_count.items())}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a checkpoint folder of the ShapeEdit VLM")
+    parser.add_argument("--task", default="rewrite", choices=["rewrite", *REASONING, "where", "beside"])
+    parser.add_argument("--split", default="shapes-val")
+    parser.add_argument("--cases", type=int, default=None, help="the first N indirect cases (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="which object a where / beside question asks about")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = [case for case in load_split(args.split) if case.phrasing == "indirect"][:args.cases]
+    model = TransformersVLM(args.model, batch_size=32)
+    report = (locate_report(model, cases, args.task, args.seed) if args.task in ("where", "beside")
+              else rewrite_report(model, cases, args.task))
+    report.update(model=args.model, split=args.split)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
