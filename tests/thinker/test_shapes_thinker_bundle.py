@@ -1,4 +1,4 @@
-"""The bundled rewrite-only thinker (`refine/assets/shapes-thinker`, the ShapeEdit VLM's rewrite stage): plain
+"""The bundled rewrite-only thinkers (`refine/assets/shapes-thinker`, the ShapeEdit VLM's rewrite stage, and `shapes-thinker-scan`): plain
 transformers loads it, it reads scenes, and `VLMThinker` rewrites with it.
 
 Training-stream scenes only (seed 77: never a case of any split). Greedy decoding, so each count is
@@ -47,3 +47,14 @@ def test_the_bundle_is_a_rewrite_only_thinker():
     thoughts = thinker.think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
     right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
     assert right >= 4, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
+
+
+def test_the_scan_bundle_finds_named_objects_before_it_rewrites():
+    """`shapes-thinker-scan` answers in <think>/<answer>: the loop reads its reasoning apart from its rewrite (6 of 8 right at stop 45)."""
+    config = ThinkerConfig(thinker=f"vlm:{BUNDLE.parent / 'shapes-thinker-scan'}", prompt="shapes-rewrite-scan-read", max_new_tokens=256,
+                           think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
+    cases = [stream_case(77, i, indirect_fraction=1.0) for i in range(8)]
+    thoughts = build_thinker(config).think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
+    right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
+    assert right >= 4, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
+    assert any(" match" in thought.reasoning for thought in thoughts)   # a scan, kept out of the instruction

@@ -254,6 +254,13 @@ def rewrite_example(case: ShapeCase) -> dict[str, Any]:
     return _example(case, "rewrite", [case.source_image], question, case.direct_instruction)
 
 
+def _reasoned_example(case: ShapeCase, task: str, reasoning: str) -> dict[str, Any]:
+    """`task`'s question about the source, answered in EditThinker's tags: `<think>` reasoning `</think><answer>` the direct phrasing."""
+    question = QUESTIONS[task].format(instruction=case.instruction)
+    answer = f"<think>{reasoning}</think><answer>{case.direct_instruction}</answer>"
+    return _example(case, task, [case.source_image], question, answer)
+
+
 def rewrite_think_example(case: ShapeCase) -> dict[str, Any]:
     """The rewrite with its reasoning first, in EditThinker's tags: `<think>` the source scene `</think><answer>` the rewrite.
 
@@ -274,9 +281,7 @@ def rewrite_think_example(case: ShapeCase) -> dict[str, Any]:
     >>> text.startswith("<think>") and "</think><answer>" in text and text.endswith("</answer>")
     True
     """
-    question = QUESTIONS["rewrite_think"].format(instruction=case.instruction)
-    answer = f"<think>{describe_scene(case.source)}</think><answer>{case.direct_instruction}</answer>"
-    return _example(case, "rewrite_think", [case.source_image], question, answer)
+    return _reasoned_example(case, "rewrite_think", describe_scene(case.source))
 
 
 def rewrite_grid_example(case: ShapeCase) -> dict[str, Any]:
@@ -298,9 +303,7 @@ def rewrite_grid_example(case: ShapeCase) -> dict[str, Any]:
     >>> text.startswith("<think>top left corner: ") and text.endswith("</answer>")
     True
     """
-    question = QUESTIONS["rewrite_grid"].format(instruction=case.instruction)
-    answer = f"<think>{describe_grid(case.source)}</think><answer>{case.direct_instruction}</answer>"
-    return _example(case, "rewrite_grid", [case.source_image], question, answer)
+    return _reasoned_example(case, "rewrite_grid", describe_grid(case.source))
 
 
 def locate_named(scene: Scene, instruction: str) -> str:
@@ -350,11 +353,8 @@ def rewrite_locate_example(case: ShapeCase) -> dict[str, Any]:
     >>> text.startswith("<think>") and " in the top left corner; " in text and text.endswith("</answer>")
     True
     """
-    question = QUESTIONS["rewrite_locate"].format(instruction=case.instruction)
     located = locate_named(case.source, case.instruction)
-    think = describe_cells(case.source) + (f". {located}" if located else "")
-    answer = f"<think>{think}</think><answer>{case.direct_instruction}</answer>"
-    return _example(case, "rewrite_locate", [case.source_image], question, answer)
+    return _reasoned_example(case, "rewrite_locate", describe_cells(case.source) + (f". {located}" if located else ""))
 
 
 def _scan(scene: Scene, target: Obj, read: bool) -> str:
@@ -422,10 +422,7 @@ def rewrite_scan_example(case: ShapeCase, read: bool = False) -> dict[str, Any]:
     >>> text.startswith("<think>") and "</think><answer>" in text and text.endswith("</answer>")
     True
     """
-    task = "rewrite_scan_read" if read else "rewrite_scan"
-    question = QUESTIONS[task].format(instruction=case.instruction)
-    answer = f"<think>{scan_named(case.source, case.instruction, read)}</think><answer>{case.direct_instruction}</answer>"
-    return _example(case, task, [case.source_image], question, answer)
+    return _reasoned_example(case, "rewrite_scan_read" if read else "rewrite_scan", scan_named(case.source, case.instruction, read))
 
 
 def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:
