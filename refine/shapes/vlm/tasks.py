@@ -345,7 +345,9 @@ def rewrite_locate_example(case: ShapeCase) -> dict[str, Any]:
     thinker's gain need exactly that ("directly above the green triangle": +0.34 when right, right 25%).
     Here the image is read the way the model reads it well (cell by cell, `describe_cells`), the named
     objects are then found in that text (`locate_named`: "the green triangle is in the middle right"),
-    and the rewrite reads the cell from there. Stream cases only.
+    and the rewrite reads the cell from there. Tried once (examples/configs/vlm/shapes-rewrite-locate.yaml,
+    stop 45): after 1,000 steps the cells were written exactly in 96% of val scenes, but 4 of 21
+    "X is in the Y" lines were right; stopped (benchmarks/RESULTS.md, "Finding a named object"). Stream cases only.
 
     >>> from refine.shapes.data import stream_case
     >>> example = rewrite_locate_example(stream_case(41, 0, indirect_fraction=1.0))
@@ -388,7 +390,7 @@ def scan_named(scene: Scene, instruction: str, read: bool = False) -> str:
                 cell = (obj.position[0] + dr, obj.position[1] + dc)
                 if f"directly {RELATIONS[direction]} {name}" in instruction and cell in POSITION_NAMES:
                     lines.append(f"directly {RELATIONS[direction]} it: {POSITION_NAMES[cell]}")
-                # "the object above X" names the one object on that side of X (in X's row or column, any distance)
+                # "the object above X" is only said when one object lies anywhere on that side of X (`instructions._related`)
                 side = [o for o in scene.objects if o is not obj and ((o.position[0] - obj.position[0]) * dr > 0 if dr else
                                                                        (o.position[1] - obj.position[1]) * dc > 0)]
                 if f"the object {RELATIONS[direction]} {name}" in instruction and len(side) == 1:
@@ -413,8 +415,12 @@ def rewrite_scan_example(case: ShapeCase, read: bool = False) -> dict[str, Any]:
     looked up either. Here each named object is found by going through the cells in reading order,
     each checked against the name ("middle right match"), so every token needs one cell's content
     and the name a few tokens back; "directly above it: top right corner" then steps from the cell
-    just written. `<think>` is empty when the instruction names no object (riddles, superlatives).
-    Stream cases only.
+    just written. `<think>` is empty when the instruction names no object (riddles). Stop 45: the
+    no / match scan was not learnt (every cell "no", "match" at the last, after 1,000 steps); with
+    `read` (each cell's content written as the grid says it, `seeing_tasks: {rewrite_scan_read: ...}`)
+    the cells are read right but a third of scans stop at the named object, and the rewrite trained so
+    is the best learned thinker on val, +0.006 [-0.009, +0.021] on shapes-bench
+    (`refine/assets/shapes-thinker-scan`; benchmarks/RESULTS.md, "Finding a named object"). Stream cases only.
 
     >>> from refine.shapes.data import stream_case
     >>> example = rewrite_scan_example(stream_case(41, 0, indirect_fraction=1.0))
