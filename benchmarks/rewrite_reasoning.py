@@ -38,17 +38,7 @@ from thinker_learned import reference_kinds  # noqa: E402
 
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.shapes.data import load_split  # noqa: E402
-from refine.shapes.vlm.tasks import (QUESTIONS, SYSTEM_PROMPT, _locate_example, describe_cells, describe_grid,  # noqa: E402
-                                     locate_named, scan_named)
-
-# the reasoning each format writes in <think> (the task's own builder, so the probe cannot drift from the data)
-REASONING = {
-    "rewrite_grid": lambda case: describe_grid(case.source),
-    "rewrite_think": lambda case: case.source.describe(),
-    "rewrite_locate": lambda case: describe_cells(case.source) + (f". {located}" if (located := locate_named(case.source, case.instruction)) else ""),
-    "rewrite_scan": lambda case: scan_named(case.source, case.instruction),
-    "rewrite_scan_read": lambda case: scan_named(case.source, case.instruction, read=True),
-}
+from refine.shapes.vlm.tasks import QUESTIONS, REWRITE_REASONING, SYSTEM_PROMPT, _locate_example  # noqa: E402
 
 # the lines counted in `lines` / `lines_right`: rewrite_locate's cells are one text and its lookups the lines after ". "
 LINES = {"rewrite_locate": lambda think: think.partition(". ")[2]}
@@ -71,7 +61,7 @@ def rewrite_report(model: TransformersVLM, cases, task: str) -> dict:
     for reply, case in zip(replies, cases):
         match = re.fullmatch(r"<think>(.*)</think><answer>(.*)</answer>", reply.strip(), re.S)
         think, answer = match.groups() if match else (None, reply.strip())
-        truth = REASONING[task](case) if task in REASONING else None
+        truth = REWRITE_REASONING[task](case) if task in REWRITE_REASONING else None
         lines_of = LINES.get(task, lambda text: text)
         lines = [line for line in lines_of(think or "").split("; ") if line]
         right_lines = set(lines_of(truth).split("; ")) if truth else set()
@@ -83,7 +73,7 @@ def rewrite_report(model: TransformersVLM, cases, task: str) -> dict:
             by_kind[kind].append(row["exact"])
     report = {"task": task, "cases": len(rows), "exact": share(r["exact"] for r in rows),
               "by_reference": {kind: {"cases": len(v), "exact": share(v)} for kind, v in by_kind.items()}}
-    if task in REASONING:
+    if task in REWRITE_REASONING:
         report.update(think_exact=share(r["think_exact"] for r in rows), lines=sum(r["lines"] for r in rows),
                       lines_right=sum(r["lines_right"] for r in rows),
                       exact_when_think_exact=share(r["exact"] for r in rows if r["think_exact"]),
@@ -108,7 +98,7 @@ def locate_report(model: TransformersVLM, cases, task: str, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a checkpoint folder of the ShapeEdit VLM")
-    parser.add_argument("--task", default="rewrite", choices=["rewrite", *REASONING, "where", "beside"])
+    parser.add_argument("--task", default="rewrite", choices=["rewrite", *REWRITE_REASONING, "where", "beside"])
     parser.add_argument("--split", default="shapes-val")
     parser.add_argument("--cases", type=int, default=None, help="the first N indirect cases (default: all)")
     parser.add_argument("--threads", type=int, default=2)

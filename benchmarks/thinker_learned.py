@@ -29,7 +29,7 @@ loop (`gate_sweep_last`: choose one on shapes-val; `--min-confidence 0` records 
 and gates nothing). `--select last` makes the early loop and think-before-edit return their
 last edit (with the gate: the rewrite's edit when the thinker was sure, else the first edit).
 
-A rewrite-only thinker (`--prompt shapes-rewrite`, `shapes-rewrite-think`, `-grid` or `-locate`: the ShapeEdit VLM
+A rewrite-only thinker (`--prompt shapes-rewrite`, `shapes-rewrite-think`, `-grid`, `-locate`, `-scan` or `-scan-read`: the ShapeEdit VLM
 fine-tuned on its rewrite question, which cannot critique) runs only plain and think-before-edit
 with one edit, the gate replayed at several values, each case edited with `--seeds` seeds in both
 arms (`rewrite_only_report`):
@@ -166,7 +166,7 @@ def interval(values) -> dict:
 
 
 def rewrite_only_report(args, cases, requests, editor) -> dict:
-    """A rewrite-only thinker (`--prompt shapes-rewrite[-think|-grid|-locate]`): plain against think-before-edit with one edit.
+    """A rewrite-only thinker (`--prompt shapes-rewrite[-think|-grid|-locate|-scan|-scan-read]`): plain against think-before-edit with one edit.
 
     The loop is the one `refine compare` runs (think_before_edit, max_turns=1, select="last"), gated
     at `--min-confidence` (0 when not given: every rewrite used). One edit per request, like plain,

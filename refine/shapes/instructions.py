@@ -208,14 +208,17 @@ def _indirect_refs(scene: Scene, obj: Obj, colour_riddles: bool = True) -> list[
         if anchor_name is None:
             continue
         for direction, (dr, dc) in STEPS.items():
-            if _related(obj, anchor, dr, dc, strict=True) and _unique(scene, obj, lambda o: o is not anchor and _related(o, anchor, dr, dc, strict=False)):
+            if related(obj, anchor, dr, dc, strict=True) and _unique(scene, obj, lambda o: o is not anchor and related(o, anchor, dr, dc, strict=False)):
                 refs.append(_fill("obj_relation", relation=RELATIONS[direction], anchor=anchor_name))
     refs.append(_fill("obj_in_cell", cell=POSITION_NAMES[obj.position]))
     return refs
 
 
-def _related(obj: Obj, anchor: Obj, dr: int, dc: int, strict: bool) -> bool:
-    """Is `obj` in direction (dr, dc) of `anchor`? strict: same row/column; loose: anywhere on that side."""
+def related(obj: Obj, anchor: Obj, dr: int, dc: int, strict: bool) -> bool:
+    """Is `obj` in direction (dr, dc) of `anchor`? strict: same row/column; loose: anywhere on that side.
+
+    "the object above X" is said of an object strictly above X when it is the only one loosely above.
+    """
     (r, c), (ar, ac) = obj.position, anchor.position
     if dr:
         return (r - ar) * dr > 0 and (c == ac or not strict)

@@ -20,10 +20,10 @@ edit I_edit^t, then the original instruction T_s and the instruction T_t that pr
   improved instruction that fixes it without new inconsistencies, and a stop flag instead of
   scores (the paper found one expert bad at doing both well).
 * `rewrite`: the think-before-edit variant (source image only, no critique).
-* `shapes-rewrite`, `shapes-rewrite-think`, `shapes-rewrite-grid` and `shapes-rewrite-locate`: the ShapeEdit VLM's own
-  `rewrite`, `rewrite_think`, `rewrite_grid` and `rewrite_locate` questions (`refine.shapes.vlm.tasks`), for a model fine-tuned on them (`refine train vlm` with
+* `shapes-rewrite`, `shapes-rewrite-think`, `-grid`, `-locate`, `-scan` and `-scan-read`: the ShapeEdit VLM's own
+  `rewrite` question and its rewrite-with-reasoning ones (`REWRITE_REASONING`) (`refine.shapes.vlm.tasks`), for a model fine-tuned on them (`refine train vlm` with
   `seeing_tasks: {rewrite: ...}`): the reply is the rewritten instruction alone, no tags
-  (`output_style="answer"`), or the scene (or its grid, cell by cell; or the cells then where the named objects are) in `<think>` then the rewrite in `<answer>`
+  (`output_style="answer"`), or the scene (its grid, or the named objects found in it) in `<think>` then the rewrite in `<answer>`
   (`output_style="think"`, the paper's think-before-edit reply). Both only rewrite before the first
   edit (think-before-edit with one edit): no critique, no score (`PromptSet.rewrite_only`).
 
@@ -176,7 +176,7 @@ PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, *SHAPES_QUESTIONS)
 
 
 def get_prompts(name: str) -> PromptSet:
-    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think|-grid|-locate]").
+    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read]").
 
     >>> get_prompts("shapes-rewrite").rewrite.splitlines()[-1], get_prompts("shapes-rewrite").rewrite_only
     ('Instruction: {instruction}', True)

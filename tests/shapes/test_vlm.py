@@ -225,10 +225,10 @@ def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing
 
 @pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid", "rewrite_locate", "rewrite_scan", "rewrite_scan_read"])
 def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags(task):
-    """rewrite_think writes the source scene first, rewrite_grid its nine cells, rewrite_locate the cells then the named
-    objects' cells; the loop's own parser reads all three."""
+    """rewrite_think writes the source scene first, rewrite_grid its nine cells, rewrite_locate / rewrite_scan[_read] their
+    lookups; the loop's own parser reads every one apart from the rewrite."""
     from refine.shapes.judge import parse_scene
-    from refine.shapes.vlm.tasks import QUESTIONS, describe_cells, describe_grid, locate_named, scan_named
+    from refine.shapes.vlm.tasks import QUESTIONS, REWRITE_REASONING, describe_grid
     from refine.thinker.format import parse_thinker_output
     dataset = build_dataset(VLMDataConfig(cases=12, seed=5, indirect_fraction=0.9, seeing_per_case=1, judge_per_case=0, editor=False,
                                           seeing_tasks={task: 1.0}))
@@ -238,11 +238,8 @@ def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasi
         case = cases[row["case_id"]]
         parsed = parse_thinker_output(row["completion"][0]["content"][0]["text"])   # the loop's own parser reads it
         assert parsed.ok and not parsed.repairs and parsed.output.answer == case.direct_instruction
-        located = locate_named(case.source, case.instruction)
-        scene = {"rewrite_think": case.source.describe(), "rewrite_grid": describe_grid(case.source),
-                 "rewrite_locate": describe_cells(case.source) + (f". {located}" if located else ""),
-                 "rewrite_scan": scan_named(case.source, case.instruction),
-                 "rewrite_scan_read": scan_named(case.source, case.instruction, read=True)}[task]
+        # the scene and the grid as their own questions answer them; the other formats are checked line by line below
+        scene = {"rewrite_think": case.source.describe(), "rewrite_grid": describe_grid(case.source)}.get(task) or REWRITE_REASONING[task](case)
         assert parsed.output.reasoning == scene and parse_scene(row["images"][0]) == case.source
         assert row["prompt"][-1]["content"][-1]["text"] == QUESTIONS[task].format(instruction=case.instruction)
 
@@ -295,6 +292,11 @@ def test_rewrite_scan_goes_through_the_cells_to_each_named_object_and_steps_from
             if name in steps:   # the cell next to the object just found
                 assert cells[value] == (last[0] + steps[name][0], last[1] + steps[name][1])
                 seen["beside"] += 1
+            elif name.startswith("the object ") and name.endswith(" it"):   # the one object on that side of the one just found
+                relation = name.removeprefix("the object ").removesuffix(" it")
+                dr, dc = steps[f"directly {relation} it"]
+                side = [o for o in scene.objects if o.position != last and ((o.position[0] - last[0]) * dr > 0 if dr else (o.position[1] - last[1]) * dc > 0)]
+                assert [f"{o.size} {o.color} {o.shape}" for o in side] == [value]
             elif name.startswith("the object in the "):
                 obj = scene.at(cells[name.removeprefix("the object in the ")])
                 assert value == f"{obj.size} {obj.color} {obj.shape}"

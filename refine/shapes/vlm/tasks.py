@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from PIL import Image
 
@@ -42,7 +42,7 @@ from refine.shapes.data import ShapeCase
 from refine.shapes.degrade import degrade
 from refine.shapes.edits import apply_edit, random_edit
 from refine.shapes.judge import ParsedScene, judge_edit, parse_image
-from refine.shapes.instructions import RELATIONS, STEPS, direct_ref
+from refine.shapes.instructions import RELATIONS, STEPS, direct_ref, related
 from refine.shapes.world import GRID, POSITION_NAMES, POSITIONS, Obj, Scene, render
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -174,14 +174,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             out.append(_example(case, task, [image], QUESTIONS[task], describe_grid(scene)))
         elif task == "rewrite":
             out.append(rewrite_example(case))
-        elif task == "rewrite_think":
-            out.append(rewrite_think_example(case))
-        elif task == "rewrite_grid":
-            out.append(rewrite_grid_example(case))
-        elif task == "rewrite_locate":
-            out.append(rewrite_locate_example(case))
-        elif task in ("rewrite_scan", "rewrite_scan_read"):
-            out.append(rewrite_scan_example(case, read=task == "rewrite_scan_read"))
+        elif task in REWRITE_REASONING:
+            out.append(reasoned_example(case, task))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
         elif task == "describe":
@@ -254,10 +248,11 @@ def rewrite_example(case: ShapeCase) -> dict[str, Any]:
     return _example(case, "rewrite", [case.source_image], question, case.direct_instruction)
 
 
-def _reasoned_example(case: ShapeCase, task: str, reasoning: str) -> dict[str, Any]:
-    """`task`'s question about the source, answered in EditThinker's tags: `<think>` reasoning `</think><answer>` the direct phrasing."""
+def reasoned_example(case: ShapeCase, task: str) -> dict[str, Any]:
+    """`task`'s question about the source, answered in EditThinker's tags: `<think>` its reasoning
+    (`REWRITE_REASONING[task]`) `</think><answer>` the direct phrasing `</answer>`."""
     question = QUESTIONS[task].format(instruction=case.instruction)
-    answer = f"<think>{reasoning}</think><answer>{case.direct_instruction}</answer>"
+    answer = f"<think>{REWRITE_REASONING[task](case)}</think><answer>{case.direct_instruction}</answer>"
     return _example(case, task, [case.source_image], question, answer)
 
 
@@ -281,7 +276,7 @@ def rewrite_think_example(case: ShapeCase) -> dict[str, Any]:
     >>> text.startswith("<think>") and "</think><answer>" in text and text.endswith("</answer>")
     True
     """
-    return _reasoned_example(case, "rewrite_think", describe_scene(case.source))
+    return reasoned_example(case, "rewrite_think")
 
 
 def rewrite_grid_example(case: ShapeCase) -> dict[str, Any]:
@@ -303,7 +298,14 @@ def rewrite_grid_example(case: ShapeCase) -> dict[str, Any]:
     >>> text.startswith("<think>top left corner: ") and text.endswith("</answer>")
     True
     """
-    return _reasoned_example(case, "rewrite_grid", describe_grid(case.source))
+    return reasoned_example(case, "rewrite_grid")
+
+
+def _named_objects(scene: Scene, instruction: str) -> list[tuple[str, Obj]]:
+    """(name, object) for each object `instruction` names by its canonical name without a cell, in the order it names them."""
+    named = [(instruction.find(name), name, obj) for obj in scene.objects
+             for name in [direct_ref(scene, obj.position)] if " in the " not in name and name in instruction]
+    return [(name, obj) for _, name, obj in sorted(named, key=lambda n: n[0])]
 
 
 def locate_named(scene: Scene, instruction: str) -> str:
@@ -314,9 +316,7 @@ def locate_named(scene: Scene, instruction: str) -> str:
     >>> locate_named(scene, "add a blue square directly above the red circle")
     'the red circle is in the middle right'
     """
-    named = [(instruction.find(name), name, obj) for obj in scene.objects
-             for name in [direct_ref(scene, obj.position)] if " in the " not in name and name in instruction]
-    return "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for _, name, obj in sorted(named, key=lambda n: n[0]))
+    return "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for name, obj in _named_objects(scene, instruction))
 
 
 def describe_cells(scene: Scene) -> str:
@@ -355,8 +355,7 @@ def rewrite_locate_example(case: ShapeCase) -> dict[str, Any]:
     >>> text.startswith("<think>") and " in the top left corner; " in text and text.endswith("</answer>")
     True
     """
-    located = locate_named(case.source, case.instruction)
-    return _reasoned_example(case, "rewrite_locate", describe_cells(case.source) + (f". {located}" if located else ""))
+    return reasoned_example(case, "rewrite_locate")
 
 
 def _scan(scene: Scene, target: Obj, read: bool) -> str:
@@ -382,20 +381,17 @@ def scan_named(scene: Scene, instruction: str, read: bool = False) -> str:
     'the red circle: top left corner: small green triangle, top middle: nothing, top right corner: nothing, middle left: nothing, center: nothing, middle right: large red circle match'
     """
     found = []   # (where the instruction says it, the line)
+    for name, obj in _named_objects(scene, instruction):
+        lines = [f"{name}: {_scan(scene, obj, read)}"]
+        for direction, (dr, dc) in STEPS.items():
+            cell = (obj.position[0] + dr, obj.position[1] + dc)
+            if f"directly {RELATIONS[direction]} {name}" in instruction and cell in POSITION_NAMES:
+                lines.append(f"directly {RELATIONS[direction]} it: {POSITION_NAMES[cell]}")
+            side = [o for o in scene.objects if o is not obj and related(o, obj, dr, dc, strict=False)]
+            if f"the object {RELATIONS[direction]} {name}" in instruction and len(side) == 1:
+                lines.append(f"the object {RELATIONS[direction]} it: {_name(side[0])}")
+        found.append((instruction.find(name), "; ".join(lines)))
     for obj in scene.objects:
-        name = direct_ref(scene, obj.position)
-        if " in the " not in name and name in instruction:
-            lines = [f"{name}: {_scan(scene, obj, read)}"]
-            for direction, (dr, dc) in STEPS.items():
-                cell = (obj.position[0] + dr, obj.position[1] + dc)
-                if f"directly {RELATIONS[direction]} {name}" in instruction and cell in POSITION_NAMES:
-                    lines.append(f"directly {RELATIONS[direction]} it: {POSITION_NAMES[cell]}")
-                # "the object above X" is only said when one object lies anywhere on that side of X (`instructions._related`)
-                side = [o for o in scene.objects if o is not obj and ((o.position[0] - obj.position[0]) * dr > 0 if dr else
-                                                                       (o.position[1] - obj.position[1]) * dc > 0)]
-                if f"the object {RELATIONS[direction]} {name}" in instruction and len(side) == 1:
-                    lines.append(f"the object {RELATIONS[direction]} it: {_name(side[0])}")
-            found.append((instruction.find(name), "; ".join(lines)))
         phrase = f"the object in the {POSITION_NAMES[obj.position]}"
         if phrase in instruction:
             found.append((instruction.find(phrase), f"{phrase}: {_name(obj)}"))
@@ -428,7 +424,17 @@ def rewrite_scan_example(case: ShapeCase, read: bool = False) -> dict[str, Any]:
     >>> text.startswith("<think>") and "</think><answer>" in text and text.endswith("</answer>")
     True
     """
-    return _reasoned_example(case, "rewrite_scan_read" if read else "rewrite_scan", scan_named(case.source, case.instruction, read))
+    return reasoned_example(case, "rewrite_scan_read" if read else "rewrite_scan")
+
+
+# The reasoning each rewrite-with-reasoning task writes in <think> (`reasoned_example`), by task name.
+REWRITE_REASONING: dict[str, Callable[[ShapeCase], str]] = {
+    "rewrite_think": lambda case: describe_scene(case.source),
+    "rewrite_grid": lambda case: describe_grid(case.source),
+    "rewrite_locate": lambda case: ". ".join(filter(None, (describe_cells(case.source), locate_named(case.source, case.instruction)))),
+    "rewrite_scan": lambda case: scan_named(case.source, case.instruction),
+    "rewrite_scan_read": lambda case: scan_named(case.source, case.instruction, read=True),
+}
 
 
 def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:
