@@ -235,6 +235,16 @@ def _obj_options(scene: Scene, position: tuple[int, int], colour_riddles: bool =
     return [(canonical, False), *plain, *((r, True) for r in _indirect_refs(scene, obj, colour_riddles))]
 
 
+def object_names(scene: Scene, position: tuple[int, int]) -> list[str]:
+    """Every name the phrasings give the object in `position`: canonical, plain, riddles, superlatives, relations, cell.
+
+    >>> scene = Scene("white", (Obj("triangle", "red", "large", (0, 0)), Obj("circle", "blue", "small", (2, 2))))
+    >>> object_names(scene, (0, 0))[:4]
+    ['the red triangle', 'the triangle', 'the red object', 'the shape with three corners']
+    """
+    return [name for name, _ in _obj_options(scene, position)]
+
+
 def _others_like(scene: Scene, exclude: Obj | None, predicate: Callable[[Obj], bool]) -> list[str]:
     """Canonical names of other objects satisfying `predicate` (for "the same colour as X")."""
     names = []

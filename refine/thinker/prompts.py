@@ -20,7 +20,7 @@ edit I_edit^t, then the original instruction T_s and the instruction T_t that pr
   improved instruction that fixes it without new inconsistencies, and a stop flag instead of
   scores (the paper found one expert bad at doing both well).
 * `rewrite`: the think-before-edit variant (source image only, no critique).
-* `shapes-rewrite`, `shapes-rewrite-think`, `-grid`, `-locate`, `-scan` and `-scan-read`: the ShapeEdit VLM's own
+* `shapes-rewrite`, `shapes-rewrite-think`, `-grid`, `-locate`, `-scan`, `-scan-read` and `-lookup`: the ShapeEdit VLM's own
   `rewrite` question and its rewrite-with-reasoning ones (`REWRITE_REASONING`) (`refine.shapes.vlm.tasks`), for a model fine-tuned on them (`refine train vlm` with
   `seeing_tasks: {rewrite: ...}`): the reply is the rewritten instruction alone, no tags
   (`output_style="answer"`), or the scene (its grid, or the named objects found in it) in `<think>` then the rewrite in `<answer>`
@@ -170,13 +170,14 @@ SHAPES_QUESTIONS: dict[str, tuple[str, str]] = {
     "shapes-rewrite-locate": ("rewrite_locate", "think"),
     "shapes-rewrite-scan": ("rewrite_scan", "think"),
     "shapes-rewrite-scan-read": ("rewrite_scan_read", "think"),
+    "shapes-rewrite-lookup": ("rewrite_lookup", "think"),
 }
 # every name `get_prompts` knows: ThinkerConfig's `prompt` accepts exactly these
 PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, *SHAPES_QUESTIONS)
 
 
 def get_prompts(name: str) -> PromptSet:
-    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read]").
+    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup]").
 
     >>> get_prompts("shapes-rewrite").rewrite.splitlines()[-1], get_prompts("shapes-rewrite").rewrite_only
     ('Instruction: {instruction}', True)

@@ -223,7 +223,7 @@ def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing
     assert changed >= 20 and sum(c.phrasing == "indirect" for c in cases.values()) >= 20
 
 
-@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid", "rewrite_locate", "rewrite_scan", "rewrite_scan_read"])
+@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid", "rewrite_locate", "rewrite_scan", "rewrite_scan_read", "rewrite_lookup"])
 def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags(task):
     """rewrite_think writes the source scene first, rewrite_grid its nine cells, rewrite_locate / rewrite_scan[_read] their
     lookups; the loop's own parser reads every one apart from the rewrite."""
@@ -242,6 +242,71 @@ def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasi
         scene = {"rewrite_think": case.source.describe(), "rewrite_grid": describe_grid(case.source)}.get(task) or REWRITE_REASONING[task](case)
         assert parsed.output.reasoning == scene and parse_scene(row["images"][0]) == case.source
         assert row["prompt"][-1]["content"][-1]["text"] == QUESTIONS[task].format(instruction=case.instruction)
+
+
+def test_empty_reasoning_keep_drops_only_rewrites_with_nothing_to_find():
+    """Below 1, fewer riddle-only rewrites (empty <think>) and every lookup rewrite kept, so the lookups' share rises."""
+    def rows(keep):
+        dataset = build_dataset(VLMDataConfig(cases=200, seed=5, indirect_fraction=0.8, seeing_per_case=1, judge_per_case=0,
+                                              editor=False, seeing_tasks={"rewrite_scan_read": 0.9, "grid": 0.1}, empty_reasoning_keep=keep))
+        texts = [(row["task"], row["completion"][0]["content"][0]["text"]) for row in dataset]
+        return ([t for task, t in texts if task == "rewrite_scan_read" and t.startswith("<think></think>")],
+                [t for task, t in texts if task == "rewrite_scan_read" and not t.startswith("<think></think>")])
+    (empty_all, lookups_all), (empty_some, lookups_some) = rows(1.0), rows(0.25)
+    assert len(empty_all) > len(lookups_all) > 40                      # most stream cases have nothing to find
+    assert sorted(lookups_some) == sorted(lookups_all) and set(empty_some) <= set(empty_all)
+    assert 0.1 * len(empty_all) < len(empty_some) < 0.45 * len(empty_all)
+
+
+def test_lookup_asks_every_object_by_a_name_without_its_cell_and_answers_the_cell_the_image_holds_it_in():
+    """Each "X is in the Y" line: the object in that cell of the image read back is the one the name picks out (the
+    phrasings name it so), the name gives no cell away, and the prompt's cells are the image's."""
+    from refine.shapes.instructions import object_names
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import describe_cells
+    from refine.shapes.world import POSITION_NAMES
+    cells = {name: position for position, name in POSITION_NAMES.items()}
+    dataset = build_dataset(VLMDataConfig(cases=40, seed=6, seeing_per_case=1, judge_per_case=0, editor=False,
+                                          seeing_tasks={"lookup": 1.0}, degrade_rate=0.0))
+    riddles = lines = 0
+    for row in dataset:
+        scene = parse_scene(row["images"][0])
+        if row["task"] == "grid":             # a scene with no object to look up
+            assert not scene.objects
+            continue
+        assert row["prompt"][-1]["content"][-1]["text"].startswith(f"Cells: {describe_cells(scene)}.")
+        answer = row["completion"][0]["content"][0]["text"].split("; ")
+        assert len(answer) == len(scene.objects)
+        for line in answer:
+            name, _, cell = line.partition(" is in the ")
+            assert name in object_names(scene, cells[cell]) and " in the " not in name
+            riddles += "colour of" in name or "shape with" in name or "shape like" in name or "round" in name
+            lines += 1
+    assert lines >= 60 and riddles >= 10
+
+
+def test_rewrite_lookup_finds_every_object_the_instruction_names_riddles_included_in_the_cell_the_image_holds_it_in():
+    """After the cells (as the image shows them), each "X is in the Y" line: X is said in the instruction and names the
+    object the image holds in Y; riddles ("the shape with three sides") are looked up too, not only canonical names."""
+    from refine.shapes.instructions import object_names
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import describe_cells, rewrite_lookup_example
+    from refine.shapes.world import POSITION_NAMES
+    cells = {name: position for position, name in POSITION_NAMES.items()}
+    riddles = lines = 0
+    for case in itertools.islice(training_stream(9, indirect_fraction=1.0), 80):
+        row = rewrite_lookup_example(case)
+        scene = parse_scene(row["images"][0])
+        think = row["completion"][0]["content"][0]["text"].removeprefix("<think>").split("</think>")[0]
+        grid, _, looked_up = think.partition(". ")
+        assert grid == describe_cells(scene)
+        for line in filter(None, looked_up.split("; ")):
+            if " is in the " in line:
+                name, cell = line.split(" is in the ")
+                assert name in case.instruction and name in object_names(scene, cells[cell])
+                riddles += "shape with" in name or "shape like" in name or "colour of" in name or "round" in name
+                lines += 1
+    assert lines >= 40 and riddles >= 10
 
 
 def test_rewrite_locate_names_each_object_of_the_instruction_with_the_cell_it_is_in():

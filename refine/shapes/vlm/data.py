@@ -30,7 +30,7 @@ from refine.config import RefineConfig
 from refine.rollout.flow_editor import FlowEditor
 from refine.shapes.data import training_stream
 from refine.shapes.candidates import candidate_outputs
-from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, judge_example, output_grid_example, seeing_examples
+from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, REWRITE_REASONING, judge_example, output_grid_example, seeing_examples
 
 
 class VLMDataConfig(RefineConfig):
@@ -44,10 +44,15 @@ class VLMDataConfig(RefineConfig):
     seeing_per_case: int = Field(2, ge=0, description="seeing examples per case (describe, position, colour, count, difference)")
     seeing_tasks: Optional[dict[str, float]] = Field(
         None, description="weights of the seeing task kinds (describe, at_position, color, background, count, difference, "
-        "grid: every cell named, where: the cell of a named object, beside: the cell next to it, pair_at: one cell of one of two images, rewrite: the instruction in its direct "
+        "grid: every cell named, where: the cell of a named object, beside: the cell next to it, pair_at: one cell of one of two images, lookup: the cells as text, then the cell of each object named by what it is, rewrite: the instruction in its direct "
         "phrasing, rewrite_think / rewrite_grid / rewrite_locate / rewrite_scan / rewrite_scan_read: the scene / every cell / the named objects looked up (tasks.REWRITE_REASONING) in <think>, then that rewrite in <answer>); None: the first six uniformly. A seeing stage that must teach the tower the cells weights grid up "
         "(see refine/shapes/vlm/README.md)")
     degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
+    empty_reasoning_keep: float = Field(
+        1.0, ge=0, le=1, description="share kept of the rewrite-with-reasoning examples whose <think> is empty (the "
+        "instruction names nothing to find in the scene: riddles such as 'the shape with three sides'). Below 1 spends "
+        "more steps on the lookups (rewrite_scan_read: 60% of stream cases have nothing to find at indirect_fraction 0.8); "
+        "the dropped examples are not replaced, so raise `cases` to keep the dataset's size")
     judge_per_case: int = Field(2, ge=0, description="judge examples per case on outputs other than the editor's")
     editor: bool = Field(True, description="also judge the bundled editor's output of every case (one example per case)")
     editor_samples: int = Field(
@@ -92,9 +97,11 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     cases = list(itertools.islice(training_stream(config.seed, indirect_fraction=config.indirect_fraction), config.cases))
     outputs = (editor_outputs(cases, config.seed, config.editor_samples, config.editor_steps, progress) if config.editor
                else [[] for _ in cases])
+    keep_rng = random.Random(f"{config.seed}-keep")   # its own draws, so the examples kept are the ones drawn at keep 1
     rows: list[dict[str, Any]] = []
     for case, edits in tqdm(list(zip(cases, outputs)), desc="examples", disable=not progress):
-        rows += seeing_examples(case, rng, config.seeing_per_case, config.seeing_tasks, config.degrade_rate)
+        rows += [row for row in seeing_examples(case, rng, config.seeing_per_case, config.seeing_tasks, config.degrade_rate)
+                 if config.empty_reasoning_keep == 1.0 or not _empty_reasoning(row) or keep_rng.random() < config.empty_reasoning_keep]
         # at least two drawn, as before the near misses, so the presets' datasets stay the same row for row
         candidates = candidate_outputs(case, rng, config.near_misses, k=max(2, config.judge_per_case))[: config.judge_per_case]
         if config.contrast:
@@ -105,6 +112,11 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         rows += [output_grid_example(case, image) for image in edits[: config.output_grids]]
     rng.shuffle(rows)
     return Dataset.from_list(rows)
+
+
+def _empty_reasoning(row: dict[str, Any]) -> bool:
+    """Whether `row` is a rewrite-with-reasoning example with nothing in `<think>`."""
+    return row["task"] in REWRITE_REASONING and row["completion"][0]["content"][0]["text"].startswith("<think></think>")
 
 
 def editor_outputs(cases, seed: int, samples: int = 1, steps: int | None = None, progress: bool = False) -> list[list]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any, Callable, Sequence
 
 from PIL import Image
@@ -42,7 +43,7 @@ from refine.shapes.data import ShapeCase
 from refine.shapes.degrade import degrade
 from refine.shapes.edits import apply_edit, random_edit
 from refine.shapes.judge import ParsedScene, judge_edit, parse_image
-from refine.shapes.instructions import RELATIONS, STEPS, direct_ref, related
+from refine.shapes.instructions import RELATIONS, STEPS, direct_ref, object_names, related
 from refine.shapes.world import GRID, POSITION_NAMES, POSITIONS, Obj, Scene, render
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -57,6 +58,7 @@ QUESTIONS: dict[str, str] = {
     "where": "Where is {name}?",
     "beside": "Which cell is directly {relation} {name}?",
     "pair_at": "Here are two images. What is in the {position} of the {which} image?",
+    "lookup": "Cells: {cells}.\nWhere is each of these: {names}?",
     "rewrite": "Rewrite the instruction so that an image editor can follow it directly.\nInstruction: {instruction}",
     "rewrite_think": "Describe the image in <think></think>, then rewrite the instruction so that an image editor can follow it "
                      "directly in <answer></answer>.\nInstruction: {instruction}",
@@ -66,6 +68,9 @@ QUESTIONS: dict[str, str] = {
                     "that an image editor can follow it directly in <answer></answer>.\nInstruction: {instruction}",
     "rewrite_scan_read": "Find the objects the instruction names, reading cell by cell, in <think></think>, then rewrite the "
                          "instruction so that an image editor can follow it directly in <answer></answer>.\nInstruction: {instruction}",
+    "rewrite_lookup": "Say what is in each cell, then where each object the instruction names is, in <think></think>, then "
+                      "rewrite the instruction so that an image editor can follow it directly in <answer></answer>.\n"
+                      "Instruction: {instruction}",
     "rewrite_locate": "Say what is in each cell and where the objects the instruction names are in <think></think>, then "
                       "rewrite the instruction so that an image editor can follow it directly in <answer></answer>.\n"
                       "Instruction: {instruction}",
@@ -178,6 +183,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             out.append(reasoned_example(case, task))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
+        elif task == "lookup":
+            out.append(lookup_example(case, rng, scene))
         elif task == "describe":
             out.append(_example(case, task, [image], QUESTIONS[task], describe_scene(scene)))
         elif task == "at_position":
@@ -227,6 +234,48 @@ def _locate_example(case: ShapeCase, task: str, scene: Scene, image: Image.Image
     cell = (obj.position[0] + STEPS[direction][0], obj.position[1] + STEPS[direction][1])
     question = QUESTIONS[task].format(relation=RELATIONS[direction], name=name)
     return _example(case, task, [image], question, POSITION_NAMES[cell])
+
+
+def lookup_names(scene: Scene) -> list[tuple[str, Obj]]:
+    """(name, object) for each name of each object that says what the object is, not where: canonical, plain ("the
+    circle"), riddles ("the shape with three sides", "the object the colour of a pumpkin"), superlatives. Names
+    with a cell or a relation to another object are left out: they give the cell away or need two lookups."""
+    return [(name, obj) for obj in scene.objects for name in object_names(scene, obj.position)
+            if " in the " not in name and not any(f" {relation} " in name for relation in RELATIONS.values())]
+
+
+def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = None) -> dict[str, Any]:
+    """The lookup drill: every cell given as text, then "where is each of these" objects named by what they are.
+
+    Opt-in (`seeing_tasks: {lookup: ...}`). Why (stop 46): every rewrite that needs the scene needs
+    one step, finding a cell from what is in it ("the shape with three sides", "directly above the green
+    triangle"), and the model has never learnt it: not from the image (`where`: chance among the
+    occupied cells), not from cells it wrote itself (`rewrite_locate`), not cell by cell
+    (`rewrite_scan_read` stops at the named object a third of the time), not even for riddles (on val
+    most wrong riddle rewrites name another object). In those formats the lookup was a few tokens of a
+    long answer. Here the cells are in the prompt (`describe_cells`: content, then cell, the order a
+    language model copies from) and the whole completion is lookups, one per object in random order,
+    each by one of its names at random, in `rewrite_locate`'s words: "the shape with three sides is in the middle
+    left; the red circle is in the top right corner". The source image is attached too, so the row is like every
+    other one. Stream cases only.
+
+    >>> from refine.shapes.data import stream_case
+    >>> example = lookup_example(stream_case(41, 0), random.Random(0))
+    >>> example["prompt"][-1]["content"][-1]["text"].startswith("Cells: nothing in the top left corner; ")
+    True
+    """
+    scene = case.source if scene is None else scene
+    by_object: dict[int, list[str]] = {}
+    for name, obj in lookup_names(scene):
+        by_object.setdefault(id(obj), []).append(name)
+    objects = [obj for obj in scene.objects if id(obj) in by_object]
+    if not objects:
+        return _example(case, "grid", [render(scene, case.size)], QUESTIONS["grid"], describe_grid(scene))
+    rng.shuffle(objects)
+    asked = [(rng.choice(by_object[id(obj)]), obj) for obj in objects]
+    question = QUESTIONS["lookup"].format(cells=describe_cells(scene), names="; ".join(name for name, _ in asked))
+    answer = "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for name, obj in asked)
+    return _example(case, "lookup", [render(scene, case.size)], question, answer)
 
 
 def rewrite_example(case: ShapeCase) -> dict[str, Any]:
@@ -367,6 +416,63 @@ def _scan(scene: Scene, target: Obj, read: bool) -> str:
     return ", ".join(f"{POSITION_NAMES[c]} {'match' if c == target.position else 'no'}" for c in cells)
 
 
+def _beside_lines(scene: Scene, instruction: str, name: str, obj: Obj) -> list[str]:
+    """What the instruction's "directly above X" / "the object above X" point at, X = `name` (the object `obj`)."""
+    lines = []
+    for direction, (dr, dc) in STEPS.items():
+        cell = (obj.position[0] + dr, obj.position[1] + dc)
+        if f"directly {RELATIONS[direction]} {name}" in instruction and cell in POSITION_NAMES:
+            lines.append(f"directly {RELATIONS[direction]} it: {POSITION_NAMES[cell]}")
+        side = [o for o in scene.objects if o is not obj and related(o, obj, dr, dc, strict=False)]
+        if f"the object {RELATIONS[direction]} {name}" in instruction and len(side) == 1:
+            lines.append(f"the object {RELATIONS[direction]} it: {_name(side[0])}")
+    return lines
+
+
+def _cell_lines(scene: Scene, instruction: str) -> list[tuple[int, str]]:
+    """(where the instruction says it, "the object in the middle right: small red circle") for each cell it names an object by."""
+    return [(instruction.find(phrase), f"{phrase}: {_name(obj)}") for obj in scene.objects
+            for phrase in [f"the object in the {POSITION_NAMES[obj.position]}"] if phrase in instruction]
+
+
+def lookup_named(scene: Scene, instruction: str) -> str:
+    """Each object the instruction names by what it is (`lookup_names`: canonical, plain, riddle, superlative; the
+    longest name per object), with its cell in the lookup drill's words, and what its relations point at; the
+    object in a named cell. In the order the instruction says them.
+
+    >>> from refine.shapes.world import Obj
+    >>> scene = Scene("white", (Obj("circle", "red", "large", (1, 2)), Obj("triangle", "green", "small", (0, 0))))
+    >>> lookup_named(scene, "add a blue square directly above the red circle")
+    'the red circle is in the middle right; directly above it: top right corner'
+    >>> lookup_named(scene, "make the shape with three sides the colour of the sky")
+    'the shape with three sides is in the top left corner'
+    """
+    longest: dict[int, tuple[str, Obj]] = {}
+    for name, obj in lookup_names(scene):
+        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", instruction) and len(name) > len(longest.get(id(obj), ("", obj))[0]):
+            longest[id(obj)] = (name, obj)
+    found = [(instruction.find(name), "; ".join([f"{name} is in the {POSITION_NAMES[obj.position]}",
+                                                 *_beside_lines(scene, instruction, name, obj)]))
+             for name, obj in longest.values()]
+    found += _cell_lines(scene, instruction)
+    return "; ".join(line for _, line in sorted(found))
+
+
+def rewrite_lookup_example(case: ShapeCase) -> dict[str, Any]:
+    """The rewrite after the cells (content first) and a lookup line for every object the instruction names.
+
+    Opt-in (`seeing_tasks: {rewrite_lookup: ...}`), to follow the lookup drill (`lookup_example`), whose lines it
+    writes after cells the model read itself. Unlike `rewrite_locate` (canonical names only), riddles and
+    superlatives are looked up too: on val most wrong riddle rewrites named another object (stop 46).
+
+    >>> from refine.shapes.data import stream_case
+    >>> text = rewrite_lookup_example(stream_case(41, 1, indirect_fraction=1.0))["completion"][0]["content"][0]["text"]
+    >>> text.startswith("<think>") and " in the top left corner; " in text and text.endswith("</answer>")
+    True
+    """
+    return reasoned_example(case, "rewrite_lookup")
+
+
 def scan_named(scene: Scene, instruction: str, read: bool = False) -> str:
     """Each object `instruction` names without a cell, found by going through the cells in reading order, and what its
     relations point at; the object in a named cell; the largest / smallest object, found the same way.
@@ -382,19 +488,8 @@ def scan_named(scene: Scene, instruction: str, read: bool = False) -> str:
     """
     found = []   # (where the instruction says it, the line)
     for name, obj in _named_objects(scene, instruction):
-        lines = [f"{name}: {_scan(scene, obj, read)}"]
-        for direction, (dr, dc) in STEPS.items():
-            cell = (obj.position[0] + dr, obj.position[1] + dc)
-            if f"directly {RELATIONS[direction]} {name}" in instruction and cell in POSITION_NAMES:
-                lines.append(f"directly {RELATIONS[direction]} it: {POSITION_NAMES[cell]}")
-            side = [o for o in scene.objects if o is not obj and related(o, obj, dr, dc, strict=False)]
-            if f"the object {RELATIONS[direction]} {name}" in instruction and len(side) == 1:
-                lines.append(f"the object {RELATIONS[direction]} it: {_name(side[0])}")
-        found.append((instruction.find(name), "; ".join(lines)))
-    for obj in scene.objects:
-        phrase = f"the object in the {POSITION_NAMES[obj.position]}"
-        if phrase in instruction:
-            found.append((instruction.find(phrase), f"{phrase}: {_name(obj)}"))
+        found.append((instruction.find(name), "; ".join([f"{name}: {_scan(scene, obj, read)}", *_beside_lines(scene, instruction, name, obj)])))
+    found += _cell_lines(scene, instruction)
     for phrase, size in (("the largest object", "large"), ("the biggest object", "large"), ("the smallest object", "small")):
         sized = [o for o in scene.objects if o.size == size]
         if phrase in instruction and len(sized) == 1:
@@ -434,6 +529,7 @@ REWRITE_REASONING: dict[str, Callable[[ShapeCase], str]] = {
     "rewrite_locate": lambda case: ". ".join(filter(None, (describe_cells(case.source), locate_named(case.source, case.instruction)))),
     "rewrite_scan": lambda case: scan_named(case.source, case.instruction),
     "rewrite_scan_read": lambda case: scan_named(case.source, case.instruction, read=True),
+    "rewrite_lookup": lambda case: ". ".join(filter(None, (describe_cells(case.source), lookup_named(case.source, case.instruction)))),
 }
 
 
