@@ -265,17 +265,18 @@ def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = No
     True
     """
     scene = case.source if scene is None else scene
-    by_object: dict[int, list[str]] = {}
+    image = render(scene, case.size)
+    names: dict[Obj, list[str]] = {}   # objects are frozen and each holds its own cell, so they key by value
     for name, obj in lookup_names(scene):
-        by_object.setdefault(id(obj), []).append(name)
-    objects = [obj for obj in scene.objects if id(obj) in by_object]
-    if not objects:
-        return _example(case, "grid", [render(scene, case.size)], QUESTIONS["grid"], describe_grid(scene))
+        names.setdefault(obj, []).append(name)
+    if not names:
+        return _example(case, "grid", [image], QUESTIONS["grid"], describe_grid(scene))
+    objects = [obj for obj in scene.objects if obj in names]
     rng.shuffle(objects)
-    asked = [(rng.choice(by_object[id(obj)]), obj) for obj in objects]
+    asked = [(rng.choice(names[obj]), obj) for obj in objects]
     question = QUESTIONS["lookup"].format(cells=describe_cells(scene), names="; ".join(name for name, _ in asked))
     answer = "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for name, obj in asked)
-    return _example(case, "lookup", [render(scene, case.size)], question, answer)
+    return _example(case, "lookup", [image], question, answer)
 
 
 def rewrite_example(case: ShapeCase) -> dict[str, Any]:
@@ -447,13 +448,13 @@ def lookup_named(scene: Scene, instruction: str) -> str:
     >>> lookup_named(scene, "make the shape with three sides the colour of the sky")
     'the shape with three sides is in the top left corner'
     """
-    longest: dict[int, tuple[str, Obj]] = {}
+    longest: dict[Obj, tuple[int, str]] = {}   # object -> (where the instruction says it, its longest name there)
     for name, obj in lookup_names(scene):
-        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", instruction) and len(name) > len(longest.get(id(obj), ("", obj))[0]):
-            longest[id(obj)] = (name, obj)
-    found = [(instruction.find(name), "; ".join([f"{name} is in the {POSITION_NAMES[obj.position]}",
-                                                 *_beside_lines(scene, instruction, name, obj)]))
-             for name, obj in longest.values()]
+        said = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", instruction)
+        if said and len(name) > len(longest.get(obj, (0, ""))[1]):
+            longest[obj] = (said.start(), name)
+    found = [(at, "; ".join([f"{name} is in the {POSITION_NAMES[obj.position]}", *_beside_lines(scene, instruction, name, obj)]))
+             for obj, (at, name) in longest.items()]
     found += _cell_lines(scene, instruction)
     return "; ".join(line for _, line in sorted(found))
 
