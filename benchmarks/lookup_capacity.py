@@ -1,0 +1,307 @@
+"""Can a language model learn the ShapeEdit lookup from text? Trains one on the `lookup` drill, text only, and reports it.
+
+    python benchmarks/lookup_capacity.py --init fresh --steps 1500 --out runs/capacity/fresh-h4kv2.json        # ~15 min
+    python benchmarks/lookup_capacity.py --init fresh --names canonical --steps 1500 --out runs/capacity/fresh-canonical.json
+    python benchmarks/lookup_capacity.py --init fresh --heads 8 --kv-heads 8 --steps 1500 --out runs/capacity/fresh-h8kv8.json
+    python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --lr 5e-4 --layout chat-image --steps 750
+    python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --lr 5e-4 --rewrite 0.7 --steps 1500
+
+Why (issue 24, stop 47): every rewrite the thinker gets wrong needs one step, finding a cell from what is in
+it, and no format taught the VLM that step (stop 46: the `lookup` drill, trained through `refine train vlm`
+with the image in the prompt, stayed at chance among the occupied cells for 4,000 steps). This script
+separates the language model from everything else: the same drill rows (`tasks.lookup_example`: "Cells:
+nothing in the top left corner; large red circle in the top middle; ...\\nWhere is each of these: the shape
+with three sides; the red circle?" -> "the shape with three sides is in the middle left; the red circle is
+in the top middle"), as plain text by default (no image, no chat template), through the thinker's own architecture
+(`Qwen2_5_VLForConditionalGeneration`, the vision tower unused). It starts from a trained checkpoint
+(`--init FOLDER`) or from fresh weights of the bundle's configuration with the text model's shape changed
+(`--init fresh --hidden --heads --kv-heads --layers`), so a language model can be chosen by this measure
+before a VLM is rebuilt around it (minutes per candidate, not hours).
+
+Measured: the held-out drill (training-stream seed 777, never trained on). Each line's cell counts as right
+when every one of its tokens is the argmax after the true prefix (greedy decoding of that line). The true
+earlier lines are in that prefix, so a model that only knows which cells are occupied gets line k of n right
+by elimination with chance 1 / (n - k); the first line, which nothing before it helps, measures the lookup
+against chance 1 / n. Both are reported beside their chance, by object count and by the kind of name asked
+(`--names canonical` asks every object by the words the cells give it: an exact-match copy, the lookup at
+its simplest). `--layout chat` / `chat-image` put the question in the chat template, without or after the
+source image, as `refine train vlm` does. `--rewrite P` mixes in a share P of text-only rewrite rows
+("Cells: ...\\nRewrite the instruction ... Instruction: <indirect>" -> the direct phrasing) and reports greedy
+exactness on the indirect shapes-val cases with their true cells. Reads the answer key; a diagnostic, never
+a thinker. Hand-written loop (AdamW, warm-up, linear decay): the rows are token ids, and the layouts are
+built here so that one script can compare them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from refine._compat import ensure_torchvision_importable  # noqa: E402
+
+ensure_torchvision_importable()  # transformers' processors import torchvision
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from rich.progress import track  # noqa: E402
+from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration  # noqa: E402
+
+from refine.shapes.data import load_split, stream_case  # noqa: E402
+from refine.shapes.instructions import direct_ref  # noqa: E402
+from refine.shapes.world import POSITION_NAMES  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example  # noqa: E402
+
+BUNDLE = "refine/assets/shapes-thinker-scan"   # tokenizer, and the configuration fresh weights start from
+HELD_OUT_SEED = 777                             # the drill's held-out stream; training uses --seed
+NAME_KINDS = (("colour riddle", r"colour of"), ("shape riddle", r"shape with|shape like|round shape"),
+              ("superlative", r"largest|biggest|smallest"), ("plain colour", r" object$"), ("plain shape", r"^the \w+$"))
+
+
+def name_kind(name: str) -> str:
+    """What kind of name a drill line asks by ("the red circle" is canonical, "the circle" plain)."""
+    return next((kind for kind, pattern in NAME_KINDS if re.search(pattern, name)), "canonical")
+
+
+def build_model(args):
+    if args.init != "fresh":
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(args.init)
+    config = AutoConfig.from_pretrained(BUNDLE)
+    text = config.text_config
+    text.hidden_size, text.num_attention_heads, text.num_key_value_heads = args.hidden, args.heads, args.kv_heads
+    text.num_hidden_layers, text.layer_types = args.layers, ["full_attention"] * args.layers
+    text.intermediate_size = 4 * args.hidden
+    # one rotary pair per section, interleaved over (t, h, w), as the bundle's model does for any head size
+    text.rope_parameters["mrope_section"] = [1] * (args.hidden // args.heads // 2)
+    torch.manual_seed(args.seed)
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def rewrite_text(scene, instruction: str) -> str:
+    return f"Cells: {describe_cells(scene)}.\n" + QUESTIONS["rewrite"].format(instruction=instruction) + "\n"
+
+
+CANONICAL_ONLY = False   # --names canonical
+JOIN = " is in the "      # --join adjacent: " ", the cell right after the object's words, in the cells and in the answer
+
+
+def drill_row(seed: int, index: int):
+    """(question, answer, source image) of the drill on stream case `index`; None for an empty scene.
+
+    With `CANONICAL_ONLY`, every object is asked by its canonical name ("the red circle"), the words the
+    cells give it: the lookup at its simplest, an exact-match copy.
+    """
+    case = stream_case(seed, index)
+    example = lookup_example(case, random.Random(f"{seed}-{index}"))
+    if example["task"] != "lookup":   # an empty scene: nothing to look up
+        return None
+    question, answer = example["prompt"][-1]["content"][-1]["text"], example["completion"][0]["content"][0]["text"]
+    lines = [line.split(" is in the ") for line in answer.split("; ")]
+    if CANONICAL_ONLY:
+        cells = {name: position for position, name in POSITION_NAMES.items()}
+        lines = [(direct_ref(case.source, cells[cell]), cell) for _, cell in lines]
+        question = question.rsplit("\n", 1)[0] + "\n" + QUESTIONS["lookup"].rsplit("\n", 1)[1].format(names="; ".join(n for n, _ in lines))
+    if JOIN != " is in the ":   # the cells' words too: "large red circle top middle", no filler between key and value
+        question = question.replace(" in the ", JOIN)
+    return question + "\n", "; ".join(f"{name}{JOIN}{cell}" for name, cell in lines), example["images"][0]
+
+
+class Layout:
+    """How a (question, image) pair becomes the model's input: `text` (the question alone), `chat` (the chat
+    template with the VLM rows' system prompt) or `chat-image` (that, with the source image before the
+    question: the layout `refine train vlm` trains the drill in)."""
+
+    def __init__(self, name: str, processor):
+        self.name, self.processor, self.tokenizer = name, processor, processor.tokenizer
+
+    def prompt(self, question: str, image) -> dict:
+        """The prompt's `input_ids` (a list), plus `pixel_values` / `image_grid_thw` with an image."""
+        if self.name == "text":
+            return {"input_ids": self.tokenizer(question).input_ids}
+        content = ([{"type": "image"}] if self.name == "chat-image" else []) + [{"type": "text", "text": question.rstrip()}]
+        chat = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}, {"role": "user", "content": content}]
+        text = self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        if self.name == "chat":
+            return {"input_ids": self.tokenizer(text).input_ids}
+        encoded = self.processor(text=[text], images=[image], return_tensors="pt")
+        return {"input_ids": encoded.input_ids[0].tolist(), "pixel_values": encoded.pixel_values, "image_grid_thw": encoded.image_grid_thw}
+
+
+def vision_inputs(prompts: list[dict]) -> dict:
+    """The batch's image tensors (the processor's per-image patches, concatenated in row order)."""
+    if "pixel_values" not in prompts[0]:
+        return {}
+    return {"pixel_values": torch.cat([p["pixel_values"] for p in prompts]), "image_grid_thw": torch.cat([p["image_grid_thw"] for p in prompts])}
+
+
+def training_rows(args):
+    index = 0
+    while True:
+        index += 1
+        if random.Random(f"mix-{args.seed}-{index}").random() < args.rewrite:
+            case = stream_case(args.seed, index, indirect_fraction=0.8)
+            yield rewrite_text(case.source, case.instruction), case.direct_instruction, case.source_image
+        elif (row := drill_row(args.seed + 1000, index)) is not None:
+            yield row
+
+
+def batches(rows, layout: Layout, size: int):
+    tokenizer = layout.tokenizer
+    while True:
+        prompts, encoded = [], []
+        for question, answer, image in (next(rows) for _ in range(size)):
+            prompts.append(layout.prompt(question, image))
+            encoded.append((prompts[-1]["input_ids"], tokenizer(answer).input_ids + [tokenizer.eos_token_id]))
+        length = max(len(q) + len(a) for q, a in encoded)
+        ids = torch.zeros((size, length), dtype=torch.long)
+        mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+        for k, (q, a) in enumerate(encoded):
+            ids[k, :len(q) + len(a)] = torch.tensor(q + a)
+            mask[k, :len(q) + len(a)] = 1
+            labels[k, len(q):len(q) + len(a)] = torch.tensor(a)   # loss on the answer only
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels, **vision_inputs(prompts)}
+
+
+@torch.no_grad()
+def drill_report(model, layout: Layout, cases: int) -> dict:
+    """How often a held-out drill line names the right cell, against the chance of a model that only knows the occupied cells.
+
+    Each line is scored after the true earlier lines (teacher forcing), so line k of n can be got right by
+    elimination alone: a model that knows the occupied cells and never repeats one is right with chance
+    1 / (n - k), not 1 / n (0.75 / 0.61 / 0.52 over all lines of 2 / 3 / 4 objects). So the first line, which
+    nothing before it helps, is the measure of the lookup (`first_line`, chance 1 / n); `all_lines` is given
+    beside its elimination chance.
+    """
+    model.eval()
+    tokenizer = layout.tokenizer
+    lines = []   # (objects, index of the line, its name's kind, right)
+    for index in range(cases):
+        row = drill_row(HELD_OUT_SEED, index)
+        if row is None:
+            continue
+        question, answer, image = row
+        prompt = layout.prompt(question, image)
+        q = prompt["input_ids"]
+        # each line's cell span, in answer tokens: tokenise the answer line by line to know where each cell starts
+        ids, spans = [], []
+        for k, line in enumerate(answer.split("; ")):
+            name, cell = next((line[:-len(c)].rstrip().removesuffix(JOIN.strip()).rstrip(), c) for c in POSITION_NAMES.values() if line.endswith(" " + c))
+            head = tokenizer(("; " if k else "") + name + JOIN.rstrip()).input_ids
+            tail = tokenizer(" " + cell).input_ids
+            spans.append((len(q) + len(ids) + len(head), len(tail), name))
+            ids += head + tail
+        full = torch.tensor([q + ids])
+        predicted = model(input_ids=full, **vision_inputs([prompt])).logits[0].argmax(-1)
+        for k, (start, length, name) in enumerate(spans):
+            right = bool((predicted[start - 1:start - 1 + length] == full[0, start:start + length]).all())
+            lines.append((len(spans), k, name_kind(name), right))
+    model.train()
+
+    def summary(rows) -> dict:
+        return {"lines": len(rows), "right": round(sum(r[3] for r in rows) / max(len(rows), 1), 3),
+                "chance": round(sum(1 / (r[0] - r[1]) for r in rows) / max(len(rows), 1), 3)}
+
+    first = [r for r in lines if r[1] == 0]
+    counts = sorted({r[0] for r in lines})
+    return {"first_line": summary(first), "all_lines": summary(lines),
+            "first_line_by_objects": {n: summary([r for r in first if r[0] == n]) for n in counts},
+            "all_lines_by_objects": {n: summary([r for r in lines if r[0] == n]) for n in counts},
+            "first_line_by_name": {kind: summary([r for r in first if r[2] == kind]) for kind in sorted({r[2] for r in first})}}
+
+
+@torch.no_grad()
+def rewrite_report(model, tokenizer) -> dict:
+    """Greedy exactness of the text-only rewrite on shapes-val's indirect cases, given their true cells."""
+    model.eval()
+    cases = [c for c in load_split("shapes-val") if c.phrasing == "indirect"]
+    tokenizer.padding_side = "left"
+    right = 0
+    for start in range(0, len(cases), 32):
+        chunk = cases[start:start + 32]
+        encoded = tokenizer([rewrite_text(c.source, c.instruction) for c in chunk], return_tensors="pt", padding=True)
+        out = model.generate(**encoded, max_new_tokens=40, do_sample=False)
+        right += sum(tokenizer.decode(o, skip_special_tokens=True).strip() == c.direct_instruction
+                     for c, o in zip(chunk, out[:, encoded.input_ids.shape[1]:]))
+    tokenizer.padding_side = "right"
+    model.train()
+    return {"cases": len(cases), "exact": round(right / len(cases), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", default="fresh", help="fresh, or a VLM checkpoint folder to start from")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--layout", choices=["text", "chat", "chat-image"], default="text",
+                        help="the question alone, in the chat template, or in the chat template after the image (`Layout`)")
+    parser.add_argument("--names", choices=["all", "canonical"], default="all",
+                        help="ask each object by any of its names (the drill) or by its canonical name only (exact-match copy)")
+    parser.add_argument("--join", choices=["is-in-the", "adjacent"], default="is-in-the",
+                        help="how a cell follows the object's words, in the cells and the answer: the drill's ' is in the ' / ' in the ', "
+                             "or nothing between them (a textbook induction copy)")
+    parser.add_argument("--rewrite", type=float, default=0.0, help="share of text-only rewrite rows mixed in (0: the drill alone)")
+    parser.add_argument("--seed", type=int, default=60, help="training stream seed (the drill's rows use seed + 1000)")
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-cases", type=int, default=300, help="held-out drill scenes per evaluation")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save", type=Path, default=None, help="save the trained model here")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    global CANONICAL_ONLY
+    CANONICAL_ONLY = args.names == "canonical"
+    global JOIN
+    JOIN = " " if args.join == "adjacent" else " is in the "
+    processor = AutoProcessor.from_pretrained(BUNDLE)
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "right"
+    layout = Layout(args.layout, processor)
+    model = build_model(args)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / args.warmup) * max(0.1, 1 - s / args.steps))
+    data = batches(training_rows(args), layout, args.batch)
+    curve, started = [], time.time()
+    for step in track(range(1, args.steps + 1), description="lookup drill"):
+        loss = model(**next(data)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % args.eval_every == 0 or step == args.steps:
+            point = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started),
+                     **drill_report(model, layout, args.eval_cases)}
+            print(json.dumps({"step": step, "loss": point["loss"], "first_line": point["first_line"],
+                              "first_line_by_objects": {n: (v["right"], v["chance"]) for n, v in point["first_line_by_objects"].items()},
+                              "all_lines": point["all_lines"]}), flush=True)
+            curve.append(point)
+    report = {"args": {k: str(v) for k, v in vars(args).items()}, "curve": curve,
+              "parameters": sum(p.numel() for p in model.model.language_model.parameters())}
+    if args.rewrite > 0 and args.layout == "text":
+        report["rewrite_val"] = rewrite_report(model, tokenizer)
+        print("rewrite on shapes-val (true cells):", report["rewrite_val"])
+    if args.save:
+        model.save_pretrained(args.save)
+        AutoProcessor.from_pretrained(BUNDLE).save_pretrained(args.save)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
