@@ -5,6 +5,8 @@
     python benchmarks/lookup_capacity.py --init fresh --heads 8 --kv-heads 8 --steps 1500 --out runs/capacity/fresh-h8kv8.json
     python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --lr 5e-4 --layout chat-image --steps 750
     python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --lr 5e-4 --rewrite 0.7 --steps 1500
+    python benchmarks/lookup_capacity.py --init fresh --names canonical --join adjacent --steps 8000 --eval-every 500 \
+        --checkpoint runs/capacity/adjacent-long --out runs/capacity/adjacent-long.json [--resume]   # the long run, resumable
 
 Why (issue 24, stop 47): every rewrite the thinker gets wrong needs one step, finding a cell from what is in
 it, and no format taught the VLM that step (stop 46: the `lookup` drill, trained through `refine train vlm`
@@ -141,10 +143,11 @@ def vision_inputs(prompts: list[dict]) -> dict:
     return {"pixel_values": torch.cat([p["pixel_values"] for p in prompts]), "image_grid_thw": torch.cat([p["image_grid_thw"] for p in prompts])}
 
 
-def training_rows(args):
-    index = 0
+def training_rows(args, cursor: dict):
+    """The training rows from stream index `cursor["index"]` on; the cursor follows, so a resumed run reads on where it stopped."""
     while True:
-        index += 1
+        cursor["index"] += 1
+        index = cursor["index"]
         if random.Random(f"mix-{args.seed}-{index}").random() < args.rewrite:
             case = stream_case(args.seed, index, indirect_fraction=0.8)
             yield rewrite_text(case.source, case.instruction), case.direct_instruction, case.source_image
@@ -257,6 +260,10 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-cases", type=int, default=300, help="held-out drill scenes per evaluation")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="folder for the run's state (weights, optimiser, schedule, data cursor, curve), written every "
+                             "--eval-every steps; with --resume the run goes on from it")
+    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--save", type=Path, default=None, help="save the trained model here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -274,9 +281,20 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / args.warmup) * max(0.1, 1 - s / args.steps))
-    data = batches(training_rows(args), layout, args.batch)
-    curve, started = [], time.time()
-    for step in track(range(1, args.steps + 1), description="lookup drill"):
+    cursor, curve, first = {"index": 0}, [], 1
+    state_file = args.checkpoint / "state.pt" if args.checkpoint else None
+    if args.resume:
+        if state_file is None or not state_file.exists():
+            raise SystemExit(f"--resume needs --checkpoint with a state.pt in it; found none at {state_file}")
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        cursor, curve, first = state["cursor"], state["curve"], state["step"] + 1
+        print(f"resumed at step {state['step']} (stream index {cursor['index']})", flush=True)
+    data = batches(training_rows(args, cursor), layout, args.batch)
+    started = time.time()
+    for step in track(range(first, args.steps + 1), description="lookup drill"):
         loss = model(**next(data)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -290,6 +308,11 @@ def main() -> None:
                               "first_line_by_objects": {n: (v["right"], v["chance"]) for n, v in point["first_line_by_objects"].items()},
                               "all_lines": point["all_lines"]}), flush=True)
             curve.append(point)
+            if state_file is not None:   # written whole, then renamed: a run stopped mid-write keeps the last state
+                args.checkpoint.mkdir(parents=True, exist_ok=True)
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                            "step": step, "cursor": cursor, "curve": curve}, state_file.with_suffix(".tmp"))
+                state_file.with_suffix(".tmp").replace(state_file)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "curve": curve,
               "parameters": sum(p.numel() for p in model.model.language_model.parameters())}
     if args.rewrite > 0 and args.layout == "text":
