@@ -51,6 +51,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import torch  # noqa: E402
 from rich.progress import track  # noqa: E402
@@ -90,29 +91,41 @@ def rewrite_text(scene, instruction: str) -> str:
     return f"Cells: {describe_cells(scene)}.\n" + QUESTIONS["rewrite"].format(instruction=instruction) + "\n"
 
 
-CANONICAL_ONLY = False   # --names canonical
-JOIN = " is in the "      # --join adjacent: " ", the cell right after the object's words, in the cells and in the answer
+@dataclass(frozen=True)
+class DrillFormat:
+    """How the drill's rows are worded. `canonical_only` (`--names canonical`): every object asked by its canonical
+    name ("the red circle"), the words the cells give it, the lookup at its simplest, an exact-match copy.
+    `adjacent` (`--join adjacent`): the cell right after the object's words, in the cells and in the answer
+    ("large red circle top middle"), no filler between key and value."""
+
+    canonical_only: bool = False
+    adjacent: bool = False
+
+    @property
+    def join(self) -> str:
+        return " " if self.adjacent else " is in the "
+
+    def answer(self, lines: list[tuple[str, str]]) -> str:
+        """The completion for (name, cell) lines: "the red circle is in the top middle; ..."."""
+        return "; ".join(f"{name}{self.join}{cell}" for name, cell in lines)
 
 
-def drill_row(seed: int, index: int):
-    """(question, answer, source image) of the drill on stream case `index`; None for an empty scene.
-
-    With `CANONICAL_ONLY`, every object is asked by its canonical name ("the red circle"), the words the
-    cells give it: the lookup at its simplest, an exact-match copy.
-    """
+def drill_row(seed: int, index: int, drill: DrillFormat):
+    """(question, [(name, cell), ...] in the answer's order, source image) of the drill on stream case `index`;
+    None for an empty scene."""
     case = stream_case(seed, index)
     example = lookup_example(case, random.Random(f"{seed}-{index}"))
     if example["task"] != "lookup":   # an empty scene: nothing to look up
         return None
     question, answer = example["prompt"][-1]["content"][-1]["text"], example["completion"][0]["content"][0]["text"]
-    lines = [line.split(" is in the ") for line in answer.split("; ")]
-    if CANONICAL_ONLY:
+    lines = [tuple(line.split(" is in the ")) for line in answer.split("; ")]
+    if drill.canonical_only:
         cells = {name: position for position, name in POSITION_NAMES.items()}
         lines = [(direct_ref(case.source, cells[cell]), cell) for _, cell in lines]
         question = question.rsplit("\n", 1)[0] + "\n" + QUESTIONS["lookup"].rsplit("\n", 1)[1].format(names="; ".join(n for n, _ in lines))
-    if JOIN != " is in the ":   # the cells' words too: "large red circle top middle", no filler between key and value
-        question = question.replace(" in the ", JOIN)
-    return question + "\n", "; ".join(f"{name}{JOIN}{cell}" for name, cell in lines), example["images"][0]
+    if drill.adjacent:   # the cells' words too: "large red circle top middle"
+        question = question.replace(" in the ", drill.join)
+    return question + "\n", lines, example["images"][0]
 
 
 class Layout:
@@ -143,7 +156,7 @@ def vision_inputs(prompts: list[dict]) -> dict:
     return {"pixel_values": torch.cat([p["pixel_values"] for p in prompts]), "image_grid_thw": torch.cat([p["image_grid_thw"] for p in prompts])}
 
 
-def training_rows(args, cursor: dict):
+def training_rows(args, drill: DrillFormat, cursor: dict):
     """The training rows from stream index `cursor["index"]` on; the cursor follows, so a resumed run reads on where it stopped."""
     while True:
         cursor["index"] += 1
@@ -151,8 +164,9 @@ def training_rows(args, cursor: dict):
         if random.Random(f"mix-{args.seed}-{index}").random() < args.rewrite:
             case = stream_case(args.seed, index, indirect_fraction=0.8)
             yield rewrite_text(case.source, case.instruction), case.direct_instruction, case.source_image
-        elif (row := drill_row(args.seed + 1000, index)) is not None:
-            yield row
+        elif (row := drill_row(args.seed + 1000, index, drill)) is not None:
+            question, lines, image = row
+            yield question, drill.answer(lines), image
 
 
 def batches(rows, layout: Layout, size: int):
@@ -173,7 +187,7 @@ def batches(rows, layout: Layout, size: int):
 
 
 @torch.no_grad()
-def drill_report(model, layout: Layout, cases: int) -> dict:
+def drill_report(model, layout: Layout, drill: DrillFormat, cases: int) -> dict:
     """How often a held-out drill line names the right cell, against the chance of a model that only knows the occupied cells.
 
     Each line is scored after the true earlier lines (teacher forcing), so line k of n can be got right by
@@ -186,17 +200,16 @@ def drill_report(model, layout: Layout, cases: int) -> dict:
     tokenizer = layout.tokenizer
     lines = []   # (objects, index of the line, its name's kind, right)
     for index in range(cases):
-        row = drill_row(HELD_OUT_SEED, index)
+        row = drill_row(HELD_OUT_SEED, index, drill)
         if row is None:
             continue
-        question, answer, image = row
+        question, asked, image = row
         prompt = layout.prompt(question, image)
         q = prompt["input_ids"]
         # each line's cell span, in answer tokens: tokenise the answer line by line to know where each cell starts
         ids, spans = [], []
-        for k, line in enumerate(answer.split("; ")):
-            name, cell = next((line[:-len(c)].rstrip().removesuffix(JOIN.strip()).rstrip(), c) for c in POSITION_NAMES.values() if line.endswith(" " + c))
-            head = tokenizer(("; " if k else "") + name + JOIN.rstrip()).input_ids
+        for k, (name, cell) in enumerate(asked):
+            head = tokenizer(("; " if k else "") + name + drill.join.rstrip()).input_ids
             tail = tokenizer(" " + cell).input_ids
             spans.append((len(q) + len(ids) + len(head), len(tail), name))
             ids += head + tail
@@ -268,10 +281,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    global CANONICAL_ONLY
-    CANONICAL_ONLY = args.names == "canonical"
-    global JOIN
-    JOIN = " " if args.join == "adjacent" else " is in the "
+    if args.rewrite > 0 and args.layout != "text":
+        parser.error("--rewrite's report reads the rewrite as plain text; use it with --layout text")
+    drill = DrillFormat(canonical_only=args.names == "canonical", adjacent=args.join == "adjacent")
     processor = AutoProcessor.from_pretrained(BUNDLE)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "right"
@@ -292,7 +304,7 @@ def main() -> None:
         schedule.load_state_dict(state["schedule"])
         cursor, curve, first = state["cursor"], state["curve"], state["step"] + 1
         print(f"resumed at step {state['step']} (stream index {cursor['index']})", flush=True)
-    data = batches(training_rows(args, cursor), layout, args.batch)
+    data = batches(training_rows(args, drill, cursor), layout, args.batch)
     started = time.time()
     for step in track(range(first, args.steps + 1), description="lookup drill"):
         loss = model(**next(data)).loss
@@ -303,7 +315,7 @@ def main() -> None:
         optimizer.zero_grad()
         if step % args.eval_every == 0 or step == args.steps:
             point = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - started),
-                     **drill_report(model, layout, args.eval_cases)}
+                     **drill_report(model, layout, drill, args.eval_cases)}
             print(json.dumps({"step": step, "loss": point["loss"], "first_line": point["first_line"],
                               "first_line_by_objects": {n: (v["right"], v["chance"]) for n, v in point["first_line_by_objects"].items()},
                               "all_lines": point["all_lines"]}), flush=True)
@@ -315,12 +327,12 @@ def main() -> None:
                 state_file.with_suffix(".tmp").replace(state_file)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "curve": curve,
               "parameters": sum(p.numel() for p in model.model.language_model.parameters())}
-    if args.rewrite > 0 and args.layout == "text":
+    if args.rewrite > 0:
         report["rewrite_val"] = rewrite_report(model, tokenizer)
         print("rewrite on shapes-val (true cells):", report["rewrite_val"])
     if args.save:
         model.save_pretrained(args.save)
-        AutoProcessor.from_pretrained(BUNDLE).save_pretrained(args.save)
+        processor.save_pretrained(args.save)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
