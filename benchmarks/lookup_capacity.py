@@ -7,6 +7,7 @@
     python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --lr 5e-4 --rewrite 0.7 --steps 1500
     python benchmarks/lookup_capacity.py --init fresh --names canonical --join adjacent --steps 8000 --eval-every 500 \
         --checkpoint runs/capacity/adjacent-long --out runs/capacity/adjacent-long.json [--resume]   # the long run, resumable
+    python benchmarks/lookup_capacity.py --init fresh --fresh-init torch --lr 3e-4 --names canonical --steps 750   # stop 48
 
 Why (issue 24, stop 47): every rewrite the thinker gets wrong needs one step, finding a cell from what is in
 it, and no format taught the VLM that step (stop 46: the `lookup` drill, trained through `refine train vlm`
@@ -17,7 +18,8 @@ with three sides; the red circle?" -> "the shape with three sides is in the midd
 in the top middle"), as plain text by default (no image, no chat template), through the thinker's own architecture
 (`Qwen2_5_VLForConditionalGeneration`, the vision tower unused). It starts from a trained checkpoint
 (`--init FOLDER`) or from fresh weights of the bundle's configuration with the text model's shape changed
-(`--init fresh --hidden --heads --kv-heads --layers`), so a language model can be chosen by this measure
+(`--init fresh --hidden --heads --kv-heads --layers`; `--fresh-init torch`: PyTorch's initialisation and an
+untied head instead of transformers', which `benchmarks/recall_init.py` finds decides whether recall is learnt), so a language model can be chosen by this measure
 before a VLM is rebuilt around it (minutes per candidate, not hours).
 
 Measured: the held-out drill (training-stream seed 777, never trained on). Each line's cell counts as right
@@ -60,6 +62,7 @@ from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGene
 from refine.shapes.data import load_split, stream_case  # noqa: E402
 from refine.shapes.instructions import direct_ref  # noqa: E402
 from refine.shapes.world import POSITION_NAMES  # noqa: E402
+from refine.shapes.vlm.model import torch_default_init  # noqa: E402
 from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example  # noqa: E402
 
 BUNDLE = "refine/assets/shapes-thinker-scan"   # tokenizer, and the configuration fresh weights start from
@@ -83,8 +86,13 @@ def build_model(args):
     text.intermediate_size = 4 * args.hidden
     # one rotary pair per section, interleaved over (t, h, w), as the bundle's model does for any head size
     text.rope_parameters["mrope_section"] = [1] * (args.hidden // args.heads // 2)
+    if args.fresh_init == "torch":
+        config.tie_word_embeddings = text.tie_word_embeddings = False
     torch.manual_seed(args.seed)
-    return Qwen2_5_VLForConditionalGeneration(config)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    if args.fresh_init == "torch":
+        torch_default_init(model.model.language_model, model.lm_head)
+    return model
 
 
 def rewrite_text(scene, instruction: str) -> str:
@@ -260,6 +268,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--fresh-init", choices=["transformers", "torch"], default="transformers",
+                        help="fresh weights: transformers' N(0, 0.02) with tied embeddings, or PyTorch's defaults, untied (stop 48)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--layout", choices=["text", "chat", "chat-image"], default="text",
                         help="the question alone, in the chat template, or in the chat template after the image (`Layout`)")

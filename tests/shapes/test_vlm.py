@@ -26,7 +26,7 @@ from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.shapes.data import ShapeCase, load_split, stream_case, training_stream  # noqa: E402
 from refine.shapes.edits import Recolor  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
-from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm  # noqa: E402
+from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm, torch_default_init  # noqa: E402
 from refine.shapes.vlm.tasks import judge_example, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
@@ -52,6 +52,19 @@ def test_every_score_and_verdict_is_one_token_where_the_judge_reads_it():
     for verdict in ("Yes", "No"):
         assert tok.encode('"Judgement": [[' + verdict) == verdict_prefill + tok.encode(verdict)
         assert len(tok.encode(verdict)) == 1
+
+
+def test_torch_default_init_refuses_a_tied_head_and_rescales_an_untied_one(tiny_dir):
+    tied = AutoModelForImageTextToText.from_pretrained(tiny_dir)
+    with pytest.raises(ConfigError, match="untied"):
+        torch_default_init(tied.model.language_model, tied.lm_head)
+    untied = AutoModelForImageTextToText.from_pretrained(tiny_dir, tie_word_embeddings=False)
+    vision_before = {k: v.clone() for k, v in untied.model.visual.state_dict().items()}
+    torch_default_init(untied.model.language_model, untied.lm_head)
+    assert 0.8 < untied.model.language_model.embed_tokens.weight.std().item() < 1.2     # N(0, 1), not N(0, 0.02)
+    fan_in = untied.lm_head.weight.shape[1]
+    assert untied.lm_head.weight.abs().max().item() <= fan_in ** -0.5 < 1                 # kaiming-uniform bound
+    assert all(torch.equal(v, untied.model.visual.state_dict()[k]) for k, v in vision_before.items())   # the tower untouched
 
 
 def test_a_32x32_scene_becomes_16_visual_tokens_through_the_saved_processor(tiny_dir):

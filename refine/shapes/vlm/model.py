@@ -109,6 +109,33 @@ def _mrope(head_dim: int, interleaved: bool = False) -> list[int]:
     return [half - 2 * spatial, spatial, spatial]
 
 
+def torch_default_init(language_model: torch.nn.Module, lm_head: torch.nn.Linear) -> None:
+    """Re-initialise a language model the way PyTorch's layers do by default, in place: every `nn.Linear`
+    kaiming-uniform (std 1 / sqrt(3 fan_in)), biases included, every `nn.Embedding` N(0, 1), and `lm_head`
+    like a linear layer (so the head must not be tied to the embedding: a N(0, 1) head gives logits of
+    std ~sqrt(hidden)).
+
+    Why (stop 48, `benchmarks/RESULTS.md`, "The lookup's plateau is the initialisation"): with transformers'
+    own initialisation (every weight N(0, 0.02), tied embeddings) this language model stays at chance on
+    associative recall ("k1 v1; k2 v2; ... k2 ->" v2) for thousands of steps, at any learning rate tried,
+    and so does GPT-2's; the same architecture with PyTorch's defaults learns it in 500 steps. Only the two
+    together do it: large token embeddings keep each token's identity in the residual stream through the
+    layers, and kaiming-sized projections let attention form sharp patterns early.
+
+    >>> from transformers import Qwen2Config, Qwen2ForCausalLM
+    >>> model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+    ...                                      num_hidden_layers=1, intermediate_size=64, tie_word_embeddings=False))
+    >>> torch_default_init(model.model, model.lm_head)
+    >>> round(model.model.embed_tokens.weight.std().item(), 1), model.lm_head.weight.abs().max().item() <= 32 ** -0.5
+    (1.0, True)
+    """
+    if lm_head.weight is language_model.get_input_embeddings().weight:
+        raise ConfigError("torch_default_init needs an untied lm_head (tie_word_embeddings=False)")
+    for module in [*language_model.modules(), lm_head]:
+        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            module.reset_parameters()
+
+
 def build_shapes_vlm(path: str | Path, size: VLMSize = VLMSize(), seed: int = 0) -> Path:
     """Build a random-weight ShapeEdit VLM of `size` and its processor (tokenizer trained now); save to `path`."""
     path = Path(path)
