@@ -129,7 +129,9 @@ def main() -> None:
     for step in range(1, args.steps + 1):
         loss = model(**batch([recall_row(rng, args.pairs) for _ in range(args.batch)])).loss
         loss.backward()
-        optimizer.step(), schedule.step(), optimizer.zero_grad()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
         if step % args.eval_every == 0 or step == args.steps:
             history.append({"step": step, "loss": round(loss.item(), 3), **first_answer(model, held_out)})
             print(json.dumps(history[-1]), flush=True)
