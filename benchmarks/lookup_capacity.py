@@ -290,6 +290,8 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="save the trained model here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.fresh_init != "transformers" and args.init != "fresh":
+        parser.error("--fresh-init applies to --init fresh only: a checkpoint keeps its own weights")
     torch.set_num_threads(args.threads)
     if args.rewrite > 0 and args.layout != "text":
         parser.error("--rewrite's report reads the rewrite as plain text; use it with --layout text")
