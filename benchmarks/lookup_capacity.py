@@ -8,6 +8,8 @@
     python benchmarks/lookup_capacity.py --init fresh --names canonical --join adjacent --steps 8000 --eval-every 500 \
         --checkpoint runs/capacity/adjacent-long --out runs/capacity/adjacent-long.json [--resume]   # the long run, resumable
     python benchmarks/lookup_capacity.py --init fresh --fresh-init torch --lr 3e-4 --names canonical --steps 750   # stop 48
+    python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --reinit-language --layout chat-image \
+        --cells image --join adjacent --freeze-vision --names canonical --lr 3e-4 --steps 1500   # stop 49
 
 Why (issue 24, stop 47): every rewrite the thinker gets wrong needs one step, finding a cell from what is in
 it, and no format taught the VLM that step (stop 46: the `lookup` drill, trained through `refine train vlm`
@@ -28,7 +30,7 @@ earlier lines are in that prefix, so a model that only knows which cells are occ
 by elimination with chance 1 / (n - k); the first line, which nothing before it helps, measures the lookup
 against chance 1 / n. Both are reported beside their chance, by object count and by the kind of name asked
 (`--names canonical` asks every object by the words the cells give it: an exact-match copy, the lookup at
-its simplest). `--layout chat` / `chat-image` put the question in the chat template, without or after the
+its simplest). `--cells image` drops the cells' text, so the lookup is from the name to the image (stop 49). `--layout chat` / `chat-image` put the question in the chat template, without or after the
 source image, as `refine train vlm` does. `--rewrite P` mixes in a share P of text-only rewrite rows
 ("Cells: ...\\nRewrite the instruction ... Instruction: <indirect>" -> the direct phrasing) and reports greedy
 exactness on the indirect shapes-val cases with their true cells. Reads the answer key; a diagnostic, never
@@ -62,8 +64,9 @@ from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGene
 from refine.shapes.data import load_split, stream_case  # noqa: E402
 from refine.shapes.instructions import direct_ref  # noqa: E402
 from refine.shapes.world import POSITION_NAMES  # noqa: E402
-from refine.shapes.vlm.model import torch_default_init  # noqa: E402
+from refine.shapes.vlm.model import reinit_language_model, torch_default_init  # noqa: E402
 from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example  # noqa: E402
+from refine.shapes.vlm.train import freeze_vision_parameters  # noqa: E402
 
 BUNDLE = "refine/assets/shapes-thinker-scan"   # tokenizer, and the configuration fresh weights start from
 HELD_OUT_SEED = 777                             # the drill's held-out stream; training uses --seed
@@ -78,7 +81,10 @@ def name_kind(name: str) -> str:
 
 def build_model(args):
     if args.init != "fresh":
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(args.init)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(args.init)
+        if args.reinit_language:   # the checkpoint's vision tower, a language model with PyTorch's initialisation
+            reinit_language_model(model)
+        return model
     config = AutoConfig.from_pretrained(BUNDLE)
     text = config.text_config
     text.hidden_size, text.num_attention_heads, text.num_key_value_heads = args.hidden, args.heads, args.kv_heads
@@ -104,10 +110,13 @@ class DrillFormat:
     """How the drill's rows are worded. `canonical_only` (`--names canonical`): every object asked by its canonical
     name ("the red circle"), the words the cells give it, the lookup at its simplest, an exact-match copy.
     `adjacent` (`--join adjacent`): the cell right after the object's words, in the cells and in the answer
-    ("large red circle top middle"), no filler between key and value."""
+    ("large red circle top middle"), no filler between key and value. `cells_in_text=False` (`--cells image`): no
+    "Cells: ..." line, so the cells are only in the image (with `--layout chat-image`): the lookup the thinker
+    needs, from a name to the visual token that holds the object (stop 49)."""
 
     canonical_only: bool = False
     adjacent: bool = False
+    cells_in_text: bool = True
 
     @property
     def join(self) -> str:
@@ -133,6 +142,8 @@ def drill_row(seed: int, index: int, drill: DrillFormat):
         question = question.rsplit("\n", 1)[0] + "\n" + QUESTIONS["lookup"].rsplit("\n", 1)[1].format(names="; ".join(n for n, _ in lines))
     if drill.adjacent:   # the cells' words too: "large red circle top middle"
         question = question.replace(" in the ", drill.join)
+    if not drill.cells_in_text:
+        question = question.split("\n", 1)[1]
     return question + "\n", lines, example["images"][0]
 
 
@@ -270,6 +281,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--fresh-init", choices=["transformers", "torch"], default="transformers",
                         help="fresh weights: transformers' N(0, 0.02) with tied embeddings, or PyTorch's defaults, untied (stop 48)")
+    parser.add_argument("--reinit-language", action="store_true",
+                        help="with --init FOLDER: keep its vision tower, untie the head and re-initialise the language model "
+                             "with PyTorch's defaults (model.reinit_language_model, stop 49)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--layout", choices=["text", "chat", "chat-image"], default="text",
                         help="the question alone, in the chat template, or in the chat template after the image (`Layout`)")
@@ -278,6 +292,10 @@ def main() -> None:
     parser.add_argument("--join", choices=["is-in-the", "adjacent"], default="is-in-the",
                         help="how a cell follows the object's words, in the cells and the answer: the drill's ' is in the ' / ' in the ', "
                              "or nothing between them (a textbook induction copy)")
+    parser.add_argument("--cells", choices=["text", "image"], default="text",
+                        help="the cells as a 'Cells: ...' line (the drill) or only in the image (needs --layout chat-image)")
+    parser.add_argument("--freeze-vision", action="store_true",
+                        help="train the language model only, the vision tower and merger frozen (as `refine train vlm` does)")
     parser.add_argument("--rewrite", type=float, default=0.0, help="share of text-only rewrite rows mixed in (0: the drill alone)")
     parser.add_argument("--seed", type=int, default=60, help="training stream seed (the drill's rows use seed + 1000)")
     parser.add_argument("--eval-every", type=int, default=250)
@@ -290,19 +308,25 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="save the trained model here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.reinit_language and args.init == "fresh":
+        parser.error("--reinit-language re-initialises a checkpoint's language model; fresh weights take --fresh-init torch")
     if args.fresh_init != "transformers" and args.init != "fresh":
         parser.error("--fresh-init applies to --init fresh only: a checkpoint keeps its own weights")
     torch.set_num_threads(args.threads)
     if args.rewrite > 0 and args.layout != "text":
         parser.error("--rewrite's report reads the rewrite as plain text; use it with --layout text")
-    drill = DrillFormat(canonical_only=args.names == "canonical", adjacent=args.join == "adjacent")
+    if args.cells == "image" and args.layout != "chat-image":
+        parser.error("--cells image leaves the cells to the image: use it with --layout chat-image")
+    drill = DrillFormat(canonical_only=args.names == "canonical", adjacent=args.join == "adjacent", cells_in_text=args.cells == "text")
     processor = AutoProcessor.from_pretrained(BUNDLE)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "right"
     layout = Layout(args.layout, processor)
     model = build_model(args)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.freeze_vision:
+        freeze_vision_parameters(model, tower=True, merger=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / args.warmup) * max(0.1, 1 - s / args.steps))
     cursor, curve, first = {"index": 0}, [], 1

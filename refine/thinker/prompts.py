@@ -47,12 +47,15 @@ class PromptSet:
     `output_style` is what the model answers: the paper's tags with scores ("scores") or with a stop
     flag ("stop"); or, for a rewrite-only model, which cannot critique (its `critique` is never
     sent), the refined instruction alone ("answer") or `<think>R</think><answer>T</answer>` ("think").
+    `text_first` puts the text before the images in the user turn (a model trained with the question first,
+    `data.question_first` of `refine train vlm`).
     """
 
     system: str
     critique: str
     rewrite: str
     output_style: Literal["scores", "stop", "answer", "think"]
+    text_first: bool = False
 
     @property
     def rewrite_only(self) -> bool:
@@ -172,21 +175,27 @@ SHAPES_QUESTIONS: dict[str, tuple[str, str]] = {
     "shapes-rewrite-scan-read": ("rewrite_scan_read", "think"),
     "shapes-rewrite-lookup": ("rewrite_lookup", "think"),
 }
+# the same questions before the image, for a model trained with `data.question_first` (stop 49): "-qf" names
+QUESTION_FIRST_SUFFIX = "-qf"
 # every name `get_prompts` knows: ThinkerConfig's `prompt` accepts exactly these
-PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, *SHAPES_QUESTIONS)
+PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, *SHAPES_QUESTIONS, *(name + QUESTION_FIRST_SUFFIX for name in SHAPES_QUESTIONS))
 
 
 def get_prompts(name: str) -> PromptSet:
-    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert", "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup]").
+    """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert",
+    "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup][-qf]"; "-qf": the question before the image).
 
     >>> get_prompts("shapes-rewrite").rewrite.splitlines()[-1], get_prompts("shapes-rewrite").rewrite_only
     ('Instruction: {instruction}', True)
+    >>> get_prompts("shapes-rewrite-qf").text_first
+    True
     """
     if name in PROMPTS:
         return PROMPTS[name]
-    if name in SHAPES_QUESTIONS:
+    base = name.removesuffix(QUESTION_FIRST_SUFFIX)
+    if base in SHAPES_QUESTIONS:
         from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT
 
-        question, style = SHAPES_QUESTIONS[name]
-        return PromptSet(SYSTEM_PROMPT, "", QUESTIONS[question], style)
+        question, style = SHAPES_QUESTIONS[base]
+        return PromptSet(SYSTEM_PROMPT, "", QUESTIONS[question], style, text_first=name != base)
     raise ConfigError(f"unknown thinker prompt set {name!r}; choose one of {', '.join(PROMPT_NAMES)}")

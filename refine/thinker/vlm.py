@@ -235,5 +235,6 @@ def thinker_conversation(prompts: PromptSet, request: ThinkRequest) -> list[dict
     else:
         images = [request.source, request.edited]
         text = render(prompts.critique, instruction=request.instruction, previous_instruction=request.previous_instruction)
-    content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": text}]
+    pictures, question = [{"type": "image", "image": image} for image in images], [{"type": "text", "text": text}]
+    content = question + pictures if prompts.text_first else pictures + question
     return [{"role": "system", "content": prompts.system}, {"role": "user", "content": content}]

@@ -219,6 +219,17 @@ def test_where_and_beside_name_the_cell_of_the_named_object_and_the_cell_next_to
     assert min(asked.values()) >= 20
 
 
+def test_question_first_puts_every_rows_text_before_its_images_and_changes_nothing_else():
+    config = dict(cases=8, seed=5, seeing_per_case=1, judge_per_case=1, editor=False, seeing_tasks={"where": 1.0, "pair_at": 1.0})
+    plain, first = build_dataset(VLMDataConfig(**config)), build_dataset(VLMDataConfig(**config, question_first=True))
+    assert len(plain) == len(first) > 0
+    for a, b in zip(plain, first):
+        kinds = [part["type"] for part in b["prompt"][-1]["content"]]
+        assert kinds == sorted(kinds, key=lambda kind: kind != "text") and kinds[0] == "text" and "image" in kinds
+        assert sorted(kinds) == sorted(part["type"] for part in a["prompt"][-1]["content"])
+        assert b["completion"] == a["completion"] and b["prompt"][0] == a["prompt"][0]
+
+
 def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing():
     from refine.shapes.judge import parse_scene
     dataset = build_dataset(VLMDataConfig(cases=30, seed=5, indirect_fraction=0.9, seeing_per_case=1, judge_per_case=0, editor=False,
@@ -477,6 +488,19 @@ def test_a_frozen_vision_tower_does_not_change_while_the_language_model_learns(t
     assert tower and max(tower.values()) == 0.0
     assert max(merger.values()) == 0.0 if freeze == "tower_and_merger" else max(merger.values()) > 0.0
     assert max(text.values()) > 0.0
+
+
+def test_reinit_language_keeps_the_tower_and_trains_an_untied_language_model_that_resumes(tmp_path, tiny_dir):
+    train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=1, save_steps=1, reinit_language=True, freeze_vision=True,
+                       freeze_merger=True))
+    before, after = _weights(tiny_dir), _weights(tmp_path / "final")
+    assert max(_changed(before, after, lambda n: "visual." in n).values()) == 0.0
+    final = AutoModelForImageTextToText.from_pretrained(tmp_path / "final")
+    assert not final.config.tie_word_embeddings and final.lm_head.weight is not final.model.language_model.embed_tokens.weight
+    assert 0.8 < final.model.language_model.embed_tokens.weight.std().item() < 1.2      # N(0, 1), not the tiny model's N(0, 0.02)
+    summary = train(_tiny_config(tmp_path, init_from=str(tiny_dir), max_steps=2, save_steps=1, reinit_language=True,
+                                 freeze_vision=True, freeze_merger=True, resume_from="latest"))
+    assert summary["global_step"] == 2
 
 
 def test_grow_depth_trains_a_deeper_model_that_starts_from_the_old_one(tmp_path, tiny_dir):

@@ -51,6 +51,14 @@ def test_conversation_holds_the_paper_input_tuple():
     assert "<stop>yes or no</stop>" in expert[1]["content"][2]["text"]
 
 
+def test_a_question_first_prompt_set_sends_the_question_before_the_source():
+    plain = VLMThinker(CannedBackend([]), "shapes-rewrite").conversation(ThinkRequest(SOURCE, None, "paint it red", "paint it red", 0))
+    first = VLMThinker(CannedBackend([]), "shapes-rewrite-qf").conversation(ThinkRequest(SOURCE, None, "paint it red", "paint it red", 0))
+    assert [p["type"] for p in plain[1]["content"]] == ["image", "text"]
+    assert [p["type"] for p in first[1]["content"]] == ["text", "image"] and first[1]["content"][1]["image"] is SOURCE
+    assert first[1]["content"][0] == plain[1]["content"][1] and first[0] == plain[0]
+
+
 def test_replies_are_parsed_in_one_batched_call():
     backend = CannedBackend(
         [

@@ -56,6 +56,9 @@ class VLMTrainConfig(RefineConfig):
     grow_depth: int = Field(
         1, ge=1, description="follow each language-model layer of the starting model by grow_depth - 1 zero-output "
         "copies (refine/shapes/vlm/grow.py): a deeper model that starts out answering exactly as the old one; 1: as is")
+    reinit_language: bool = Field(
+        False, description="untie the head and re-initialise the language model with PyTorch's defaults "
+        "(model.reinit_language_model), keeping the starting model's vision tower and merger (stop 49)")
     model: VLMModelConfig = Field(default_factory=VLMModelConfig)
     data: VLMDataConfig = Field(default_factory=VLMDataConfig)
     tower: TowerPretrainConfig = Field(

@@ -48,6 +48,9 @@ class VLMDataConfig(RefineConfig):
         "phrasing, rewrite_think / rewrite_grid / rewrite_locate / rewrite_scan / rewrite_scan_read / rewrite_lookup: the scene / every cell / the named objects looked up (tasks.REWRITE_REASONING) in <think>, then that rewrite in <answer>); None: the first six uniformly. A seeing stage that must teach the tower the cells weights grid up "
         "(see refine/shapes/vlm/README.md)")
     degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
+    question_first: bool = Field(
+        False, description="put the user's text before the images in every row (`text_first`): a causal language model "
+        "then reads the image already knowing what it is asked to find (stop 49)")
     empty_reasoning_keep: float = Field(
         1.0, ge=0, le=1, description="share kept of the rewrite-with-reasoning examples whose <think> is empty (the "
         "instruction names nothing to find in the scene: riddles such as 'the shape with three sides'). Below 1 spends "
@@ -110,8 +113,31 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         for source, image in candidates:
             rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
         rows += [output_grid_example(case, image) for image in edits[: config.output_grids]]
+    if config.question_first:
+        rows = [text_first(row) for row in rows]
     rng.shuffle(rows)
     return Dataset.from_list(rows)
+
+
+def text_first(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its user turn's text before its images: "Where is the red circle?" then the image.
+
+    Why (issue 24, stop 49): with the image first, a causal language model reads the visual tokens before it
+    knows the question, so finding a named object takes two hops at the answer: gather the name from the
+    question, then match it against the visual tokens. Retrieval by content never formed that way (`where`
+    at chance among the occupied cells, from either initialisation). With the question first, each visual
+    token can already attend to the name and mark itself, and the answer reads the marked token. The images
+    keep their order among themselves, so `images` needs no change.
+
+    >>> row = {"prompt": [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "Where?"}]}]}
+    >>> [part["type"] for part in text_first(row)["prompt"][-1]["content"]]
+    ['text', 'image']
+    """
+    prompt = [dict(turn) for turn in row["prompt"]]
+    for turn in prompt:
+        if turn["role"] == "user":
+            turn["content"] = sorted(turn["content"], key=lambda part: part["type"] != "text")
+    return {**row, "prompt": prompt}
 
 
 def _empty_reasoning(row: dict[str, Any]) -> bool:

@@ -136,6 +136,28 @@ def torch_default_init(language_model: torch.nn.Module, lm_head: torch.nn.Linear
             module.reset_parameters()
 
 
+def reinit_language_model(model: Qwen2_5_VLForConditionalGeneration, seed: int = 0) -> None:
+    """Untie a VLM's head and re-initialise its language model with `torch_default_init`, in place; the vision
+    tower and merger keep their weights. The config says the head is untied, so `save_pretrained` and
+    `from_pretrained` keep it that way.
+
+    Why (stop 49, `benchmarks/RESULTS.md`, "The lookup from the image"): a language model with PyTorch's
+    initialisation on a tower that already sees the cells, without rebuilding and retraining the tower.
+
+    >>> from refine.shapes.vlm.model import VLMSize
+    >>> import tempfile
+    >>> from transformers import AutoModelForImageTextToText
+    >>> model = AutoModelForImageTextToText.from_pretrained(build_shapes_vlm(tempfile.mkdtemp(), VLMSize.tiny()))
+    >>> reinit_language_model(model)
+    >>> model.lm_head.weight is model.model.language_model.embed_tokens.weight, model.config.tie_word_embeddings
+    (False, False)
+    """
+    torch.manual_seed(seed)
+    model.config.tie_word_embeddings = model.config.text_config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    torch_default_init(model.model.language_model, model.lm_head)
+
+
 def build_shapes_vlm(path: str | Path, size: VLMSize = VLMSize(), seed: int = 0) -> Path:
     """Build a random-weight ShapeEdit VLM of `size` and its processor (tokenizer trained now); save to `path`."""
     path = Path(path)

@@ -12,7 +12,8 @@ Example (tiny sizes, two steps):
 
 The recipe, top to bottom:
 1. the model: `init_from` (a previous stage's `final/`), else a fresh `build_shapes_vlm` in `init/`,
-   its language model deepened by `grow_depth` (`grow.py`: zero-output copies, the same answers);
+   its language model re-initialised with an untied head if `reinit_language` (`model.reinit_language_model`),
+   then deepened by `grow_depth` (`grow.py`: zero-output copies, the same answers);
    with `tower.steps`, its vision tower is first trained on per-cell heads (`tower.py`) and the
    model saved to `tower/` (reused by a resumed run), metrics in `tower_metrics.jsonl`;
 2. the data: `output_dir/dataset` (built once from the training stream by `data.build_dataset`,
@@ -45,7 +46,7 @@ from refine.errors import ConfigError  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.data import build_dataset  # noqa: E402
 from refine.shapes.vlm.grow import grow_language_depth  # noqa: E402
-from refine.shapes.vlm.model import build_shapes_vlm  # noqa: E402
+from refine.shapes.vlm.model import build_shapes_vlm, reinit_language_model  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence, probe_scenes  # noqa: E402
 from refine.shapes.vlm.tower import pretrain_tower  # noqa: E402
 from refine.training.metrics import MetricsLogger  # noqa: E402
@@ -146,7 +147,9 @@ def train(config: VLMTrainConfig) -> dict[str, Any]:
     if config.tower.steps:
         model_dir = _pretrained_tower(model_dir, output_dir, config)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
-    # before any checkpoint is read: a resumed run loads its weights into the grown model
+    # before any checkpoint is read: a resumed run loads its weights into the untied, grown model
+    if config.reinit_language:
+        reinit_language_model(model, seed=config.seed)
     grow_language_depth(model, config.grow_depth)
     processor = AutoProcessor.from_pretrained(model_dir)
     # a judge stage must not collapse a seeing tower (benchmarks/RESULTS.md, "The ShapeEdit VLM as a judge")
