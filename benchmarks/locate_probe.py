@@ -84,7 +84,7 @@ def main() -> None:
               "by_objects": {n: {"cases": len(v), "exact": round(sum(v) / len(v), 3),
                                  **({"chance_among_occupied": round(1 / n, 3)} if args.task == "where" else {})}
                              for n, v in sorted(by_objects.items())},
-              "examples": [{"question": r["prompt"][-1]["content"][-1]["text"], "answer": a,
+              "examples": [{"question": next(part["text"] for part in r["prompt"][-1]["content"] if part["type"] == "text"), "answer": a,
                             "truth": r["completion"][0]["content"][0]["text"]} for (r, _), a in list(zip(rows, got))[:6]]}
     print(json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=1))
     for example in report["examples"]:
