@@ -124,10 +124,12 @@ def text_first(row: dict[str, Any]) -> dict[str, Any]:
 
     Why (issue 24, stop 49): with the image first, a causal language model reads the visual tokens before it
     knows the question, so finding a named object takes two hops at the answer: gather the name from the
-    question, then match it against the visual tokens. Retrieval by content never formed that way (`where`
-    at chance among the occupied cells, from either initialisation). With the question first, each visual
-    token can already attend to the name and mark itself, and the answer reads the marked token. The images
-    keep their order among themselves, so `images` needs no change.
+    question, then match it against the visual tokens (`where` stayed at chance among the occupied cells from
+    either initialisation). With the question first, each visual token can attend to the name as it is read.
+    Measured: a small transformer on the bundle's visual tokens left chance twice as early in two seeds of three
+    (`benchmarks/lookup_order.py`), but the ShapeEdit VLM's `where` was still at chance after 1,250 steps; putting
+    the answer right after the name did more (benchmarks/RESULTS.md, "The lookup from the image"). The images keep
+    their order among themselves, so `images` needs no change.
 
     >>> row = {"prompt": [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "Where?"}]}]}
     >>> [part["type"] for part in text_first(row)["prompt"][-1]["content"]]
