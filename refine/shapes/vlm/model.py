@@ -144,7 +144,6 @@ def reinit_language_model(model: Qwen2_5_VLForConditionalGeneration, seed: int =
     Why (stop 49, `benchmarks/RESULTS.md`, "The lookup from the image"): a language model with PyTorch's
     initialisation on a tower that already sees the cells, without rebuilding and retraining the tower.
 
-    >>> from refine.shapes.vlm.model import VLMSize
     >>> import tempfile
     >>> from transformers import AutoModelForImageTextToText
     >>> model = AutoModelForImageTextToText.from_pretrained(build_shapes_vlm(tempfile.mkdtemp(), VLMSize.tiny()))
