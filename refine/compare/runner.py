@@ -209,9 +209,12 @@ def current_ranks() -> Ranks:
     """The `Ranks` of this process: from torchrun's / accelerate's environment, one process without it."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Ranks()
+    import torch
     from accelerate import PartialState  # joins the process group (gloo on CPU, NCCL on GPUs)
 
-    state = PartialState()
+    # accelerate treats a torchrun launch without an accelerator as one process unless told `cpu`
+    # (each process then ran every case and all wrote the report at once); the trainers say the same
+    state = PartialState(cpu=not torch.cuda.is_available())
     return Ranks(state.process_index, state.num_processes)
 
 

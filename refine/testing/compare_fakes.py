@@ -22,7 +22,8 @@ an oracle reward (the benchmark's own `overall` against the wanted colour); both
 `reads_ground_truth = True` (`refine.oracle`).
 
 For a process dying mid-run under torchrun, `REFINE_TOY_DIE=RANK:N` in the environment makes the
-process of that rank SIGKILL itself at its N+1-th `edit` call. For interruption tests, `PaintEditor.interrupt_after` (a class attribute, so the entry's spec and
+process of that rank SIGKILL itself at its N+1-th `edit` call, and `REFINE_TOY_CALLS=FILE` makes every
+process append a line "RANK CASE_ID" to FILE for each request it edits (who edited what). For interruption tests, `PaintEditor.interrupt_after` (a class attribute, so the entry's spec and
 cache key do not change) makes the N+1-th `edit` call raise `KeyboardInterrupt`; `PaintEditor.calls`
 counts calls across instances and `PaintEditor.seen` records (case id, turn, input square colour).
 """
@@ -132,6 +133,9 @@ class PaintEditor:
         if die and die.split(":")[0] == os.environ.get("RANK", "0") and PaintEditor.calls >= int(die.split(":")[1]):
             os.kill(os.getpid(), signal.SIGKILL)
         PaintEditor.calls += 1
+        if os.environ.get("REFINE_TOY_CALLS"):
+            with open(os.environ["REFINE_TOY_CALLS"], "a") as log:
+                log.writelines(f"{os.environ.get('RANK', '0')} {r.meta.get('case_id')}\n" for r in requests)
         results = []
         for request in requests:
             image = request.image.copy()

@@ -52,6 +52,11 @@ def test_two_processes_write_the_same_report_as_one_and_a_rerun_finishes_a_dead_
     cached = len(list((tmp_path / "pair" / "cache").rglob("*.png")))
     assert 0 < cached < 2 * CASES * 2  # two entries x ten cases x two seeds when complete
 
-    rerun = _compare(config, 2)
+    calls = tmp_path / "calls.txt"
+    rerun = _compare(config, 2, REFINE_TOY_CALLS=str(calls))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _report(tmp_path / "pair") == _report(tmp_path / "single")
+    # the two processes shared the missing edits: each edited some, none was edited twice
+    edits = [line.split() for line in calls.read_text().splitlines()]
+    assert {rank for rank, _ in edits} == {"0", "1"}
+    assert len(edits) == 2 * CASES * 2 - cached
