@@ -63,7 +63,7 @@ from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGene
 
 from refine.shapes.data import load_split, stream_case  # noqa: E402
 from refine.shapes.instructions import direct_ref  # noqa: E402
-from refine.shapes.world import POSITION_NAMES  # noqa: E402
+from refine.shapes.world import POSITION_NAMES, SHAPES  # noqa: E402
 from refine.shapes.vlm.model import reinit_language_model, torch_default_init  # noqa: E402
 from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example  # noqa: E402
 from refine.shapes.vlm.train import freeze_vision_parameters  # noqa: E402
@@ -127,6 +127,17 @@ class DrillFormat:
         return "; ".join(f"{name}{self.join}{cell}" for name, cell in lines)
 
 
+def shape_of(name: str) -> str | None:
+    """The shape word a name says ("the large red circle" -> "circle"), None for names without one."""
+    return next((word for word in name.split() if word in SHAPES), None)
+
+
+def shape_shared(lines: list[tuple[str, str]], k: int) -> bool:
+    """Does another asked object have line k's shape (so the shape alone does not find it)?"""
+    shape = shape_of(lines[k][0])
+    return shape is not None and any(shape_of(name) == shape for j, (name, _) in enumerate(lines) if j != k)
+
+
 def drill_row(seed: int, index: int, drill: DrillFormat):
     """(question, [(name, cell), ...] in the answer's order, source image) of the drill on stream case `index`;
     None for an empty scene."""
@@ -185,6 +196,8 @@ def training_rows(args, drill: DrillFormat, cursor: dict):
             yield rewrite_text(case.source, case.instruction), case.direct_instruction, case.source_image
         elif (row := drill_row(args.seed + 1000, index, drill)) is not None:
             question, lines, image = row
+            if random.Random(f"confusable-{args.seed}-{index}").random() < args.confusable and not shape_shared(lines, 0):
+                continue   # this row must be one whose first object the shape alone does not find
             yield question, drill.answer(lines), image
 
 
@@ -217,7 +230,7 @@ def drill_report(model, layout: Layout, drill: DrillFormat, cases: int) -> dict:
     """
     model.eval()
     tokenizer = layout.tokenizer
-    lines = []   # (objects, index of the line, its name's kind, right)
+    lines = []   # (objects, index of the line, its name's kind, right, shape shared)
     for index in range(cases):
         row = drill_row(HELD_OUT_SEED, index, drill)
         if row is None:
@@ -236,7 +249,7 @@ def drill_report(model, layout: Layout, drill: DrillFormat, cases: int) -> dict:
         predicted = model(input_ids=full, **vision_inputs([prompt])).logits[0].argmax(-1)
         for k, (start, length, name) in enumerate(spans):
             right = bool((predicted[start - 1:start - 1 + length] == full[0, start:start + length]).all())
-            lines.append((len(spans), k, name_kind(name), right))
+            lines.append((len(spans), k, name_kind(name), right, shape_shared(asked, k)))
     model.train()
 
     def summary(rows) -> dict:
@@ -248,7 +261,8 @@ def drill_report(model, layout: Layout, drill: DrillFormat, cases: int) -> dict:
     return {"first_line": summary(first), "all_lines": summary(lines),
             "first_line_by_objects": {n: summary([r for r in first if r[0] == n]) for n in counts},
             "all_lines_by_objects": {n: summary([r for r in lines if r[0] == n]) for n in counts},
-            "first_line_by_name": {kind: summary([r for r in first if r[2] == kind]) for kind in sorted({r[2] for r in first})}}
+            "first_line_by_name": {kind: summary([r for r in first if r[2] == kind]) for kind in sorted({r[2] for r in first})},
+            "first_line_shape_shared": summary([r for r in first if r[4]])}
 
 
 @torch.no_grad()
@@ -296,6 +310,9 @@ def main() -> None:
                         help="the cells as a 'Cells: ...' line (the drill) or only in the image (needs --layout chat-image)")
     parser.add_argument("--freeze-vision", action="store_true",
                         help="train the language model only, the vision tower and merger frozen (as `refine train vlm` does)")
+    parser.add_argument("--confusable", type=float, default=0.0,
+                        help="share of drill rows whose first object shares its shape with another (its colour is needed); "
+                             "the toy's second plateau was the shape alone (stop 50)")
     parser.add_argument("--rewrite", type=float, default=0.0, help="share of text-only rewrite rows mixed in (0: the drill alone)")
     parser.add_argument("--seed", type=int, default=60, help="training stream seed (the drill's rows use seed + 1000)")
     parser.add_argument("--eval-every", type=int, default=250)
@@ -354,7 +371,7 @@ def main() -> None:
                      **drill_report(model, layout, drill, args.eval_cases)}
             print(json.dumps({"step": step, "loss": point["loss"], "first_line": point["first_line"],
                               "first_line_by_objects": {n: (v["right"], v["chance"]) for n, v in point["first_line_by_objects"].items()},
-                              "all_lines": point["all_lines"]}), flush=True)
+                              "all_lines": point["all_lines"], "first_line_shape_shared": point["first_line_shape_shared"]}), flush=True)
             curve.append(point)
             if state_file is not None:   # written whole, then renamed: a run stopped mid-write keeps the last state
                 args.checkpoint.mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,10 @@ def run(features, questions, held_out, args, seed: int, question_first: bool, wo
         return model(features[[r[0] for r in rows]], torch.tensor([[r[1], r[2]] for r in rows]), question_first, args.gap)
 
     rng, curve = random.Random(seed + 1), []
+    hard = [r for r in questions if r[5]]
     for step in range(1, args.steps + 1):
-        rows = rng.sample(questions, args.batch)
+        n_hard = sum(rng.random() < args.confusable for _ in range(args.batch))
+        rows = rng.sample(questions, args.batch - n_hard) + rng.sample(hard, n_hard)
         loss = nn.functional.cross_entropy(logits(rows), torch.tensor([r[3] for r in rows]))
         optimizer.zero_grad()
         loss.backward()
@@ -105,7 +107,9 @@ def run(features, questions, held_out, args, seed: int, question_first: bool, wo
             with torch.no_grad():
                 right = logits(held_out).argmax(-1) == torch.tensor([r[3] for r in held_out])
             by = {n: round(right[[r[4] == n for r in held_out]].float().mean().item(), 3) for n in sorted({r[4] for r in held_out})}
-            curve.append({"step": step, "right": round(right.float().mean().item(), 3), "by_objects": by})
+            needs_colour = torch.tensor([r[5] for r in held_out])
+            curve.append({"step": step, "right": round(right.float().mean().item(), 3), "by_objects": by,
+                          "shape_shared": round(right[needs_colour].float().mean().item(), 3)})
             print(json.dumps({"seed": seed, **curve[-1]}), flush=True)
     return curve
 
@@ -117,6 +121,8 @@ def main() -> None:
     parser.add_argument("--gap", type=int, default=1 + ANSWER_WORDS,
                         help="fixed tokens between the name (or the image, question first) and the answer position: '?' and the "
                              "chat's answer opening (3); 0 reads the answer at the name's last word")
+    parser.add_argument("--confusable", type=float, default=0.0,
+                        help="share of each batch drawn from questions whose shape another object shares (the colour is needed)")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -133,7 +139,8 @@ def main() -> None:
     shapes = sorted({o.shape for s in scenes for o in s.objects})
     first_name = SYSTEM + QUESTION_WORDS + max(args.gap, 1 + ANSWER_WORDS)   # word ids below are the fixed prompt's
     questions = [(i, first_name + colours.index(o.color), first_name + len(colours) + shapes.index(o.shape),
-                  3 * o.position[0] + o.position[1], len(s.objects)) for i, s in enumerate(scenes) for o in s.objects]
+                  3 * o.position[0] + o.position[1], len(s.objects),
+                  any(p is not o and p.shape == o.shape for p in s.objects)) for i, s in enumerate(scenes) for o in s.objects]
     random.Random(0).shuffle(questions)
     held_out, questions = questions[:1000], questions[1000:]
     words = first_name + len(colours) + len(shapes)

@@ -174,6 +174,7 @@ SHAPES_QUESTIONS: dict[str, tuple[str, str]] = {
     "shapes-rewrite-scan": ("rewrite_scan", "think"),
     "shapes-rewrite-scan-read": ("rewrite_scan_read", "think"),
     "shapes-rewrite-lookup": ("rewrite_lookup", "think"),
+    "shapes-rewrite-find": ("rewrite_find", "think"),
 }
 # the same questions before the image, for a model trained with `data.question_first` (stop 49): "-qf" names
 QUESTION_FIRST_SUFFIX = "-qf"
@@ -183,7 +184,7 @@ PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, *SHAPES_QUESTIONS, *(name + QUESTION_
 
 def get_prompts(name: str) -> PromptSet:
     """The built-in prompt set `name` ("thinker", "thinker-brief" for a small model, "expert",
-    "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup][-qf]"; "-qf": the question before the image).
+    "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup|-find][-qf]"; "-qf": the question before the image).
 
     >>> get_prompts("shapes-rewrite").rewrite.splitlines()[-1], get_prompts("shapes-rewrite").rewrite_only
     ('Instruction: {instruction}', True)

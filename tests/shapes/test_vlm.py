@@ -247,7 +247,8 @@ def test_rewrite_asks_the_source_and_instruction_and_answers_the_direct_phrasing
     assert changed >= 20 and sum(c.phrasing == "indirect" for c in cases.values()) >= 20
 
 
-@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid", "rewrite_locate", "rewrite_scan", "rewrite_scan_read", "rewrite_lookup"])
+@pytest.mark.parametrize("task", ["rewrite_think", "rewrite_grid", "rewrite_locate", "rewrite_scan", "rewrite_scan_read", "rewrite_lookup",
+                                  "rewrite_find"])
 def test_rewrite_with_reasoning_writes_the_source_then_answers_the_direct_phrasing_in_the_thinker_tags(task):
     """rewrite_think writes the source scene first, rewrite_grid its nine cells, rewrite_locate / rewrite_scan[_read] their
     lookups; the loop's own parser reads every one apart from the rewrite."""
@@ -309,6 +310,29 @@ def test_lookup_asks_every_object_by_a_name_without_its_cell_and_answers_the_cel
     assert lines >= 60 and riddles >= 10
 
 
+def test_find_asks_the_lookup_without_the_cells_and_answers_each_cell_right_after_its_name():
+    """The `find` rows: the prompt is the question alone (the cells only in the image); each answer line is a name
+    the phrasings give the object in the cell that follows it, with nothing between them."""
+    from refine.shapes.instructions import object_names
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.world import POSITION_NAMES
+    dataset = build_dataset(VLMDataConfig(cases=30, seed=6, seeing_per_case=1, judge_per_case=0, editor=False,
+                                          seeing_tasks={"find": 1.0}, degrade_rate=0.0))
+    lines = 0
+    for row in dataset:
+        scene = parse_scene(row["images"][0])
+        if row["task"] == "grid":             # a scene with no object to find
+            continue
+        assert row["task"] == "find" and row["prompt"][-1]["content"][-1]["text"].startswith("Where is each of these: ")
+        answer = row["completion"][0]["content"][0]["text"].split("; ")
+        assert len(answer) == len(scene.objects)
+        for line in answer:
+            [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
+            assert name in object_names(scene, position) and " is in the " not in line
+            lines += 1
+    assert lines >= 40
+
+
 def test_rewrite_lookup_finds_every_object_the_instruction_names_riddles_included_in_the_cell_the_image_holds_it_in():
     """After the cells (as the image shows them), each "X is in the Y" line: X is said in the instruction and names the
     object the image holds in Y; riddles ("the shape with three sides") are looked up too, not only canonical names."""
@@ -330,6 +354,28 @@ def test_rewrite_lookup_finds_every_object_the_instruction_names_riddles_include
                 assert name in case.instruction and name in object_names(scene, cells[cell])
                 riddles += "shape with" in name or "shape like" in name or "colour of" in name or "round" in name
                 lines += 1
+    assert lines >= 40 and riddles >= 10
+
+
+def test_rewrite_find_puts_the_cell_the_image_holds_each_named_object_in_right_after_its_name():
+    """No cells written first; each "X Y" line: X is said in the instruction and names the object the image holds in
+    cell Y, with nothing between them; riddles are found too."""
+    from refine.shapes.instructions import object_names
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import rewrite_find_example
+    from refine.shapes.world import POSITION_NAMES
+    riddles = lines = 0
+    for case in itertools.islice(training_stream(9, indirect_fraction=1.0), 80):
+        row = rewrite_find_example(case)
+        scene = parse_scene(row["images"][0])
+        think = row["completion"][0]["content"][0]["text"].removeprefix("<think>").split("</think>")[0]
+        for line in filter(None, think.split("; ")):
+            if line.startswith(("directly ", "the object ")) and ": " in line:
+                continue   # what a relation points at, or the object in a named cell
+            [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
+            assert name in case.instruction and name in object_names(scene, position) and " in the " not in name
+            riddles += "shape with" in name or "shape like" in name or "colour of" in name or "round" in name
+            lines += 1
     assert lines >= 40 and riddles >= 10
 
 

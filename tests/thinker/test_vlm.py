@@ -225,7 +225,8 @@ def test_rewrite_only_thinker_from_a_checkpoint_through_the_registry(tiny_vlm_pa
 
 @pytest.mark.parametrize("prompt, question", [("shapes-rewrite-think", "rewrite_think"), ("shapes-rewrite-grid", "rewrite_grid"),
                                                     ("shapes-rewrite-locate", "rewrite_locate"), ("shapes-rewrite-scan", "rewrite_scan"),
-                                                    ("shapes-rewrite-scan-read", "rewrite_scan_read"), ("shapes-rewrite-lookup", "rewrite_lookup")])
+                                                    ("shapes-rewrite-scan-read", "rewrite_scan_read"), ("shapes-rewrite-lookup", "rewrite_lookup"),
+                                                    ("shapes-rewrite-find", "rewrite_find")])
 def test_rewrite_only_thinker_with_reasoning_reads_its_answer_and_the_answer_confidence(prompt, question):
     """The scene (or the grid) in <think>, not counted in the confidence; the rewrite in <answer>, asked in the VLM's words."""
     reply = [("<think>", 1.0), ("red background: small blue circle", 0.2), ("</think><answer>", 1.0), ("remove the blue circle", 0.8),

@@ -59,6 +59,7 @@ QUESTIONS: dict[str, str] = {
     "beside": "Which cell is directly {relation} {name}?",
     "pair_at": "Here are two images. What is in the {position} of the {which} image?",
     "lookup": "Cells: {cells}.\nWhere is each of these: {names}?",
+    "find": "Where is each of these: {names}?",
     "rewrite": "Rewrite the instruction so that an image editor can follow it directly.\nInstruction: {instruction}",
     "rewrite_think": "Describe the image in <think></think>, then rewrite the instruction so that an image editor can follow it "
                      "directly in <answer></answer>.\nInstruction: {instruction}",
@@ -74,6 +75,8 @@ QUESTIONS: dict[str, str] = {
     "rewrite_locate": "Say what is in each cell and where the objects the instruction names are in <think></think>, then "
                       "rewrite the instruction so that an image editor can follow it directly in <answer></answer>.\n"
                       "Instruction: {instruction}",
+    "rewrite_find": "Find each object the instruction names in the image, in <think></think>, then rewrite the instruction "
+                    "so that an image editor can follow it directly in <answer></answer>.\nInstruction: {instruction}",
 }
 # The tasks drawn uniformly when no weights are given (the presets' datasets): "grid" is opt-in.
 DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "background", "count", "difference")
@@ -183,8 +186,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             out.append(reasoned_example(case, task))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
-        elif task == "lookup":
-            out.append(lookup_example(case, rng, scene))
+        elif task in ("lookup", "find"):
+            out.append(lookup_example(case, rng, scene, cells_in_text=task == "lookup"))
         elif task == "describe":
             out.append(_example(case, task, [image], QUESTIONS[task], describe_scene(scene)))
         elif task == "at_position":
@@ -244,7 +247,7 @@ def lookup_names(scene: Scene) -> list[tuple[str, Obj]]:
             if " in the " not in name and not any(f" {relation} " in name for relation in RELATIONS.values())]
 
 
-def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = None) -> dict[str, Any]:
+def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = None, cells_in_text: bool = True) -> dict[str, Any]:
     """The lookup drill: every cell given as text, then "where is each of these" objects named by what they are.
 
     Opt-in (`seeing_tasks: {lookup: ...}`). Why (stop 46): every rewrite that needs the scene needs
@@ -259,10 +262,17 @@ def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = No
     left; the red circle is in the top right corner". The source image is attached too, so the row is like every
     other one. Stream cases only.
 
+    `cells_in_text=False` is the `find` task: no cells in the prompt, so each object is found in the image, and
+    each cell right after its name ("the red circle top right corner"): the layout in which that lookup is
+    learnt at all (stop 49, `benchmarks/lookup_capacity.py --cells image --join adjacent`), and `rewrite_find`'s.
+
     >>> from refine.shapes.data import stream_case
     >>> example = lookup_example(stream_case(41, 0), random.Random(0))
     >>> example["prompt"][-1]["content"][-1]["text"].startswith("Cells: nothing in the top left corner; ")
     True
+    >>> found = lookup_example(stream_case(41, 0), random.Random(0), cells_in_text=False)
+    >>> found["task"], found["prompt"][-1]["content"][-1]["text"].startswith("Where is each of these: ")
+    ('find', True)
     """
     scene = case.source if scene is None else scene
     image = render(scene, case.size)
@@ -274,7 +284,11 @@ def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = No
     objects = [obj for obj in scene.objects if obj in names]
     rng.shuffle(objects)
     asked = [(rng.choice(names[obj]), obj) for obj in objects]
-    question = QUESTIONS["lookup"].format(cells=describe_cells(scene), names="; ".join(name for name, _ in asked))
+    names_text = "; ".join(name for name, _ in asked)
+    if not cells_in_text:
+        answer = "; ".join(f"{name} {POSITION_NAMES[obj.position]}" for name, obj in asked)
+        return _example(case, "find", [image], QUESTIONS["find"].format(names=names_text), answer)
+    question = QUESTIONS["lookup"].format(cells=describe_cells(scene), names=names_text)
     answer = "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for name, obj in asked)
     return _example(case, "lookup", [image], question, answer)
 
@@ -436,7 +450,7 @@ def _cell_lines(scene: Scene, instruction: str) -> list[tuple[int, str]]:
             for phrase in [f"the object in the {POSITION_NAMES[obj.position]}"] if phrase in instruction]
 
 
-def lookup_named(scene: Scene, instruction: str) -> str:
+def lookup_named(scene: Scene, instruction: str, join: str = " is in the ") -> str:
     """Each object the instruction names by what it is (`lookup_names`: canonical, plain, riddle, superlative; the
     longest name per object), with its cell in the lookup drill's words, and what its relations point at; the
     object in a named cell. In the order the instruction says them.
@@ -447,13 +461,15 @@ def lookup_named(scene: Scene, instruction: str) -> str:
     'the red circle is in the middle right; directly above it: top right corner'
     >>> lookup_named(scene, "make the shape with three sides the colour of the sky")
     'the shape with three sides is in the top left corner'
+    >>> lookup_named(scene, "add a blue square directly above the red circle", join=" ")   # rewrite_find's words
+    'the red circle middle right; directly above it: top right corner'
     """
     longest: dict[Obj, tuple[int, str]] = {}   # object -> (where the instruction says it, its longest name there)
     for name, obj in lookup_names(scene):
         said = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", instruction)
         if said and len(name) > len(longest.get(obj, (0, ""))[1]):
             longest[obj] = (said.start(), name)
-    found = [(at, "; ".join([f"{name} is in the {POSITION_NAMES[obj.position]}", *_beside_lines(scene, instruction, name, obj)]))
+    found = [(at, "; ".join([f"{name}{join}{POSITION_NAMES[obj.position]}", *_beside_lines(scene, instruction, name, obj)]))
              for obj, (at, name) in longest.items()]
     found += _cell_lines(scene, instruction)
     return "; ".join(line for _, line in sorted(found))
@@ -472,6 +488,24 @@ def rewrite_lookup_example(case: ShapeCase) -> dict[str, Any]:
     True
     """
     return reasoned_example(case, "rewrite_lookup")
+
+
+def rewrite_find_example(case: ShapeCase) -> dict[str, Any]:
+    """The rewrite after finding, in the image, each object the instruction names: its cell right after its name.
+
+    Opt-in (`seeing_tasks: {rewrite_find: ...}`). Why (stop 50): the lookup from a name to the cell the image holds
+    it in is learnt only when the cell follows the name's last word (stop 49: the image-only lookup drill left
+    chance with "the blue square top middle", never with "the blue square is in the top middle"), so the lines
+    are `lookup_named`'s with nothing between name and cell ("the red circle middle right; directly above it: top
+    right corner"), and no cells are written first: the cell is read from the image, not from text the model wrote.
+    Stream cases only.
+
+    >>> from refine.shapes.data import stream_case
+    >>> text = rewrite_find_example(stream_case(41, 1, indirect_fraction=1.0))["completion"][0]["content"][0]["text"]
+    >>> text.startswith("<think>") and " is in the " not in text.split("</think>")[0] and text.endswith("</answer>")
+    True
+    """
+    return reasoned_example(case, "rewrite_find")
 
 
 def scan_named(scene: Scene, instruction: str, read: bool = False) -> str:
@@ -531,6 +565,7 @@ REWRITE_REASONING: dict[str, Callable[[ShapeCase], str]] = {
     "rewrite_scan": lambda case: scan_named(case.source, case.instruction),
     "rewrite_scan_read": lambda case: scan_named(case.source, case.instruction, read=True),
     "rewrite_lookup": lambda case: ". ".join(filter(None, (describe_cells(case.source), lookup_named(case.source, case.instruction)))),
+    "rewrite_find": lambda case: lookup_named(case.source, case.instruction, join=" "),
 }
 
 
