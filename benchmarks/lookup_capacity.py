@@ -65,7 +65,7 @@ from refine.shapes.data import load_split, stream_case  # noqa: E402
 from refine.shapes.instructions import direct_ref  # noqa: E402
 from refine.shapes.world import POSITION_NAMES, SHAPES  # noqa: E402
 from refine.shapes.vlm.model import reinit_language_model, torch_default_init  # noqa: E402
-from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example, name_key  # noqa: E402
 from refine.shapes.vlm.train import freeze_vision_parameters  # noqa: E402
 
 BUNDLE = "refine/assets/shapes-thinker-scan"   # tokenizer, and the configuration fresh weights start from
@@ -117,14 +117,20 @@ class DrillFormat:
     canonical_only: bool = False
     adjacent: bool = False
     cells_in_text: bool = True
+    keyed: bool = False
 
     @property
     def join(self) -> str:
         return " " if self.adjacent else " is in the "
 
+    def head(self, name: str) -> str:
+        """A line up to its cell: the name, then (`keyed`, `--join keyed`) one character that stands for the name's
+        colour and shape together, so the lookup's query is one token at hand ("the red circle K")."""
+        return f"{name} {name_key(name)}" if self.keyed else name + self.join.rstrip()
+
     def answer(self, lines: list[tuple[str, str]]) -> str:
         """The completion for (name, cell) lines: "the red circle is in the top middle; ..."."""
-        return "; ".join(f"{name}{self.join}{cell}" for name, cell in lines)
+        return "; ".join(f"{self.head(name)} {cell}" if self.keyed else f"{name}{self.join}{cell}" for name, cell in lines)
 
 
 def shape_of(name: str) -> str | None:
@@ -198,6 +204,8 @@ def training_rows(args, drill: DrillFormat, cursor: dict):
             question, lines, image = row
             if random.Random(f"confusable-{args.seed}-{index}").random() < args.confusable and not shape_shared(lines, 0):
                 continue   # this row must be one whose first object the shape alone does not find
+            if args.ask_one:   # only the first object is asked: the whole loss on the one lookup nothing else helps
+                question, lines = question.replace(": " + "; ".join(n for n, _ in lines) + "?", f": {lines[0][0]}?"), lines[:1]
             yield question, drill.answer(lines), image
 
 
@@ -241,7 +249,7 @@ def drill_report(model, layout: Layout, drill: DrillFormat, cases: int) -> dict:
         # each line's cell span, in answer tokens: tokenise the answer line by line to know where each cell starts
         ids, spans = [], []
         for k, (name, cell) in enumerate(asked):
-            head = tokenizer(("; " if k else "") + name + drill.join.rstrip()).input_ids
+            head = tokenizer(("; " if k else "") + drill.head(name)).input_ids
             tail = tokenizer(" " + cell).input_ids
             spans.append((len(q) + len(ids) + len(head), len(tail), name))
             ids += head + tail
@@ -249,6 +257,8 @@ def drill_report(model, layout: Layout, drill: DrillFormat, cases: int) -> dict:
         predicted = model(input_ids=full, **vision_inputs([prompt])).logits[0].argmax(-1)
         for k, (start, length, name) in enumerate(spans):
             right = bool((predicted[start - 1:start - 1 + length] == full[0, start:start + length]).all())
+            if drill.keyed:   # the key is the model's own token too: a line is right with its key and its cell
+                right = right and bool(predicted[start - 2] == full[0, start - 1])
             lines.append((len(spans), k, name_kind(name), right, shape_shared(asked, k)))
     model.train()
 
@@ -303,7 +313,7 @@ def main() -> None:
                         help="the question alone, in the chat template, or in the chat template after the image (`Layout`)")
     parser.add_argument("--names", choices=["all", "canonical"], default="all",
                         help="ask each object by any of its names (the drill) or by its canonical name only (exact-match copy)")
-    parser.add_argument("--join", choices=["is-in-the", "adjacent"], default="is-in-the",
+    parser.add_argument("--join", choices=["is-in-the", "adjacent", "keyed"], default="is-in-the",
                         help="how a cell follows the object's words, in the cells and the answer: the drill's ' is in the ' / ' in the ', "
                              "or nothing between them (a textbook induction copy)")
     parser.add_argument("--cells", choices=["text", "image"], default="text",
@@ -313,6 +323,8 @@ def main() -> None:
     parser.add_argument("--confusable", type=float, default=0.0,
                         help="share of drill rows whose first object shares its shape with another (its colour is needed); "
                              "the toy's second plateau was the shape alone (stop 50)")
+    parser.add_argument("--ask-one", action="store_true",
+                        help="train on the first object's lookup alone (the report still asks every object)")
     parser.add_argument("--rewrite", type=float, default=0.0, help="share of text-only rewrite rows mixed in (0: the drill alone)")
     parser.add_argument("--seed", type=int, default=60, help="training stream seed (the drill's rows use seed + 1000)")
     parser.add_argument("--eval-every", type=int, default=250)
@@ -334,7 +346,10 @@ def main() -> None:
         parser.error("--rewrite's report reads the rewrite as plain text; use it with --layout text")
     if args.cells == "image" and args.layout != "chat-image":
         parser.error("--cells image leaves the cells to the image: use it with --layout chat-image")
-    drill = DrillFormat(canonical_only=args.names == "canonical", adjacent=args.join == "adjacent", cells_in_text=args.cells == "text")
+    if args.join == "keyed" and args.names != "canonical":
+        parser.error("--join keyed writes a key for a name's colour and shape: use it with --names canonical")
+    drill = DrillFormat(canonical_only=args.names == "canonical", adjacent=args.join in ("adjacent", "keyed"),
+                        cells_in_text=args.cells == "text", keyed=args.join == "keyed")
     processor = AutoProcessor.from_pretrained(BUNDLE)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "right"

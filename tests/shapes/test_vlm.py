@@ -312,13 +312,14 @@ def test_lookup_asks_every_object_by_a_name_without_its_cell_and_answers_the_cel
 
 def test_find_asks_the_lookup_without_the_cells_and_answers_each_cell_right_after_its_name():
     """The `find` rows: the prompt is the question alone (the cells only in the image); each answer line is a name
-    the phrasings give the object in the cell that follows it, with nothing between them."""
+    the phrasings give the object in the cell that follows it, with only the name's key between them."""
     from refine.shapes.instructions import object_names
     from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import name_key
     from refine.shapes.world import POSITION_NAMES
     dataset = build_dataset(VLMDataConfig(cases=30, seed=6, seeing_per_case=1, judge_per_case=0, editor=False,
                                           seeing_tasks={"find": 1.0}, degrade_rate=0.0))
-    lines = 0
+    lines = keyed = 0
     for row in dataset:
         scene = parse_scene(row["images"][0])
         if row["task"] == "grid":             # a scene with no object to find
@@ -328,9 +329,13 @@ def test_find_asks_the_lookup_without_the_cells_and_answers_each_cell_right_afte
         assert len(answer) == len(scene.objects)
         for line in answer:
             [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
+            if name_key(name.rsplit(" ", 1)[0]):   # a name with a colour and a shape carries its key before the cell
+                name, key = name.rsplit(" ", 1)
+                assert key == name_key(name)
+                keyed += 1
             assert name in object_names(scene, position) and " is in the " not in line
             lines += 1
-    assert lines >= 40
+    assert lines >= 40 and keyed >= 10
 
 
 def test_rewrite_lookup_finds_every_object_the_instruction_names_riddles_included_in_the_cell_the_image_holds_it_in():
@@ -358,13 +363,13 @@ def test_rewrite_lookup_finds_every_object_the_instruction_names_riddles_include
 
 
 def test_rewrite_find_puts_the_cell_the_image_holds_each_named_object_in_right_after_its_name():
-    """No cells written first; each "X Y" line: X is said in the instruction and names the object the image holds in
-    cell Y, with nothing between them; riddles are found too."""
+    """No cells written first; each "X [K] Y" line: X is said in the instruction and names the object the image holds
+    in cell Y, with only X's key K between them (a name with a colour and a shape has one); riddles are found too."""
     from refine.shapes.instructions import object_names
     from refine.shapes.judge import parse_scene
-    from refine.shapes.vlm.tasks import rewrite_find_example
+    from refine.shapes.vlm.tasks import name_key, rewrite_find_example
     from refine.shapes.world import POSITION_NAMES
-    riddles = lines = 0
+    riddles = lines = keyed = 0
     for case in itertools.islice(training_stream(9, indirect_fraction=1.0), 80):
         row = rewrite_find_example(case)
         scene = parse_scene(row["images"][0])
@@ -373,10 +378,14 @@ def test_rewrite_find_puts_the_cell_the_image_holds_each_named_object_in_right_a
             if line.startswith(("directly ", "the object ")) and ": " in line:
                 continue   # what a relation points at, or the object in a named cell
             [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
+            if name_key(name.rsplit(" ", 1)[0]):   # a name with a colour and a shape carries its key before the cell
+                name, key = name.rsplit(" ", 1)
+                assert key == name_key(name)
+                keyed += 1
             assert name in case.instruction and name in object_names(scene, position) and " in the " not in name
             riddles += "shape with" in name or "shape like" in name or "colour of" in name or "round" in name
             lines += 1
-    assert lines >= 40 and riddles >= 10
+    assert lines >= 40 and riddles >= 10 and keyed >= 10
 
 
 def test_rewrite_locate_names_each_object_of_the_instruction_with_the_cell_it_is_in():

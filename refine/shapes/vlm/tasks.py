@@ -44,7 +44,7 @@ from refine.shapes.degrade import degrade
 from refine.shapes.edits import apply_edit, random_edit
 from refine.shapes.judge import ParsedScene, judge_edit, parse_image
 from refine.shapes.instructions import RELATIONS, STEPS, direct_ref, object_names, related
-from refine.shapes.world import GRID, POSITION_NAMES, POSITIONS, Obj, Scene, render
+from refine.shapes.world import COLOR_NAMES, GRID, POSITION_NAMES, POSITIONS, SHAPES, Obj, Scene, render
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 QUESTIONS: dict[str, str] = {
@@ -239,6 +239,37 @@ def _locate_example(case: ShapeCase, task: str, scene: Scene, image: Image.Image
     return _example(case, task, [image], question, POSITION_NAMES[cell])
 
 
+def name_key(name: str) -> str | None:
+    """One letter for the colour and shape a name says together ("the red circle" -> "A"), None if it lacks either.
+
+    Why (stop 50): the lookup from a name to its cell is learnt when the answer's query is one token at hand
+    (stop 49); a two-word name leaves the colour one token back, and the model then finds the object by its
+    shape alone (right when the shape is unique, at chance when another object shares it). Written after the
+    name, the key is predicted from the two words (supervised, text only) and the cell is looked up from it.
+    32 (colour, shape) pairs: "A"-"Z", then "a"-"f".
+
+    >>> name_key("the red circle"), name_key("the large white diamond"), name_key("the shape with three sides")
+    ('A', 'b', None)
+    """
+    words = name.split()
+    colour = next((word for word in words if word in COLOR_NAMES), None)
+    shape = next((word for word in words if word in SHAPES), None)
+    if colour is None or shape is None:
+        return None
+    index = COLOR_NAMES.index(colour) * len(SHAPES) + SHAPES.index(shape)
+    return chr(ord("A") + index) if index < 26 else chr(ord("a") + index - 26)
+
+
+def found_line(name: str, cell: str) -> str:
+    """A name, its key when it has one (`name_key`), then its cell: `find` and `rewrite_find`'s lines.
+
+    >>> found_line("the red circle", "top middle"), found_line("the shape with three sides", "center")
+    ('the red circle A top middle', 'the shape with three sides center')
+    """
+    key = name_key(name)
+    return f"{name} {key} {cell}" if key else f"{name} {cell}"
+
+
 def lookup_names(scene: Scene) -> list[tuple[str, Obj]]:
     """(name, object) for each name of each object that says what the object is, not where: canonical, plain ("the
     circle"), riddles ("the shape with three sides", "the object the colour of a pumpkin"), superlatives. Names
@@ -263,8 +294,9 @@ def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = No
     other one. Stream cases only.
 
     `cells_in_text=False` is the `find` task: no cells in the prompt, so each object is found in the image, and
-    each cell right after its name ("the red circle top right corner"): the layout in which that lookup is
-    learnt at all (stop 49, `benchmarks/lookup_capacity.py --cells image --join adjacent`), and `rewrite_find`'s.
+    each cell right after its name and its key (`found_line`: "the red circle A top right corner"): the layout in
+    which that lookup is learnt at all (stop 49, `benchmarks/lookup_capacity.py --cells image --join adjacent`;
+    the key, stop 50, `--join keyed`), and `rewrite_find`'s.
 
     >>> from refine.shapes.data import stream_case
     >>> example = lookup_example(stream_case(41, 0), random.Random(0))
@@ -286,7 +318,7 @@ def lookup_example(case: ShapeCase, rng: random.Random, scene: Scene | None = No
     asked = [(rng.choice(names[obj]), obj) for obj in objects]
     names_text = "; ".join(name for name, _ in asked)
     if not cells_in_text:
-        answer = "; ".join(f"{name} {POSITION_NAMES[obj.position]}" for name, obj in asked)
+        answer = "; ".join(found_line(name, POSITION_NAMES[obj.position]) for name, obj in asked)
         return _example(case, "find", [image], QUESTIONS["find"].format(names=names_text), answer)
     question = QUESTIONS["lookup"].format(cells=describe_cells(scene), names=names_text)
     answer = "; ".join(f"{name} is in the {POSITION_NAMES[obj.position]}" for name, obj in asked)
@@ -450,7 +482,7 @@ def _cell_lines(scene: Scene, instruction: str) -> list[tuple[int, str]]:
             for phrase in [f"the object in the {POSITION_NAMES[obj.position]}"] if phrase in instruction]
 
 
-def lookup_named(scene: Scene, instruction: str, join: str = " is in the ") -> str:
+def lookup_named(scene: Scene, instruction: str, found: bool = False) -> str:
     """Each object the instruction names by what it is (`lookup_names`: canonical, plain, riddle, superlative; the
     longest name per object), with its cell in the lookup drill's words, and what its relations point at; the
     object in a named cell. In the order the instruction says them.
@@ -461,18 +493,21 @@ def lookup_named(scene: Scene, instruction: str, join: str = " is in the ") -> s
     'the red circle is in the middle right; directly above it: top right corner'
     >>> lookup_named(scene, "make the shape with three sides the colour of the sky")
     'the shape with three sides is in the top left corner'
-    >>> lookup_named(scene, "add a blue square directly above the red circle", join=" ")   # rewrite_find's words
-    'the red circle middle right; directly above it: top right corner'
+    >>> lookup_named(scene, "add a blue square directly above the red circle", found=True)   # rewrite_find's words
+    'the red circle A middle right; directly above it: top right corner'
     """
     longest: dict[Obj, tuple[int, str]] = {}   # object -> (where the instruction says it, its longest name there)
     for name, obj in lookup_names(scene):
         said = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", instruction)
         if said and len(name) > len(longest.get(obj, (0, ""))[1]):
             longest[obj] = (said.start(), name)
-    found = [(at, "; ".join([f"{name}{join}{POSITION_NAMES[obj.position]}", *_beside_lines(scene, instruction, name, obj)]))
-             for obj, (at, name) in longest.items()]
-    found += _cell_lines(scene, instruction)
-    return "; ".join(line for _, line in sorted(found))
+    def line(name: str, obj: Obj) -> str:
+        cell = POSITION_NAMES[obj.position]
+        return found_line(name, cell) if found else f"{name} is in the {cell}"
+
+    lines = [(at, "; ".join([line(name, obj), *_beside_lines(scene, instruction, name, obj)])) for obj, (at, name) in longest.items()]
+    lines += _cell_lines(scene, instruction)
+    return "; ".join(text for _, text in sorted(lines))
 
 
 def rewrite_lookup_example(case: ShapeCase) -> dict[str, Any]:
@@ -496,9 +531,9 @@ def rewrite_find_example(case: ShapeCase) -> dict[str, Any]:
     Opt-in (`seeing_tasks: {rewrite_find: ...}`). Why (stop 50): the lookup from a name to the cell the image holds
     it in is learnt only when the cell follows the name's last word (stop 49: the image-only lookup drill left
     chance with "the blue square top middle", never with "the blue square is in the top middle"), so the lines
-    are `lookup_named`'s with nothing between name and cell ("the red circle middle right; directly above it: top
-    right corner"), and no cells are written first: the cell is read from the image, not from text the model wrote.
-    Stream cases only.
+    are `lookup_named`'s in `found_line`'s words, the name, its key, its cell ("the red circle A middle right;
+    directly above it: top right corner"), and no cells are written first: the cell is read from the image, not
+    from text the model wrote. Stream cases only.
 
     >>> from refine.shapes.data import stream_case
     >>> text = rewrite_find_example(stream_case(41, 1, indirect_fraction=1.0))["completion"][0]["content"][0]["text"]
@@ -565,7 +600,7 @@ REWRITE_REASONING: dict[str, Callable[[ShapeCase], str]] = {
     "rewrite_scan": lambda case: scan_named(case.source, case.instruction),
     "rewrite_scan_read": lambda case: scan_named(case.source, case.instruction, read=True),
     "rewrite_lookup": lambda case: ". ".join(filter(None, (describe_cells(case.source), lookup_named(case.source, case.instruction)))),
-    "rewrite_find": lambda case: lookup_named(case.source, case.instruction, join=" "),
+    "rewrite_find": lambda case: lookup_named(case.source, case.instruction, found=True),
 }
 
 
