@@ -44,7 +44,7 @@ class VLMDataConfig(RefineConfig):
     seeing_per_case: int = Field(2, ge=0, description="seeing examples per case (describe, position, colour, count, difference)")
     seeing_tasks: Optional[dict[str, float]] = Field(
         None, description="weights of the seeing task kinds (describe, at_position, color, background, count, difference, "
-        "grid: every cell named, where: the cell of a named object, beside: the cell next to it, pair_at: one cell of one of two images, lookup: the cells as text, then the cell of each object named by what it is, rewrite: the instruction in its direct "
+        "grid: every cell named, where: the cell of a named object, beside: the cell next to it, pair_at: one cell of one of two images, lookup: the cells as text, then the cell of each object named by what it is, find: the same without the cells, each cell after its name and key (tasks.found_line), rewrite: the instruction in its direct "
         "phrasing, rewrite_think / rewrite_grid / rewrite_locate / rewrite_scan / rewrite_scan_read / rewrite_lookup / rewrite_find: the scene / every cell / the named objects looked up (tasks.REWRITE_REASONING) in <think>, then that rewrite in <answer>); None: the first six uniformly. A seeing stage that must teach the tower the cells weights grid up "
         "(see refine/shapes/vlm/README.md)")
     degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
