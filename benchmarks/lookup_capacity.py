@@ -10,6 +10,8 @@
     python benchmarks/lookup_capacity.py --init fresh --fresh-init torch --lr 3e-4 --names canonical --steps 750   # stop 48
     python benchmarks/lookup_capacity.py --init refine/assets/shapes-thinker-scan --reinit-language --layout chat-image \
         --cells image --join adjacent --freeze-vision --names canonical --lr 3e-4 --steps 1500   # stop 49
+    python benchmarks/lookup_capacity.py --init runs/capacity/adjacent5000-model --layout chat-image --cells image \
+        --join keyed --freeze-vision --names canonical --lr 3e-4 --steps 1500 --checkpoint runs/capacity/keyed   # stop 50
 
 Why (issue 24, stop 47): every rewrite the thinker gets wrong needs one step, finding a cell from what is in
 it, and no format taught the VLM that step (stop 46: the `lookup` drill, trained through `refine train vlm`
@@ -30,7 +32,11 @@ earlier lines are in that prefix, so a model that only knows which cells are occ
 by elimination with chance 1 / (n - k); the first line, which nothing before it helps, measures the lookup
 against chance 1 / n. Both are reported beside their chance, by object count and by the kind of name asked
 (`--names canonical` asks every object by the words the cells give it: an exact-match copy, the lookup at
-its simplest). `--cells image` drops the cells' text, so the lookup is from the name to the image (stop 49). `--layout chat` / `chat-image` put the question in the chat template, without or after the
+its simplest). `--cells image` drops the cells' text, so the lookup is from the name to the image (stop 49).
+`first_line_shape_shared` is the first line's accuracy when another asked object has its shape, so only the
+colour finds it (stop 50: the plateau near 0.70 was the shape alone); `--confusable P` draws a share P of rows of
+that kind, `--ask-one` trains on the first object alone, and `--join keyed` writes a one-letter key for the name's
+colour and shape between the name and its cell (`tasks.name_key`; a keyed line is right with its key and its cell). `--layout chat` / `chat-image` put the question in the chat template, without or after the
 source image, as `refine train vlm` does. `--rewrite P` mixes in a share P of text-only rewrite rows
 ("Cells: ...\\nRewrite the instruction ... Instruction: <indirect>" -> the direct phrasing) and reports greedy
 exactness on the indirect shapes-val cases with their true cells. Reads the answer key; a diagnostic, never

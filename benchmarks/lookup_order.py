@@ -3,6 +3,7 @@
     python benchmarks/lookup_order.py --order image-first --seeds 0 1 2 --out runs/lookup-order-image-first.json
     python benchmarks/lookup_order.py --order question-first --seeds 0 1 2 --out runs/lookup-order-question-first.json
     python benchmarks/lookup_order.py --order image-first --gap 0 --seeds 0 1 2 --out runs/lookup-order-image-first-gap0.json
+    python benchmarks/lookup_order.py --gap 0 --confusable 0.5 --seeds 0 1 2 --out runs/lookup-order-gap0-c05.json   # stop 50
 
 Why (issue 24, stop 49): the ShapeEdit VLM's language model never learnt `where` ("Where is the red circle?" ->
 "middle right") from the image: at chance among the occupied cells after 1,000 steps, from transformers'
@@ -16,7 +17,8 @@ cell, projected), then "where is the COLOUR SHAPE" and `--gap` more fixed tokens
 (`question-first`).
 The answer position is trained to name the object's cell (9-way, cross-entropy); a step is 16 questions,
 AdamW at lr 3e-4. Reported every 100 steps: held-out accuracy by object count, beside the chance of a model
-that knows only which cells are occupied (1 / n).
+that knows only which cells are occupied (1 / n), and on the questions whose shape another object shares
+(`shape_shared`: only the colour finds those; stop 50). `--confusable P` draws a share P of each batch from them.
 
 Hand-written: a diagnostic of the learning dynamics, minutes per run, on features computed once by the
 bundle's own vision tower (`refine.shapes.vlm.probes.visual_tokens`).
