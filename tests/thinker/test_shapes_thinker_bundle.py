@@ -1,4 +1,4 @@
-"""The bundled rewrite-only thinkers (`refine/assets/shapes-thinker`, the ShapeEdit VLM's rewrite stage, and `shapes-thinker-scan`): plain
+"""The bundled rewrite-only thinkers (`refine/assets/shapes-thinker`, the ShapeEdit VLM's rewrite stage, `shapes-thinker-scan` and `shapes-thinker-find`): plain
 transformers loads it, it reads scenes, and `VLMThinker` rewrites with it.
 
 Training-stream scenes only (seed 77: never a case of any split). Greedy decoding, so each count is
@@ -6,6 +6,7 @@ exact; the floors sit below what the bundle gets (grid 8 of 8, rewrites 6 of 8 a
 broken bundle, processor or chat template fails, not a retrained model that is a little worse.
 """
 
+import re
 from pathlib import Path
 
 import torch
@@ -58,3 +59,15 @@ def test_the_scan_bundle_finds_named_objects_before_it_rewrites():
     right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
     assert right >= 4, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
     assert any(" match" in thought.reasoning for thought in thoughts)   # a scan, kept out of the instruction
+
+
+def test_the_find_bundle_finds_named_objects_in_the_image_before_it_rewrites():
+    """`shapes-thinker-find` writes each named object with its key and cell in <think> (stop 50), the rewrite in <answer>."""
+    config = ThinkerConfig(thinker=f"vlm:{BUNDLE.parent / 'shapes-thinker-find'}", prompt="shapes-rewrite-find", max_new_tokens=128,
+                           think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
+    cases = [stream_case(77, i, indirect_fraction=1.0) for i in range(8)]
+    thoughts = build_thinker(config).think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
+    right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
+    assert right >= 5, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
+    keyed = [t.reasoning for t in thoughts if re.search(r" [A-Za-z] (top|middle|center|bottom)", t.reasoning or "")]
+    assert keyed and all("<think>" not in t.instruction for t in thoughts)   # a name, its key, its cell; kept out of the rewrite
