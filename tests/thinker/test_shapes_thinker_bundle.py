@@ -40,34 +40,31 @@ def test_the_bundle_loads_with_plain_transformers_and_reads_the_grid():
     assert right >= 6, list(zip(answers, [describe_grid(c.source) for c in cases]))
 
 
-def test_the_bundle_is_a_rewrite_only_thinker():
-    config = ThinkerConfig(thinker=f"vlm:{BUNDLE}", prompt="shapes-rewrite", max_new_tokens=48, think_before_edit=True, max_turns=1,
-                           select="last", critique_last_turn=False)
-    thinker = build_thinker(config)
+def _rewrite_stream_cases(bundle: str, prompt: str, max_new_tokens: int) -> tuple[list, int]:
+    """The bundle's thoughts on 8 indirect stream cases (seed 77), as the loop's rewrite-only thinker, and how many are right."""
+    config = ThinkerConfig(thinker=f"vlm:{BUNDLE.parent / bundle}", prompt=prompt, max_new_tokens=max_new_tokens, think_before_edit=True,
+                           max_turns=1, select="last", critique_last_turn=False)
     cases = [stream_case(77, i, indirect_fraction=1.0) for i in range(8)]
-    thoughts = thinker.think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
+    thoughts = build_thinker(config).think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
     right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
-    assert right >= 4, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
+    return [(t, c.direct_instruction) for t, c in zip(thoughts, cases)], right
+
+
+def test_the_bundle_is_a_rewrite_only_thinker():
+    pairs, right = _rewrite_stream_cases("shapes-thinker", "shapes-rewrite", max_new_tokens=48)
+    assert right >= 4, [(t.instruction, wanted) for t, wanted in pairs]
 
 
 def test_the_scan_bundle_finds_named_objects_before_it_rewrites():
     """`shapes-thinker-scan` answers in <think>/<answer>: the loop reads its reasoning apart from its rewrite (6 of 8 right at stop 45)."""
-    config = ThinkerConfig(thinker=f"vlm:{BUNDLE.parent / 'shapes-thinker-scan'}", prompt="shapes-rewrite-scan-read", max_new_tokens=256,
-                           think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
-    cases = [stream_case(77, i, indirect_fraction=1.0) for i in range(8)]
-    thoughts = build_thinker(config).think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
-    right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
-    assert right >= 4, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
-    assert any(" match" in thought.reasoning for thought in thoughts)   # a scan, kept out of the instruction
+    pairs, right = _rewrite_stream_cases("shapes-thinker-scan", "shapes-rewrite-scan-read", max_new_tokens=256)
+    assert right >= 4, [(t.instruction, wanted) for t, wanted in pairs]
+    assert any(" match" in thought.reasoning for thought, _ in pairs)   # a scan, kept out of the instruction
 
 
 def test_the_find_bundle_finds_named_objects_in_the_image_before_it_rewrites():
     """`shapes-thinker-find` writes each named object with its key and cell in <think> (stop 50), the rewrite in <answer>."""
-    config = ThinkerConfig(thinker=f"vlm:{BUNDLE.parent / 'shapes-thinker-find'}", prompt="shapes-rewrite-find", max_new_tokens=128,
-                           think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
-    cases = [stream_case(77, i, indirect_fraction=1.0) for i in range(8)]
-    thoughts = build_thinker(config).think([ThinkRequest(case.source_image, None, case.instruction, case.instruction) for case in cases])
-    right = sum(thought.instruction == case.direct_instruction for thought, case in zip(thoughts, cases))
-    assert right >= 5, [(t.instruction, c.direct_instruction) for t, c in zip(thoughts, cases)]
-    keyed = [t.reasoning for t in thoughts if re.search(r" [A-Za-z] (top|middle|center|bottom)", t.reasoning or "")]
-    assert keyed and all("<think>" not in t.instruction for t in thoughts)   # a name, its key, its cell; kept out of the rewrite
+    pairs, right = _rewrite_stream_cases("shapes-thinker-find", "shapes-rewrite-find", max_new_tokens=128)
+    assert right >= 5, [(t.instruction, wanted) for t, wanted in pairs]
+    keyed = [t.reasoning for t, _ in pairs if re.search(r" [A-Za-z] (top|middle|center|bottom)", t.reasoning or "")]
+    assert keyed and all("<think>" not in t.instruction for t, _ in pairs)   # a name, its key, its cell; kept out of the rewrite
