@@ -484,8 +484,8 @@ def _cell_lines(scene: Scene, instruction: str) -> list[tuple[int, str]]:
 
 def lookup_named(scene: Scene, instruction: str, found: bool = False) -> str:
     """Each object the instruction names by what it is (`lookup_names`: canonical, plain, riddle, superlative; the
-    longest name per object), with its cell in the lookup drill's words, and what its relations point at; the
-    object in a named cell. In the order the instruction says them.
+    longest name per object), with its cell in the lookup drill's words (`found`: `found_line`'s, the name, its key,
+    its cell), and what its relations point at; the object in a named cell. In the order the instruction says them.
 
     >>> from refine.shapes.world import Obj
     >>> scene = Scene("white", (Obj("circle", "red", "large", (1, 2)), Obj("triangle", "green", "small", (0, 0))))
@@ -501,6 +501,7 @@ def lookup_named(scene: Scene, instruction: str, found: bool = False) -> str:
         said = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", instruction)
         if said and len(name) > len(longest.get(obj, (0, ""))[1]):
             longest[obj] = (said.start(), name)
+
     def line(name: str, obj: Obj) -> str:
         cell = POSITION_NAMES[obj.position]
         return found_line(name, cell) if found else f"{name} is in the {cell}"
