@@ -69,9 +69,9 @@ from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGene
 
 from refine.shapes.data import load_split, stream_case  # noqa: E402
 from refine.shapes.instructions import direct_ref  # noqa: E402
-from refine.shapes.world import POSITION_NAMES, SHAPES  # noqa: E402
+from refine.shapes.world import POSITION_NAMES  # noqa: E402
 from refine.shapes.vlm.model import reinit_language_model, torch_default_init  # noqa: E402
-from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example, name_key  # noqa: E402
+from refine.shapes.vlm.tasks import QUESTIONS, SYSTEM_PROMPT, describe_cells, lookup_example, name_attributes, name_key  # noqa: E402
 from refine.shapes.vlm.train import freeze_vision_parameters  # noqa: E402
 
 BUNDLE = "refine/assets/shapes-thinker-scan"   # tokenizer, and the configuration fresh weights start from
@@ -136,18 +136,13 @@ class DrillFormat:
 
     def answer(self, lines: list[tuple[str, str]]) -> str:
         """The completion for (name, cell) lines: "the red circle is in the top middle; ..."."""
-        return "; ".join(f"{self.head(name)} {cell}" if self.keyed else f"{name}{self.join}{cell}" for name, cell in lines)
-
-
-def shape_of(name: str) -> str | None:
-    """The shape word a name says ("the large red circle" -> "circle"), None for names without one."""
-    return next((word for word in name.split() if word in SHAPES), None)
+        return "; ".join(f"{self.head(name)} {cell}" for name, cell in lines)
 
 
 def shape_shared(lines: list[tuple[str, str]], k: int) -> bool:
     """Does another asked object have line k's shape (so the shape alone does not find it)?"""
-    shape = shape_of(lines[k][0])
-    return shape is not None and any(shape_of(name) == shape for j, (name, _) in enumerate(lines) if j != k)
+    shape = name_attributes(lines[k][0])[1]
+    return shape is not None and any(name_attributes(name)[1] == shape for j, (name, _) in enumerate(lines) if j != k)
 
 
 def drill_row(seed: int, index: int, drill: DrillFormat):

@@ -310,13 +310,23 @@ def test_lookup_asks_every_object_by_a_name_without_its_cell_and_answers_the_cel
     assert lines >= 60 and riddles >= 10
 
 
+def _found_line(line: str) -> tuple[str, tuple[int, int], str | None]:
+    """(name, cell, key) of a `find` / `rewrite_find` line "name [key] cell"; the key, when written, is the name's own."""
+    from refine.shapes.vlm.tasks import name_key
+    from refine.shapes.world import POSITION_NAMES
+    [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
+    if not name_key(name.rsplit(" ", 1)[0]):
+        return name, position, None
+    name, key = name.rsplit(" ", 1)   # a name with a colour and a shape carries its key before the cell
+    assert key == name_key(name)
+    return name, position, key
+
+
 def test_find_asks_the_lookup_without_the_cells_and_answers_each_cell_right_after_its_name():
     """The `find` rows: the prompt is the question alone (the cells only in the image); each answer line is a name
     the phrasings give the object in the cell that follows it, with only the name's key between them."""
     from refine.shapes.instructions import object_names
     from refine.shapes.judge import parse_scene
-    from refine.shapes.vlm.tasks import name_key
-    from refine.shapes.world import POSITION_NAMES
     dataset = build_dataset(VLMDataConfig(cases=30, seed=6, seeing_per_case=1, judge_per_case=0, editor=False,
                                           seeing_tasks={"find": 1.0}, degrade_rate=0.0))
     lines = keyed = 0
@@ -328,11 +338,8 @@ def test_find_asks_the_lookup_without_the_cells_and_answers_each_cell_right_afte
         answer = row["completion"][0]["content"][0]["text"].split("; ")
         assert len(answer) == len(scene.objects)
         for line in answer:
-            [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
-            if name_key(name.rsplit(" ", 1)[0]):   # a name with a colour and a shape carries its key before the cell
-                name, key = name.rsplit(" ", 1)
-                assert key == name_key(name)
-                keyed += 1
+            name, position, key = _found_line(line)
+            keyed += key is not None
             assert name in object_names(scene, position) and " is in the " not in line
             lines += 1
     assert lines >= 40 and keyed >= 10
@@ -367,8 +374,7 @@ def test_rewrite_find_puts_the_cell_the_image_holds_each_named_object_in_right_a
     in cell Y, with only X's key K between them (a name with a colour and a shape has one); riddles are found too."""
     from refine.shapes.instructions import object_names
     from refine.shapes.judge import parse_scene
-    from refine.shapes.vlm.tasks import name_key, rewrite_find_example
-    from refine.shapes.world import POSITION_NAMES
+    from refine.shapes.vlm.tasks import rewrite_find_example
     riddles = lines = keyed = 0
     for case in itertools.islice(training_stream(9, indirect_fraction=1.0), 80):
         row = rewrite_find_example(case)
@@ -377,11 +383,8 @@ def test_rewrite_find_puts_the_cell_the_image_holds_each_named_object_in_right_a
         for line in filter(None, think.split("; ")):
             if line.startswith(("directly ", "the object ")) and ": " in line:
                 continue   # what a relation points at, or the object in a named cell
-            [(name, position)] = [(line[: -len(cell) - 1], p) for p, cell in POSITION_NAMES.items() if line.endswith(" " + cell)]
-            if name_key(name.rsplit(" ", 1)[0]):   # a name with a colour and a shape carries its key before the cell
-                name, key = name.rsplit(" ", 1)
-                assert key == name_key(name)
-                keyed += 1
+            name, position, key = _found_line(line)
+            keyed += key is not None
             assert name in case.instruction and name in object_names(scene, position) and " in the " not in name
             riddles += "shape with" in name or "shape like" in name or "colour of" in name or "round" in name
             lines += 1

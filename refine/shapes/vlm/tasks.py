@@ -239,6 +239,16 @@ def _locate_example(case: ShapeCase, task: str, scene: Scene, image: Image.Image
     return _example(case, task, [image], question, POSITION_NAMES[cell])
 
 
+def name_attributes(name: str) -> tuple[str | None, str | None]:
+    """The colour and the shape a name says, None for what it does not say.
+
+    >>> name_attributes("the large red circle"), name_attributes("the shape with three sides")
+    (('red', 'circle'), (None, None))
+    """
+    words = name.split()
+    return next((w for w in words if w in COLOR_NAMES), None), next((w for w in words if w in SHAPES), None)
+
+
 def name_key(name: str) -> str | None:
     """One letter for the colour and shape a name says together ("the red circle" -> "A"), None if it lacks either.
 
@@ -251,9 +261,7 @@ def name_key(name: str) -> str | None:
     >>> name_key("the red circle"), name_key("the large white diamond"), name_key("the shape with three sides")
     ('A', 'b', None)
     """
-    words = name.split()
-    colour = next((word for word in words if word in COLOR_NAMES), None)
-    shape = next((word for word in words if word in SHAPES), None)
+    colour, shape = name_attributes(name)
     if colour is None or shape is None:
         return None
     index = COLOR_NAMES.index(colour) * len(SHAPES) + SHAPES.index(shape)
