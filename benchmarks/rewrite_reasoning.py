@@ -42,7 +42,7 @@ from refine._compat import ensure_torchvision_importable  # noqa: E402
 ensure_torchvision_importable()
 
 import torch  # noqa: E402
-from thinker_learned import reference_kinds  # noqa: E402
+from thinker_learned import pick_cases, reference_kinds  # noqa: E402
 
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.shapes.data import load_split  # noqa: E402
@@ -91,13 +91,21 @@ def rewrite_report(model: TransformersVLM, cases, task: str, samples: int = 0, t
         lines = [line for line in lines_of(think or "").split("; ") if line]
         right_lines = set(lines_of(truth).split("; ")) if truth else set()
         rows.append({"answer": answer, "exact": answer == case.direct_instruction, "think_exact": think == truth if truth is not None else None,
-                     "lines": len(lines), "lines_right": sum(line in right_lines for line in lines), "kinds": reference_kinds(case.instruction)})
+                     "lines": len(lines), "lines_right": sum(line in right_lines for line in lines), "kinds": reference_kinds(case.instruction),
+                     "objects": len(case.source.objects), "category": case.category})
     by_kind = collections.defaultdict(list)
     for row in rows:
         for kind in row["kinds"]:
             by_kind[kind].append(row["exact"])
+
+    def by(field: str) -> dict:
+        return {str(value): {"cases": len(group), "exact": share(r["exact"] for r in group)}
+                for value in sorted({r[field] for r in rows}) for group in [[r for r in rows if r[field] == value]]}
+
     report = {"task": task, "cases": len(rows), "exact": share(r["exact"] for r in rows),
-              "by_reference": {kind: {"cases": len(v), "exact": share(v)} for kind, v in by_kind.items()}}
+              "by_reference": {kind: {"cases": len(v), "exact": share(v)} for kind, v in by_kind.items()},
+              # what differs between two splits' exactness: how hard their scenes and edits are
+              "by_objects": by("objects"), "by_category": by("category")}
     if task in REWRITE_REASONING:
         report.update(think_exact=share(r["think_exact"] for r in rows), lines=sum(r["lines"] for r in rows),
                       lines_right=sum(r["lines_right"] for r in rows),
@@ -145,7 +153,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a checkpoint folder of the ShapeEdit VLM")
     parser.add_argument("--task", default="rewrite", choices=["rewrite", *REWRITE_REASONING, "where", "beside", "lookup"])
-    parser.add_argument("--split", default="shapes-val")
+    parser.add_argument("--split", default="shapes-val",
+                        help="a split's indirect cases, or stream:SEED for N fresh training-stream cases (with --cases N)")
     parser.add_argument("--cases", type=int, default=None, help="the first N indirect cases (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="which object a where / beside question asks about (lookup: which names)")
@@ -154,7 +163,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [case for case in load_split(args.split) if case.phrasing == "indirect"][:args.cases]
+    if args.split.startswith("stream:"):
+        cases = pick_cases(args.split, "indirect", args.cases)
+    else:
+        cases = [case for case in load_split(args.split) if case.phrasing == "indirect"][:args.cases]
     model = TransformersVLM(args.model, batch_size=32)
     if args.task in ("where", "beside"):
         report = locate_report(model, cases, args.task, args.seed)

@@ -178,7 +178,7 @@ def rewrite_only_report(args, cases, requests, editor) -> dict:
     """
     gate = 0.0 if args.min_confidence is None else args.min_confidence
     config = ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens, min_confidence=gate,
-                           think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
+                           confidence_over=args.confidence_over, think_before_edit=True, max_turns=1, select="last", critique_last_turn=False)
     loop = refiner_from_config(config)
     start = time.perf_counter()
     thinks, instructions = [], []  # the loop's rewrite step and the instruction it edited, per request
@@ -286,6 +286,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--min-confidence", type=float, default=None,
                         help="the loops use a rewrite only when the thinker's confidence in it reaches this (LoopConfig.min_confidence)")
+    parser.add_argument("--confidence-over", choices=["answer", "reply"], default="answer",
+                        help="the confidence is the smallest token probability of the rewrite alone or of the whole reply")
     parser.add_argument("--select", choices=["best", "last"], default="best", help="the early loop's and before's selection")
     parser.add_argument("--chunk", type=int, default=96, help="requests per loop call")
     parser.add_argument("--seeds", type=int, default=1,
@@ -308,7 +310,7 @@ def main() -> None:
             args.out.write_text(json.dumps(report, indent=1) + "\n")
         return
     thinker = build_thinker(ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-                                          min_confidence=args.min_confidence))
+                                          min_confidence=args.min_confidence, confidence_over=args.confidence_over))
     raw_replies: list[str] = []
 
     def run(refiner) -> tuple[list, float]:

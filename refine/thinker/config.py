@@ -63,6 +63,11 @@ class ThinkerConfig(LoopConfig):
         "OPENAI_API_KEY", description="Environment variable holding the API key sent to an http(s) VLM endpoint (null: none)."
     )
     trace_dir: str | None = Field(None, description="If set, write the loop's trace (JSONL + PNG) to this folder.")
+    confidence_over: Literal["answer", "reply"] = Field(
+        "answer", description="vlm with min_confidence: the confidence is the smallest token probability of the refined "
+        "instruction (answer) or of the whole reply, reasoning included (reply: for thinkers that look things up in "
+        "<think> before they answer, e.g. shapes-rewrite-find)."
+    )
     image_size: tuple[int, int] | None = Field(
         None, description="vlm: pad-resize both images to [W, H] before sending, as the thinker was trained (GRPO's image_size)."
     )
@@ -122,6 +127,7 @@ def build_thinker(config: ThinkerConfig):
             temperature=config.temperature,
             image_size=config.image_size,
             confidence=config.min_confidence is not None,  # the gate reads Thought.confidence
+            confidence_over=config.confidence_over,
         )
     thinker = import_object(config.thinker)()
     if not isinstance(thinker, Thinker):

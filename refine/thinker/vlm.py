@@ -61,6 +61,11 @@ class VLMThinker:
             `answer_confidence`); needs a backend with `generate_scored` (`TransformersVLM`, or
             `OpenAICompatibleVLM` on a server that returns logprobs, e.g. vLLM). The loop's
             `min_confidence` gate reads it.
+        confidence_over: which tokens the confidence is the smallest probability of: "answer" (the
+            refined instruction alone, `answer_confidence`) or "reply" (every generated token,
+            reasoning included). A thinker that looks objects up in its `<think>` before it writes the
+            answer (`shapes-rewrite-find`) makes its mistakes there, and then copies them into the
+            answer with confidence; "reply" sees them (`reply_confidence`).
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class VLMThinker:
         name: str | None = None,
         image_size: tuple[int, int] | None = None,
         confidence: bool = False,
+        confidence_over: str = "answer",
     ) -> None:
         if not hasattr(backend, "generate"):
             raise ConfigError(f"VLMThinker needs a VLM backend with generate(conversations, ...), got {type(backend).__name__}")
@@ -80,7 +86,10 @@ class VLMThinker:
                 f"VLMThinker(confidence=True) needs token probabilities, which {type(backend).__name__} does not give "
                 "(no generate_scored); use TransformersVLM or OpenAICompatibleVLM"
             )
+        if confidence_over not in CONFIDENCE_SPANS:
+            raise ConfigError(f"confidence_over={confidence_over!r}: use one of {', '.join(CONFIDENCE_SPANS)}")
         self.confidence = confidence
+        self.confidence_over = confidence_over
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ConfigError(f"image_size={image_size}: give a positive (width, height), e.g. (448, 448)")
         self.image_size = tuple(image_size) if image_size is not None else None
@@ -132,7 +141,8 @@ class VLMThinker:
             replies = self.backend.generate(conversations, self.max_new_tokens, self.temperature)
             return [self._read(reply, r) for reply, r in zip(replies, requests)]
         scored = self.backend.generate_scored(conversations, self.max_new_tokens, self.temperature)
-        return [replace(self._read(reply.text, r), confidence=answer_confidence(reply)) for reply, r in zip(scored, requests)]
+        measure = CONFIDENCE_SPANS[self.confidence_over]
+        return [replace(self._read(reply.text, r), confidence=measure(reply)) for reply, r in zip(scored, requests)]
 
     def _read(self, text: str, request: ThinkRequest) -> Thought:
         if self.prompts.output_style == "answer":  # "keep" keeps the instruction the rewrite prompt showed
@@ -195,6 +205,24 @@ def answer_confidence(reply: ScoredText) -> float:
     if end == start:
         return 0.0  # an empty answer is no instruction at all
     return reply.min_prob(start, end)
+
+
+def reply_confidence(reply: ScoredText) -> float:
+    """The smallest probability among all the tokens of the reply, its reasoning included.
+
+    Example:
+        >>> from refine.rewards.backends.base import ScoredText
+        >>> reply = ScoredText("<think>x</think><answer>make it red</answer>",
+        ...                    ["<think>", "x", "</think>", "<answer>", "make", " it", " red", "</answer>"],
+        ...                    [1.0, 0.1, 1.0, 1.0, 0.9, 0.95, 0.6, 1.0])
+        >>> reply_confidence(reply)                      # the reasoning's 0.1 counts
+        0.1
+    """
+    return reply.min_prob()
+
+
+# `VLMThinker(confidence_over=...)`: what a rewrite's confidence is measured over
+CONFIDENCE_SPANS = {"answer": answer_confidence, "reply": reply_confidence}
 
 
 def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -164,6 +164,15 @@ def test_confidence_is_the_least_sure_token_of_the_refined_instruction():
     assert thought.instruction == "paint it red" and thought.confidence == 0.7  # not the critique's 0.05 or the closing tag's 0.2
     [plain] = VLMThinker(ScoredBackend([reply])).think([ThinkRequest(SOURCE, EDITED, "x", "x")])
     assert plain.confidence is None
+    [whole] = VLMThinker(ScoredBackend([reply]), confidence=True, confidence_over="reply").think([ThinkRequest(SOURCE, EDITED, "x", "x")])
+    assert whole.instruction == "paint it red" and whole.confidence == 0.05  # the reasoning's least sure token
+
+
+def test_confidence_over_is_checked_and_reaches_the_thinker_from_the_config(tiny_vlm_path):
+    with pytest.raises(ConfigError, match="confidence_over='think'"):
+        VLMThinker(ScoredBackend([]), confidence=True, confidence_over="think")
+    refiner = build_thinker_refiner(thinker=f"vlm:{tiny_vlm_path}", min_confidence=0.5, confidence_over="reply", max_new_tokens=6)
+    assert refiner.thinker.confidence_over == "reply"
 
 
 def test_confidence_needs_a_backend_with_token_probabilities():
