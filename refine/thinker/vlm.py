@@ -65,7 +65,9 @@ class VLMThinker:
             refined instruction alone, `answer_confidence`) or "reply" (every generated token,
             reasoning included). A thinker that looks objects up in its `<think>` before it writes the
             answer (`shapes-rewrite-find`) makes its mistakes there, and then copies them into the
-            answer with confidence; "reply" sees them (`reply_confidence`).
+            answer with confidence; "reply" sees them (`reply_confidence`). Measured on shapes-val
+            (issue 24, stop 51): it tells right from wrong rewrites (AUC 0.86), but no gate on it beat
+            no gate, because the unsure cases are the hard ones, where a right rewrite gains most.
     """
 
     def __init__(
