@@ -83,6 +83,7 @@ from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
 from refine.thinker.loop import ThinkWhileEdit, best_edit_index  # noqa: E402
 from refine.thinker.prompts import get_prompts  # noqa: E402
 from refine.thinker.score_reward import ThinkerScore  # noqa: E402
+from refine.thinker.vlm import CONFIDENCE_SPANS  # noqa: E402
 
 
 def pick_cases(split: str, phrasing: str, n: int | None):
@@ -286,7 +287,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--min-confidence", type=float, default=None,
                         help="the loops use a rewrite only when the thinker's confidence in it reaches this (LoopConfig.min_confidence)")
-    parser.add_argument("--confidence-over", choices=["answer", "reply"], default="answer",
+    parser.add_argument("--confidence-over", choices=list(CONFIDENCE_SPANS), default="answer",
                         help="the confidence is the smallest token probability of the rewrite alone or of the whole reply")
     parser.add_argument("--select", choices=["best", "last"], default="best", help="the early loop's and before's selection")
     parser.add_argument("--chunk", type=int, default=96, help="requests per loop call")
