@@ -71,7 +71,7 @@ from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
 from refine.shapes.degrade import noise_image  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
 from refine.shapes.vlm.tasks import (  # noqa: E402
-    QUESTIONS, SYSTEM_PROMPT, _name, describe_difference, describe_grid, describe_parsed_grid, describe_scene)
+    QUESTIONS, SYSTEM_PROMPT, _name, describe_difference, describe_grid, describe_parsed_grid, describe_scene, read_reasoning)
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 
 MIN_GAP = 0.05
@@ -114,7 +114,7 @@ def spearman_ci(rows: list[dict], scores: list[float], draws: int = 1000) -> tup
     return rho, float(low), float(high)
 
 
-def score_mode(backend: TransformersVLM, mode: str, rows: list[dict]) -> dict:
+def score_mode(backend: TransformersVLM, mode: str, rows: list[dict], cases=None) -> dict:
     judge = MLLMJudge(backend, mode=mode, cache=False)
     cpu = time.process_time()
     out = judge([r["source"] for r in rows], [r["output"] for r in rows], [r["instruction"] for r in rows], [r["meta"] for r in rows])
@@ -127,9 +127,40 @@ def score_mode(backend: TransformersVLM, mode: str, rows: list[dict]) -> dict:
               "pairwise_accuracy": accuracy, "pairs": pairs, "cpu_s_per_item": cpu / len(rows),
               "mean_score": float(np.mean(scores)) if scores else None, "failures": dict(judge.failures)}
     if mode.endswith("_cot"):
-        lengths = [len(backend.tokenizer.encode(d.get("raw", d.get("reasoning", "")))) for d in out.details]
-        result["mean_generated_tokens"] = float(np.mean(lengths))
+        texts = [d.get("raw", d.get("reasoning", "")) for d in out.details]
+        result["mean_generated_tokens"] = float(np.mean([len(backend.tokenizer.encode(t)) for t in texts]))
+        if cases is not None:
+            result["reasoning"] = read_reasoning_accuracy(rows, texts, cases)
     return result
+
+
+def read_reasoning_accuracy(rows: list[dict], texts: list[str], cases) -> dict:
+    """How much of the `score_read` reasoning (`tasks.read_reasoning`) the judge wrote right, step by step.
+
+    Per edit: the whole reasoning exact; the edit said directly ("edit: <the case's direct phrasing>"); per checked
+    cell of the exact judge, the line's start right ("middle right: nothing -> small white triangle") and, of
+    those, what it found there right (the parser's reading) and the verdict right.
+    """
+    exact = edit = 0
+    wants = founds = verdicts = lines = 0
+    for row, text in zip(rows, texts):
+        case = cases[row["case"]]
+        ideal = read_reasoning(case, judge_edit(case.source_image, row["output"], case))
+        written = text.split('"Reasoning": "', 1)[-1].split('",')[0]
+        exact += written == ideal
+        edit += f"edit: {case.direct_instruction}." in written
+        for line in ideal.split(f"edit: {case.direct_instruction}. ", 1)[-1].split("; "):
+            lines += 1
+            want, _, rest = line.partition(", found ")
+            got = next((w for w in written.split(". ")[-1].split("; ") if w.startswith(want + ", found ")), None)
+            if got is None:
+                continue
+            wants += 1
+            founds += got.partition(", found ")[2].rsplit(", ", 1)[0] == rest.rsplit(", ", 1)[0]
+            verdicts += got.rsplit(", ", 1)[-1] == rest.rsplit(", ", 1)[-1]
+    n = max(1, len(rows))
+    return {"exact": exact / n, "edit_right": edit / n, "check_lines": lines, "want_right": wants / max(1, lines),
+            "found_right_given_want": founds / max(1, wants), "verdict_right_given_want": verdicts / max(1, wants)}
 
 
 def prefill_decode_costs(backend: TransformersVLM, rows: list[dict], tokens: int = 32) -> dict:
@@ -358,13 +389,13 @@ def main() -> None:
         if args.seeing_only:
             continue
         results = [score_mode(backend, mode, rows) for mode in args.modes]
-        results += [score_mode(backend, mode, cot_rows) for mode in args.cot_modes]
+        results += [score_mode(backend, mode, cot_rows, cases) for mode in args.cot_modes]
         report["models"].setdefault(model, {}).update({"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
                                    "image_dependence": image_dependence(backend, rows)})
         for r in results:
             print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] "
                   f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) scored {r['scored']}/{r['items']} "
-                  f"{r['cpu_s_per_item'] * 1000:.1f} ms/item")
+                  f"{r['cpu_s_per_item'] * 1000:.1f} ms/item" + (f" reasoning {json.dumps(r['reasoning'])}" if "reasoning" in r else ""))
         print(json.dumps(report["models"][model]["cost"]), "image dependence", round(report["models"][model]["image_dependence"], 4))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -298,7 +298,8 @@ class JudgeScore:
     """Scores of one edit, with a line of explanation per checked item in `breakdown`.
 
     `if_`, `cc`, `pq` in [0, 1]; `overall` = sqrt(IF * CC); `gedit_sc`, `gedit_pq`, `gedit_o` are
-    the GEdit-Bench 0-10 scales (G_O = sqrt(G_SC * G_PQ)); `overall_10` = 10 * overall.
+    the GEdit-Bench 0-10 scales (G_O = sqrt(G_SC * G_PQ)); `overall_10` = 10 * overall. `checks` holds the
+    scored items of IF and CC (`Check`), from which `breakdown`'s lines are written.
     """
 
     if_: float
@@ -306,6 +307,7 @@ class JudgeScore:
     pq: float
     breakdown: list[str] = field(default_factory=list)
     parsed: Scene | None = None
+    checks: list["Check"] = field(default_factory=list)
 
     @property
     def overall(self) -> float:
@@ -360,12 +362,38 @@ def _mark(credit: float) -> str:
     return "ok" if credit >= 1.0 else ("part" if credit > 0 else "FAIL")
 
 
-def _instruction_following(parsed: ParsedScene, before: Scene, after: Scene) -> tuple[float, list[str]]:
-    """IF from the changes `before` -> `after` requires (see the module docstring)."""
-    items: list[tuple[float, str]] = []
+@dataclass(frozen=True)
+class Check:
+    """One item the judge scored: a change the edit requires (`kind` "change") or something that must stay ("keep").
+
+    `cell` is a cell's name or "background"; `expected` what should be there ("nothing" for an empty cell),
+    `was` what the source had there, `found` what the parser read in the output (`CellFit.describe`, no article).
+    """
+
+    kind: str
+    credit: float
+    text: str
+    cell: str
+    was: str
+    expected: str
+    found: str
+
+
+def _fit_name(fit: CellFit) -> str:
+    return fit.describe().removeprefix("a ")
+
+
+def _or_nothing(obj: Obj | None) -> str:
+    return "nothing" if obj is None else _name(obj)
+
+
+def _instruction_following(parsed: ParsedScene, before: Scene, after: Scene) -> tuple[float, list[str], list[Check]]:
+    """IF from the changes `before` -> `after` requires (see the module docstring), with its checks."""
+    items: list[Check] = []
     if before.background != after.background:
         credit = float(parsed.scene.background == after.background)
-        items.append((credit, f"background should become {after.background}: found {parsed.scene.background}"))
+        text = f"background should become {after.background}: found {parsed.scene.background}"
+        items.append(Check("change", credit, text, "background", before.background, after.background, parsed.scene.background))
     for position in POSITIONS:
         old, new = before.at(position), after.at(position)
         if old == new:
@@ -374,39 +402,42 @@ def _instruction_following(parsed: ParsedScene, before: Scene, after: Scene) -> 
         got = fit.obj
         if new is None:
             credit = float(got is None and not fit.clutter)
-            items.append((credit, f"the {cell} should be empty (the {_name(old)} leaves): found {fit.describe()}"))
-            continue
-        if old is None:
-            credit = 0.0 if got is None else (1 + _matches(got, new, ATTRIBUTES)) / (1 + len(ATTRIBUTES))
-            want = f"a {_name(new)} should appear in the {cell}"
+            text = f"the {cell} should be empty (the {_name(old)} leaves): found {fit.describe()}"
         else:
-            changed = [a for a in ATTRIBUTES if getattr(old, a) != getattr(new, a)]
-            credit = 0.0 if got is None else _matches(got, new, changed) / len(changed)
-            want = f"the {_name(old)} in the {cell} should get {' and '.join(f'{a} {getattr(new, a)}' for a in changed)}"
-        if fit.clutter:
-            credit *= 0.5
-        items.append((credit, f"{want}: found {fit.describe()}"))
+            if old is None:
+                credit = 0.0 if got is None else (1 + _matches(got, new, ATTRIBUTES)) / (1 + len(ATTRIBUTES))
+                want = f"a {_name(new)} should appear in the {cell}"
+            else:
+                changed = [a for a in ATTRIBUTES if getattr(old, a) != getattr(new, a)]
+                credit = 0.0 if got is None else _matches(got, new, changed) / len(changed)
+                want = f"the {_name(old)} in the {cell} should get {' and '.join(f'{a} {getattr(new, a)}' for a in changed)}"
+            if fit.clutter:
+                credit *= 0.5
+            text = f"{want}: found {fit.describe()}"
+        items.append(Check("change", credit, text, cell, _or_nothing(old), _or_nothing(new), _fit_name(fit)))
     if not items:
-        return 1.0, ["IF 1.00: the edit requires no change"]
-    score = sum(c for c, _ in items) / len(items)
-    done = sum(c >= 1.0 for c, _ in items)
+        return 1.0, ["IF 1.00: the edit requires no change"], []
+    score = sum(c.credit for c in items) / len(items)
+    done = sum(c.credit >= 1.0 for c in items)
     lines = [f"IF {score:.2f}: {done} of {len(items)} required changes fully done"]
-    return score, lines + [f"  [{_mark(c)}] {text}" for c, text in items]
+    return score, lines + [f"  [{_mark(c.credit)}] {c.text}" for c in items], items
 
 
-def _consistency(parsed: ParsedScene, states: Sequence[Scene]) -> tuple[float, list[str]]:
-    """CC over what stays constant through all `states` (the source and target, or a whole sequence)."""
-    items: list[tuple[float, str]] = []
+def _consistency(parsed: ParsedScene, states: Sequence[Scene]) -> tuple[float, list[str], list[Check]]:
+    """CC over what stays constant through all `states` (the source and target, or a whole sequence), with its checks."""
+    items: list[Check] = []
     first = states[0]
     if all(s.background == first.background for s in states):
         credit = float(parsed.scene.background == first.background)
-        items.append((credit, f"background should stay {first.background}: found {parsed.scene.background}"))
+        text = f"background should stay {first.background}: found {parsed.scene.background}"
+        items.append(Check("keep", credit, text, "background", first.background, first.background, parsed.scene.background))
     for position in POSITIONS:
         contents = [s.at(position) for s in states]
         fit, cell = parsed.cell(position), POSITION_NAMES[position]
         if all(c is None for c in contents):
             if fit.obj is not None or fit.clutter:
-                items.append((0.0, f"the {cell} should stay empty: found {fit.describe()}"))
+                items.append(Check("keep", 0.0, f"the {cell} should stay empty: found {fit.describe()}", cell, "nothing", "nothing",
+                                   _fit_name(fit)))
             continue
         if any(c is None for c in contents):
             continue  # the edit adds or removes here: instruction following judges this cell
@@ -418,13 +449,14 @@ def _consistency(parsed: ParsedScene, states: Sequence[Scene]) -> tuple[float, l
         if fit.clutter:
             credit *= 0.5
         what = f"the {_name(ref)} in the {cell}" if len(kept) == len(ATTRIBUTES) else f"the {' and '.join(kept)} of the {_name(ref)} in the {cell}"
-        items.append((credit, f"{what} should stay: found {fit.describe()}"))
+        items.append(Check("keep", credit, f"{what} should stay: found {fit.describe()}", cell, _name(ref),
+                           _name(contents[-1]), _fit_name(fit)))
     if not items:
-        return 1.0, ["CC 1.00: nothing had to stay the same"]
-    score = sum(c for c, _ in items) / len(items)
-    kept_count = sum(c >= 1.0 for c, _ in items)
+        return 1.0, ["CC 1.00: nothing had to stay the same"], []
+    score = sum(c.credit for c in items) / len(items)
+    kept_count = sum(c.credit >= 1.0 for c in items)
     lines = [f"CC {score:.2f}: {kept_count} of {len(items)} things that must not change are intact"]
-    return score, lines + [f"  [{_mark(c)}] {text}" for c, text in items]
+    return score, lines + [f"  [{_mark(c.credit)}] {c.text}" for c in items], items
 
 
 def _quality_line(parsed: ParsedScene) -> str:
@@ -433,10 +465,10 @@ def _quality_line(parsed: ParsedScene) -> str:
 
 
 def _score(parsed: ParsedScene, states: Sequence[Scene], note: str | None = None) -> JudgeScore:
-    if_, if_lines = _instruction_following(parsed, states[-2], states[-1])
-    cc, cc_lines = _consistency(parsed, states)
+    if_, if_lines, if_checks = _instruction_following(parsed, states[-2], states[-1])
+    cc, cc_lines, cc_checks = _consistency(parsed, states)
     lines = if_lines + cc_lines + [_quality_line(parsed)] + ([note] if note else [])
-    return JudgeScore(if_, cc, parsed.pq, lines, parsed.scene)
+    return JudgeScore(if_, cc, parsed.pq, lines, parsed.scene, if_checks + cc_checks)
 
 
 def _source_note(source_image: Any, case: ShapeCase) -> str | None:
@@ -518,7 +550,7 @@ def judge_sequence(sequence: ShapeSequence, outputs: Sequence[Any], cc_threshold
     for t, (case, output) in enumerate(zip(sequence.cases, outputs)):
         parsed = parse_image(output, case.size)
         score = _score(parsed, (case.source, case.target), _source_note(previous, case))
-        cc, _ = _consistency(parsed, scenes[: t + 2])
+        cc, _, _ = _consistency(parsed, scenes[: t + 2])
         all_ok = all_ok and score.if_ >= 1.0 and cc >= cc_threshold
         turns.append(score)
         cc_original.append(cc)

@@ -188,3 +188,16 @@ def test_multi_turn_consistency_is_against_the_original():
     assert result.if_ == [1.0, 1.0] and result.cc_original[1] < 1.0
     assert dataclasses.asdict(result)["success_at_turn"] == [True, True]
     assert judge_sequence(seq, [first.target_image, render(drifted)], cc_threshold=0.9).success_at_turn == [True, False]
+
+
+def test_each_check_says_its_cell_what_was_there_what_should_be_and_what_the_parser_found():
+    case = case_for(Recolor((0, 0), "yellow"))
+    score = score_scene(case, SCENE.with_object(Obj("square", "yellow", "small", (1, 1))))   # the wrong object recoloured
+    change = [c for c in score.checks if c.kind == "change"]
+    assert [(c.cell, c.was, c.expected, c.found, c.credit) for c in change] == [
+        ("top left corner", "large red circle", "large yellow circle", "large red circle", 0.0)]
+    kept = {c.cell: c for c in score.checks if c.kind == "keep"}
+    assert (kept["center"].expected, kept["center"].found, kept["center"].credit) == ("small blue square", "small yellow square", pytest.approx(2 / 3))
+    # the checks are what IF and CC average
+    assert score.if_ == pytest.approx(sum(c.credit for c in change) / len(change))
+    assert score.cc == pytest.approx(sum(c.credit for c in kept.values()) / len(kept))

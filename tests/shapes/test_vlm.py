@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,13 @@ from refine.cli import main  # noqa: E402
 from refine.errors import ConfigError  # noqa: E402
 from refine.config import load_config  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
-from refine.rewards.mllm import MLLMJudge  # noqa: E402
+from refine.rewards.mllm import MLLMJudge, reasoning_prefill  # noqa: E402
 from refine.shapes.data import ShapeCase, load_split, stream_case, training_stream  # noqa: E402
 from refine.shapes.edits import Recolor  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
 from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm, torch_default_init  # noqa: E402
-from refine.shapes.vlm.tasks import judge_example, seeing_examples  # noqa: E402
+from refine.shapes.judge import judge_edit  # noqa: E402
+from refine.shapes.vlm.tasks import judge_example, lookup_named, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.tower import TowerPretrainConfig, pretrain_tower  # noqa: E402
@@ -121,6 +123,35 @@ def test_a_judge_example_is_the_text_score_logit_reads_followed_by_the_exact_jud
         sent.append({"role": "assistant", "content": [{"type": "text", "text": judge.prompts.score_prefill}]})
         read = processor.apply_chat_template(sent, tokenize=False, continue_final_message=True)  # what score_logit reads
         assert (rendered["prompt"] + rendered["completion"]).startswith(read + label)
+
+
+def test_a_read_judge_example_is_the_cot_prompt_then_the_found_objects_the_edit_each_checked_cell_and_the_score(tiny_dir):
+    processor = AutoProcessor.from_pretrained(tiny_dir)
+    case = stream_case(41, 3, indirect_fraction=1.0)
+    judge = MLLMJudge(TransformersVLM(tiny_dir), mode="score_logit_cot")
+    empty = next(p for p in POSITION_NAMES if case.source.at(p) is None and case.target.at(p) is None)
+    colour = "black" if case.source.background != "black" else "white"
+    wrong = render(case.source.with_object(Obj("circle", colour, "small", empty)), case.size)   # no edit, and a stray object
+    for output in (case.target_image, case.source_image, wrong):
+        score = judge_edit(case.source_image, output, case)
+        example = judge_example(case, output, "score_read", random.Random(0))
+        text = example["completion"][0]["content"][0]["text"]
+        reasoning, label = re.fullmatch(r'"Reasoning": "(.*)",\n"Score": \[\[(\d)\]\]', text).groups()
+        assert reasoning.startswith(lookup_named(case.source, case.instruction, found=True) + ". edit: " + case.direct_instruction + ". ")
+        checked = reasoning.split(case.direct_instruction + ". ")[1].split("; ")
+        changes = [c for c in score.checks if c.kind == "change"]
+        failed_keeps = [c for c in score.checks if c.kind == "keep" and c.credit < 1]
+        assert len(checked) == len(changes) + len(failed_keeps) and all(f"found {c.found}, " in line for c, line in zip(changes + failed_keeps, checked))
+        assert abs(int(label) - 5 * score.overall) < 1
+        # the conversation is the one the reasoning-first modes send, and the reasoning is cut where they read the score
+        example["prompt"] = prepare_multimodal_messages(example["prompt"], images=example["images"])
+        example["completion"] = prepare_multimodal_messages(example["completion"])
+        rendered = apply_chat_template(example, processor)
+        sent = judge.conversation(case.source_image, output, judge.user_text(case.instruction, case.to_request().meta))
+        sent.append({"role": "assistant", "content": [{"type": "text", "text": reasoning_prefill(text, judge.prompts.score_prefill)}]})
+        read = processor.apply_chat_template(sent, tokenize=False, continue_final_message=True)
+        assert (rendered["prompt"] + rendered["completion"]).startswith(read + label)
+    assert judge_example(case, case.target_image, "score_read", random.Random(0))["completion"][0]["content"][0]["text"].endswith(", ok\",\n\"Score\": [[5]]")
 
 
 def test_the_dataset_comes_from_the_training_stream_with_spread_judge_labels():

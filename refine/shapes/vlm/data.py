@@ -76,7 +76,9 @@ class VLMDataConfig(RefineConfig):
         "output image (judges trained without it scored a perfect edit, the source and noise alike)")
     judge_kinds: dict[str, float] = Field(
         default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
-        description="weights of the judge prompt kinds (score, yesno, score_cot) among judge examples",
+        description="weights of the judge prompt kinds among judge examples: score, yesno, score_cot (the exact judge's failed "
+        "checks, then the score), score_read (the CoT prompt answered by `tasks.read_reasoning`: the named objects found, the "
+        "edit said directly, each checked cell read in the output, then the score)",
     )
 
     @field_validator("seeing_tasks")

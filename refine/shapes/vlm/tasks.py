@@ -42,7 +42,7 @@ from refine.rewards.mllm import MLLMJudge
 from refine.shapes.data import ShapeCase
 from refine.shapes.degrade import degrade
 from refine.shapes.edits import apply_edit, random_edit
-from refine.shapes.judge import ParsedScene, judge_edit, parse_image
+from refine.shapes.judge import JudgeScore, ParsedScene, judge_edit, parse_image
 from refine.shapes.instructions import RELATIONS, STEPS, direct_ref, object_names, related
 from refine.shapes.world import COLOR_NAMES, GRID, POSITION_NAMES, POSITIONS, SHAPES, Obj, Scene, render
 
@@ -83,8 +83,9 @@ DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "ba
 # O at or above which the yes/no label is "Yes" (the exact judge's success needs IF = 1).
 YES_THRESHOLD = 0.75
 SCORE_HIGH = 5  # the rewards layer's default scale is 0-5 (`MLLMJudge(score_range=(0, 5))`)
-JUDGE_KINDS = ("score", "yesno", "score_cot")
-_KIND_MODE = {"score": "score_logit", "yesno": "yesno_logit", "score_cot": "score_sample_cot"}
+JUDGE_KINDS = ("score", "yesno", "score_cot", "score_read")
+# score_read asks the CoT prompt too (the `_cot` modes send it), answered with `read_reasoning` before the score
+_KIND_MODE = {"score": "score_logit", "yesno": "yesno_logit", "score_cot": "score_sample_cot", "score_read": "score_sample_cot"}
 
 
 def describe_scene(scene: Scene) -> str:
@@ -653,6 +654,37 @@ class _DatasetBackend:
 _JUDGES = {kind: MLLMJudge(_DatasetBackend(), mode=mode, cache=False) for kind, mode in _KIND_MODE.items()}
 
 
+def _verdict(credit: float) -> str:
+    return "ok" if credit >= 1.0 else ("part" if credit > 0 else "fail")
+
+
+def read_reasoning(case: ShapeCase, score: JudgeScore) -> str:
+    """The `score_read` judge's reasoning: find what the instruction names, say the edit directly, then read the output
+    where the edit must change it and wherever it changed what must stay.
+
+    Why (issue 23, stop 52): every judge trained on a bare score scored a perfect edit and the unchanged source
+    alike, and one trained on the exact judge's failed checks (`score_cot`) had to write sentences it could not
+    ground. This reasoning is built from steps the ShapeEdit VLM does learn: finding each named object in the
+    source ("the red circle A middle right", `rewrite_find`'s lines, 87% of val rewrites exact after them), the
+    direct phrasing (the thinker's answer), then one line per check of the exact judge (`JudgeScore.checks`),
+    the cell first and then what the output holds there, which the model reads given the cell
+    ("middle right: nothing -> small white triangle, found small white square with stray marks, part"). Only
+    failed "keep" checks are written (the parser's clutter in a cell that had to stay empty, an object lost).
+    The score that follows is then a count over verdicts the model has just written. Stream cases only.
+
+    >>> from refine.shapes.data import stream_case
+    >>> case = stream_case(41, 3, indirect_fraction=1.0)
+    >>> text = read_reasoning(case, judge_edit(case.source_image, case.target_image, case))
+    >>> "edit: " in text and text.endswith(", ok")
+    True
+    """
+    find = REWRITE_REASONING["rewrite_find"](case)
+    lines = [f"{c.cell}: {c.was} -> {c.expected}, found {c.found}, {_verdict(c.credit)}" for c in score.checks if c.kind == "change"]
+    lines += [f"{c.cell}: {c.expected} stays, found {c.found}, {_verdict(c.credit)}" for c in score.checks
+              if c.kind == "keep" and c.credit < 1.0]
+    return ". ".join(filter(None, (find, f"edit: {case.direct_instruction}", "; ".join(lines))))
+
+
 def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.Random, source: str = "editor") -> dict[str, Any]:
     """One judge example: the conversation `MLLMJudge` sends in mode `kind`, answered from the exact judge's O."""
     judge = _JUDGES[kind]
@@ -670,6 +702,8 @@ def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.R
         if kind == "score_cot":
             checks = [line.strip() for line in score.breakdown if "[ok]" not in line and not line.startswith("PQ")]
             answer = '"Reasoning": "' + "; ".join(checks) + '",\n' + answer
+        elif kind == "score_read":
+            answer = '"Reasoning": "' + read_reasoning(case, score) + '",\n' + answer
     system = messages[0]["content"][0]["text"] if messages[0]["role"] == "system" else None
     example = _example(case, f"judge_{kind}", [case.source_image, output], text, answer, system=system)
     example["task"] = f"judge_{kind}:{source}"
