@@ -28,13 +28,13 @@ from refine.shapes.data import ShapeCase, load_split, stream_case, training_stre
 from refine.shapes.edits import Recolor  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
 from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm, torch_default_init  # noqa: E402
-from refine.shapes.judge import judge_edit  # noqa: E402
+from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
 from refine.shapes.vlm.tasks import judge_example, lookup_named, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.tower import TowerPretrainConfig, pretrain_tower  # noqa: E402
 from refine.shapes.vlm.train import train  # noqa: E402
-from refine.shapes.world import POSITION_NAMES, Obj, Scene, render  # noqa: E402
+from refine.shapes.world import POSITION_NAMES, POSITIONS, Obj, Scene, render  # noqa: E402
 from refine.training.accelerate_setup import make_accelerator  # noqa: E402
 
 
@@ -152,6 +152,22 @@ def test_a_read_judge_example_is_the_cot_prompt_then_the_found_objects_the_edit_
         read = processor.apply_chat_template(sent, tokenize=False, continue_final_message=True)
         assert (rendered["prompt"] + rendered["completion"]).startswith(read + label)
     assert judge_example(case, case.target_image, "score_read", random.Random(0))["completion"][0]["content"][0]["text"].endswith(", ok\",\n\"Score\": [[5]]")
+
+
+def test_a_walk_judge_example_reads_the_background_and_every_cell_in_order_each_as_the_exact_parser_found_it():
+    case = stream_case(41, 3, indirect_fraction=1.0)
+    empty = next(p for p in POSITION_NAMES if case.source.at(p) is None and case.target.at(p) is None)
+    colour = "black" if case.source.background != "black" else "white"
+    for output in (case.target_image, render(case.source.with_object(Obj("circle", colour, "small", empty)), case.size)):
+        text = judge_example(case, output, "score_walk", random.Random(0))["completion"][0]["content"][0]["text"]
+        walked = text.split(case.direct_instruction + ". ")[1].split('",')[0].split("; ")
+        assert [line.split(": ")[0] for line in walked] == ["background"] + [POSITION_NAMES[p] for p in POSITIONS]
+        parsed = parse_image(output)
+        assert [line.split(", found ")[1].rsplit(", ", 1)[0] for line in walked[1:]] == [
+            cell.describe().removeprefix("a ") for cell in parsed.cells]
+        changed = {c.cell for c in judge_edit(case.source_image, output, case).checks if c.kind == "change"}
+        assert {line.split(": ")[0] for line in walked if " -> " in line} == changed
+    assert walked[1 + POSITIONS.index(empty)].endswith(f"nothing stays, found small {colour} circle, fail")
 
 
 def test_the_dataset_comes_from_the_training_stream_with_spread_judge_labels():

@@ -83,9 +83,10 @@ DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "ba
 # O at or above which the yes/no label is "Yes" (the exact judge's success needs IF = 1).
 YES_THRESHOLD = 0.75
 SCORE_HIGH = 5  # the rewards layer's default scale is 0-5 (`MLLMJudge(score_range=(0, 5))`)
-JUDGE_KINDS = ("score", "yesno", "score_cot", "score_read")
-# score_read asks the CoT prompt too (the `_cot` modes send it), answered with `read_reasoning` before the score
-_KIND_MODE = {"score": "score_logit", "yesno": "yesno_logit", "score_cot": "score_sample_cot", "score_read": "score_sample_cot"}
+JUDGE_KINDS = ("score", "yesno", "score_cot", "score_read", "score_walk")
+# score_read / score_walk ask the CoT prompt too (the `_cot` modes send it), answered with `read_reasoning` before the score
+_KIND_MODE = {"score": "score_logit", "yesno": "yesno_logit", "score_cot": "score_sample_cot", "score_read": "score_sample_cot",
+              "score_walk": "score_sample_cot"}
 
 
 def describe_scene(scene: Scene) -> str:
@@ -658,7 +659,7 @@ def _verdict(credit: float) -> str:
     return "ok" if credit >= 1.0 else ("part" if credit > 0 else "fail")
 
 
-def read_reasoning(case: ShapeCase, score: JudgeScore) -> str:
+def read_reasoning(case: ShapeCase, score: JudgeScore, every_cell: bool = False) -> str:
     """The `score_read` judge's reasoning: find what the instruction names, say the edit directly, then read the output
     where the edit must change it and wherever it changed what must stay.
 
@@ -670,7 +671,13 @@ def read_reasoning(case: ShapeCase, score: JudgeScore) -> str:
     the cell first and then what the output holds there, which the model reads given the cell
     ("middle right: nothing -> small white triangle, found small white square with stray marks, part"). Only
     failed "keep" checks are written (the parser's clutter in a cell that had to stay empty, an object lost).
-    The score that follows is then a count over verdicts the model has just written. Stream cases only.
+    The score that follows is then a count over verdicts the model has just written.
+
+    `every_cell` (the `score_walk` kind): the background and all nine cells in reading order, each with one line
+    (a change, or what must stay, or "nothing stays, found nothing, ok"), so the model never has to decide which
+    cells to mention. Why: the `score_read` judge of stop 52 wrote "stays" lines for cells that had kept and missed
+    cells that had not (half of its check lines started right), and its score followed what it wrote. Stream
+    cases only.
 
     >>> from refine.shapes.data import stream_case
     >>> case = stream_case(41, 3, indirect_fraction=1.0)
@@ -679,9 +686,18 @@ def read_reasoning(case: ShapeCase, score: JudgeScore) -> str:
     True
     """
     find = REWRITE_REASONING["rewrite_find"](case)
-    lines = [f"{c.cell}: {c.was} -> {c.expected}, found {c.found}, {_verdict(c.credit)}" for c in score.checks if c.kind == "change"]
-    lines += [f"{c.cell}: {c.expected} stays, found {c.found}, {_verdict(c.credit)}" for c in score.checks
-              if c.kind == "keep" and c.credit < 1.0]
+
+    def line(check) -> str:
+        said = f"{check.was} -> {check.expected}" if check.kind == "change" else f"{check.expected} stays"
+        return f"{check.cell}: {said}, found {check.found}, {_verdict(check.credit)}"
+
+    if every_cell:
+        # a resized or recoloured object has a change and a keep check in its cell: the change line says both
+        by_cell = {c.cell: c for c in sorted(score.checks, key=lambda c: c.kind == "change")}
+        lines = [line(by_cell[cell]) if cell in by_cell else f"{cell}: nothing stays, found nothing, ok"
+                 for cell in ("background", *(POSITION_NAMES[p] for p in POSITIONS))]
+    else:
+        lines = [line(c) for c in score.checks if c.kind == "change"] + [line(c) for c in score.checks if c.kind == "keep" and c.credit < 1.0]
     return ". ".join(filter(None, (find, f"edit: {case.direct_instruction}", "; ".join(lines))))
 
 
@@ -702,8 +718,8 @@ def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.R
         if kind == "score_cot":
             checks = [line.strip() for line in score.breakdown if "[ok]" not in line and not line.startswith("PQ")]
             answer = '"Reasoning": "' + "; ".join(checks) + '",\n' + answer
-        elif kind == "score_read":
-            answer = '"Reasoning": "' + read_reasoning(case, score) + '",\n' + answer
+        elif kind in ("score_read", "score_walk"):
+            answer = '"Reasoning": "' + read_reasoning(case, score, every_cell=kind == "score_walk") + '",\n' + answer
     system = messages[0]["content"][0]["text"] if messages[0]["role"] == "system" else None
     example = _example(case, f"judge_{kind}", [case.source_image, output], text, answer, system=system)
     example["task"] = f"judge_{kind}:{source}"
