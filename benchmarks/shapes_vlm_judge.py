@@ -40,7 +40,8 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
 9. Cost: CPU seconds per item of `score_logit` (one prefill) and of reasoning-first scoring
    (`score_sample_cot`), with the prefill and the per-token decode time measured apart.
 
-Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only.
+Slow modes (the `_cot` ones) run on the first `--cot-cases` cases only. For them the report also says how much of
+the `score_read` reasoning (`tasks.read_reasoning`) was written right, step by step (`read_reasoning_accuracy`).
 """
 
 from __future__ import annotations

@@ -87,8 +87,10 @@ _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 # How to get a bundled model (refine/assets/<name>) that is not in this install yet.
 MISSING_ASSETS: dict[str, str] = {
-    "shapes-vlm": "the ShapeEdit VLM judge is not trained yet: train it with `refine train vlm --config "
-    "examples/configs/vlm/shapes-judge-cells.yaml` and copy its final/ folder to refine/assets/shapes-vlm, or point "
+    "shapes-vlm": "the ShapeEdit VLM judge is not trained yet: train the best so far with `refine train vlm --config "
+    "examples/configs/vlm/shapes-judge-find.yaml`, then `refine train vlm --config "
+    "examples/configs/vlm/shapes-judge-read.yaml` (a CoT judge: use a `_cot` mode), and copy its final/ folder to "
+    "refine/assets/shapes-vlm, or point "
     "the judge's backend at a trained folder (Edit-R1: reward.backend.model=runs/<run>/final; multi-turn: "
     "reward.instruction.backend.model=runs/<run>/final)",
 }

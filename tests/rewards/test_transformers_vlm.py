@@ -159,7 +159,7 @@ def test_a_refine_assets_path_is_found_beside_the_package_and_a_missing_one_says
     assert TransformersVLM("refine/assets/shapes-vlm").name == f"transformers:{install / 'refine' / 'assets' / 'shapes-vlm'}"
     shutil.rmtree(install / "refine" / "assets" / "shapes-vlm")
     with pytest.raises(ArtifactError, match=r"refine/assets/shapes-vlm: not bundled.*refine train vlm --config "
-                                            r"examples/configs/vlm/shapes-judge-cells\.yaml.*reward\.backend\.model="):
+                                            r"examples/configs/vlm/shapes-judge-read\.yaml.*reward\.backend\.model="):
         TransformersVLM("refine/assets/shapes-vlm")
 
 

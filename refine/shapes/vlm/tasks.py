@@ -25,6 +25,8 @@ judge's O = sqrt(IF x CC) of that output:
 | score (`score_logit`, `score_sample`) | ``"Score": [[n]]``, n = 5 O rounded stochastically (E[n] = 5 O, so the model's expected score estimates O) |
 | yesno (`yesno_logit`, `yesno_sample`) | ``"Judgement": [[Yes]]`` if O >= `YES_THRESHOLD`, else No |
 | score_cot (the `_cot` modes) | ``"Reasoning": "<the judge's failed checks>",`` then the score line |
+| score_read (the `_cot` modes) | ``"Reasoning": "<named objects found>. edit: <direct phrasing>. <each change, and each failed keep: cell, was -> should be, found, verdict>",`` then the score line (`read_reasoning`) |
+| score_walk (the `_cot` modes) | the same over the background and all nine cells in reading order (`read_reasoning(every_cell=True)`) |
 """
 
 from __future__ import annotations
