@@ -378,6 +378,11 @@ class Check:
     expected: str
     found: str
 
+    @property
+    def verdict(self) -> str:
+        """"ok" (full credit), "part" or "fail" (none): the mark of its breakdown line, in lower case."""
+        return _mark(self.credit).lower()
+
 
 def _fit_name(fit: CellFit) -> str:
     return fit.describe().removeprefix("a ")

@@ -44,7 +44,7 @@ from refine.rewards.mllm import MLLMJudge
 from refine.shapes.data import ShapeCase
 from refine.shapes.degrade import degrade
 from refine.shapes.edits import apply_edit, random_edit
-from refine.shapes.judge import JudgeScore, ParsedScene, judge_edit, parse_image
+from refine.shapes.judge import Check, JudgeScore, ParsedScene, judge_edit, parse_image
 from refine.shapes.instructions import RELATIONS, STEPS, direct_ref, object_names, related
 from refine.shapes.world import COLOR_NAMES, GRID, POSITION_NAMES, POSITIONS, SHAPES, Obj, Scene, render
 
@@ -657,10 +657,6 @@ class _DatasetBackend:
 _JUDGES = {kind: MLLMJudge(_DatasetBackend(), mode=mode, cache=False) for kind, mode in _KIND_MODE.items()}
 
 
-def _verdict(credit: float) -> str:
-    return "ok" if credit >= 1.0 else ("part" if credit > 0 else "fail")
-
-
 def read_reasoning(case: ShapeCase, score: JudgeScore, every_cell: bool = False) -> str:
     """The `score_read` judge's reasoning: find what the instruction names, say the edit directly, then read the output
     where the edit must change it and wherever it changed what must stay.
@@ -689,9 +685,9 @@ def read_reasoning(case: ShapeCase, score: JudgeScore, every_cell: bool = False)
     """
     find = REWRITE_REASONING["rewrite_find"](case)
 
-    def line(check) -> str:
+    def line(check: Check) -> str:
         said = f"{check.was} -> {check.expected}" if check.kind == "change" else f"{check.expected} stays"
-        return f"{check.cell}: {said}, found {check.found}, {_verdict(check.credit)}"
+        return f"{check.cell}: {said}, found {check.found}, {check.verdict}"
 
     if every_cell:
         # a resized or recoloured object has a change and a keep check in its cell: the change line says both
