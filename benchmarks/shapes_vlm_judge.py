@@ -138,7 +138,7 @@ def score_mode(backend: TransformersVLM, mode: str, rows: list[dict], cases=None
 def read_reasoning_accuracy(rows: list[dict], texts: list[str], cases) -> dict:
     """How much of the `score_read` reasoning (`tasks.read_reasoning`) the judge wrote right, step by step.
 
-    Per edit: the whole reasoning exact; the edit said directly ("edit: <the case's direct phrasing>"); per checked
+    Per edit: the whole reasoning exact (either kind's); the edit said directly ("edit: <the case's direct phrasing>"); per checked
     cell of the exact judge, the line's start right ("middle right: nothing -> small white triangle") and, of
     those, what it found there right (the parser's reading) and the verdict right.
     """
@@ -146,9 +146,10 @@ def read_reasoning_accuracy(rows: list[dict], texts: list[str], cases) -> dict:
     wants = founds = verdicts = lines = 0
     for row, text in zip(rows, texts):
         case = cases[row["case"]]
-        ideal = read_reasoning(case, judge_edit(case.source_image, row["output"], case))
+        score = judge_edit(case.source_image, row["output"], case)
+        ideal = read_reasoning(case, score)
         written = text.split('"Reasoning": "', 1)[-1].split('",')[0]
-        exact += written == ideal
+        exact += written in (ideal, read_reasoning(case, score, every_cell=True))   # score_read's or score_walk's
         edit += f"edit: {case.direct_instruction}." in written
         for line in ideal.split(f"edit: {case.direct_instruction}. ", 1)[-1].split("; "):
             lines += 1
