@@ -95,11 +95,15 @@ class CellFit:
     blur: float = 0.0
     shift: tuple[int, int] = (0, 0)
 
-    def describe(self) -> str:
+    @property
+    def name(self) -> str:
+        """What is there, without an article: "small red circle with stray marks", "unrecognisable marks", "nothing"."""
         if self.obj is None:
             return "unrecognisable marks" if self.clutter else "nothing"
-        text = f"a {self.obj.size} {self.obj.color} {self.obj.shape}"
-        return text + (" with stray marks" if self.clutter else "")
+        return f"{self.obj.size} {self.obj.color} {self.obj.shape}" + (" with stray marks" if self.clutter else "")
+
+    def describe(self) -> str:
+        return self.name if self.obj is None else f"a {self.name}"
 
 
 @dataclass(frozen=True)
@@ -367,7 +371,7 @@ class Check:
     """One item the judge scored: a change the edit requires (`kind` "change") or something that must stay ("keep").
 
     `cell` is a cell's name or "background"; `expected` what should be there ("nothing" for an empty cell),
-    `was` what the source had there, `found` what the parser read in the output (`CellFit.describe`, no article).
+    `was` what the source had there, `found` what the parser read in the output (`CellFit.name`).
     """
 
     kind: str
@@ -382,10 +386,6 @@ class Check:
     def verdict(self) -> str:
         """"ok" (full credit), "part" or "fail" (none): the mark of its breakdown line, in lower case."""
         return _mark(self.credit).lower()
-
-
-def _fit_name(fit: CellFit) -> str:
-    return fit.describe().removeprefix("a ")
 
 
 def _or_nothing(obj: Obj | None) -> str:
@@ -419,7 +419,7 @@ def _instruction_following(parsed: ParsedScene, before: Scene, after: Scene) -> 
             if fit.clutter:
                 credit *= 0.5
             text = f"{want}: found {fit.describe()}"
-        items.append(Check("change", credit, text, cell, _or_nothing(old), _or_nothing(new), _fit_name(fit)))
+        items.append(Check("change", credit, text, cell, _or_nothing(old), _or_nothing(new), fit.name))
     if not items:
         return 1.0, ["IF 1.00: the edit requires no change"], []
     score = sum(c.credit for c in items) / len(items)
@@ -442,7 +442,7 @@ def _consistency(parsed: ParsedScene, states: Sequence[Scene]) -> tuple[float, l
         if all(c is None for c in contents):
             if fit.obj is not None or fit.clutter:
                 items.append(Check("keep", 0.0, f"the {cell} should stay empty: found {fit.describe()}", cell, "nothing", "nothing",
-                                   _fit_name(fit)))
+                                   fit.name))
             continue
         if any(c is None for c in contents):
             continue  # the edit adds or removes here: instruction following judges this cell
@@ -455,7 +455,7 @@ def _consistency(parsed: ParsedScene, states: Sequence[Scene]) -> tuple[float, l
             credit *= 0.5
         what = f"the {_name(ref)} in the {cell}" if len(kept) == len(ATTRIBUTES) else f"the {' and '.join(kept)} of the {_name(ref)} in the {cell}"
         items.append(Check("keep", credit, f"{what} should stay: found {fit.describe()}", cell, _name(ref),
-                           _name(contents[-1]), _fit_name(fit)))
+                           _name(contents[-1]), fit.name))
     if not items:
         return 1.0, ["CC 1.00: nothing had to stay the same"], []
     score = sum(c.credit for c in items) / len(items)

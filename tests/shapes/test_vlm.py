@@ -125,13 +125,18 @@ def test_a_judge_example_is_the_text_score_logit_reads_followed_by_the_exact_jud
         assert (rendered["prompt"] + rendered["completion"]).startswith(read + label)
 
 
+def unedited_with_a_stray_circle(case):
+    """The case's source with a small circle added in a cell that must stay empty: (image, its cell, its colour)."""
+    empty = next(p for p in POSITION_NAMES if case.source.at(p) is None and case.target.at(p) is None)
+    colour = "black" if case.source.background != "black" else "white"
+    return render(case.source.with_object(Obj("circle", colour, "small", empty)), case.size), empty, colour
+
+
 def test_a_read_judge_example_is_the_cot_prompt_then_the_found_objects_the_edit_each_checked_cell_and_the_score(tiny_dir):
     processor = AutoProcessor.from_pretrained(tiny_dir)
     case = stream_case(41, 3, indirect_fraction=1.0)
     judge = MLLMJudge(TransformersVLM(tiny_dir), mode="score_logit_cot")
-    empty = next(p for p in POSITION_NAMES if case.source.at(p) is None and case.target.at(p) is None)
-    colour = "black" if case.source.background != "black" else "white"
-    wrong = render(case.source.with_object(Obj("circle", colour, "small", empty)), case.size)   # no edit, and a stray object
+    wrong, _, _ = unedited_with_a_stray_circle(case)   # no edit, and a stray object
     for output in (case.target_image, case.source_image, wrong):
         score = judge_edit(case.source_image, output, case)
         example = judge_example(case, output, "score_read", random.Random(0))
@@ -156,15 +161,14 @@ def test_a_read_judge_example_is_the_cot_prompt_then_the_found_objects_the_edit_
 
 def test_a_walk_judge_example_reads_the_background_and_every_cell_in_order_each_as_the_exact_parser_found_it():
     case = stream_case(41, 3, indirect_fraction=1.0)
-    empty = next(p for p in POSITION_NAMES if case.source.at(p) is None and case.target.at(p) is None)
-    colour = "black" if case.source.background != "black" else "white"
-    for output in (case.target_image, render(case.source.with_object(Obj("circle", colour, "small", empty)), case.size)):
+    stray, empty, colour = unedited_with_a_stray_circle(case)
+    for output in (case.target_image, stray):
         text = judge_example(case, output, "score_walk", random.Random(0))["completion"][0]["content"][0]["text"]
         walked = text.split(case.direct_instruction + ". ")[1].split('",')[0].split("; ")
         assert [line.split(": ")[0] for line in walked] == ["background"] + [POSITION_NAMES[p] for p in POSITIONS]
         parsed = parse_image(output)
         assert [line.split(", found ")[1].rsplit(", ", 1)[0] for line in walked[1:]] == [
-            cell.describe().removeprefix("a ") for cell in parsed.cells]
+            cell.name for cell in parsed.cells]
         changed = {c.cell for c in judge_edit(case.source_image, output, case).checks if c.kind == "change"}
         assert {line.split(": ")[0] for line in walked if " -> " in line} == changed
     assert walked[1 + POSITIONS.index(empty)].endswith(f"nothing stays, found small {colour} circle, fail")

@@ -85,10 +85,11 @@ DEFAULT_SEEING_TASKS: tuple[str, ...] = ("describe", "at_position", "color", "ba
 # O at or above which the yes/no label is "Yes" (the exact judge's success needs IF = 1).
 YES_THRESHOLD = 0.75
 SCORE_HIGH = 5  # the rewards layer's default scale is 0-5 (`MLLMJudge(score_range=(0, 5))`)
-JUDGE_KINDS = ("score", "yesno", "score_cot", "score_read", "score_walk")
-# score_read / score_walk ask the CoT prompt too (the `_cot` modes send it), answered with `read_reasoning` before the score
+# Each judge kind and the mode whose prompt it answers: score_read / score_walk ask the CoT prompt too (the `_cot`
+# modes send it), answered with `read_reasoning` before the score
 _KIND_MODE = {"score": "score_logit", "yesno": "yesno_logit", "score_cot": "score_sample_cot", "score_read": "score_sample_cot",
               "score_walk": "score_sample_cot"}
+JUDGE_KINDS = tuple(_KIND_MODE)
 
 
 def describe_scene(scene: Scene) -> str:
@@ -142,8 +143,8 @@ def describe_parsed_grid(parsed: ParsedScene) -> str:
     >>> describe_parsed_grid(parse_image(noise_image(32, seed=0))).split("; ")[0]
     'top left corner: unrecognisable marks'
     """
-    # the parser's own wording (`CellFit.describe`), without its article, as `_name` names objects
-    return "; ".join(f"{POSITION_NAMES[cell.position]}: {cell.describe().removeprefix('a ')}" for cell in parsed.cells)
+    # the parser's own wording without an article (`CellFit.name`), as `_name` names objects
+    return "; ".join(f"{POSITION_NAMES[cell.position]}: {cell.name}" for cell in parsed.cells)
 
 
 def output_grid_example(case: ShapeCase, output: Image.Image) -> dict[str, Any]:
