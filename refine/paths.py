@@ -87,10 +87,11 @@ _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 # How to get a bundled model (refine/assets/<name>) that is not in this install yet.
 MISSING_ASSETS: dict[str, str] = {
-    "shapes-vlm": "the ShapeEdit VLM judge is not trained yet: train the best so far with `refine train vlm --config "
+    "shapes-vlm": "the ShapeEdit VLM judge is missing from this install: rebuild it with `refine train vlm --config "
     "examples/configs/vlm/shapes-judge-find.yaml`, then `refine train vlm --config "
-    "examples/configs/vlm/shapes-judge-read.yaml` (a CoT judge: use a `_cot` mode), and copy its final/ folder to "
-    "refine/assets/shapes-vlm, or point "
+    "examples/configs/vlm/shapes-judge-read.yaml` and `refine train vlm --config "
+    "examples/configs/vlm/shapes-judge-walk.yaml`, and copy the last one's final/ folder to "
+    "refine/assets/shapes-vlm (refine/assets/shapes-vlm/README.md in the repository), or point "
     "the judge's backend at a trained folder (Edit-R1: reward.backend.model=runs/<run>/final; multi-turn: "
     "reward.instruction.backend.model=runs/<run>/final)",
 }

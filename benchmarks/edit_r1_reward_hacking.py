@@ -1,0 +1,109 @@
+"""Does an Edit-R1 run on a learned reward learn, or hack? Read it off the run's own logs, no model needed.
+
+Usage:
+    python benchmarks/edit_r1_reward_hacking.py runs/edit_r1-shapes-vlm            # windows of 10 iterations
+    python benchmarks/edit_r1_reward_hacking.py runs/edit_r1-shapes-vlm --window 5 --plot runs/hacking.png
+
+Reads `metrics.jsonl` and `rollouts/rank0.jsonl` of a run whose config tracks an exact reward
+beside the trained one (`track_rewards.o`, Edit-R1's ShapeEdit VLM preset) and prints, per window
+of iterations, a markdown row:
+
+- the trained reward's mean and its mean within-group std (Edit-R1 Fig. 8: a hacked small judge's
+  reward climbs while its variance collapses);
+- the tracked exact O of the same rollouts (it falls, or stays flat, while a hacked reward climbs);
+- the held-out O (`eval_reward`) at the last evaluation in the window;
+- **within-group agreement**: of the pairs of edits of one request whose exact O differ by at least
+  `--min-gap`, the share the trained reward orders the same way. NFT's advantages only compare
+  edits of one request, so this, not a global correlation, is what the policy can learn from:
+  at 0.5 there is nothing to learn and no direction to hack in.
+
+With `--plot`, a picture of the three curves per iteration (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def within_group_agreement(rewards: list[float], exact: list[float], group_size: int, min_gap: float) -> tuple[int, int]:
+    """(pairs ordered alike, pairs) over the same-request pairs whose exact scores differ by >= min_gap."""
+    agree = total = 0
+    for start in range(0, len(rewards), group_size):
+        group = list(zip(rewards[start:start + group_size], exact[start:start + group_size]))
+        for (r1, o1), (r2, o2) in itertools.combinations(group, 2):
+            if o1 is None or o2 is None or abs(o1 - o2) < min_gap:
+                continue
+            total += 1
+            agree += (r1 - r2) * (o1 - o2) > 0
+    return agree, total
+
+
+def group_std(rewards: list[float], group_size: int) -> float:
+    return float(np.mean([np.std(rewards[s:s + group_size]) for s in range(0, len(rewards), group_size)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the run's output_dir")
+    parser.add_argument("--track", default="o", help="the tracked exact reward's name (track_rewards.<name>)")
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--min-gap", type=float, default=0.05)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args()
+
+    metrics = read_jsonl(args.run / "metrics.jsonl")
+    rollouts = {row["iteration"]: row for row in read_jsonl(args.run / "rollouts" / "rank0.jsonl")}
+    evals = {row["iteration"]: row["eval_reward"] for row in metrics if "eval_reward" in row}
+    train = {row["iteration"]: row for row in metrics if "reward_mean" in row}
+    last = max(train)
+
+    print(f"{args.run}: {last} iterations; held-out O at 0: {evals.get(0, float('nan')):.4f}\n")
+    print("| iterations | trained reward (mean, within-group std) | exact O of the same rollouts | held-out O (last eval) | within-group agreement |")
+    print("|---|---|---|---|---|")
+    total_agree = total_pairs = 0
+    for lo in range(1, last + 1, args.window):
+        its = [i for i in range(lo, min(lo + args.window, last + 1)) if i in rollouts]
+        rewards = [rollouts[i]["rewards"] for i in its]
+        exact = [rollouts[i]["track"][args.track] for i in its]
+        agree, pairs = map(sum, zip(*(within_group_agreement(r, o, args.group_size, args.min_gap) for r, o in zip(rewards, exact))))
+        total_agree, total_pairs = total_agree + agree, total_pairs + pairs
+        held = [(i, evals[i]) for i in evals if lo <= i < lo + args.window]
+        held_text = f"{held[-1][1]:.4f} (at {held[-1][0]})" if held else "-"
+        print(f"| {lo}-{its[-1]} | {np.mean([np.mean(r) for r in rewards]):.3f} ({np.mean([group_std(r, args.group_size) for r in rewards]):.3f}) "
+              f"| {np.nanmean([np.nanmean(np.array(o, dtype=float)) for o in exact]):.3f} | {held_text} | {agree / max(pairs, 1):.3f} of {pairs} |")
+    print(f"\nall iterations: within-group agreement {total_agree / max(total_pairs, 1):.3f} over {total_pairs} pairs "
+          f"(exact O gap >= {args.min_gap}); held-out O {evals.get(0, float('nan')):.4f} -> best "
+          f"{max(evals.values()):.4f} (at {max(evals, key=evals.get)}), last {evals[max(evals)]:.4f} (at {max(evals)})")
+
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        its = sorted(train)
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        ax.plot(its, [train[i]["reward_mean"] for i in its], label="trained reward (rollouts)", color="tab:orange")
+        ax.plot(its, [train[i][f"track_{args.track}_mean"] for i in its], label="exact O (same rollouts)", color="tab:blue", alpha=0.7)
+        ax.plot(sorted(evals), [evals[i] for i in sorted(evals)], "o-", label="exact O (held-out shapes-val)", color="black")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("score")
+        ax.set_title(args.run.name)
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
