@@ -92,8 +92,14 @@ def main() -> None:
 
         its = sorted(train)
         fig, ax = plt.subplots(figsize=(7, 3.6))
-        ax.plot(its, [train[i]["reward_mean"] for i in its], label="trained reward (rollouts)", color="tab:orange")
-        ax.plot(its, [train[i][f"track_{args.track}_mean"] for i in its], label="exact O (same rollouts)", color="tab:blue", alpha=0.7)
+        for key, label, color in (("reward_mean", "trained reward (rollouts)", "tab:orange"),
+                                  (f"track_{args.track}_mean", "exact O (same rollouts)", "tab:blue")):
+            values = np.array([train[i][key] for i in its], dtype=float)
+            # each iteration draws other requests, so its mean swings with their difficulty: the line is a running
+            # mean over the window, the raw means faint behind it
+            running = [np.nanmean(values[max(0, k - args.window + 1):k + 1]) for k in range(len(values))]
+            ax.plot(its, values, color=color, alpha=0.2)
+            ax.plot(its, running, color=color, label=f"{label}, running mean of {args.window}")
         ax.plot(sorted(evals), [evals[i] for i in sorted(evals)], "o-", label="exact O (held-out shapes-val)", color="black")
         ax.set_xlabel("iteration")
         ax.set_ylabel("score")
