@@ -23,28 +23,23 @@ With `--plot`, a picture of the three curves per iteration (matplotlib, Agg).
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
+from refine.compare.stats import same_input_pairwise_accuracy
+from refine.jsonl import read_jsonl
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+matplotlib.use("Agg")   # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 
-def within_group_agreement(rewards: list[float], exact: list[float], group_size: int, min_gap: float) -> tuple[int, int]:
-    """(pairs ordered alike, pairs) over the same-request pairs whose exact scores differ by >= min_gap."""
-    agree = total = 0
-    for start in range(0, len(rewards), group_size):
-        group = list(zip(rewards[start:start + group_size], exact[start:start + group_size]))
-        for (r1, o1), (r2, o2) in itertools.combinations(group, 2):
-            if o1 is None or o2 is None or abs(o1 - o2) < min_gap:
-                continue
-            total += 1
-            agree += (r1 - r2) * (o1 - o2) > 0
-    return agree, total
+def groups_of(rewards: list[float | None], exact: list[float | None], group_size: int) -> list[list[tuple[float, float]]]:
+    """Per request (`group_size` consecutive rollouts), its (trained reward, exact score) pairs; unscored rollouts left out."""
+    pairs = list(zip(rewards, exact))
+    return [[(r, o) for r, o in pairs[s:s + group_size] if r is not None and o is not None]
+            for s in range(0, len(pairs), group_size)]
 
 
 def group_std(rewards: list[float], group_size: int) -> float:
@@ -61,8 +56,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
 
-    metrics = read_jsonl(args.run / "metrics.jsonl")
-    rollouts = {row["iteration"]: row for row in read_jsonl(args.run / "rollouts" / "rank0.jsonl")}
+    logged = dict(valid=lambda r: "iteration" in r, needs="an 'iteration' key", example="{'iteration': ...}")
+    metrics = read_jsonl(args.run / "metrics.jsonl", **logged)
+    rollouts = {row["iteration"]: row for row in read_jsonl(args.run / "rollouts" / "rank0.jsonl", **logged)}
     evals = {row["iteration"]: row["eval_reward"] for row in metrics if "eval_reward" in row}
     train = {row["iteration"]: row for row in metrics if "reward_mean" in row}
     last = max(train)
@@ -70,26 +66,24 @@ def main() -> None:
     print(f"{args.run}: {last} iterations; held-out O at 0: {evals.get(0, float('nan')):.4f}\n")
     print("| iterations | trained reward (mean, within-group std) | exact O of the same rollouts | held-out O (last eval) | within-group agreement |")
     print("|---|---|---|---|---|")
-    total_agree = total_pairs = 0
+    every_group = []
     for lo in range(1, last + 1, args.window):
         its = [i for i in range(lo, min(lo + args.window, last + 1)) if i in rollouts]
         rewards = [rollouts[i]["rewards"] for i in its]
         exact = [rollouts[i]["track"][args.track] for i in its]
-        agree, pairs = map(sum, zip(*(within_group_agreement(r, o, args.group_size, args.min_gap) for r, o in zip(rewards, exact))))
-        total_agree, total_pairs = total_agree + agree, total_pairs + pairs
+        groups = [g for r, o in zip(rewards, exact) for g in groups_of(r, o, args.group_size)]
+        every_group += groups
+        agreement, pairs = same_input_pairwise_accuracy(groups, min_gap=args.min_gap)
         held = [(i, evals[i]) for i in evals if lo <= i < lo + args.window]
         held_text = f"{held[-1][1]:.4f} (at {held[-1][0]})" if held else "-"
         print(f"| {lo}-{its[-1]} | {np.mean([np.mean(r) for r in rewards]):.3f} ({np.mean([group_std(r, args.group_size) for r in rewards]):.3f}) "
-              f"| {np.nanmean([np.nanmean(np.array(o, dtype=float)) for o in exact]):.3f} | {held_text} | {agree / max(pairs, 1):.3f} of {pairs} |")
-    print(f"\nall iterations: within-group agreement {total_agree / max(total_pairs, 1):.3f} over {total_pairs} pairs "
+              f"| {np.nanmean([np.nanmean(np.array(o, dtype=float)) for o in exact]):.3f} | {held_text} | {agreement or 0:.3f} of {pairs} |")
+    agreement, pairs = same_input_pairwise_accuracy(every_group, min_gap=args.min_gap)
+    print(f"\nall iterations: within-group agreement {agreement or 0:.3f} over {pairs} pairs "
           f"(exact O gap >= {args.min_gap}); held-out O {evals.get(0, float('nan')):.4f} -> best "
           f"{max(evals.values()):.4f} (at {max(evals, key=evals.get)}), last {evals[max(evals)]:.4f} (at {max(evals)})")
 
     if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         its = sorted(train)
         fig, ax = plt.subplots(figsize=(7, 3.6))
         for key, label, color in (("reward_mean", "trained reward (rollouts)", "tab:orange"),
