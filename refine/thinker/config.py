@@ -27,6 +27,7 @@ Thinker specs:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -34,6 +35,8 @@ from pydantic import Field, field_validator, model_validator
 from refine.config import validate_config
 from refine.errors import ConfigError
 from refine.registry import import_object
+from refine.rewards.mllm import MODES, MLLMJudge
+from refine.thinker.judged import JUDGE_AGAINST, JudgedThinker
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
 from refine.thinker.prompts import PROMPT_NAMES, get_prompts
 from refine.thinker.protocol import Thinker
@@ -71,6 +74,18 @@ class ThinkerConfig(LoopConfig):
     image_size: tuple[int, int] | None = Field(
         None, description="vlm: pad-resize both images to [W, H] before sending, as the thinker was trained (GRPO's image_size)."
     )
+    judge_mode: Literal[MODES] | None = Field(
+        None, description="vlm: score each edit with the rewards layer's MLLM judge in this mode (score_logit_cot, ...) and "
+        "propose the prompt set's rewrite of the original instruction as the next one (`refine.thinker.judged`); a "
+        "rewrite-only model that also judges then runs the whole think-while-edit loop. null: the thinker's own critique."
+    )
+    judge_against: Literal[JUDGE_AGAINST] = Field(
+        "original", description="judge_mode: score each edit against the user's instruction (original, the paper) or against "
+        "the thinker's own rewrite of it (rewrite: a small judge checks a direct instruction better than it resolves one)."
+    )
+    judge_model: str | None = Field(
+        None, description="judge_mode: the judge's model (checkpoint folder or http URL[#model]); null: the thinker's own model."
+    )
 
     @field_validator("thinker")
     @classmethod
@@ -91,13 +106,24 @@ class ThinkerConfig(LoopConfig):
         return self
 
     @model_validator(mode="after")
+    def _check_judge(self) -> "ThinkerConfig":
+        if self.thinker_kind() != "vlm" and (self.judge_mode is not None or self.judge_model is not None):
+            raise ValueError("judge_mode and judge_model put an MLLM judge beside a vlm: thinker's rewrite; use thinker='vlm:SPEC'")
+        if self.judge_against != "original" and self.judge_mode is None:
+            raise ValueError("judge_against says what judge_mode's judge scores each edit against: set judge_mode too")
+        if self.judge_model is not None and self.judge_mode is None:
+            raise ValueError("judge_model is the model of judge_mode's judge: set judge_mode too (e.g. score_logit_cot)")
+        return self
+
+    @model_validator(mode="after")
     def _check_rewrite_only(self) -> "ThinkerConfig":
-        if self.thinker_kind() == "vlm" and get_prompts(self.prompt).rewrite_only:
+        if self.thinker_kind() == "vlm" and get_prompts(self.prompt).rewrite_only and self.judge_mode is None:
             loop = (self.think_before_edit, self.max_turns, self.select, self.critique_last_turn)
             if loop != (True, 1, "last", False):
                 raise ValueError(
                     f"prompt={self.prompt!r} only rewrites the instruction before the first edit (no critique, no score): "
-                    "set think_before_edit=true, max_turns=1, select='last', critique_last_turn=false"
+                    "set think_before_edit=true, max_turns=1, select='last', critique_last_turn=false, or give it a judge "
+                    "(judge_mode) for the whole loop"
                 )
         return self
 
@@ -113,10 +139,16 @@ class ThinkerConfig(LoopConfig):
 
 
 def build_thinker(config: ThinkerConfig):
-    """The `Thinker` a config names (a checkpoint loads here)."""
+    """The `Thinker` a config names (a checkpoint loads here).
+
+    With `judge_mode`, a `JudgedThinker` (the rewrite of `prompt` plus an MLLM judge's score), shared within the
+    process by every config that differs only in its loop settings (see `_SHARED_JUDGED`).
+    """
     kind = config.thinker_kind()
     if kind == "expert":
         return ShapeExpertThinker(critique=config.expert_critique)
+    if kind == "vlm" and config.judge_mode is not None:
+        return _shared_judged_thinker(config)
     if kind == "vlm":
         prompts = get_prompts(config.prompt).with_overrides(config.system_prompt, config.critique_prompt, config.rewrite_prompt)
         return VLMThinker.from_spec(
@@ -132,6 +164,29 @@ def build_thinker(config: ThinkerConfig):
     thinker = import_object(config.thinker)()
     if not isinstance(thinker, Thinker):
         raise ConfigError(f"{config.thinker!r} returned {type(thinker).__name__}, not a Thinker (needs .name and .think(requests))")
+    return thinker
+
+
+# Judged thinkers already built in this process, by the settings that make them (not the loop's). The loop of
+# `+thinker`, its `select: last` row and the best-of-k control picked by the same score edit the same images in one
+# `refine compare` run; sharing one thinker shares its judge's score cache and its rewrites, so the companion rows
+# cost only the edits they add (and one model is loaded, not three).
+_SHARED_JUDGED: OrderedDict[str, JudgedThinker] = OrderedDict()
+_SHARED_JUDGED_SIZE = 2
+
+
+def _shared_judged_thinker(config: ThinkerConfig) -> JudgedThinker:
+    key = config.model_dump_json(exclude=set(LoopConfig.model_fields) | {"trace_dir"})
+    if key in _SHARED_JUDGED:
+        _SHARED_JUDGED.move_to_end(key)
+        return _SHARED_JUDGED[key]
+    rewriter = build_thinker(config.model_copy(update={"judge_mode": None}))
+    backend = rewriter.backend if config.judge_model is None else VLMThinker.from_spec(
+        config.judge_model, api_key_env=config.api_key_env).backend  # one model loaded when the thinker judges itself
+    thinker = JudgedThinker(rewriter, MLLMJudge(backend, mode=config.judge_mode), judge_against=config.judge_against)
+    _SHARED_JUDGED[key] = thinker
+    while len(_SHARED_JUDGED) > _SHARED_JUDGED_SIZE:
+        _SHARED_JUDGED.popitem(last=False)
     return thinker
 
 
