@@ -126,6 +126,41 @@ def gated_last(row: dict, gate: float) -> float:
     return row["turn_o"][-1]
 
 
+EARLY_SWEEP = (5.0, 6.0, 7.0, 8.0, 9.0)
+
+
+def early_replay(row: dict, threshold: float, max_turns: int, select: str = "best") -> tuple[float, int]:
+    """(O, editor calls) of the early loop at `threshold`, replayed from the fixed loop's turns.
+
+    The early loop stops after the first edit its thinker scores at least `threshold` (or at
+    `max_turns`). Every edit is a function of (instruction, seed) and a greedy thinker's score a
+    function of the image, so the fixed loop's first turns are the early loop's, and the replay is
+    exact (checked: the early loop run for real gives the same figure at its threshold).
+    >>> row = {"turn_o": [0.2, 0.9, 0.5], "thinker_scores": [3.0, 8.5, 9.0]}
+    >>> early_replay(row, 8.0, 3), early_replay(row, 9.0, 3, "last"), early_replay(row, 9.0, 3)
+    ((0.9, 2), (0.5, 3), (0.5, 3))
+    """
+    scores = row["thinker_scores"][:max_turns]
+    calls = next((t + 1 for t, s in enumerate(scores) if s is not None and s >= threshold), len(scores))
+    if select == "last":
+        return row["turn_o"][calls - 1], calls
+    return row["turn_o"][best_edit_index([{"semantic": s} if s is not None else {} for s in scores[:calls]])], calls
+
+
+def early_sweep(rows: list[dict], max_turns: int) -> dict:
+    """The early loop replayed at `EARLY_SWEEP` thresholds, best and last edit: O, gain over plain, calls."""
+    plain = [r["turn_o"][0] for r in rows]
+    sweep = {}
+    for threshold in EARLY_SWEEP:
+        for select in ("best", "last"):
+            replays = [early_replay(r, threshold, max_turns, select) for r in rows]
+            values = [o for o, _ in replays]
+            sweep[f"{threshold:g}/{select}"] = {"O": round(sum(values) / len(values), 4),
+                                                 "vs_plain": interval([v - p for v, p in zip(values, plain)]),
+                                                 "calls": round(sum(c for _, c in replays) / len(replays), 3)}
+    return sweep
+
+
 def action_of(instruction: str | None) -> str:
     """An instruction's action: its first word, lower-case.
 
@@ -297,22 +332,39 @@ def main() -> None:
                         help="rewrite-only thinkers: also edit the canonical direct phrasing (an oracle, labelled so: "
                              "the ceiling of any rewrite before one edit)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--judge-mode", default=None,
+                        help="the thinker's score of each edit from the rewards layer's MLLM judge in this mode on its own model "
+                        "(ThinkerConfig.judge_mode: a rewrite-only model that also judges, e.g. refine/assets/shapes-vlm, runs the loop)")
+    parser.add_argument("--judge-against", choices=["original", "rewrite"], default="original",
+                        help="with --judge-mode: score each edit against the user's instruction or the thinker's rewrite")
+    parser.add_argument("--judge-model", default=None,
+                        help="with --judge-mode: the judge's own model (checkpoint folder or URL); default the thinker's model")
+    parser.add_argument("--vary-seed", action="store_true", help="turn t edits with seed + t - 1 (LoopConfig.vary_seed)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="print the early loop's threshold sweep (best and last edit) from a saved --out report, and exit")
     args = parser.parse_args()
+    if args.replay is not None:
+        saved = json.loads(args.replay.read_text())
+        print(json.dumps(early_sweep(saved["rows"], saved["settings"]["max_turns"]), indent=1))
+        return
     torch.set_num_threads(args.threads)
 
     cases = pick_cases(args.split, args.phrasing, args.cases)
     requests = [case.to_request(seed=i) for i, case in enumerate(cases)]
     editor = FlowEditor(load_shapes_backbone(), steps=args.steps, batch_size=32)
-    if get_prompts(args.prompt).rewrite_only:
+    if get_prompts(args.prompt).rewrite_only and args.judge_mode is None:
         report = rewrite_only_report(args, cases, requests, editor)
         print(json.dumps({k_: v for k_, v in report.items() if k_ not in ("settings", "rows")}, indent=1))
         if args.out:
             args.out.write_text(json.dumps(report, indent=1) + "\n")
         return
     thinker = build_thinker(ThinkerConfig(thinker=args.thinker, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-                                          min_confidence=args.min_confidence, confidence_over=args.confidence_over))
+                                          min_confidence=args.min_confidence, confidence_over=args.confidence_over,
+                                          judge_mode=args.judge_mode, judge_against=args.judge_against,
+                                          judge_model=args.judge_model))
     raw_replies: list[str] = []
+    think_errors: list[bool] = []
 
     def run(refiner) -> tuple[list, float]:
         refined, results, start = compose(editor, refiner), [], time.perf_counter()
@@ -323,7 +375,8 @@ def main() -> None:
     def judged(image, request) -> float:
         return judge_meta(request.meta, image).overall
 
-    loop = dict(max_turns=args.max_turns, score_threshold=args.score_threshold, min_confidence=args.min_confidence)
+    loop = dict(max_turns=args.max_turns, score_threshold=args.score_threshold, min_confidence=args.min_confidence,
+                vary_seed=args.vary_seed)
     fixed, fixed_s = run(ThinkWhileEdit(thinker, early_stop=False, **loop))
     early, early_s = (fixed, 0.0) if args.fixed_only else run(ThinkWhileEdit(thinker, select=args.select, **loop))
     k = max(1, round(sum(r.meta["thinker"]["editor_calls"] for r in early) / len(early)))
@@ -337,6 +390,7 @@ def main() -> None:
         turn_o = [judged(s.image, request) for s in edits]
         thinks = [s for s in fixed[i].steps if s.kind == "think"]
         raw_replies += [s.info.get("raw") or "" for s in thinks]
+        think_errors += [s.info.get("error") is not None for s in thinks]
         rows.append({
             "case": request.meta["case_id"], "category": request.meta["category"],
             "instructions": [s.instruction for s in edits],
@@ -375,7 +429,9 @@ def main() -> None:
         "rewrite_is_direct": sum(len(r["instructions"]) > 1 and r["instructions"][1] == r["direct_instruction"] for r in rows) / len(rows),
         # does the thinker's own score order edits the way the judge does? (over every critiqued edit)
         "score_spearman": score_spearman(rows),
-        "format_rate_strict": sum(parse_thinker_output_strict(t).error is None for t in raw_replies) / max(1, len(raw_replies)),
+        # a judged thinker has no EditThinker-format reply: its format is a parsed score and a usable rewrite
+        "format_rate_strict": (sum(not e for e in think_errors) / max(1, len(think_errors)) if args.judge_mode else
+                               sum(parse_thinker_output_strict(t).error is None for t in raw_replies) / max(1, len(raw_replies))),
         "fixed_stop_reasons": {reason: sum(r["fixed_stop"] == reason for r in rows) for reason in {r["fixed_stop"] for r in rows}},
         "early_stop_reasons": {reason: sum(r["early_stop"] == reason for r in rows) for reason in {r["early_stop"] for r in rows}},
         "seconds": {"fixed": fixed_s, "early": early_s, "best_of_k": bok_s, "before": before_s},
@@ -389,6 +445,7 @@ def main() -> None:
         report["gate_sweep_last"] = {str(g): line([gated_last(r, g) for r in rows]) for g in GATE_SWEEP}
     gain_fixed = report["fixed_best"]["vs_plain"]["mean"]
     report["early_keeps_gain"] = report["early"]["vs_plain"]["mean"] / gain_fixed if gain_fixed > 0 else None
+    report["early_sweep"] = early_sweep(rows, n_turns)  # every threshold, both selections, from the fixed loop's turns
     print(json.dumps({k_: v for k_, v in report.items() if k_ != "settings"}, indent=1))
     if args.out:
         args.out.write_text(json.dumps({**report, "rows": rows}, indent=1) + "\n")
