@@ -50,7 +50,7 @@ class ThinkerConfig(LoopConfig):
     thinker: str = Field("expert", description="'expert', 'vlm:SPEC' (checkpoint folder or http URL[#model]) or 'pkg.module:factory'.")
     prompt: Literal[PROMPT_NAMES] = Field(
         "thinker", description="VLM prompt set: the paper's EditThinker prompt (scores), its expert prompt (stop flag), or "
-        "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup] (a rewrite-only model answering the ShapeEdit VLM's rewrite question: think before one edit only)."
+        "shapes-rewrite[-think|-grid|-locate|-scan|-scan-read|-lookup] (a rewrite-only model answering the ShapeEdit VLM's rewrite question: think before one edit only, or the whole loop with judge_mode)."
     )
     expert_critique: Literal["full", "brief"] = Field(
         "full", description="ShapeEdit's expert: its reasoning is the judge's whole breakdown (full) or the request made "

@@ -53,19 +53,26 @@ def test_an_entry_can_be_marked_oracle_by_hand_but_not_unmarked(toy):
     assert _oracles(toy(entries=entries)) == {"judge-picked": True, "+peek": True}
 
 
-def test_the_default_shapes_config_labels_its_upper_bounds_and_its_thinker_is_the_learned_one():
+def test_the_default_shapes_config_labels_its_upper_bounds_and_its_thinker_is_the_learned_loop():
     cfg = load_compare_config(None)
     entries, _ = plan_entries(cfg)
     oracles = {e.name for e in entries if e.oracle}
-    assert {"+thinker.expert", "+thinker.expert.last", "+best_of_2"} <= oracles
-    assert not oracles & {"base", "+edit_r1", "+inline_critic", "+thinker", "+edit_r1+thinker"}
+    assert {"+thinker.expert", "+thinker.expert.last", "+best_of_2.oracle"} <= oracles
+    assert not oracles & {"base", "+edit_r1", "+inline_critic", "+thinker", "+thinker.last", "+best_of_2", "+edit_r1+thinker"}
     last = registry.build("refiner", cfg.entries["+thinker.expert.last"].refiners[0])
     assert last.config.select == "last" and last.thinker.name == "shape-expert"
-    best = registry.build("refiner", cfg.entries["+best_of_2"].refiners[0])
+    best = registry.build("refiner", cfg.entries["+best_of_2.oracle"].refiners[0])
     assert best.k == 2 and best.reward.name == "shapes_overall"
-    learned = registry.build("refiner", cfg.entries["+thinker"].refiners[0])  # the bundled model, loaded
-    assert learned.thinker.name.startswith("vlm:") and learned.thinker.name.endswith("shapes-thinker-find")
-    assert learned.config.think_before_edit and learned.config.max_turns == 1
+    # the learned loop (the bundled models, loaded): think-while-edit, its score from the VLM judge, up to 3 edits
+    learned = registry.build("refiner", cfg.entries["+thinker"].refiners[0])
+    assert learned.thinker.name.startswith("judged:vlm:") and learned.thinker.name.endswith("shapes-thinker-find")
+    assert not learned.config.think_before_edit and learned.config.max_turns == 3 and learned.config.select == "best"
+    assert learned.thinker.judge.mode == "score_logit_cot" and learned.thinker.judge_against == "rewrite"
+    # its companions: the same thinker (one model load, shared scores), select last, and best-of-k by its score
+    learned_last = registry.build("refiner", cfg.entries["+thinker.last"].refiners[0])
+    assert learned_last.config.select == "last" and learned_last.thinker is learned.thinker
+    control = registry.build("refiner", cfg.entries["+best_of_2"].refiners[0])
+    assert control.k == 2 and control.reward.thinker is learned.thinker
     assert cfg.entries["+edit_r1+thinker"].refiners[1] == cfg.entries["+thinker"].refiners[0]
 
 
