@@ -55,7 +55,7 @@ def _run(tmp_path, reward_scale):
 
 
 @pytest.mark.slow(minutes=10)
-def test_nft_follows_the_reward_sign_on_held_out_o(tmp_path):
+def test_nft_follows_the_reward_sign_on_held_out_o(tmp_path, one_torch_thread):
     before, trained = _run(tmp_path, 1.0)
     _, flipped = _run(tmp_path, -1.0)
     assert flipped - before < -FALL, (before, flipped)

@@ -54,7 +54,7 @@ def _run(tmp_path, reward_scale):
 
 
 @pytest.mark.slow(minutes=8)
-def test_the_update_follows_the_reward_sign_in_both_directions(tmp_path):
+def test_the_update_follows_the_reward_sign_in_both_directions(tmp_path, one_torch_thread):
     _, _, stream_trained = _run(tmp_path, 1.0)
     before, after, stream_flipped = _run(tmp_path, -1.0)
     assert after - before < -MARGIN, (before, after)
