@@ -76,7 +76,7 @@ def main() -> None:
         ensure_torchvision_importable()  # transformers' VL processors import torchvision
         backend = TransformersVLM(args.vlm)
         items = [(request, image) for request, images in zip(requests, out.images) for image in images]
-        overall = [np.sqrt(i * c) for _, i, c in groups]  # O per rollout, group by group
+        overall = [rewards["sqrt(IF x CC)"](i, c) for _, i, c in groups]  # O per rollout, group by group
         print(f"\n| {args.vlm} mode | within-group agreement with O (gap >= 0.05) | mean within-group std |\n|---|---|---|")
         for mode in args.vlm_modes:
             judged = MLLMJudge(backend, mode=mode)([r.image for r, _ in items], [image for _, image in items],

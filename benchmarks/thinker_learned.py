@@ -71,6 +71,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from refine.backbones.shapes import load_shapes_backbone  # noqa: E402
 from refine.compare.stats import mean_ci  # noqa: E402
 from refine.editor import compose  # noqa: E402
+from refine.rewards.mllm import MODES  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.selection import BestOfK  # noqa: E402
 from refine.shapes.data import training_stream  # noqa: E402
@@ -80,6 +81,7 @@ from refine.shapes.judge import judge_meta  # noqa: E402
 from refine.thinker.config import ThinkerConfig, build_thinker, refiner_from_config  # noqa: E402
 from refine.thinker.data import SEED_STRIDE  # noqa: E402
 from refine.thinker.format import parse_thinker_output_strict  # noqa: E402
+from refine.thinker.judged import JUDGE_AGAINST  # noqa: E402
 from refine.thinker.loop import ThinkWhileEdit, best_edit_index  # noqa: E402
 from refine.thinker.prompts import get_prompts  # noqa: E402
 from refine.thinker.score_reward import ThinkerScore  # noqa: E402
@@ -332,10 +334,10 @@ def main() -> None:
                         help="rewrite-only thinkers: also edit the canonical direct phrasing (an oracle, labelled so: "
                              "the ceiling of any rewrite before one edit)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--judge-mode", default=None,
+    parser.add_argument("--judge-mode", choices=list(MODES), default=None,
                         help="the thinker's score of each edit from the rewards layer's MLLM judge in this mode on its own model "
                         "(ThinkerConfig.judge_mode: a rewrite-only model that also judges, e.g. refine/assets/shapes-vlm, runs the loop)")
-    parser.add_argument("--judge-against", choices=["original", "rewrite"], default="original",
+    parser.add_argument("--judge-against", choices=list(JUDGE_AGAINST), default="original",
                         help="with --judge-mode: score each edit against the user's instruction or the thinker's rewrite")
     parser.add_argument("--judge-model", default=None,
                         help="with --judge-mode: the judge's own model (checkpoint folder or URL); default the thinker's model")

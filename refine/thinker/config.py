@@ -27,7 +27,6 @@ Thinker specs:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -35,6 +34,7 @@ from pydantic import Field, field_validator, model_validator
 from refine.config import validate_config
 from refine.errors import ConfigError
 from refine.registry import import_object
+from refine.rewards.base import ScoreCache
 from refine.rewards.mllm import MODES, MLLMJudge
 from refine.thinker.judged import JUDGE_AGAINST, JudgedThinker
 from refine.thinker.loop import LoopConfig, ThinkWhileEdit
@@ -171,22 +171,18 @@ def build_thinker(config: ThinkerConfig):
 # `+thinker`, its `select: last` row and the best-of-k control picked by the same score edit the same images in one
 # `refine compare` run; sharing one thinker shares its judge's score cache and its rewrites, so the companion rows
 # cost only the edits they add (and one model is loaded, not three).
-_SHARED_JUDGED: OrderedDict[str, JudgedThinker] = OrderedDict()
-_SHARED_JUDGED_SIZE = 2
+_SHARED_JUDGED = ScoreCache(max_items=2)  # the project's bounded LRU map
 
 
 def _shared_judged_thinker(config: ThinkerConfig) -> JudgedThinker:
     key = config.model_dump_json(exclude=set(LoopConfig.model_fields) | {"trace_dir"})
     if key in _SHARED_JUDGED:
-        _SHARED_JUDGED.move_to_end(key)
-        return _SHARED_JUDGED[key]
+        return _SHARED_JUDGED.get(key)
     rewriter = build_thinker(config.model_copy(update={"judge_mode": None}))
     backend = rewriter.backend if config.judge_model is None else VLMThinker.from_spec(
         config.judge_model, api_key_env=config.api_key_env).backend  # one model loaded when the thinker judges itself
     thinker = JudgedThinker(rewriter, MLLMJudge(backend, mode=config.judge_mode), judge_against=config.judge_against)
-    _SHARED_JUDGED[key] = thinker
-    while len(_SHARED_JUDGED) > _SHARED_JUDGED_SIZE:
-        _SHARED_JUDGED.popitem(last=False)
+    _SHARED_JUDGED.put(key, thinker)
     return thinker
 
 

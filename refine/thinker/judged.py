@@ -55,7 +55,7 @@ import time
 from typing import Sequence
 
 from refine.errors import ConfigError
-from refine.rewards.base import image_digest
+from refine.rewards.base import ScoreCache, image_digest
 from refine.rewards.mllm import MLLMJudge
 from refine.thinker.protocol import ThinkRequest, Thought
 from refine.thinker.vlm import VLMThinker
@@ -93,8 +93,7 @@ class JudgedThinker:
         self.rewriter = rewriter
         self.judge = judge
         self.name = name or f"judged:{rewriter.name}"
-        self.cache_size = cache_size
-        self._rewrites: dict[tuple[str, str], Thought] = {}
+        self._rewrites = ScoreCache(cache_size)
 
     def think(self, requests: Sequence[ThinkRequest]) -> list[Thought]:
         if not requests:
@@ -139,8 +138,7 @@ class JudgedThinker:
         if missing:
             asks = [ThinkRequest(r.source, None, r.instruction, r.instruction, 0, r.meta) for r in missing.values()]
             fresh = dict(zip(missing, self.rewriter.think(asks)))
-        found = [fresh[key] if key in fresh else self._rewrites[key] for key in keys]
-        if len(self._rewrites) + len(fresh) > self.cache_size:
-            self._rewrites.clear()
-        self._rewrites.update(fresh)
+        found = [fresh[key] if key in fresh else self._rewrites.get(key) for key in keys]
+        for key, thought in fresh.items():
+            self._rewrites.put(key, thought)
         return found
