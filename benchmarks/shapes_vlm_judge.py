@@ -13,8 +13,11 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
 4. Per mode: Spearman's rho with O over all edits (95% bootstrap interval over cases), and pairwise
    accuracy between edits of the same case: over pairs whose O differ by >= 0.05, the fraction the
    judge orders as O does (a tie in the judge's score counts one half) -- Edit-R1's measure for its
-   score-logit judge; unlike rho it is not driven by how hard each case is. `--control` models (e.g.
-   the untrained init/) run the same way, as the floor.
+   score-logit judge; unlike rho it is not driven by how hard each case is. rho is also given over the
+   direct and the indirect cases apart, and every edit's score is kept in the report. `--composite
+   score_logit+score_logit_cot` also reports the mean of those modes' scores (the rewards layer's
+   `CompositeReward`, as `refine compare` builds `judge: {kind: vlm, mode: [...]}`). `--control` models
+   (e.g. the untrained init/) run the same way, as the floor.
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
    is in a cell, the full description, every cell: exact, per cell, and per occupied cell) on
@@ -52,6 +55,7 @@ import json
 import pickle
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +69,7 @@ ensure_torchvision_importable()
 from refine.backbones.shapes import load_shapes_backbone  # noqa: E402
 from refine.compare.stats import mean_ci, same_input_pairwise_accuracy  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
+from refine.rewards.base import CompositeReward  # noqa: E402
 from refine.rewards.mllm import MLLMJudge  # noqa: E402
 from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
@@ -115,8 +120,9 @@ def spearman_ci(rows: list[dict], scores: list[float], draws: int = 1000) -> tup
     return rho, float(low), float(high)
 
 
-def score_mode(backend: TransformersVLM, mode: str, rows: list[dict], cases=None) -> dict:
-    judge = MLLMJudge(backend, mode=mode, cache=False)
+def score_mode(judge: MLLMJudge | CompositeReward, rows: list[dict], cases=None) -> dict:
+    """Agreement of one judge (one mode, or `CompositeReward` of several) with O over `rows`, overall and by phrasing."""
+    mode = judge.mode if isinstance(judge, MLLMJudge) else judge.name
     cpu = time.process_time()
     out = judge([r["source"] for r in rows], [r["output"] for r in rows], [r["instruction"] for r in rows], [r["meta"] for r in rows])
     cpu = time.process_time() - cpu
@@ -124,12 +130,19 @@ def score_mode(backend: TransformersVLM, mode: str, rows: list[dict], cases=None
     kept_rows, scores = [r for r, _ in kept], [s for _, s in kept]
     rho, low, high = spearman_ci(kept_rows, scores) if len(kept) > 2 else (float("nan"),) * 3
     accuracy, pairs = pairwise_accuracy(kept_rows, scores)
+    by_phrasing = {}
+    for phrasing in ("direct", "indirect"):
+        picked = [(r["overall"], s) for r, s in kept if r["meta"]["phrasing"] == phrasing]
+        if len(picked) > 2:
+            by_phrasing[phrasing] = float(spearmanr([s for _, s in picked], [o for o, _ in picked]).statistic)
+    failures = getattr(judge, "failures", None) or sum((p.failures for p in getattr(judge, "parts", {}).values()), Counter())
     result = {"mode": mode, "items": len(rows), "scored": len(kept), "spearman": rho, "spearman_ci95": [low, high],
-              "pairwise_accuracy": accuracy, "pairs": pairs, "cpu_s_per_item": cpu / len(rows),
-              "mean_score": float(np.mean(scores)) if scores else None, "failures": dict(judge.failures)}
-    if mode.endswith("_cot"):
+              "spearman_by_phrasing": by_phrasing, "pairwise_accuracy": accuracy, "pairs": pairs,
+              "cpu_s_per_item": cpu / len(rows), "mean_score": float(np.mean(scores)) if scores else None,
+              "failures": dict(failures), "scores": [s for s in out.scores]}
+    if isinstance(judge, MLLMJudge) and judge.cot:
         texts = [d.get("raw", d.get("reasoning", "")) for d in out.details]
-        result["mean_generated_tokens"] = float(np.mean([len(backend.tokenizer.encode(t)) for t in texts]))
+        result["mean_generated_tokens"] = float(np.mean([len(judge.backend.tokenizer.encode(t)) for t in texts]))
         if cases is not None:
             result["reasoning"] = read_reasoning_accuracy(rows, texts, cases)
     return result
@@ -338,6 +351,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["score_logit", "yesno_logit", "score_sample"])
     parser.add_argument("--cot-modes", nargs="*", default=["score_sample_cot"])
     parser.add_argument("--cot-cases", type=int, default=12)
+    parser.add_argument("--composite", nargs="*", default=[], metavar="MODE+MODE",
+                        help="also report the mean of these modes' scores (CompositeReward, equal weights), e.g. "
+                        "score_logit+score_logit_cot; each mode must be in --modes or --cot-modes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
     parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
@@ -353,6 +369,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--edits-cache", type=Path, help="pickle of the edits: written once, read back by later runs with the same cases/seeds")
     args = parser.parse_args()
+    for modes in args.composite:
+        if len(modes.split("+")) < 2 or not set(modes.split("+")) <= {*args.modes, *args.cot_modes}:
+            parser.error(f"--composite {modes}: join two or more of the --modes / --cot-modes with '+'")
     torch.set_num_threads(args.threads)
 
     cases = bench_subset(direct=args.cases, indirect=args.cases, split="shapes-val")
@@ -390,12 +409,22 @@ def main() -> None:
             print(model, "rewrite", json.dumps(rewrite))
         if args.seeing_only:
             continue
-        results = [score_mode(backend, mode, rows) for mode in args.modes]
-        results += [score_mode(backend, mode, cot_rows, cases) for mode in args.cot_modes]
+        # cache=True only lets a composite below read its parts' scores back; no edit is scored twice in a mode
+        judges = {mode: MLLMJudge(backend, mode=mode) for mode in [*args.modes, *args.cot_modes]}
+        results = [score_mode(judges[mode], rows) for mode in args.modes]
+        results += [score_mode(judges[mode], cot_rows, cases) for mode in args.cot_modes]
+        for modes in args.composite:
+            parts = modes.split("+")
+            composite = CompositeReward({m: judges[m] for m in parts}, name=modes)  # equal weights: their mean
+            result = score_mode(composite, cot_rows if set(parts) & set(args.cot_modes) else rows)
+            # its parts' scores come from their caches, so its cost is theirs: one call of each mode per edit
+            result["cpu_s_per_item"] = sum(r["cpu_s_per_item"] for r in results if r["mode"] in parts)
+            results.append(result)
         report["models"].setdefault(model, {}).update({"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
                                    "image_dependence": image_dependence(backend, rows)})
         for r in results:
-            print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] "
+            by = " ".join(f"{k} {v:+.3f}" for k, v in r["spearman_by_phrasing"].items())
+            print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] ({by}) "
                   f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) scored {r['scored']}/{r['items']} "
                   f"{r['cpu_s_per_item'] * 1000:.1f} ms/item" + (f" reasoning {json.dumps(r['reasoning'])}" if "reasoning" in r else ""))
         print(json.dumps(report["models"][model]["cost"]), "image dependence", round(report["models"][model]["image_dependence"], 4))

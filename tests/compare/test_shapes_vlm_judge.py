@@ -151,3 +151,37 @@ def test_the_example_preset_asks_for_the_bundled_vlm_and_plans_once_it_exists(ti
     plan = prepare(config)  # every check `refine compare` makes before compute: benchmark, judge, entries, artifacts
     assert plan.benchmark.metrics[0] == "vlm_score_logit" and len(plan.cases) == 60
     assert plan.benchmark.vlm_judge.spec["backend"]["model"] == str(tiny_vlm)
+
+
+def test_a_list_of_modes_scores_their_mean_on_one_loaded_model(tiny_vlm, tmp_path, monkeypatch):
+    modes = ["score_logit", "yesno_logit"]
+    loads = []
+    real_init = TransformersVLM.__init__
+
+    def counted(self, *args, **kwargs):
+        loads.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersVLM, "__init__", counted)
+    run = run_compare(_config(tmp_path / "out", {**_spec(tiny_vlm), "mode": modes}))
+    assert len(loads) == 1  # both modes read the one backend
+    assert run.benchmark.metrics == ("vlm_score_logit+yesno_logit", *EXACT)
+    backend = TransformersVLM(tiny_vlm)
+    single = {m: MLLMJudge(backend, mode=m) for m in modes}
+    for row in run.rows:
+        case = find_case(row.case_id)
+        args = ([case.source_image], [load_image(row.image)], [case.instruction], [case.to_request().meta])
+        parts = [single[m](*args).scores[0] for m in modes]
+        assert row.scores["vlm_score_logit+yesno_logit"] == pytest.approx(sum(parts) / 2, abs=1e-6)
+    summary = json.loads((run.out_dir / "summary.json").read_text())
+    assert summary["judge_protocol"]["mode"] == "score_logit+yesno_logit"
+    assert "the mean of MLLMJudge score_logit and yesno_logit" in summary["judge_protocol"]["note"]
+    case_row = json.loads((run.out_dir / "cases.jsonl").read_text().splitlines()[0])
+    assert set(case_row["details"]["vlm"][0]) >= {"score_logit", "yesno_logit", "score_logit/details"}
+
+
+@pytest.mark.parametrize("mode", [[], ["score_logit", "score_logit"], ["score_logit", 3], ["score_logit", "score_logt"]])
+def test_a_bad_list_of_modes_is_refused_when_the_benchmark_is_built(mode):
+    judge = {"kind": "mllm", "mode": mode, "backend": {"kind": "openai", "base_url": "http://h:1/v1", "model": "m"}}
+    with pytest.raises(ConfigError, match="judge mode"):
+        build_benchmark({"kind": "shapes-bench", "judge": judge})

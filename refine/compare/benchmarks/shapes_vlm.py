@@ -17,6 +17,11 @@ The judge, as written in the benchmark spec:
   `{kind: vlm, mode: yesno_logit, ...}` keeps that model and changes any other `MLLMJudge` setting.
 * `{kind: mllm, mode: ..., backend: {...}}`: any MLLM judge of the rewards layer (`MLLMJudge`), on
   a local checkpoint (`{kind: transformers, model: PATH}`) or a served one (`{kind: openai, ...}`).
+* `mode: [score_logit, score_logit_cot]` (either kind): the mean of several modes' scores of one model,
+  each mode an `MLLMJudge` on one shared backend, combined by the rewards layer's `CompositeReward`
+  (equal weights); the metric is `vlm_score_logit+score_logit_cot`. On the bundled ShapeEdit VLM the
+  bare score knows how hard a request is and the reasoning-first score compares the two images, and
+  their mean agrees with O better than either (`refine/assets/shapes-vlm/README.md`).
 Every key is checked when the benchmark is built, before any edit: the kind, the mode, typos in
 the judge's and the backend's settings, and that a local model folder exists.
 
@@ -54,7 +59,8 @@ from refine.compare.stats import same_input_pairwise_accuracy
 from refine.errors import ArtifactError, ConfigError
 from refine.paths import MISSING_ASSETS
 from refine.registry import registry, validate_params
-from refine.rewards.base import RewardOutput
+from refine.rewards.backends.base import build_backend
+from refine.rewards.base import CompositeReward, RewardOutput
 from refine.rewards.mllm import MODES, MLLMJudge
 
 BUNDLED_SHAPES_VLM = Path(__file__).resolve().parents[2] / "assets" / "shapes-vlm"
@@ -96,10 +102,11 @@ def judge_spec(value: Any, benchmark: str = "shapes-bench") -> dict[str, Any]:
             "(ShapeEdit's exact judge scores every run already)"
         )
     spec.setdefault("mode", "score_logit")
-    if spec["mode"] not in MODES:
-        raise ConfigError(f"{benchmark} judge mode {spec['mode']!r} is unknown; choose one of {', '.join(MODES)}")
-    params = {k: v for k, v in spec.items() if k not in ("kind", "backend")}
-    validate_params(MLLMJudge, params, label=f"{benchmark} judge", exclude={"backend"})
+    for mode in judge_modes(spec["mode"], benchmark):
+        if mode not in MODES:
+            raise ConfigError(f"{benchmark} judge mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
+    params = {k: v for k, v in spec.items() if k not in ("kind", "backend", "mode")}
+    validate_params(MLLMJudge, params, label=f"{benchmark} judge", exclude={"backend", "mode"})
     if not isinstance(spec.get("backend"), dict):
         raise ConfigError(f"{benchmark} judge needs a backend mapping, e.g. {_SPEC_HINT}")
     backend = dict(check_judge({"backend": spec["backend"]}, benchmark).backend)  # kind, settings, model folder
@@ -109,15 +116,39 @@ def judge_spec(value: Any, benchmark: str = "shapes-bench") -> dict[str, Any]:
     return {**spec, "backend": backend}
 
 
+def judge_modes(mode: Any, benchmark: str = "shapes-bench") -> list[str]:
+    """The judge's modes: one mode, or a list of distinct ones whose scores are averaged.
+
+    >>> judge_modes("score_logit"), judge_modes(["score_logit", "score_logit_cot"])
+    (['score_logit'], ['score_logit', 'score_logit_cot'])
+    """
+    modes = [mode] if isinstance(mode, str) else mode
+    if not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes) or len(set(modes)) != len(modes):
+        raise ConfigError(f"{benchmark} judge mode {mode!r}: give one mode or a list of distinct modes, "
+                          "e.g. mode: [score_logit, score_logit_cot]")
+    return list(modes)
+
+
+def build_judge(spec: dict[str, Any]) -> MLLMJudge | CompositeReward:
+    """The reward a checked spec (`judge_spec`) stands for: an `MLLMJudge`, or the mean of one per mode on one backend."""
+    modes = judge_modes(spec["mode"])
+    if len(modes) == 1:
+        return registry.build("reward", spec)
+    backend = build_backend(spec["backend"])  # loaded once, shared by the modes
+    params = {k: v for k, v in spec.items() if k not in ("kind", "backend", "mode")}
+    parts = {mode: MLLMJudge(backend, mode=mode, name=mode, **params) for mode in modes}
+    return CompositeReward(parts, name="+".join(modes))
+
+
 class VLMJudge:
     """A checked MLLM judge of ShapeEdit edits, built on first use; `metric`, `label` and `key` name it."""
 
     def __init__(self, value: Any, benchmark: str = "shapes-bench") -> None:
         self.written = value
         self.spec = judge_spec(value, benchmark)
-        self.mode: str = self.spec["mode"]
+        self.mode: str = "+".join(judge_modes(self.spec["mode"], benchmark))
         self.metric = f"vlm_{self.mode}"
-        self._reward: MLLMJudge | None = None
+        self._reward: MLLMJudge | CompositeReward | None = None
 
     @property
     def model(self) -> str:
@@ -142,15 +173,21 @@ class VLMJudge:
 
     def __call__(self, sources, outputs, instructions, metas) -> RewardOutput:
         if self._reward is None:
-            self._reward = registry.build("reward", self.spec)
+            self._reward = build_judge(self.spec)
         return self._reward(sources, outputs, instructions, metas)
+
+    def _described(self) -> str:
+        modes = judge_modes(self.spec["mode"])
+        if len(modes) == 1:
+            return f"MLLMJudge {modes[0]}"
+        return f"the mean of MLLMJudge {', '.join(modes[:-1])} and {modes[-1]}"
 
     def report(self, rows: Sequence[Any], exact: Sequence[str]) -> dict[str, Any]:
         """What `judge_protocol` of the report holds: the judge, which metrics are whose, the agreement, a note."""
         agree = agreement(rows, self.metric, exact[0])
         named = ", ".join(exact[:4]) + (" and the per-turn ones" if len(exact) > 4 else "")  # multi-turn: 16 of them
         note = (
-            f"Judge: the headline {self.metric} is a VLM judge's score in [0, 1] (MLLMJudge {self.mode}, model "
+            f"Judge: the headline {self.metric} is a VLM judge's score in [0, 1] ({self._described()}, model "
             f"{self.model}), not ShapeEdit's O; {named} are ShapeEdit's exact judge beside it "
             f"({exact[0]} = O). Agreement with the exact {exact[0]} over {agree['edits']} edits: Pearson "
             f"{_num(agree['pearson'])}, Spearman {_num(agree['spearman'])}; same-case pairwise accuracy "
