@@ -17,7 +17,9 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
    direct and the indirect cases apart, and every edit's score is kept in the report. `--composite
    score_logit+score_logit_cot` also reports the mean of those modes' scores (the rewards layer's
    `CompositeReward`, as `refine compare` builds `judge: {kind: vlm, mode: [...]}`). `--control` models
-   (e.g. the untrained init/) run the same way, as the floor.
+   (e.g. the untrained init/) run the same way, as the floor. `--against-rewrite THINKER` scores every
+   mode again with each instruction replaced by that rewrite-only thinker's direct phrasing of it
+   (`VLMThinker`, prompt `shapes-rewrite-find`; issue 24's `judge_against: rewrite`).
 5. Image dependence of the vision tower's output (see `image_dependence`): a collapsed tower shows here.
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
    is in a cell, the full description, every cell: exact, per cell, and per occupied cell) on
@@ -79,6 +81,8 @@ from refine.shapes.vlm.probes import image_dependence as probe_image_dependence 
 from refine.shapes.vlm.tasks import (  # noqa: E402
     QUESTIONS, SYSTEM_PROMPT, _name, describe_difference, describe_grid, describe_parsed_grid, describe_scene, read_reasoning)
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
+from refine.thinker.protocol import ThinkRequest  # noqa: E402
+from refine.thinker.vlm import VLMThinker  # noqa: E402
 
 MIN_GAP = 0.05
 
@@ -146,6 +150,23 @@ def score_mode(judge: MLLMJudge | CompositeReward, rows: list[dict], cases=None)
         if cases is not None:
             result["reasoning"] = read_reasoning_accuracy(rows, texts, cases)
     return result
+
+
+def against_rewrite(backend: TransformersVLM, thinker: str, rows: list[dict], cot_rows: list[dict], modes, cot_modes) -> list[dict]:
+    """Every mode again, each edit judged against the thinker's direct rewrite of its instruction (one per case)."""
+    rewriter = VLMThinker.from_spec(thinker, prompts="shapes-rewrite-find")
+    first = {r["case"]: r for r in reversed(rows)}
+    thoughts = rewriter.think([ThinkRequest(r["source"], None, r["instruction"], r["instruction"], 0, r["meta"]) for r in first.values()])
+    rewrite = {case: t.instruction or r["instruction"] for (case, r), t in zip(first.items(), thoughts)}
+    indirect = [c for c, r in first.items() if r["meta"]["phrasing"] == "indirect"]
+    exact = float(np.mean([rewrite[c] == first[c]["meta"]["direct_instruction"] for c in indirect])) if indirect else float("nan")
+    print(f"{thinker}: rewrite exact on {len(indirect)} indirect cases {exact:.3f}")
+    results = []
+    for mode in [*modes, *cot_modes]:
+        asked = [{**r, "instruction": rewrite[r["case"]]} for r in (cot_rows if mode in cot_modes else rows)]
+        result = score_mode(MLLMJudge(backend, mode=mode, cache=False), asked)
+        results.append({**result, "mode": f"{mode} against the rewrite", "rewrite_exact_indirect": exact})
+    return results
 
 
 def read_reasoning_accuracy(rows: list[dict], texts: list[str], cases) -> dict:
@@ -354,6 +375,9 @@ def main() -> None:
     parser.add_argument("--composite", nargs="*", default=[], metavar="MODE+MODE",
                         help="also report the mean of these modes' scores (CompositeReward, equal weights), e.g. "
                         "score_logit+score_logit_cot; each mode must be in --modes or --cot-modes")
+    parser.add_argument("--against-rewrite", metavar="THINKER",
+                        help="also score every mode against this rewrite-only thinker's rewrite of each instruction "
+                        "(a folder, e.g. refine/assets/shapes-thinker-find)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
     parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
@@ -420,6 +444,8 @@ def main() -> None:
             # its parts' scores come from their caches, so its cost is theirs: one call of each mode per edit
             result["cpu_s_per_item"] = sum(r["cpu_s_per_item"] for r in results if r["mode"] in parts)
             results.append(result)
+        if args.against_rewrite:
+            results += against_rewrite(backend, args.against_rewrite, rows, cot_rows, args.modes, args.cot_modes)
         report["models"].setdefault(model, {}).update({"modes": results, "cost": prefill_decode_costs(backend, rows[:16]),
                                    "image_dependence": image_dependence(backend, rows)})
         for r in results:

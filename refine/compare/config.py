@@ -88,7 +88,8 @@ class CompareConfig(RefineConfig):
     benchmark: Spec = Field(
         description="Benchmark spec {kind: shapes-bench|shapes-mt|gedit|imgedit|edival|kris|rise|mse-bench|<dotted path>, ...params}; "
         "folder benchmarks take `root` and a `judge` spec; ShapeEdit splits take an optional `judge` "
-        "(vlm: the bundled ShapeEdit VLM, or an MLLM judge spec {kind: mllm, mode, backend}) scored beside the exact judge.",
+        "(vlm: the bundled ShapeEdit VLM, or an MLLM judge spec {kind: mllm, mode, backend}; mode may list several modes, "
+        "whose scores are averaged) scored beside the exact judge.",
     )
     editor: Spec = Field(
         default_factory=lambda: {"kind": "shapes"},
