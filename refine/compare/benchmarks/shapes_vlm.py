@@ -20,8 +20,8 @@ The judge, as written in the benchmark spec:
 * `mode: [score_logit, score_logit_cot]` (either kind): the mean of several modes' scores of one model,
   each mode an `MLLMJudge` on one shared backend, combined by the rewards layer's `CompositeReward`
   (equal weights); the metric is `vlm_score_logit+score_logit_cot`. On the bundled ShapeEdit VLM the
-  bare score knows how hard a request is and the reasoning-first score compares the two images, and
-  their mean agrees with O better than either (`refine/assets/shapes-vlm/README.md`).
+  mean orders two edits of one input best, while the bare score ranks all edits best
+  (`refine/assets/shapes-vlm/README.md`).
 Every key is checked when the benchmark is built, before any edit: the kind, the mode, typos in
 the judge's and the backend's settings, and that a local model folder exists.
 
