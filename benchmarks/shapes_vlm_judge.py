@@ -57,7 +57,6 @@ import json
 import pickle
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -139,11 +138,11 @@ def score_mode(judge: MLLMJudge | CompositeReward, rows: list[dict], cases=None)
         picked = [(r["overall"], s) for r, s in kept if r["meta"]["phrasing"] == phrasing]
         if len(picked) > 2:
             by_phrasing[phrasing] = float(spearmanr([s for _, s in picked], [o for o, _ in picked]).statistic)
-    failures = getattr(judge, "failures", None) or sum((p.failures for p in getattr(judge, "parts", {}).values()), Counter())
+    failures = judge.failures if isinstance(judge, MLLMJudge) else {}  # a composite's parts report their own
     result = {"mode": mode, "items": len(rows), "scored": len(kept), "spearman": rho, "spearman_ci95": [low, high],
               "spearman_by_phrasing": by_phrasing, "pairwise_accuracy": accuracy, "pairs": pairs,
               "cpu_s_per_item": cpu / len(rows), "mean_score": float(np.mean(scores)) if scores else None,
-              "failures": dict(failures), "scores": [s for s in out.scores]}
+              "failures": dict(failures), "scores": list(out.scores)}
     if isinstance(judge, MLLMJudge) and judge.cot:
         texts = [d.get("raw", d.get("reasoning", "")) for d in out.details]
         result["mean_generated_tokens"] = float(np.mean([len(judge.backend.tokenizer.encode(t)) for t in texts]))

@@ -180,8 +180,16 @@ def test_a_list_of_modes_scores_their_mean_on_one_loaded_model(tiny_vlm, tmp_pat
     assert set(case_row["details"]["vlm"][0]) >= {"score_logit", "yesno_logit", "score_logit/details"}
 
 
-@pytest.mark.parametrize("mode", [[], ["score_logit", "score_logit"], ["score_logit", 3], ["score_logit", "score_logt"]])
-def test_a_bad_list_of_modes_is_refused_when_the_benchmark_is_built(mode):
+BAD_MODE_LISTS = [
+    ([], "give one mode or a list of distinct modes"),
+    (["score_logit", "score_logit"], "give one mode or a list of distinct modes"),
+    (["score_logit", 3], "give one mode or a list of distinct modes"),
+    (["score_logit", "score_logt"], "judge mode 'score_logt' is unknown"),  # each listed mode is checked
+]
+
+
+@pytest.mark.parametrize("mode, message", BAD_MODE_LISTS, ids=[str(i) for i in range(len(BAD_MODE_LISTS))])
+def test_a_bad_list_of_modes_is_refused_when_the_benchmark_is_built(mode, message):
     judge = {"kind": "mllm", "mode": mode, "backend": {"kind": "openai", "base_url": "http://h:1/v1", "model": "m"}}
-    with pytest.raises(ConfigError, match="judge mode"):
+    with pytest.raises(ConfigError, match=message):
         build_benchmark({"kind": "shapes-bench", "judge": judge})

@@ -102,11 +102,8 @@ def judge_spec(value: Any, benchmark: str = "shapes-bench") -> dict[str, Any]:
             "(ShapeEdit's exact judge scores every run already)"
         )
     spec.setdefault("mode", "score_logit")
-    for mode in judge_modes(spec["mode"], benchmark):
-        if mode not in MODES:
-            raise ConfigError(f"{benchmark} judge mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
-    params = {k: v for k, v in spec.items() if k not in ("kind", "backend", "mode")}
-    validate_params(MLLMJudge, params, label=f"{benchmark} judge", exclude={"backend", "mode"})
+    judge_modes(spec["mode"], benchmark)
+    validate_params(MLLMJudge, _judge_params(spec), label=f"{benchmark} judge", exclude={"backend", "mode"})
     if not isinstance(spec.get("backend"), dict):
         raise ConfigError(f"{benchmark} judge needs a backend mapping, e.g. {_SPEC_HINT}")
     backend = dict(check_judge({"backend": spec["backend"]}, benchmark).backend)  # kind, settings, model folder
@@ -117,7 +114,7 @@ def judge_spec(value: Any, benchmark: str = "shapes-bench") -> dict[str, Any]:
 
 
 def judge_modes(mode: Any, benchmark: str = "shapes-bench") -> list[str]:
-    """The judge's modes: one mode, or a list of distinct ones whose scores are averaged.
+    """The judge's modes, checked: one mode, or a list of distinct ones whose scores are averaged.
 
     >>> judge_modes("score_logit"), judge_modes(["score_logit", "score_logit_cot"])
     (['score_logit'], ['score_logit', 'score_logit_cot'])
@@ -126,17 +123,23 @@ def judge_modes(mode: Any, benchmark: str = "shapes-bench") -> list[str]:
     if not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes) or len(set(modes)) != len(modes):
         raise ConfigError(f"{benchmark} judge mode {mode!r}: give one mode or a list of distinct modes, "
                           "e.g. mode: [score_logit, score_logit_cot]")
+    for one in modes:
+        if one not in MODES:
+            raise ConfigError(f"{benchmark} judge mode {one!r} is unknown; choose one of {', '.join(MODES)}")
     return list(modes)
 
 
-def build_judge(spec: dict[str, Any]) -> MLLMJudge | CompositeReward:
+def _judge_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """The `MLLMJudge` settings of a judge spec besides its kind, backend and mode(s)."""
+    return {k: v for k, v in spec.items() if k not in ("kind", "backend", "mode")}
+
+
+def build_judge(spec: dict[str, Any], modes: list[str]) -> MLLMJudge | CompositeReward:
     """The reward a checked spec (`judge_spec`) stands for: an `MLLMJudge`, or the mean of one per mode on one backend."""
-    modes = judge_modes(spec["mode"])
     if len(modes) == 1:
         return registry.build("reward", spec)
     backend = build_backend(spec["backend"])  # loaded once, shared by the modes
-    params = {k: v for k, v in spec.items() if k not in ("kind", "backend", "mode")}
-    parts = {mode: MLLMJudge(backend, mode=mode, name=mode, **params) for mode in modes}
+    parts = {mode: MLLMJudge(backend, mode=mode, name=mode, **_judge_params(spec)) for mode in modes}
     return CompositeReward(parts, name="+".join(modes))
 
 
@@ -146,7 +149,8 @@ class VLMJudge:
     def __init__(self, value: Any, benchmark: str = "shapes-bench") -> None:
         self.written = value
         self.spec = judge_spec(value, benchmark)
-        self.mode: str = "+".join(judge_modes(self.spec["mode"], benchmark))
+        self.modes = judge_modes(self.spec["mode"], benchmark)
+        self.mode: str = "+".join(self.modes)
         self.metric = f"vlm_{self.mode}"
         self._reward: MLLMJudge | CompositeReward | None = None
 
@@ -173,14 +177,13 @@ class VLMJudge:
 
     def __call__(self, sources, outputs, instructions, metas) -> RewardOutput:
         if self._reward is None:
-            self._reward = build_judge(self.spec)
+            self._reward = build_judge(self.spec, self.modes)
         return self._reward(sources, outputs, instructions, metas)
 
     def _described(self) -> str:
-        modes = judge_modes(self.spec["mode"])
-        if len(modes) == 1:
-            return f"MLLMJudge {modes[0]}"
-        return f"the mean of MLLMJudge {', '.join(modes[:-1])} and {modes[-1]}"
+        if len(self.modes) == 1:
+            return f"MLLMJudge {self.mode}"
+        return f"the mean of MLLMJudge {', '.join(self.modes[:-1])} and {self.modes[-1]}"
 
     def report(self, rows: Sequence[Any], exact: Sequence[str]) -> dict[str, Any]:
         """What `judge_protocol` of the report holds: the judge, which metrics are whose, the agreement, a note."""
