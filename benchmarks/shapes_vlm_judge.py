@@ -108,6 +108,26 @@ def pairwise_accuracy(rows: list[dict], scores: list[float]) -> tuple[float, int
     return (float("nan") if accuracy is None else accuracy), pairs
 
 
+def input_level(rows: list[dict], scores: list[float]) -> dict:
+    """Where a global Spearman comes from: the order of inputs, or the order of one input's edits.
+
+    - `inputs`: Spearman of the judge's mean score per input with the mean O per input (the inputs' order);
+    - `by_input_mean`: Spearman with O of every edit scored by its input's mean score, which drops what the judge
+      says about one edit against its siblings; next to the raw figure it shows what that adds;
+    - `input_mean_O` (a reference that reads the labels): every edit scored by its input's mean O, a judge that
+      orders the inputs perfectly and the edits of one input not at all.
+    """
+    labels = np.array([r["overall"] for r in rows])
+    values = np.array(scores, dtype=float)
+    case = np.array([r["case"] for r in rows])
+    cases = sorted(set(case.tolist()))
+    mean_score = {c: values[case == c].mean() for c in cases}
+    mean_label = {c: labels[case == c].mean() for c in cases}
+    return {"inputs": float(spearmanr([mean_score[c] for c in cases], [mean_label[c] for c in cases]).statistic),
+            "by_input_mean": float(spearmanr([mean_score[c] for c in case], labels).statistic),
+            "input_mean_O": float(spearmanr([mean_label[c] for c in case], labels).statistic)}
+
+
 def spearman_ci(rows: list[dict], scores: list[float], draws: int = 1000) -> tuple[float, float, float]:
     labels = np.array([r["overall"] for r in rows])
     values = np.array(scores)
@@ -141,6 +161,7 @@ def score_mode(judge: MLLMJudge | CompositeReward, rows: list[dict], cases=None)
     failures = judge.failures if isinstance(judge, MLLMJudge) else {}  # a composite's parts report their own
     result = {"mode": mode, "items": len(rows), "scored": len(kept), "spearman": rho, "spearman_ci95": [low, high],
               "spearman_by_phrasing": by_phrasing, "pairwise_accuracy": accuracy, "pairs": pairs,
+              "input_level": input_level(kept_rows, scores) if len(kept) > 2 else {},
               "cpu_s_per_item": cpu / len(rows), "mean_score": float(np.mean(scores)) if scores else None,
               "failures": dict(failures), "scores": list(out.scores)}
     if isinstance(judge, MLLMJudge) and judge.cot:
@@ -450,7 +471,10 @@ def main() -> None:
         for r in results:
             by = " ".join(f"{k} {v:+.3f}" for k, v in r["spearman_by_phrasing"].items())
             print(f"{model} {r['mode']:>18}: rho {r['spearman']:+.3f} [{r['spearman_ci95'][0]:+.3f}, {r['spearman_ci95'][1]:+.3f}] ({by}) "
-                  f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) scored {r['scored']}/{r['items']} "
+                  f"pairwise {r['pairwise_accuracy']:.3f} ({r['pairs']} pairs) "
+                  + (f"inputs {r['input_level']['inputs']:+.3f} by-input-mean {r['input_level']['by_input_mean']:+.3f} "
+                     f"(input-mean O {r['input_level']['input_mean_O']:+.3f}) " if r.get("input_level") else "")
+                  + f"scored {r['scored']}/{r['items']} "
                   f"{r['cpu_s_per_item'] * 1000:.1f} ms/item" + (f" reasoning {json.dumps(r['reasoning'])}" if "reasoning" in r else ""))
         print(json.dumps(report["models"][model]["cost"]), "image dependence", round(report["models"][model]["image_dependence"], 4))
     if args.out:

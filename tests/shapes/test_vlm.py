@@ -20,7 +20,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E40
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages  # noqa: E402
 
 from refine.cli import main  # noqa: E402
-from refine.errors import ConfigError  # noqa: E402
+from refine.errors import ConfigError, InputError  # noqa: E402
 from refine.config import load_config  # noqa: E402
 from refine.rewards.backends.transformers_vlm import TransformersVLM  # noqa: E402
 from refine.rewards.mllm import MLLMJudge, reasoning_prefill  # noqa: E402
@@ -29,7 +29,7 @@ from refine.shapes.edits import Recolor  # noqa: E402
 from refine.shapes.vlm.data import VLMDataConfig, build_dataset  # noqa: E402
 from refine.shapes.vlm.model import TOKENS_PER_SCENE, VLMSize, build_shapes_vlm, torch_default_init  # noqa: E402
 from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
-from refine.shapes.vlm.tasks import judge_example, lookup_named, seeing_examples  # noqa: E402
+from refine.shapes.vlm.tasks import bare_score_example, judge_example, lookup_named, seeing_examples  # noqa: E402
 from refine.shapes.vlm.tokenizer import build_shapes_tokenizer  # noqa: E402
 from refine.shapes.vlm.config import VLMTrainConfig  # noqa: E402
 from refine.shapes.vlm.tower import TowerPretrainConfig, pretrain_tower  # noqa: E402
@@ -222,6 +222,46 @@ def test_contrast_judges_every_case_on_its_target_and_its_source_under_its_own_p
     # per case one perfect edit and one that changed nothing: the prompt alone cannot tell the label
     assert len(by_case) == 4 and all(sorted(labels)[0] < 0.5 and sorted(labels)[1] == 1.0 for labels in by_case.values())
 
+
+
+def test_restage_asks_an_earlier_stages_walk_rows_again_with_the_bare_score_prompt(tmp_path):
+    earlier = build_dataset(VLMDataConfig(cases=6, seed=3, seeing_per_case=1, judge_per_case=2, editor=False,
+                                          judge_kinds={"score_walk": 1.0}))
+    earlier.save_to_disk(str(tmp_path / "dataset"))
+    config = dict(cases=0, seed=3, restage_from=[str(tmp_path / "dataset")])
+    restaged = build_dataset(VLMDataConfig(**config, restage_bare=1.0, restage_other=1.0))
+    assert sorted(restaged["case_id"]) == sorted(earlier["case_id"])          # every row taken, judge and seeing
+    # each walk row now carries exactly what a bare score row of its case and output would: the prompt
+    # `score_logit` sends and the same score
+    bare = {(row["case_id"], row["images"][1].tobytes()): row for row in restaged if row["task"].startswith("judge_")}
+    cases = {case.id: case for case in itertools.islice(training_stream(3, indirect_fraction=0.3), 6)}
+    assert len(bare) == 12
+    for row in earlier:
+        if not row["task"].startswith("judge_"):
+            continue
+        got = bare[(row["case_id"], row["images"][1].tobytes())]
+        case = cases[row["case_id"]]
+        assert got["task"] == row["task"].replace("judge_score_walk", "judge_score")
+        assert got["prompt"] == judge_example(case, row["images"][1], "score", random.Random(0))["prompt"]
+        assert got["completion"][0]["content"][0]["text"] == row["completion"][0]["content"][0]["text"].rsplit(",\n", 1)[1]
+        assert got["overall"] == row["overall"]
+    # new cases come on top of the restaged rows
+    both = build_dataset(VLMDataConfig(**{**config, "cases": 2}, editor=False, seeing_per_case=1, judge_per_case=1,
+                                       restage_bare=1.0, restage_other=1.0))
+    assert len(both) == len(earlier) + 2 * 2 and sum(t.startswith("judge_score_walk") for t in both["task"]) == 0
+    # at restage_bare 0 the walk rows stay, and restage_other drops seeing rows
+    kept = build_dataset(VLMDataConfig(**config, restage_bare=0.0, restage_other=0.0))
+    assert sorted(kept["task"]) == sorted(t for t in earlier["task"] if t.startswith("judge_score_walk"))
+
+
+def test_restage_refuses_a_folder_that_is_no_dataset_and_an_empty_config(tmp_path):
+    with pytest.raises(InputError, match="not a saved dataset"):
+        build_dataset(VLMDataConfig(cases=0, restage_from=[str(tmp_path)]))
+    with pytest.raises(ValidationError, match="needs restage_from"):
+        VLMDataConfig(cases=0)
+    row = judge_example(stream_case(41, 3), stream_case(41, 3).target_image, "score", random.Random(0))
+    with pytest.raises(InputError, match="reasoning-first judge row"):
+        bare_score_example(row)
 
 def test_pair_at_asks_one_cell_of_one_of_two_images_and_often_where_they_differ():
     from refine.shapes.judge import parse_scene

@@ -18,26 +18,29 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from datasets import Dataset
-from pydantic import Field, field_validator
+from datasets import Dataset, concatenate_datasets, load_from_disk
+from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from refine.backbones.shapes import load_shapes_backbone
 from refine.config import RefineConfig
+from refine.errors import InputError
 from refine.rollout.flow_editor import FlowEditor
 from refine.shapes.data import training_stream
 from refine.shapes.candidates import candidate_outputs
-from refine.shapes.vlm.tasks import JUDGE_KINDS, QUESTIONS, REWRITE_REASONING, judge_example, output_grid_example, seeing_examples
+from refine.shapes.vlm.tasks import (JUDGE_KINDS, QUESTIONS, REASONED_KINDS, REWRITE_REASONING, bare_score_example, judge_example,
+                                    output_grid_example, seeing_examples)
 
 
 class VLMDataConfig(RefineConfig):
     """Which examples to generate (all from `training_stream(seed)`)."""
 
     seed: int = Field(23, description="training stream seed (cases train-{seed}-{n})")
-    cases: int = Field(1000, ge=1, description="stream cases to draw")
+    cases: int = Field(1000, ge=0, description="stream cases to draw (0: only `restage_from`'s rows)")
     indirect_fraction: float = Field(
         0.3, ge=0, le=1, description="share of stream cases phrased indirectly (riddles, relations); a stage that teaches "
         "the `rewrite` seeing task raises it so most of its answers differ from the question's instruction")
@@ -81,6 +84,21 @@ class VLMDataConfig(RefineConfig):
         "edit said directly, each checked cell read in the output, then the score)",
     )
 
+    restage_from: list[str] = Field(
+        default_factory=list, description="dataset folders of earlier stages (their output_dir/dataset) whose rows this "
+        "dataset takes too, with no editor sampled again: its judge rows, each reasoning-first one asked again with the "
+        "bare score prompt at the share `restage_bare` (`tasks.bare_score_example`), and its other rows at the share "
+        "`restage_other`")
+    restage_bare: float = Field(0.8, ge=0, le=1, description="share of `restage_from`'s reasoning-first judge rows asked "
+                                "again with the bare score prompt (the rest are kept as they are)")
+    restage_other: float = Field(0.3, ge=0, le=1, description="share of `restage_from`'s seeing rows kept")
+
+    @model_validator(mode="after")
+    def _some_rows(self) -> "VLMDataConfig":
+        if self.cases == 0 and not self.restage_from:
+            raise ValueError("cases=0 needs restage_from: the dataset would be empty")
+        return self
+
     @field_validator("seeing_tasks")
     @classmethod
     def _known_seeing_tasks(cls, tasks: Optional[dict[str, float]]) -> Optional[dict[str, float]]:
@@ -100,7 +118,7 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     rng = random.Random(config.seed)
     kinds, weights = list(config.judge_kinds), list(config.judge_kinds.values())
     cases = list(itertools.islice(training_stream(config.seed, indirect_fraction=config.indirect_fraction), config.cases))
-    outputs = (editor_outputs(cases, config.seed, config.editor_samples, config.editor_steps, progress) if config.editor
+    outputs = (editor_outputs(cases, config.seed, config.editor_samples, config.editor_steps, progress) if config.editor and cases
                else [[] for _ in cases])
     keep_rng = random.Random(f"{config.seed}-keep")   # its own draws, so the examples kept are the ones drawn at keep 1
     rows: list[dict[str, Any]] = []
@@ -118,7 +136,34 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     if config.question_first:
         rows = [text_first(row) for row in rows]
     rng.shuffle(rows)
-    return Dataset.from_list(rows)
+    if not config.restage_from:
+        return Dataset.from_list(rows)
+    parts = [Dataset.from_list(rows)] if rows else []
+    parts += restaged_rows(config.restage_from, config.restage_bare, config.restage_other, random.Random(config.seed))
+    return concatenate_datasets(parts).shuffle(seed=config.seed)
+
+
+def restaged_rows(folders: list[str], bare: float, other: float, rng: random.Random) -> list[Dataset]:
+    """The rows `VLMDataConfig.restage_from` takes from earlier stages' datasets: per folder, the rows kept as they are,
+    then the reasoning-first judge rows asked again with the bare score prompt (`tasks.bare_score_example`).
+
+    Judge rows are all kept (the editor outputs are what a stage's CPU went to); a reasoning-first one is asked
+    again with the bare prompt with probability `bare`; a seeing row is kept with probability `other`.
+    """
+    parts = []
+    for folder in folders:
+        if not (Path(folder) / "dataset_info.json").is_file():
+            raise InputError(f"restage_from: {folder} is not a saved dataset (an earlier stage's output_dir/dataset)")
+        dataset = load_from_disk(folder)
+        kept, asked = [], []
+        for index, task in enumerate(dataset["task"]):
+            kind = task.split(":")[0].removeprefix("judge_") if task.startswith("judge_") else None
+            if kind in REASONED_KINDS:
+                (kept if rng.random() < 1 - bare else asked).append(index)
+            elif kind is not None or rng.random() < other:
+                kept.append(index)
+        parts += [dataset.select(kept), dataset.select(asked).map(bare_score_example)]
+    return parts
 
 
 def text_first(row: dict[str, Any]) -> dict[str, Any]:

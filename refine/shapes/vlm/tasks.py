@@ -700,6 +700,48 @@ def read_reasoning(case: ShapeCase, score: JudgeScore, every_cell: bool = False)
     return ". ".join(filter(None, (find, f"edit: {case.direct_instruction}", "; ".join(lines))))
 
 
+# the reasoning-first kinds, whose rows `bare_score_example` can ask again with the bare score prompt
+REASONED_KINDS = ("score_cot", "score_read", "score_walk")
+
+
+def bare_score_example(row: dict[str, Any]) -> dict[str, Any]:
+    """A reasoning-first judge row (`REASONED_KINDS`) asked again with the bare score prompt, answered with its score.
+
+    Why (issue 23, stop 56): the bundled judge's rows are 80% reasoning first, so its bare score (`score_logit`, the
+    default of `judge: vlm` and of the reward presets) learned from a fifth of the editor outputs it saw. Re-asking
+    an earlier stage's rows costs no editor sampling (about 4 CPU-minutes per 1,000 cases per output). The prompt
+    is rebuilt by `MLLMJudge`'s own `user_text` from the row's instruction and requirement, and the reasoning
+    prompt is rebuilt from them too and must equal the row's text, so a row whose prompt cannot be read back
+    exactly is refused rather than converted wrong. The label is the row's own score, drawn from O once.
+
+    >>> from refine.shapes.data import stream_case
+    >>> case = stream_case(41, 3)
+    >>> walk = judge_example(case, case.target_image, "score_walk", random.Random(0))
+    >>> bare = judge_example(case, case.target_image, "score", random.Random(0))
+    >>> bare_score_example(walk) == {**bare, "images": walk["images"]}
+    True
+    """
+    task, source = row["task"].split(":", 1)
+    kind = task.removeprefix("judge_")
+    if kind not in REASONED_KINDS:
+        raise InputError(f"bare_score_example takes a reasoning-first judge row ({', '.join(REASONED_KINDS)}), got {row['task']!r}")
+    text = row["prompt"][-1]["content"][-1]["text"]
+    instruction = re.search(r"^Instruction: (.*)$", text, re.M)
+    requirement = re.search(r"^Requirements: (.*)$", text, re.M)
+    reasoned, bare = _JUDGES[kind], _JUDGES["score"]
+    if instruction is None or requirement is None or reasoned.prompts.user_text(
+            reasoned.prompt_kind, instruction.group(1), None, requirement=requirement.group(1)) != text:
+        raise InputError(f"the {row['task']} row of {row['case_id']} does not read back as its prompt: was it built with other prompts?")
+    score = re.search(r'"Score": \[\[\d+\]\]$', row["completion"][0]["content"][0]["text"])
+    if score is None:
+        raise InputError(f"the {row['task']} row of {row['case_id']} has no score line at the end of its answer")
+    prompt = [dict(turn) for turn in row["prompt"]]
+    content = [dict(part) for part in prompt[-1]["content"]]
+    content[-1]["text"] = bare.user_text(instruction.group(1), {"requirement": requirement.group(1)})
+    prompt[-1] = {**prompt[-1], "content": content}
+    completion = [{"role": "assistant", "content": [{"type": "text", "text": score.group(0)}]}]
+    return {**row, "task": f"judge_score:{source}", "prompt": prompt, "completion": completion}
+
 def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.Random, source: str = "editor") -> dict[str, Any]:
     """One judge example: the conversation `MLLMJudge` sends in mode `kind`, answered from the exact judge's O."""
     judge = _JUDGES[kind]
