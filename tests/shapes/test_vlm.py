@@ -228,8 +228,10 @@ def test_restage_asks_an_earlier_stages_walk_rows_again_with_the_bare_score_prom
     earlier = build_dataset(VLMDataConfig(cases=6, seed=3, seeing_per_case=1, judge_per_case=2, editor=False,
                                           judge_kinds={"score_walk": 1.0}))
     earlier.save_to_disk(str(tmp_path / "dataset"))
+    saved = sorted(p.name for p in (tmp_path / "dataset").iterdir())
     config = dict(cases=0, seed=3, restage_from=[str(tmp_path / "dataset")])
     restaged = build_dataset(VLMDataConfig(**config, restage_bare=1.0, restage_other=1.0))
+    assert sorted(p.name for p in (tmp_path / "dataset").iterdir()) == saved     # the earlier stage's folder is left as it was
     assert sorted(restaged["case_id"]) == sorted(earlier["case_id"])          # every row taken, judge and seeing
     # each walk row now carries exactly what a bare score row of its case and output would: the prompt
     # `score_logit` sends and the same score

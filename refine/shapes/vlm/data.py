@@ -140,7 +140,7 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         return Dataset.from_list(rows)
     parts = [Dataset.from_list(rows)] if rows else []
     parts += restaged_rows(config.restage_from, config.restage_bare, config.restage_other, random.Random(config.seed))
-    return concatenate_datasets(parts).shuffle(seed=config.seed)
+    return concatenate_datasets(parts).shuffle(seed=config.seed, keep_in_memory=True)
 
 
 def restaged_rows(folders: list[str], bare: float, other: float, rng: random.Random) -> list[Dataset]:
@@ -162,7 +162,9 @@ def restaged_rows(folders: list[str], bare: float, other: float, rng: random.Ran
                 (kept if rng.random() < 1 - bare else asked).append(index)
             elif kind is not None or rng.random() < other:
                 kept.append(index)
-        parts += [dataset.select(kept), dataset.select(asked).map(bare_score_example)]
+        # in memory: `datasets` would otherwise write its cache files into the earlier stage's folder
+        parts += [dataset.select(kept, keep_in_memory=True),
+                  dataset.select(asked, keep_in_memory=True).map(bare_score_example, keep_in_memory=True)]
     return parts
 
 
