@@ -222,8 +222,6 @@ def test_contrast_judges_every_case_on_its_target_and_its_source_under_its_own_p
     # per case one perfect edit and one that changed nothing: the prompt alone cannot tell the label
     assert len(by_case) == 4 and all(sorted(labels)[0] < 0.5 and sorted(labels)[1] == 1.0 for labels in by_case.values())
 
-
-
 def test_restage_asks_an_earlier_stages_walk_rows_again_with_the_bare_score_prompt(tmp_path):
     earlier = build_dataset(VLMDataConfig(cases=6, seed=3, seeing_per_case=1, judge_per_case=2, editor=False,
                                           judge_kinds={"score_walk": 1.0}))
@@ -264,6 +262,7 @@ def test_restage_refuses_a_folder_that_is_no_dataset_and_an_empty_config(tmp_pat
     row = judge_example(stream_case(41, 3), stream_case(41, 3).target_image, "score", random.Random(0))
     with pytest.raises(InputError, match="reasoning-first judge row"):
         bare_score_example(row)
+
 
 def test_pair_at_asks_one_cell_of_one_of_two_images_and_often_where_they_differ():
     from refine.shapes.judge import parse_scene

@@ -728,19 +728,19 @@ def bare_score_example(row: dict[str, Any]) -> dict[str, Any]:
     text = row["prompt"][-1]["content"][-1]["text"]
     instruction = re.search(r"^Instruction: (.*)$", text, re.M)
     requirement = re.search(r"^Requirements: (.*)$", text, re.M)
-    reasoned, bare = _JUDGES[kind], _JUDGES["score"]
-    if instruction is None or requirement is None or reasoned.prompts.user_text(
-            reasoned.prompt_kind, instruction.group(1), None, requirement=requirement.group(1)) != text:
+    meta = {"requirement": requirement.group(1)} if requirement else {}
+    if instruction is None or requirement is None or _JUDGES[kind].user_text(instruction.group(1), meta) != text:
         raise InputError(f"the {row['task']} row of {row['case_id']} does not read back as its prompt: was it built with other prompts?")
     score = re.search(r'"Score": \[\[\d+\]\]$', row["completion"][0]["content"][0]["text"])
     if score is None:
         raise InputError(f"the {row['task']} row of {row['case_id']} has no score line at the end of its answer")
     prompt = [dict(turn) for turn in row["prompt"]]
     content = [dict(part) for part in prompt[-1]["content"]]
-    content[-1]["text"] = bare.user_text(instruction.group(1), {"requirement": requirement.group(1)})
+    content[-1]["text"] = _JUDGES["score"].user_text(instruction.group(1), meta)
     prompt[-1] = {**prompt[-1], "content": content}
     completion = [{"role": "assistant", "content": [{"type": "text", "text": score.group(0)}]}]
     return {**row, "task": f"judge_score:{source}", "prompt": prompt, "completion": completion}
+
 
 def judge_example(case: ShapeCase, output: Image.Image, kind: str, rng: random.Random, source: str = "editor") -> dict[str, Any]:
     """One judge example: the conversation `MLLMJudge` sends in mode `kind`, answered from the exact judge's O."""
