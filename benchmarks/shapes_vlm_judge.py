@@ -24,13 +24,16 @@ Run:  python benchmarks/shapes_vlm_judge.py --model runs/vlm-shapes/final [--con
 6. Seeing: exact-match accuracy of greedy answers to the seeing questions (background, count, what
    is in a cell, the full description, every cell: exact, per cell, and per occupied cell) on
    `--seeing-cases` shapes-val sources, and two-image questions on (source, target): what differs,
-   and a cell where they differ of one of the two (`pair_at`); and the grid of `--output-grids` of the edits themselves, scored
+   and a cell where they differ of one of the two (`pair_at`), and what each holds that the other does not (`not_in`,
+   both ways); and the grid of `--output-grids` of the edits themselves, scored
    against what the exact parser reads in them, stray marks included (`describe_parsed_grid`): what
    the judge must see to tell two edits of one input apart.
 7. Image use (`--contrast-cases`): per case, the judge's score (score_logit) of the target, the
    unchanged source and pure noise under the case's own prompt: a judge that reads the output
    image scores the target above the other two; one that judges from the instruction scores all
-   three alike (stop 35 found every judge trained until then did).
+   three alike (stop 35 found every judge trained until then did). By category too (stop 57: a score
+   that counts objects tells an add from the source and a recolour not). `--sparse-cases`: the same on
+   cases whose sources hold 0-3 objects (`data.sparse_cases`), by source objects.
 8. Rewrite (`--rewrite-cases`): EditThinker's rewrite alone, the `rewrite` seeing question on that
    many indirect shapes-val cases (source image, instruction) -> the exact canonical direct phrasing
    (`case.direct_instruction`, read only to score; the share of exact answers, and by category).
@@ -76,9 +79,10 @@ from refine.rollout.flow_editor import FlowEditor  # noqa: E402
 from refine.shapes.evaluate import bench_subset  # noqa: E402
 from refine.shapes.judge import judge_edit, parse_image  # noqa: E402
 from refine.shapes.degrade import noise_image  # noqa: E402
+from refine.shapes.vlm.data import sparse_cases  # noqa: E402
 from refine.shapes.vlm.probes import image_dependence as probe_image_dependence  # noqa: E402
 from refine.shapes.vlm.tasks import (  # noqa: E402
-    QUESTIONS, SYSTEM_PROMPT, _name, describe_difference, describe_grid, describe_parsed_grid, describe_scene, read_reasoning)
+    QUESTIONS, SYSTEM_PROMPT, _name, describe_difference, describe_not_in, describe_grid, describe_parsed_grid, describe_scene, read_reasoning)
 from refine.shapes.world import POSITION_NAMES, POSITIONS  # noqa: E402
 from refine.thinker.protocol import ThinkRequest  # noqa: E402
 from refine.thinker.vlm import VLMThinker  # noqa: E402
@@ -271,6 +275,11 @@ def seeing_accuracy(backend: TransformersVLM, cases) -> dict[str, float]:
             position, which = rng.choice(differing), rng.randrange(2)
             question = QUESTIONS["pair_at"].format(position=POSITION_NAMES[position], which=("first", "second")[which])
             asks.append(("pair_at", images, question, _name((case.source, case.target)[which].at(position))))
+        # what the edit added, and what it took away: the comparison a judge makes (tasks._not_in_example)
+        asks.append(("not_in", images, QUESTIONS["not_in"].format(which="second", other="first"),
+                     describe_not_in(case.target, case.source)))
+        asks.append(("not_in", images, QUESTIONS["not_in"].format(which="first", other="second"),
+                     describe_not_in(case.source, case.target)))
     chats = [_chat(images, question) for _, images, question, _ in asks]
     answers = backend.generate(chats, max_new_tokens=96)  # a grid answer is up to ~55 tokens
     hits: dict[str, list[float]] = {}
@@ -355,9 +364,34 @@ def image_use(backend: TransformersVLM, cases) -> dict[str, float]:
     outputs = {"target": [case.target_image for case in cases], "source": sources,
                "noise": [noise_image(case.size, seed=i) for i, case in enumerate(cases)]}
     scores = {name: np.array(judge(sources, images, instructions, metas).scores, dtype=float) for name, images in outputs.items()}
+    above = scores["target"] > scores["source"]
+    categories = sorted({case.category for case in cases})
     return {**{f"mean_{name}": float(values.mean()) for name, values in scores.items()},
-            "target_above_source": float((scores["target"] > scores["source"]).mean()),
-            "target_above_noise": float((scores["target"] > scores["noise"]).mean())}
+            "target_above_source": float(above.mean()),
+            "target_above_noise": float((scores["target"] > scores["noise"]).mean()),
+            # which edits the score sees: a bare score that only counts objects tells adds, not recolours
+            "target_above_source_by_category": {c: float(above[[case.category == c for case in cases]].mean()) for c in categories}}
+
+
+def sparse_image_use(backend: TransformersVLM, count: int, seed: int = 12345) -> dict[str, dict[str, float]]:
+    """score_logit of the target and of the untouched source of `count` sparse cases (`data.sparse_cases`, a seed no
+    training stage uses), by how many objects the source holds: where the comparison curriculum starts (0) and goes."""
+    judge = MLLMJudge(backend, mode="score_logit", cache=False)
+    cases = sparse_cases(seed, count)
+    sources, instructions = [case.source_image for case in cases], [case.instruction for case in cases]
+    metas = [case.to_request().meta for case in cases]
+    target = np.array(judge(sources, [case.target_image for case in cases], instructions, metas).scores, dtype=float)
+    source = np.array(judge(sources, sources, instructions, metas).scores, dtype=float)
+    objects = np.array([len(case.source.objects) for case in cases])
+    return {str(n): {"cases": int((objects == n).sum()), "mean_target": float(target[objects == n].mean()),
+                     "mean_source": float(source[objects == n].mean()),
+                     "target_above_source": float((target[objects == n] > source[objects == n]).mean())}
+            for n in sorted(set(objects.tolist()))}
+
+
+def _rounded(values: dict) -> dict:
+    """`values` with its floats, and those of nested dicts, to 3 decimals (for printing)."""
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in values.items()}
 
 
 def output_grid_accuracy(backend: TransformersVLM, rows: list[dict]) -> dict[str, float]:
@@ -402,6 +436,8 @@ def main() -> None:
     parser.add_argument("--seeing-cases", type=int, default=30, help="shapes-val sources asked the seeing questions (0: skip)")
     parser.add_argument("--output-grids", type=int, default=0, help="edits asked their grid, scored against the exact parser (0: skip)")
     parser.add_argument("--contrast-cases", type=int, default=0, help="cases whose target, source and noise are scored (0: skip)")
+    parser.add_argument("--sparse-cases", type=int, default=0,
+                        help="sparse cases (sources of 0-3 objects) whose target and source are scored (0: skip)")
     parser.add_argument("--rewrite-cases", type=int, default=0, help="indirect cases asked the rewrite question (0: skip)")
     parser.add_argument("--rewrite-split", default="shapes-val", choices=["shapes-val", "shapes-bench"],
                         help="split of the rewrite cases: tune on shapes-val, report once on shapes-bench")
@@ -445,7 +481,11 @@ def main() -> None:
         if args.contrast_cases:
             use = image_use(backend, cases[: args.contrast_cases])
             report["models"].setdefault(model, {})["image_use"] = use
-            print(model, "image use (score_logit of target / source / noise)", json.dumps({k: round(v, 3) for k, v in use.items()}))
+            print(model, "image use (score_logit of target / source / noise)", json.dumps(_rounded(use)))
+        if args.sparse_cases:
+            sparse = sparse_image_use(backend, args.sparse_cases)
+            report["models"].setdefault(model, {})["sparse_image_use"] = sparse
+            print(model, "sparse cases by source objects (score_logit of target / source)", json.dumps(_rounded(sparse)))
         if args.rewrite_cases:
             rewrite = rewrite_accuracy(backend, bench_subset(direct=0, indirect=args.rewrite_cases, split=args.rewrite_split),
                                        args.rewrite_edit, tuple(args.rewrite_gates))

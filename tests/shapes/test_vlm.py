@@ -222,6 +222,24 @@ def test_contrast_judges_every_case_on_its_target_and_its_source_under_its_own_p
     # per case one perfect edit and one that changed nothing: the prompt alone cannot tell the label
     assert len(by_case) == 4 and all(sorted(labels)[0] < 0.5 and sorted(labels)[1] == 1.0 for labels in by_case.values())
 
+
+def test_contrast_sparse_adds_target_and_source_rows_of_cases_whose_sources_hold_zero_to_three_objects():
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.data import sparse_cases
+    config = VLMDataConfig(cases=1, seed=98, contrast_sparse=24, seeing_per_case=0, judge_per_case=0, editor=False,
+                           judge_kinds={"score": 1.0})
+    dataset = build_dataset(config)
+    rows = [row for row in dataset if row["case_id"].startswith("sparse-")]
+    assert len(rows) == 48 and len(dataset) == 48                          # the one stream case has no contrast rows
+    counts = set()
+    for row in rows:
+        source, output = (parse_scene(image) for image in row["images"])
+        counts.add(len(source.objects))
+        # the target scores 5 (O = 1), the source shown again as the edit scores low
+        assert (row["overall"] == 1.0) == (row["task"] == "judge_score:target") and (output == source) == (row["overall"] < 0.5)
+    assert counts == {0, 1, 2, 3}
+    assert {c.id for c in sparse_cases(config.seed, 24)} == {row["case_id"] for row in rows}
+
 def test_restage_asks_an_earlier_stages_walk_rows_again_with_the_bare_score_prompt(tmp_path):
     earlier = build_dataset(VLMDataConfig(cases=6, seed=3, seeing_per_case=1, judge_per_case=2, editor=False,
                                           judge_kinds={"score_walk": 1.0}))
@@ -279,6 +297,28 @@ def test_pair_at_asks_one_cell_of_one_of_two_images_and_often_where_they_differ(
         differ += scenes[0].at(position) != scenes[1].at(position)
         second += which
     assert 0.3 < second / len(examples) < 0.7 and differ / len(examples) > 0.4   # the other image would answer wrong
+
+
+def test_not_in_lists_the_asked_images_objects_the_other_image_lacks_read_back_from_the_pixels():
+    """Each answer is recomputed from both images read back exactly; the asked image and the other must both matter."""
+    from refine.shapes.judge import parse_scene
+    from refine.shapes.vlm.tasks import POSITION_NAMES, _name
+    rng = random.Random(0)
+    examples = [e for case in itertools.islice(training_stream(3), 60) for e in seeing_examples(case, rng, 1, {"not_in": 1.0}, 0.0)]
+    answers, other_empty, partial = [], 0, 0
+    for example in examples:
+        question, answer = example["prompt"][-1]["content"][-1]["text"], example["completion"][0]["content"][0]["text"]
+        asked_index = 1 if "in the second image that is not in the first" in question else 0
+        scenes = [parse_scene(image) for image in example["images"]]
+        asked, other = scenes[asked_index], scenes[1 - asked_index]
+        lines = [f"{POSITION_NAMES[o.position]}: {_name(o)}" for o in sorted(asked.objects, key=lambda o: o.position)
+                 if other.at(o.position) != o]
+        assert answer == ("; ".join(lines) or "nothing")
+        answers.append((asked_index, answer))
+        other_empty += not other.objects
+        partial += 0 < len(lines) < len(asked.objects)      # the other image takes some lines away, not all
+    assert {index for index, _ in answers} == {0, 1}
+    assert other_empty >= 5 and partial >= 10 and sum(a == "nothing" for _, a in answers) >= 3
 
 
 def test_where_and_beside_name_the_cell_of_the_named_object_and_the_cell_next_to_it():

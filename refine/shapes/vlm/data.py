@@ -30,8 +30,10 @@ from refine.backbones.shapes import load_shapes_backbone
 from refine.config import RefineConfig
 from refine.errors import InputError
 from refine.rollout.flow_editor import FlowEditor
-from refine.shapes.data import training_stream
+from refine.shapes.data import ShapeCase, case_key, make_case, reserved_case_keys, seeded_rng, training_stream
+from refine.shapes.edits import feasible_categories
 from refine.shapes.candidates import candidate_outputs
+from refine.shapes.world import random_scene
 from refine.shapes.vlm.tasks import (JUDGE_KINDS, QUESTIONS, REASONED_KINDS, REWRITE_REASONING, bare_score_example, judge_example,
                                     output_grid_example, seeing_examples)
 
@@ -47,7 +49,7 @@ class VLMDataConfig(RefineConfig):
     seeing_per_case: int = Field(2, ge=0, description="seeing examples per case (describe, position, colour, count, difference)")
     seeing_tasks: Optional[dict[str, float]] = Field(
         None, description="weights of the seeing task kinds (describe, at_position, color, background, count, difference, "
-        "grid: every cell named, where: the cell of a named object, beside: the cell next to it, pair_at: one cell of one of two images, lookup: the cells as text, then the cell of each object named by what it is, find: the same without the cells, each cell after its name and key (tasks.found_line), rewrite: the instruction in its direct "
+        "grid: every cell named, where: the cell of a named object, beside: the cell next to it, pair_at: one cell of one of two images, not_in: the objects of one of two images the other lacks (tasks._not_in_example), lookup: the cells as text, then the cell of each object named by what it is, find: the same without the cells, each cell after its name and key (tasks.found_line), rewrite: the instruction in its direct "
         "phrasing, rewrite_think / rewrite_grid / rewrite_locate / rewrite_scan / rewrite_scan_read / rewrite_lookup / rewrite_find: the scene / every cell / the named objects looked up (tasks.REWRITE_REASONING) in <think>, then that rewrite in <answer>); None: the first six uniformly. A seeing stage that must teach the tower the cells weights grid up "
         "(see refine/shapes/vlm/README.md)")
     degrade_rate: float = Field(0.3, ge=0, le=1, description="share of seeing images blurred / noised like an editor's output")
@@ -77,6 +79,11 @@ class VLMDataConfig(RefineConfig):
         False, description="also judge the case's target (O = 1) and its unchanged source (O ~ 0) under the case's own "
         "prompt, every case: the instruction alone then says nothing about the label, so the score must come from the "
         "output image (judges trained without it scored a perfect edit, the source and noise alike)")
+    contrast_sparse: int = Field(
+        0, ge=0, description="extra cases whose source holds 0 to 3 objects (uniformly; `sparse_cases`), each judged on "
+        "its target and on its untouched source only: a curriculum for `contrast` (stop 57). With an empty source the "
+        "label is whether the second image holds anything, which one image tells; each object the two share then asks "
+        "the score to discount what the first image already holds")
     judge_kinds: dict[str, float] = Field(
         default_factory=lambda: {"score": 0.7, "yesno": 0.2, "score_cot": 0.1},
         description="weights of the judge prompt kinds among judge examples: score, yesno, score_cot (the exact judge's failed "
@@ -133,6 +140,9 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
         for source, image in candidates:
             rows.append(judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source))
         rows += [output_grid_example(case, image) for image in edits[: config.output_grids]]
+    for case in sparse_cases(config.seed, config.contrast_sparse, config.indirect_fraction):
+        rows += [judge_example(case, image, rng.choices(kinds, weights)[0], rng, source=source)
+                 for source, image in (("target", case.target_image), ("source", case.source_image))]
     if config.question_first:
         rows = [text_first(row) for row in rows]
     rng.shuffle(rows)
@@ -141,6 +151,28 @@ def build_dataset(config: VLMDataConfig, progress: bool = False) -> Dataset:
     parts = [Dataset.from_list(rows)] if rows else []
     parts += restaged_rows(config.restage_from, config.restage_bare, config.restage_other, random.Random(config.seed))
     return concatenate_datasets(parts).shuffle(seed=config.seed, keep_in_memory=True)
+
+
+def sparse_cases(seed: int, count: int, indirect_fraction: float = 0.3) -> list[ShapeCase]:
+    """`count` training cases whose sources hold 0, 1, 2 or 3 objects (uniformly), none of them a split's case.
+
+    The edit's category is drawn among those the source allows (on an empty source: add, background or a
+    hybrid of the two, phrased directly: an empty scene has nothing to name an object by).
+
+    >>> [len(case.source.objects) for case in sparse_cases(0, 6)]
+    [0, 2, 0, 2, 1, 2]
+    """
+    rng, reserved, cases = seeded_rng("sparse-cases", seed), reserved_case_keys(), []
+    while len(cases) < count:
+        scene = random_scene(rng, rng.randint(0, 3))
+        phrasing = "indirect" if scene.objects and rng.random() < indirect_fraction else "direct"
+        try:
+            case = make_case(rng, rng.choice(feasible_categories(scene)), phrasing, f"sparse-{seed}-{len(cases)}", scene=scene)
+        except InputError:  # no edit of that category and phrasing on this scene: draw another scene
+            continue
+        if case_key(case) not in reserved:
+            cases.append(case)
+    return cases
 
 
 def restaged_rows(folders: list[str], bare: float, other: float, rng: random.Random) -> list[Dataset]:

@@ -31,6 +31,7 @@ judge's O = sqrt(IF x CC) of that output:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -60,6 +61,7 @@ QUESTIONS: dict[str, str] = {
     "where": "Where is {name}?",
     "beside": "Which cell is directly {relation} {name}?",
     "pair_at": "Here are two images. What is in the {position} of the {which} image?",
+    "not_in": "Here are two images. What is in the {which} image that is not in the {other} image?",
     "lookup": "Cells: {cells}.\nWhere is each of these: {names}?",
     "find": "Where is each of these: {names}?",
     "rewrite": "Rewrite the instruction so that an image editor can follow it directly.\nInstruction: {instruction}",
@@ -191,6 +193,8 @@ def seeing_examples(case: ShapeCase, rng: random.Random, per_case: int = 3, task
             out.append(reasoned_example(case, task))
         elif task == "pair_at":
             out.append(_pair_at_example(case, rng))
+        elif task == "not_in":
+            out.append(_not_in_example(case, rng))
         elif task in ("lookup", "find"):
             out.append(lookup_example(case, rng, scene, cells_in_text=task == "lookup"))
         elif task == "describe":
@@ -641,6 +645,61 @@ def _pair_at_example(case: ShapeCase, rng: random.Random) -> dict[str, Any]:
     question = QUESTIONS["pair_at"].format(position=POSITION_NAMES[position], which=("first", "second")[index])
     images = [render(scene, case.size) for scene in scenes]
     return _example(case, "pair_at", images, question, _name(scenes[index].at(position)))
+
+
+def describe_not_in(asked: Scene, other: Scene) -> str:
+    """The objects of `asked` whose cell holds something else (or nothing) in `other`, in reading order.
+
+    >>> from refine.shapes.world import Obj
+    >>> a = Scene("white", (Obj("circle", "red", "large", (0, 0)), Obj("square", "blue", "small", (1, 1))))
+    >>> describe_not_in(a, Scene("white", (Obj("circle", "red", "large", (0, 0)),)))
+    'center: small blue square'
+    >>> describe_not_in(Scene("white", (Obj("circle", "red", "large", (0, 0)),)), a)
+    'nothing'
+    """
+    parts = [f"{POSITION_NAMES[o.position]}: {_name(o)}" for o in sorted(asked.objects, key=lambda o: o.position)
+             if other.at(o.position) != o]
+    return "; ".join(parts) or "nothing"
+
+
+def _altered(obj: Obj, rng: random.Random, background: str) -> Obj:
+    """`obj` with one of its colour, shape or size changed."""
+    attribute = rng.choice(("color", "shape", "size"))
+    if attribute == "color":
+        return dataclasses.replace(obj, color=rng.choice([c for c in COLOR_NAMES if c not in (obj.color, background)]))
+    if attribute == "shape":
+        return dataclasses.replace(obj, shape=rng.choice([s for s in SHAPES if s != obj.shape]))
+    return dataclasses.replace(obj, size="small" if obj.size == "large" else "large")
+
+
+def _not_in_example(case: ShapeCase, rng: random.Random, empty_rate: float = 0.25) -> dict[str, Any]:
+    """Two images, "what is in the first (second) image that is not in the other?": a comparison learnt by parts.
+
+    The asked scene is the case's source or target; the other is the asked scene with some of its
+    objects removed or altered (none to all, uniformly many), or, a share `empty_rate`, its background
+    alone. Why this task (stop 57): a judge's bare score must compare the edit with its source, and a
+    label that depends only on whether two images are equal gives no gradient to a model that reads
+    one image at a time (the contrast-only stage stays at a coin flip). Here the answer starts as
+    reading one image (the other empty) and each object the other image shares takes something away,
+    an effect of the other image that a model reading both cells can learn one step at a time.
+    """
+    asked = rng.choice((case.source, case.target))
+    if rng.random() < empty_rate:
+        other = Scene(asked.background, ())
+    else:
+        changed = rng.sample(list(asked.objects), rng.randint(0, len(asked.objects)))
+        objects = []
+        for obj in asked.objects:
+            if obj not in changed:
+                objects.append(obj)
+            elif rng.random() < 0.5:
+                objects.append(_altered(obj, rng, asked.background))
+        other = Scene(asked.background, tuple(objects))
+    index = rng.randrange(2)
+    scenes = [asked, other] if index == 0 else [other, asked]
+    question = QUESTIONS["not_in"].format(which=("first", "second")[index], other=("second", "first")[index])
+    images = [render(scene, case.size) for scene in scenes]
+    return _example(case, "not_in", images, question, describe_not_in(asked, other))
 
 
 class _DatasetBackend:
