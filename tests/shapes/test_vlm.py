@@ -240,6 +240,7 @@ def test_contrast_sparse_adds_target_and_source_rows_of_cases_whose_sources_hold
     assert counts == {0, 1, 2, 3}
     assert {c.id for c in sparse_cases(config.seed, 24)} == {row["case_id"] for row in rows}
 
+
 def test_restage_asks_an_earlier_stages_walk_rows_again_with_the_bare_score_prompt(tmp_path):
     earlier = build_dataset(VLMDataConfig(cases=6, seed=3, seeing_per_case=1, judge_per_case=2, editor=False,
                                           judge_kinds={"score_walk": 1.0}))
