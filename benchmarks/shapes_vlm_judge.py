@@ -356,14 +356,19 @@ def rewrite_accuracy(backend: TransformersVLM, cases, edit_steps: int = 0, gates
     return report
 
 
+def _scores(judge: MLLMJudge, cases, outputs) -> np.ndarray:
+    """The judge's score of each case's `outputs` image against its source, under the case's own prompt."""
+    sources, instructions = [case.source_image for case in cases], [case.instruction for case in cases]
+    metas = [case.to_request().meta for case in cases]
+    return np.array(judge(sources, outputs, instructions, metas).scores, dtype=float)
+
+
 def image_use(backend: TransformersVLM, cases) -> dict[str, float]:
     """score_logit of each case's target, source and noise under the case's own prompt (see the module docstring, 7)."""
     judge = MLLMJudge(backend, mode="score_logit", cache=False)
-    sources, instructions = [case.source_image for case in cases], [case.instruction for case in cases]
-    metas = [case.to_request().meta for case in cases]
-    outputs = {"target": [case.target_image for case in cases], "source": sources,
+    outputs = {"target": [case.target_image for case in cases], "source": [case.source_image for case in cases],
                "noise": [noise_image(case.size, seed=i) for i, case in enumerate(cases)]}
-    scores = {name: np.array(judge(sources, images, instructions, metas).scores, dtype=float) for name, images in outputs.items()}
+    scores = {name: _scores(judge, cases, images) for name, images in outputs.items()}
     above = scores["target"] > scores["source"]
     categories = sorted({case.category for case in cases})
     return {**{f"mean_{name}": float(values.mean()) for name, values in scores.items()},
@@ -378,15 +383,15 @@ def sparse_image_use(backend: TransformersVLM, count: int, seed: int = 12345) ->
     training stage uses), by how many objects the source holds: where the comparison curriculum starts (0) and goes."""
     judge = MLLMJudge(backend, mode="score_logit", cache=False)
     cases = sparse_cases(seed, count)
-    sources, instructions = [case.source_image for case in cases], [case.instruction for case in cases]
-    metas = [case.to_request().meta for case in cases]
-    target = np.array(judge(sources, [case.target_image for case in cases], instructions, metas).scores, dtype=float)
-    source = np.array(judge(sources, sources, instructions, metas).scores, dtype=float)
+    target = _scores(judge, cases, [case.target_image for case in cases])
+    source = _scores(judge, cases, [case.source_image for case in cases])
     objects = np.array([len(case.source.objects) for case in cases])
-    return {str(n): {"cases": int((objects == n).sum()), "mean_target": float(target[objects == n].mean()),
-                     "mean_source": float(source[objects == n].mean()),
-                     "target_above_source": float((target[objects == n] > source[objects == n]).mean())}
-            for n in sorted(set(objects.tolist()))}
+    report = {}
+    for n in sorted(set(objects.tolist())):
+        mask = objects == n
+        report[str(n)] = {"cases": int(mask.sum()), "mean_target": float(target[mask].mean()), "mean_source": float(source[mask].mean()),
+                          "target_above_source": float((target[mask] > source[mask]).mean())}
+    return report
 
 
 def _rounded(values: dict) -> dict:
